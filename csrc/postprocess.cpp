@@ -1,0 +1,273 @@
+#include "postprocess.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+
+namespace nertron {
+namespace {
+
+[[noreturn]] void fail(const std::string& message) { throw std::invalid_argument(message); }
+
+// Softmax of one row of logits into out; returns the argmax (first on ties).
+int32_t softmax(const float* logits, int64_t n, float* out) {
+    int32_t best = 0;
+    float top = logits[0];
+    for (int64_t k = 1; k < n; ++k) {
+        if (logits[k] > top) {
+            top = logits[k];
+            best = static_cast<int32_t>(k);
+        }
+    }
+    double sum = 0.0;
+    for (int64_t k = 0; k < n; ++k) {
+        out[k] = std::exp(logits[k] - top);
+        sum += out[k];
+    }
+    const float inv = static_cast<float>(1.0 / sum);
+    for (int64_t k = 0; k < n; ++k) out[k] *= inv;
+    return best;
+}
+
+int32_t argmax(const float* values, int64_t n) {
+    return static_cast<int32_t>(std::max_element(values, values + n) - values);
+}
+
+void check_finite(const float* values, int64_t n, const char* name, int64_t row, int64_t pos) {
+    for (int64_t k = 0; k < n; ++k) {
+        if (!std::isfinite(values[k])) {
+            fail(std::string(name) + " has a non-finite value at [" + std::to_string(row) + ", " +
+                 std::to_string(pos) + ", " + std::to_string(k) + "]");
+        }
+    }
+}
+
+}  // namespace
+
+Aggregation parse_aggregation(const std::string& name) {
+    if (name == "first") return Aggregation::First;
+    if (name == "average") return Aggregation::Average;
+    if (name == "max") return Aggregation::Max;
+    fail("aggregation must be 'first', 'average' or 'max', got '" + name + "'");
+}
+
+int64_t checked_total(const int64_t* lengths, int64_t count, const char* name) {
+    int64_t total = 0;
+    for (int64_t i = 0; i < count; ++i) {
+        if (lengths[i] < 0) {
+            fail(std::string(name) + "[" + std::to_string(i) + "] is negative (" +
+                 std::to_string(lengths[i]) + ")");
+        }
+        total += lengths[i];
+    }
+    return total;
+}
+
+WordPredictions align_words(const float* logits, const int64_t* word_ids, int64_t batch,
+                            int64_t seq, int64_t num_labels, const int64_t* num_words,
+                            Aggregation aggregation, bool with_probs) {
+    if (num_labels < 1) fail("logits must have at least one label");
+    const int64_t total = checked_total(num_words, batch, "num_words");
+
+    WordPredictions out;
+    out.labels.assign(total, -1);
+    out.scores.assign(total, 0.0f);
+    if (with_probs) out.probs.assign(total * num_labels, 0.0f);
+
+    std::vector<float> probs(num_labels);
+    std::vector<float> sums;     // Average: per-word sum of distributions
+    std::vector<int32_t> count;  // subwords seen per word
+    int64_t row_offset = 0;
+    for (int64_t b = 0; b < batch; ++b) {
+        const int64_t words = num_words[b];
+        count.assign(words, 0);
+        if (aggregation == Aggregation::Average) sums.assign(words * num_labels, 0.0f);
+        for (int64_t t = 0; t < seq; ++t) {
+            const int64_t w = word_ids[b * seq + t];
+            if (w == -1) continue;
+            if (w < 0 || w >= words) {
+                fail("word_ids[" + std::to_string(b) + ", " + std::to_string(t) + "] = " +
+                     std::to_string(w) + " is out of range [-1, " + std::to_string(words) + ")");
+            }
+            const float* row = logits + (b * seq + t) * num_labels;
+            check_finite(row, num_labels, "logits", b, t);
+            const int64_t o = row_offset + w;
+            if (aggregation == Aggregation::First && count[w] > 0) continue;
+            const int32_t best = softmax(row, num_labels, probs.data());
+            if (aggregation == Aggregation::Average) {
+                float* acc = sums.data() + w * num_labels;
+                for (int64_t k = 0; k < num_labels; ++k) acc[k] += probs[k];
+            } else if (count[w] == 0 || probs[best] > out.scores[o]) {
+                // First: only the first subword gets here. Max: keep the most confident.
+                out.labels[o] = best;
+                out.scores[o] = probs[best];
+                if (with_probs) std::copy(probs.begin(), probs.end(), out.probs.begin() + o * num_labels);
+            }
+            ++count[w];
+        }
+        if (aggregation == Aggregation::Average) {
+            for (int64_t w = 0; w < words; ++w) {
+                if (count[w] == 0) continue;
+                float* acc = sums.data() + w * num_labels;
+                for (int64_t k = 0; k < num_labels; ++k) acc[k] /= static_cast<float>(count[w]);
+                const int64_t o = row_offset + w;
+                out.labels[o] = argmax(acc, num_labels);
+                out.scores[o] = acc[out.labels[o]];
+                if (with_probs) std::copy(acc, acc + num_labels, out.probs.begin() + o * num_labels);
+            }
+        }
+        row_offset += words;
+    }
+    return out;
+}
+
+WordPredictions merge_windows(const int64_t* window_doc, const int64_t* word_start,
+                              const int64_t* window_words, int64_t num_windows,
+                              const int32_t* labels, const float* scores, const float* probs,
+                              int64_t num_labels, const int64_t* doc_words, int64_t num_docs) {
+    checked_total(window_words, num_windows, "window_words");
+    const int64_t total = checked_total(doc_words, num_docs, "doc_words");
+    std::vector<int64_t> doc_offset(num_docs + 1, 0);
+    for (int64_t d = 0; d < num_docs; ++d) doc_offset[d + 1] = doc_offset[d] + doc_words[d];
+
+    const bool with_probs = probs != nullptr && num_labels > 0;
+    WordPredictions out;
+    out.labels.assign(total, -1);
+    out.scores.assign(total, 0.0f);
+    if (with_probs) out.probs.assign(total * num_labels, 0.0f);
+
+    constexpr int64_t unlimited = std::numeric_limits<int64_t>::max();
+    std::vector<int64_t> best_context(total, -1);
+    int64_t in = 0;  // position in the windows' CSR arrays
+    for (int64_t w = 0; w < num_windows; ++w) {
+        const int64_t d = window_doc[w];
+        if (d < 0 || d >= num_docs) {
+            fail("window_doc[" + std::to_string(w) + "] = " + std::to_string(d) +
+                 " is out of range [0, " + std::to_string(num_docs) + ")");
+        }
+        const int64_t start = word_start[w];
+        const int64_t n = window_words[w];
+        if (start < 0 || start + n > doc_words[d]) {
+            fail("window " + std::to_string(w) + " covers words [" + std::to_string(start) + ", " +
+                 std::to_string(start + n) + ") outside document " + std::to_string(d) + " of " +
+                 std::to_string(doc_words[d]) + " words");
+        }
+        const bool open_left = start > 0;
+        const bool open_right = start + n < doc_words[d];
+        for (int64_t i = 0; i < n; ++i, ++in) {
+            const int64_t left = open_left ? i : unlimited;
+            const int64_t right = open_right ? n - 1 - i : unlimited;
+            const int64_t context = std::min(left, right);
+            const int64_t o = doc_offset[d] + start + i;
+            if (context <= best_context[o]) continue;
+            best_context[o] = context;
+            out.labels[o] = labels[in];
+            out.scores[o] = scores[in];
+            if (with_probs) {
+                std::copy(probs + in * num_labels, probs + (in + 1) * num_labels,
+                          out.probs.begin() + o * num_labels);
+            }
+        }
+    }
+    for (int64_t d = 0; d < num_docs; ++d) {
+        for (int64_t o = doc_offset[d]; o < doc_offset[d + 1]; ++o) {
+            if (best_context[o] < 0) {
+                fail("word " + std::to_string(o - doc_offset[d]) + " of document " +
+                     std::to_string(d) + " is not covered by any window");
+            }
+        }
+    }
+    return out;
+}
+
+namespace {
+
+// seqeval's end_of_chunk / start_of_chunk (its default, conlleval-compatible mode).
+bool ends_chunk(Prefix prev, Prefix tag, int32_t prev_type, int32_t type) {
+    if (prev == Prefix::E || prev == Prefix::S) return true;
+    if ((prev == Prefix::B || prev == Prefix::I) &&
+        (tag == Prefix::B || tag == Prefix::S || tag == Prefix::O)) {
+        return true;
+    }
+    return prev != Prefix::O && prev_type != type;
+}
+
+bool starts_chunk(Prefix prev, Prefix tag, int32_t prev_type, int32_t type) {
+    if (tag == Prefix::B || tag == Prefix::S) return true;
+    if ((tag == Prefix::E || tag == Prefix::I) &&
+        (prev == Prefix::E || prev == Prefix::S || prev == Prefix::O)) {
+        return true;
+    }
+    return tag != Prefix::O && prev_type != type;
+}
+
+}  // namespace
+
+Spans decode_spans(const int32_t* labels, const float* scores, const int64_t* row_words,
+                   int64_t num_rows, const uint8_t* label_prefix, const int32_t* label_type,
+                   int64_t num_labels, const int64_t* word_start_char,
+                   const int64_t* word_end_char) {
+    for (int64_t k = 0; k < num_labels; ++k) {
+        if (label_prefix[k] > static_cast<uint8_t>(Prefix::S)) {
+            fail("label_prefix[" + std::to_string(k) + "] = " + std::to_string(label_prefix[k]) +
+                 " is not a prefix code (0=O, 1=B, 2=I, 3=E, 4=S)");
+        }
+        if (label_prefix[k] != 0 && label_type[k] < 0) {
+            fail("label_type[" + std::to_string(k) + "] is negative for an entity label");
+        }
+    }
+    const int64_t total = checked_total(row_words, num_rows, "row_words");
+    for (int64_t i = 0; i < total; ++i) {
+        if (labels[i] < -1 || labels[i] >= num_labels) {
+            fail("labels[" + std::to_string(i) + "] = " + std::to_string(labels[i]) +
+                 " is out of range [-1, " + std::to_string(num_labels) + ")");
+        }
+        if (!std::isfinite(scores[i])) fail("scores[" + std::to_string(i) + "] is not finite");
+        if (word_start_char != nullptr &&
+            (word_start_char[i] < 0 || word_end_char[i] < word_start_char[i])) {
+            fail("word offsets at " + std::to_string(i) + " are not a valid [start, end) range");
+        }
+    }
+
+    Spans spans;
+    const bool with_chars = word_start_char != nullptr;
+    int64_t offset = 0;
+    for (int64_t r = 0; r < num_rows; ++r) {
+        const int64_t n = row_words[r];
+        Prefix prev = Prefix::O;
+        int32_t prev_type = -1;
+        int64_t begin = 0;
+        double score_sum = 0.0;
+        for (int64_t i = 0; i <= n; ++i) {  // i == n is a closing O
+            Prefix tag = Prefix::O;
+            int32_t type = -1;
+            if (i < n && labels[offset + i] >= 0) {
+                tag = static_cast<Prefix>(label_prefix[labels[offset + i]]);
+                if (tag != Prefix::O) type = label_type[labels[offset + i]];
+            }
+            if (ends_chunk(prev, tag, prev_type, type)) {
+                spans.row.push_back(r);
+                spans.first_word.push_back(begin);
+                spans.end_word.push_back(i);
+                spans.type.push_back(prev_type);
+                spans.score.push_back(static_cast<float>(score_sum / static_cast<double>(i - begin)));
+                if (with_chars) {
+                    spans.start_char.push_back(word_start_char[offset + begin]);
+                    spans.end_char.push_back(word_end_char[offset + i - 1]);
+                }
+            }
+            if (starts_chunk(prev, tag, prev_type, type)) {
+                begin = i;
+                score_sum = 0.0;
+            }
+            if (i < n) score_sum += scores[offset + i];
+            prev = tag;
+            prev_type = type;
+        }
+        offset += n;
+    }
+    return spans;
+}
+
+}  // namespace nertron

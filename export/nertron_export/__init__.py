@@ -1,0 +1,1 @@
+"""nertron export: HF token-classification checkpoints to ONNX bundles (needs nertron[export])."""

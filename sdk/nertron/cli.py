@@ -1,0 +1,138 @@
+"""The ``nertron`` command line: ``ner`` and ``export``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import deque
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from .pipeline import AGGREGATIONS, NER
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nertron", description="Named-entity recognition with XLM-R.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_ner(commands.add_parser("ner", help="find entities in text, files or stdin"))
+    _add_export(commands.add_parser("export", help="export an HF checkpoint to a nertron bundle"))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args))
+    except (FileNotFoundError, ValueError, TypeError) as error:
+        print(f"nertron {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _add_ner(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("text", nargs="*", help="texts to tag (else --input, else stdin)")
+    parser.add_argument("-m", "--model", help="bundle directory (default: $NERTRON_MODEL)")
+    parser.add_argument("-i", "--input", type=Path, help=".txt (a document per line) or .jsonl file")
+    parser.add_argument("-o", "--output", type=Path, help="JSONL output file (default: stdout)")
+    parser.add_argument("--field", default="text", help="JSONL field holding the text (default: text)")
+    parser.add_argument("--id-field", default="id", help="JSONL field carried over as the id")
+    parser.add_argument("--aggregation", choices=AGGREGATIONS, default="first")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
+    parser.set_defaults(run=_run_ner)
+
+
+def _run_ner(args: argparse.Namespace) -> int:
+    ner = NER(args.model, aggregation=args.aggregation, batch_size=args.batch_size, threads=args.threads)
+    if args.text:
+        records: Iterator[dict[str, Any]] = ({"text": t} for t in args.text)
+        progress = False
+    elif args.input:
+        records = _read_records(args.input, args.field, args.id_field)
+        progress = True
+    else:
+        records = _read_lines(sys.stdin)
+        progress = False
+    output: IO[str] = args.output.open("w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        _tag_records(ner, records, output, progress=progress)
+    finally:
+        if args.output:
+            output.close()
+    return 0
+
+
+def _tag_records(ner: NER, records: Iterator[dict[str, Any]], output: IO[str], *, progress: bool) -> None:
+    pending: deque[dict[str, Any]] = deque()
+
+    def texts() -> Iterator[str]:
+        for record in records:
+            pending.append(record)
+            yield record["text"]
+
+    for entities in ner.pipe(texts(), progress=progress):
+        record = pending.popleft()
+        record["entities"] = [e.to_dict() for e in entities]
+        output.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _read_lines(stream: IO[str]) -> Iterator[dict[str, Any]]:
+    for line in stream:
+        yield {"text": line.rstrip("\n")}
+
+
+def _read_records(path: Path, field: str, id_field: str) -> Iterator[dict[str, Any]]:
+    with path.open(encoding="utf-8") as stream:
+        if path.suffix != ".jsonl":
+            yield from _read_lines(stream)
+            return
+        for number, line in enumerate(stream, start=1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+            if not isinstance(data, dict) or not isinstance(data.get(field), str):
+                raise ValueError(f"{path}:{number}: expected an object with a string field {field!r}")
+            record = {"text": data[field]}
+            if id_field in data:
+                record = {"id": data[id_field], **record}
+            yield record
+
+
+def _add_export(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="HF checkpoint directory or hub id")
+    parser.add_argument("--out", required=True, type=Path, help="bundle directory to write")
+    parser.add_argument("--opset", type=int, default=17)
+    parser.add_argument("--optimize", action="store_true", help="onnxruntime transformer optimizer")
+    parser.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantisation")
+    parser.add_argument("--fp16", action="store_true", help="fp16 weights (for GPUs)")
+    parser.add_argument("--scheme", help="tag scheme: IOB1, IOB2 or BIOES (default: from the labels)")
+    parser.add_argument("--max-length", type=int, help="subwords per window (default: the model's)")
+    parser.add_argument("--atol", type=float, default=1e-4, help="max |ONNX - PyTorch| logits (fp32)")
+    parser.set_defaults(run=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    try:
+        from nertron_export.onnx_export import ExportError, export_bundle
+    except ImportError as error:
+        raise ValueError(f"export needs the extra: pip install 'nertron[export]' ({error})") from None
+    try:
+        report = export_bundle(
+            args.model,
+            args.out,
+            opset=args.opset,
+            optimize=args.optimize,
+            quantize=args.quantize,
+            fp16=args.fp16,
+            scheme=args.scheme,
+            max_length=args.max_length,
+            atol=args.atol,
+        )
+    except ExportError as error:
+        raise ValueError(str(error)) from None
+    print(report.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""The public entry point: ``NER``, raw text or pre-split words in, entities or tags out."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from . import _native
+from .bundle import Bundle
+from .entity import Entity
+from .onnx_backend import OnnxRuntimeBackend
+from .tags import LabelSet
+from .text import split_words
+from .windows import SubwordEncoder, Window
+
+AGGREGATIONS = ("first", "average", "max")
+Backend = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass
+class WordPredictions:
+    """Per-word predictions for a batch of documents, flat (CSR) over documents."""
+
+    labels: np.ndarray  # int32 label id per word, -1 for a word that produced no subword
+    scores: np.ndarray  # float32 probability of that label
+    doc_words: np.ndarray  # int64 number of words per document
+
+
+def resolve_model(model: str | Path | None) -> Path:
+    """The bundle to load: ``model``, else ``$NERTRON_MODEL``, else the embedded default model."""
+    if model is not None:
+        return Path(model)
+    if os.environ.get("NERTRON_MODEL"):
+        return Path(os.environ["NERTRON_MODEL"])
+    raise FileNotFoundError(
+        "no model given: pass a bundle directory (see `nertron export`) or set NERTRON_MODEL"
+    )
+
+
+class NER:
+    """Named-entity recogniser over an exported bundle.
+
+    >>> ner = NER("bundle/")
+    >>> ner("Angela Merkel met Emmanuel Macron in Paris.")  # doctest: +SKIP
+    [Entity(text='Angela Merkel', label='PER', start=0, end=13, score=0.99...), ...]
+    """
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        aggregation: str = "first",
+        batch_size: int = 32,
+        max_length: int | None = None,
+        stride: int | None = None,
+        threads: int | None = None,
+        providers: Sequence[str] | None = None,
+        backend: Backend | None = None,
+    ) -> None:
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.bundle = Bundle.load(resolve_model(model))
+        self.aggregation = aggregation
+        self.batch_size = batch_size
+        self.label_set = LabelSet.from_labels(self.bundle.labels)
+        length = max_length or self.bundle.max_length
+        if length > self.bundle.max_length:
+            raise ValueError(f"max_length {length} exceeds the model's {self.bundle.max_length}")
+        special = self.bundle.special_tokens
+        self.encoder = SubwordEncoder(
+            self.bundle.tokenizer_path,
+            bos=special["bos"],
+            eos=special["eos"],
+            pad=special["pad"],
+            max_length=length,
+            stride=(length - 2) // 4 if stride is None else stride,
+        )
+        self.backend: Backend = backend or OnnxRuntimeBackend(
+            self.bundle.model_path, threads=threads, providers=providers
+        )
+
+    @property
+    def labels(self) -> list[str]:
+        """The model's tag set, e.g. ``["O", "B-PER", ...]``."""
+        return list(self.label_set.labels)
+
+    def __call__(self, text: str) -> list[Entity]:
+        """Entities in one text."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be str, got {type(text).__name__}")
+        return self.batch([text])[0]
+
+    def batch(
+        self, texts: Sequence[str], *, batch_size: int | None = None, progress: bool = False
+    ) -> list[list[Entity]]:
+        """Entities for each text, in input order. Raises ``TypeError`` naming a non-str item."""
+        texts = list(texts)
+        for index, text in enumerate(texts):
+            _check_str(text, index)
+        return list(self.pipe(texts, batch_size=batch_size, progress=progress))
+
+    def pipe(
+        self,
+        texts: Iterable[str],
+        *,
+        batch_size: int | None = None,
+        chunk_size: int = 2048,
+        progress: bool = False,
+    ) -> Iterator[list[Entity]]:
+        """Streams entities for an iterable of texts, ``chunk_size`` texts in memory at a time."""
+        iterator = iter(texts)
+        offset = 0
+        with tqdm(desc="ner", unit="doc", disable=not progress) as bar:
+            while chunk := list(islice(iterator, chunk_size)):
+                for i, text in enumerate(chunk):
+                    _check_str(text, offset + i)
+                yield from self._entities(chunk, batch_size or self.batch_size)
+                offset += len(chunk)
+                bar.update(len(chunk))
+
+    def tag(self, docs: Sequence[Sequence[str]], *, batch_size: int | None = None) -> list[list[str]]:
+        """Word-level tags (the model's scheme) for pre-split documents, e.g. for evaluation."""
+        for index, words in enumerate(docs):
+            if isinstance(words, str) or not isinstance(words, Sequence):
+                raise TypeError(f"docs[{index}] must be a list of str, got {type(words).__name__}")
+            for position, word in enumerate(words):
+                if not isinstance(word, str):
+                    raise TypeError(f"docs[{index}][{position}] must be str, got {type(word).__name__}")
+        predictions = self.predict_words(docs, batch_size=batch_size)
+        names = np.array([*self.label_set.labels, "O"])  # label -1 (no subword) reads as O
+        tags = names[predictions.labels].tolist()
+        bounds = np.concatenate(([0], np.cumsum(predictions.doc_words)))
+        return [tags[bounds[d] : bounds[d + 1]] for d in range(len(docs))]
+
+    def predict_words(
+        self, docs: Sequence[Sequence[str]], *, batch_size: int | None = None
+    ) -> WordPredictions:
+        """Runs the model over pre-split documents; one label and score per word."""
+        size = batch_size or self.batch_size
+        doc_words = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
+        windows = [w for w in self.encoder.windows(docs) if w.num_words > 0]
+        if not windows:
+            empty = np.zeros(0, dtype=np.int32)
+            return WordPredictions(empty, empty.astype(np.float32), doc_words)
+        labels: list[np.ndarray] = [np.empty(0, np.int32)] * len(windows)
+        scores: list[np.ndarray] = [np.empty(0, np.float32)] * len(windows)
+        # Length-sorted batches keep padding low; results are put back in window order.
+        order = sorted(range(len(windows)), key=lambda i: windows[i].input_ids.size)
+        for begin in range(0, len(order), size):
+            rows = order[begin : begin + size]
+            batch = self.encoder.pad([windows[i] for i in rows])
+            logits = self.backend(batch.input_ids, batch.attention_mask)
+            word_labels, word_scores, _ = _native.align_words(
+                logits, batch.word_ids, batch.num_words, self.aggregation
+            )
+            split = np.cumsum(batch.num_words)[:-1]
+            for i, row_labels, row_scores in zip(
+                rows, np.split(word_labels, split), np.split(word_scores, split), strict=True
+            ):
+                labels[i], scores[i] = row_labels, row_scores
+        merged_labels, merged_scores, _ = _native.merge_windows(
+            *_window_layout(windows), np.concatenate(labels), np.concatenate(scores), doc_words
+        )
+        return WordPredictions(merged_labels, merged_scores, doc_words)
+
+    def _entities(self, texts: Sequence[str], batch_size: int) -> list[list[Entity]]:
+        segmented = [split_words(text) for text in texts]
+        predictions = self.predict_words([s.words for s in segmented], batch_size=batch_size)
+        spans = _native.decode_spans(
+            predictions.labels,
+            predictions.scores,
+            predictions.doc_words,
+            self.label_set.prefix,
+            self.label_set.type_id,
+            np.fromiter((o for s in segmented for o in s.starts), dtype=np.int64),
+            np.fromiter((o for s in segmented for o in s.ends), dtype=np.int64),
+        )
+        entities: list[list[Entity]] = [[] for _ in texts]
+        types = self.label_set.types
+        for row, type_id, start, end, score in zip(
+            spans["row"].tolist(),
+            spans["type"].tolist(),
+            spans["start_char"].tolist(),
+            spans["end_char"].tolist(),
+            spans["score"].tolist(),
+            strict=True,
+        ):
+            entities[row].append(Entity(texts[row][start:end], types[type_id], start, end, score))
+        return entities
+
+
+def _window_layout(windows: Sequence[Window]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    count = len(windows)
+    return (
+        np.fromiter((w.doc for w in windows), dtype=np.int64, count=count),
+        np.fromiter((w.word_start for w in windows), dtype=np.int64, count=count),
+        np.fromiter((w.num_words for w in windows), dtype=np.int64, count=count),
+    )
+
+
+def _check_str(text: object, index: int) -> None:
+    if not isinstance(text, str):
+        raise TypeError(f"texts[{index}] must be str, got {type(text).__name__}")

@@ -1,0 +1,27 @@
+"""Shared fixtures: a tiny random XLM-R token classifier, exported through the real export code."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from nertron_export.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-checkpoint"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from nertron_export.onnx_export import export_bundle
+
+    out = tmp_path_factory.mktemp("tiny-bundle")
+    export_bundle(tiny_checkpoint, out)
+    return out

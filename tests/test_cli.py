@@ -1,0 +1,76 @@
+"""The ``nertron`` command line."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from nertron.cli import main
+
+
+def test_ner_on_arguments(tiny_bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ner", "-m", str(tiny_bundle), "Angela Merkel met Emmanuel Macron.", ""]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["text"] for r in lines] == ["Angela Merkel met Emmanuel Macron.", ""]
+    assert lines[1]["entities"] == []
+    for entity in lines[0]["entities"]:
+        assert lines[0]["text"][entity["start"] : entity["end"]] == entity["text"]
+
+
+def test_ner_on_jsonl_file_keeps_ids_and_order(tiny_bundle: Path, tmp_path: Path) -> None:
+    source = tmp_path / "docs.jsonl"
+    records = [{"id": i, "body": f"Document {i} about Paris and Berlin."} for i in range(50)]
+    source.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["ner", "-m", str(tiny_bundle), "-i", str(source), "--field", "body", "-o", str(out)]) == 0
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in results] == list(range(50))
+    assert [r["text"] for r in results] == [r["body"] for r in records]
+
+
+def test_ner_on_stdin(
+    tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("first line\n\nthird line in Paris\n"))
+    assert main(["ner", "-m", str(tiny_bundle)]) == 0
+    assert [json.loads(line)["text"] for line in capsys.readouterr().out.splitlines()] == [
+        "first line",
+        "",
+        "third line in Paris",
+    ]
+
+
+def test_malformed_jsonl_names_the_line(
+    tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "bad.jsonl"
+    source.write_text('{"text": "ok"}\n{not json\n')
+    assert main(["ner", "-m", str(tiny_bundle), "-i", str(source), "-o", str(tmp_path / "o.jsonl")]) == 2
+    assert "bad.jsonl:2: not valid JSON" in capsys.readouterr().err
+
+
+def test_missing_model_is_a_clear_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["ner", "-m", str(tmp_path), "text"]) == 2
+    assert "manifest.json is missing" in capsys.readouterr().err
+
+
+def test_export_and_ner_as_commands(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    cli = [sys.executable, "-m", "nertron.cli"]
+    export = subprocess.run(
+        [*cli, "export", "--model", str(tiny_checkpoint), "--out", str(tmp_path / "b")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "fp32 ONNX vs PyTorch: max |diff|" in export.stdout
+    ner = subprocess.run(
+        [*cli, "ner", "-m", str(tmp_path / "b"), "EU rejects German call."],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(ner.stdout)["text"] == "EU rejects German call."

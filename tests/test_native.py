@@ -1,0 +1,231 @@
+"""The compiled post-processing equals the pure-Python reference, and rejects bad input cleanly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from nertron import _native
+from nertron.tags import LabelSet
+from seqeval.metrics.sequence_labeling import get_entities as seqeval_entities
+
+from tests import reference
+
+LABELS = ("O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC")
+LABEL_SET = LabelSet.from_labels(LABELS)
+AGGREGATIONS = ("first", "average", "max")
+
+# Logits on a coarse grid: exact ties are frequent (tie-breaking is tested) and near-ties rare.
+logit = st.integers(-16, 16).map(lambda x: x / 4)
+
+
+@st.composite
+def aligned_batches(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    batch = draw(st.integers(1, 4))
+    seq = draw(st.integers(1, 12))
+    num_labels = draw(st.integers(1, 5))
+    logits = np.array(
+        draw(st.lists(logit, min_size=batch * seq * num_labels, max_size=batch * seq * num_labels)),
+        dtype=np.float32,
+    ).reshape(batch, seq, num_labels)
+    num_words = np.array(draw(st.lists(st.integers(0, 6), min_size=batch, max_size=batch)), np.int64)
+    word_ids = np.array(
+        [[draw(st.integers(-1, int(num_words[b]) - 1)) for _ in range(seq)] for b in range(batch)],
+        dtype=np.int64,
+    )
+    return logits, word_ids, num_words
+
+
+def near_tie(logits: np.ndarray, word_ids: np.ndarray, aggregation: str) -> bool:
+    """Whether float32 vs float64 rounding could flip a decision (average and max only)."""
+    if aggregation == "first":
+        return False
+    for b in range(logits.shape[0]):
+        for word in set(word_ids[b].tolist()) - {-1}:
+            dists = [reference.softmax(logits[b, t]) for t in np.flatnonzero(word_ids[b] == word)]
+            values = np.mean(dists, axis=0) if aggregation == "average" else [max(d) for d in dists]
+            ordered = sorted(values, reverse=True)
+            if len(ordered) > 1 and 0 < ordered[0] - ordered[1] < 1e-5:
+                return True
+            if aggregation == "average" and len(ordered) > 1 and ordered[0] == ordered[1]:
+                return True  # an exact tie in float64 need not be one in float32
+    return False
+
+
+@settings(max_examples=300, deadline=None)
+@given(aligned_batches(), st.sampled_from(AGGREGATIONS))
+def test_align_words_matches_reference(data: tuple, aggregation: str) -> None:
+    logits, word_ids, num_words = data
+    assume(not near_tie(logits, word_ids, aggregation))
+    labels, scores, probs = _native.align_words(logits, word_ids, num_words, aggregation, True)
+    expected = [
+        p
+        for b in range(logits.shape[0])
+        for p in reference.align_row(logits[b].tolist(), word_ids[b].tolist(), int(num_words[b]), aggregation)
+    ]
+    assert labels.tolist() == [p[0] for p in expected]
+    np.testing.assert_allclose(scores, [p[1] for p in expected], atol=1e-6)
+    assert probs is not None
+    np.testing.assert_allclose(probs, np.array([p[2] for p in expected]).reshape(probs.shape), atol=1e-6)
+
+
+@st.composite
+def windowed_docs(draw: st.DrawFn) -> tuple[list[int], list[tuple[int, int, int]]]:
+    """Documents and a covering set of (doc, start, length) windows, possibly overlapping."""
+    doc_words = draw(st.lists(st.integers(0, 12), min_size=1, max_size=4))
+    windows: list[tuple[int, int, int]] = []
+    for doc, n in enumerate(doc_words):
+        start = 0
+        while start < n:
+            length = draw(st.integers(1, n - start))
+            windows.append((doc, start, length))
+            if start + length >= n:
+                break
+            start = draw(st.integers(start + 1, start + length))
+    return doc_words, draw(st.permutations(windows))
+
+
+@settings(max_examples=300, deadline=None)
+@given(windowed_docs(), st.randoms(use_true_random=False))
+def test_merge_windows_matches_reference(data: tuple, rng) -> None:
+    doc_words, windows = data
+    predictions = [
+        [(rng.randrange(-1, 3), rng.random(), [rng.random() for _ in range(3)]) for _ in range(length)]
+        for _, _, length in windows
+    ]
+    flat = [p for window in predictions for p in window]
+    labels, scores, probs = _native.merge_windows(
+        np.array([w[0] for w in windows], np.int64),
+        np.array([w[1] for w in windows], np.int64),
+        np.array([w[2] for w in windows], np.int64),
+        np.array([p[0] for p in flat], np.int32),
+        np.array([p[1] for p in flat], np.float32),
+        np.array(doc_words, np.int64),
+        np.array([p[2] for p in flat], np.float32).reshape(len(flat), 3),
+    )
+    expected = reference.merge_windows(
+        [(doc, start, p) for (doc, start, _), p in zip(windows, predictions, strict=True)], doc_words
+    )
+    flat_expected = [p for doc in expected for p in doc]
+    assert labels.tolist() == [p[0] for p in flat_expected]
+    np.testing.assert_array_equal(scores, np.array([p[1] for p in flat_expected], np.float32))
+    assert probs is not None and probs.shape == (len(flat_expected), 3)
+
+
+tag_sequences = st.lists(st.lists(st.integers(-1, len(LABELS) - 1), max_size=15), min_size=1, max_size=5)
+
+
+@settings(max_examples=500, deadline=None)
+@given(tag_sequences, st.data())
+def test_decode_spans_matches_reference_and_seqeval(rows: list[list[int]], data: st.DataObject) -> None:
+    flat = [label for row in rows for label in row]
+    scores = data.draw(st.lists(st.floats(0, 1, width=32), min_size=len(flat), max_size=len(flat)))
+    spans = _native.decode_spans(
+        np.array(flat, np.int32),
+        np.array(scores, np.float32),
+        np.array([len(r) for r in rows], np.int64),
+        LABEL_SET.prefix,
+        LABEL_SET.type_id,
+    )
+    got = list(
+        zip(
+            spans["row"].tolist(),
+            spans["type"].tolist(),
+            spans["first_word"].tolist(),
+            spans["end_word"].tolist(),
+            strict=True,
+        )
+    )
+    expected = []
+    offset = 0
+    for r, row in enumerate(rows):
+        names = [LABELS[label] if label >= 0 else "O" for label in row]
+        ours = reference.decode_row(row, scores[offset : offset + len(row)], LABELS)
+        theirs = seqeval_entities(names)
+        assert [(t, f, e - 1) for t, f, e, _ in ours] == theirs
+        expected += [(r, LABEL_SET.types.index(t), f, e) for t, f, e, _ in ours]
+        np.testing.assert_allclose(
+            spans["score"][spans["row"] == r], [s for *_, s in ours], rtol=1e-5, atol=1e-7
+        )
+        offset += len(row)
+    assert got == expected
+
+
+def test_decode_spans_iob1_iob2_and_char_offsets() -> None:
+    names = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC")
+    label_set = LabelSet.from_labels(names)
+    # IOB1: I-PER I-PER B-PER I-LOC -> [PER 0-1] [PER 2] [LOC 3]; IOB2 reading of I-after-O is the same.
+    labels = np.array([2, 2, 1, 4, 0], np.int32)
+    starts = np.array([0, 5, 9, 14, 20], np.int64)
+    ends = np.array([4, 8, 13, 19, 21], np.int64)
+    spans = _native.decode_spans(
+        labels, np.ones(5, np.float32), np.array([5]), label_set.prefix, label_set.type_id, starts, ends
+    )
+    assert spans["first_word"].tolist() == [0, 2, 3]
+    assert spans["end_word"].tolist() == [2, 3, 4]
+    assert [label_set.types[t] for t in spans["type"]] == ["PER", "PER", "LOC"]
+    assert spans["start_char"].tolist() == [0, 9, 14]
+    assert spans["end_char"].tolist() == [8, 13, 19]
+
+
+LOGITS = np.zeros((2, 3, 4), np.float32)
+WORD_IDS = np.array([[-1, 0, 1], [-1, 0, -1]], np.int64)
+NUM_WORDS = np.array([2, 1], np.int64)
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "message"),
+    [
+        ((LOGITS.astype(np.float64), WORD_IDS, NUM_WORDS), TypeError, "logits must be a float32"),
+        ((LOGITS.tolist(), WORD_IDS, NUM_WORDS), TypeError, "logits must be a numpy array"),
+        ((LOGITS, WORD_IDS.astype(np.float32), NUM_WORDS), TypeError, "word_ids must be an integer"),
+        ((LOGITS[0], WORD_IDS, NUM_WORDS), ValueError, "logits must have 3 dimensions"),
+        ((LOGITS, WORD_IDS[:, :2], NUM_WORDS), ValueError, "word_ids has shape"),
+        ((LOGITS, WORD_IDS, NUM_WORDS[:1]), ValueError, "num_words has shape"),
+        ((LOGITS, WORD_IDS + 1, NUM_WORDS), ValueError, r"word_ids\[0, 2\] = 2 is out of range"),
+        ((LOGITS, WORD_IDS - 1, NUM_WORDS), ValueError, r"word_ids\[0, 0\] = -2 is out of range"),
+        ((LOGITS, WORD_IDS, -NUM_WORDS), ValueError, "num_words"),
+        ((np.full_like(LOGITS, np.nan), WORD_IDS, NUM_WORDS), ValueError, "logits has a non-finite"),
+        ((LOGITS, WORD_IDS, NUM_WORDS, "mean"), ValueError, "aggregation must be"),
+    ],
+)
+def test_align_words_rejects_bad_input(args: tuple, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        _native.align_words(*args)
+
+
+def test_merge_windows_rejects_bad_input() -> None:
+    one = np.array([0], np.int64)
+    labels, scores = np.zeros(2, np.int32), np.zeros(2, np.float32)
+    with pytest.raises(ValueError, match="not covered"):
+        _native.merge_windows(one, one, np.array([2]), labels, scores, np.array([3]))
+    with pytest.raises(ValueError, match="outside document"):
+        _native.merge_windows(one, np.array([2]), np.array([2]), labels, scores, np.array([3]))
+    with pytest.raises(ValueError, match=r"window_doc\[0\] = 1 is out of range"):
+        _native.merge_windows(np.array([1]), one, np.array([2]), labels, scores, np.array([3]))
+    with pytest.raises(ValueError, match="labels has shape"):
+        _native.merge_windows(one, one, np.array([3]), labels, scores, np.array([3]))
+    with pytest.raises(TypeError, match="labels must be an int32"):
+        _native.merge_windows(one, one, np.array([2]), labels.astype(np.int64), scores, np.array([2]))
+
+
+def test_decode_spans_rejects_bad_input() -> None:
+    prefix, types = LABEL_SET.prefix, LABEL_SET.type_id
+    one = np.array([0])
+    with pytest.raises(ValueError, match=r"labels\[1\] = 9 is out of range"):
+        _native.decode_spans(np.array([0, 9]), np.zeros(2, np.float32), np.array([2]), prefix, types)
+    with pytest.raises(ValueError, match=r"labels\[0\] = 4294967296 is out of range"):
+        _native.decode_spans(np.array([2**32]), np.zeros(1, np.float32), np.array([1]), prefix, types)
+    with pytest.raises(ValueError, match="scores has shape"):
+        _native.decode_spans(np.array([0, 1]), np.zeros(3, np.float32), np.array([2]), prefix, types)
+    with pytest.raises(ValueError, match="not a prefix code"):
+        _native.decode_spans(np.array([0]), np.zeros(1, np.float32), np.array([1]), prefix + 7, types)
+    with pytest.raises(ValueError, match="given together"):
+        _native.decode_spans(np.array([0]), np.zeros(1, np.float32), np.array([1]), prefix, types, one)
+    with pytest.raises(ValueError, match="not finite"):
+        _native.decode_spans(np.array([0]), np.array([np.nan], np.float32), np.array([1]), prefix, types)
+    with pytest.raises(ValueError, match="valid"):
+        _native.decode_spans(
+            np.array([0]), np.zeros(1, np.float32), np.array([1]), prefix, types, one, one - 1
+        )

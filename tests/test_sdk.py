@@ -1,0 +1,182 @@
+"""The SDK on the tiny exported model, checked against PyTorch + the pure-Python reference."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from nertron import NER, Entity
+from nertron.bundle import Bundle
+from nertron.text import split_words
+from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+from tests import reference
+
+TEXTS = [
+    "Angela Merkel met Emmanuel Macron in Paris on Tuesday.",
+    "EU rejects German call to boycott British lamb.",
+    "Der Bundestag in Berlin stimmte am Dienstag zu, sagte Olaf Scholz.",
+    "El presidente de México visitó Madrid y Barcelona.",
+    "東京で会議が開かれた。 Москва и Санкт-Петербург.",
+    "x",
+]
+
+
+class TorchReference:
+    """Entities computed without the SDK: transformers' tokenizer, PyTorch, tests/reference.py."""
+
+    def __init__(self, checkpoint: Path) -> None:
+        self.model = AutoModelForTokenClassification.from_pretrained(checkpoint).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+        self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+
+    def word_predictions(self, words: list[str], aggregation: str) -> list[reference.Prediction]:
+        encoded = self.tokenizer(words, is_split_into_words=True, return_tensors="pt")
+        with torch.inference_mode():
+            logits = self.model(**encoded).logits[0].tolist()
+        word_ids = [-1 if w is None else w for w in encoded.word_ids()]
+        return reference.align_row(logits, word_ids, len(words), aggregation)
+
+    def entities(self, text: str, aggregation: str) -> list[tuple[str, str, int, int, float]]:
+        words, starts, ends = split_words(text)
+        if not words:
+            return []
+        predictions = self.word_predictions(words, aggregation)
+        spans = reference.decode_row([p[0] for p in predictions], [p[1] for p in predictions], self.labels)
+        return [(text[starts[f] : ends[e - 1]], t, starts[f], ends[e - 1], score) for t, f, e, score in spans]
+
+
+@pytest.fixture(scope="module")
+def torch_reference(tiny_checkpoint: Path) -> TorchReference:
+    return TorchReference(tiny_checkpoint)
+
+
+def as_tuples(entities: list[Entity]) -> list[tuple[str, str, int, int]]:
+    return [(e.text, e.label, e.start, e.end) for e in entities]
+
+
+@pytest.mark.parametrize("aggregation", ["first", "average", "max"])
+def test_entities_equal_pytorch_reference(
+    tiny_bundle: Path, torch_reference: TorchReference, aggregation: str
+) -> None:
+    ner = NER(tiny_bundle, aggregation=aggregation, batch_size=4)
+    results = ner.batch(TEXTS)
+    assert sum(len(r) for r in results) > 5, "the tiny model should find entities"
+    for text, entities in zip(TEXTS, results, strict=True):
+        expected = torch_reference.entities(text, aggregation)
+        assert as_tuples(entities) == [e[:4] for e in expected]
+        np.testing.assert_allclose([e.score for e in entities], [e[4] for e in expected], atol=1e-4)
+
+
+def test_long_documents_are_windowed_and_merged(tiny_bundle: Path, torch_reference: TorchReference) -> None:
+    ner = NER(tiny_bundle, max_length=16, stride=5)
+    docs = [split_words(" ".join(TEXTS * 3)).words, ["Paris"], split_words(TEXTS[0]).words]
+    windows = [w for w in ner.encoder.windows(docs) if w.num_words]
+    assert max(w.input_ids.size for w in windows) <= 16
+    assert sum(w.doc == 0 for w in windows) > 5, "the long document must be cut into windows"
+    # The reference merges PyTorch's predictions of the same windows with the most-context rule.
+    per_window = [
+        (
+            w.doc,
+            w.word_start,
+            torch_reference.word_predictions(docs[w.doc][w.word_start : w.word_start + w.num_words], "first"),
+        )
+        for w in windows
+    ]
+    expected = reference.merge_windows(per_window, [len(d) for d in docs])
+    names = torch_reference.labels
+    assert ner.tag(docs) == [[names[p[0]] for p in doc] for doc in expected]
+
+
+def test_word_longer_than_a_window_keeps_its_label(tiny_bundle: Path) -> None:
+    ner = NER(tiny_bundle, max_length=8, stride=2)
+    tags = ner.tag([["a", "Ü" * 200 + "xyz" * 50, "b"]])
+    assert len(tags[0]) == 3 and all(t in ner.labels for t in tags[0])
+
+
+def test_batch_preserves_order_and_equals_single_calls(tiny_bundle: Path) -> None:
+    ner = NER(tiny_bundle, batch_size=2)
+    texts = [*TEXTS, "", "  ", *reversed(TEXTS)]
+    assert ner.batch(texts) == [ner(t) for t in texts]
+    assert list(ner.pipe(iter(texts), chunk_size=3)) == ner.batch(texts)
+
+
+def test_empty_and_whitespace_give_no_entities(tiny_bundle: Path) -> None:
+    ner = NER(tiny_bundle)
+    assert ner("") == []
+    assert ner(" \n\t\u3000") == []
+    assert ner.batch([]) == []
+    assert ner.tag([[]]) == [[]]
+
+
+def test_non_strings_raise_type_error_naming_the_index(tiny_bundle: Path) -> None:
+    ner = NER(tiny_bundle)
+    with pytest.raises(TypeError, match="text must be str, got NoneType"):
+        ner(None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"texts\[2\] must be str, got int"):
+        ner.batch(["a", "b", 3])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match=r"docs\[0\]\[1\] must be str"):
+        ner.tag([["a", 1]])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match=r"docs\[0\] must be a list of str"):
+        ner.tag(["a b"])
+
+
+def test_unicode_offsets_are_exact(tiny_bundle: Path) -> None:
+    ner = NER(tiny_bundle)
+    texts = [
+        "Emoji 👩‍👩‍👧 in Zürich 🇩🇪 and Paris 😀.",
+        "東京で会議が開かれた。北京も。",
+        "Cafe\u0301 Ame\u0301lie near Sa\u0303o Paulo",
+        "שלום עולם, مرحبا بالعالم Tel Aviv",
+        "control\x00chars\x07and\u200bzero\u200dwidth\r\nlines",
+    ]
+    found = 0
+    for text, entities in zip(texts, ner.batch(texts), strict=True):
+        for e in entities:
+            found += 1
+            assert text[e.start : e.end] == e.text and e.text == e.text.strip() and e.start < e.end
+            assert isinstance(e.score, float) and 0.0 <= e.score <= 1.0
+    assert found > 0
+
+
+def test_one_megabyte_text_uses_windows_with_bounded_memory(tiny_bundle: Path) -> None:
+    ner = NER(tiny_bundle)
+    sentence = "Angela Merkel met Emmanuel Macron in Paris. "
+    text = sentence * (1_000_000 // len(sentence))
+    tracemalloc.start()
+    entities = ner(text)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 400 * 2**20, f"peak Python memory {peak / 2**20:.0f} MiB"
+    assert entities and entities[-1].end > len(text) - len(sentence)  # the end was reached
+    assert all(text[e.start : e.end] == e.text for e in entities[:: max(1, len(entities) // 1000)])
+
+
+def test_entities_are_json_serialisable(tiny_bundle: Path) -> None:
+    entities = NER(tiny_bundle)(TEXTS[0])
+    payload = json.loads(json.dumps([e.to_dict() for e in entities]))
+    assert payload and set(payload[0]) == {"text", "label", "start", "end", "score"}
+
+
+def test_bundle_validation(tiny_bundle: Path, tmp_path: Path) -> None:
+    assert Bundle.load(tiny_bundle, verify=True).labels[0] == "O"
+    with pytest.raises(FileNotFoundError, match=r"manifest\.json is missing"):
+        Bundle.load(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(ValueError, match="expected format 'nertron-bundle'"):
+        Bundle.load(tmp_path)
+
+
+def test_constructor_arguments_are_checked(tiny_bundle: Path) -> None:
+    with pytest.raises(ValueError, match="aggregation must be one of"):
+        NER(tiny_bundle, aggregation="simple")
+    with pytest.raises(ValueError, match="exceeds the model's"):
+        NER(tiny_bundle, max_length=10_000)
+    with pytest.raises(ValueError, match="stride must be in"):
+        NER(tiny_bundle, max_length=16, stride=14)
+    with pytest.raises(FileNotFoundError, match="no model given"):
+        NER()
