@@ -178,5 +178,3 @@ def test_constructor_arguments_are_checked(tiny_bundle: Path) -> None:
         NER(tiny_bundle, max_length=10_000)
     with pytest.raises(ValueError, match="stride must be in"):
         NER(tiny_bundle, max_length=16, stride=14)
-    with pytest.raises(FileNotFoundError, match="no model given"):
-        NER()

@@ -96,8 +96,14 @@ def export_bundle(
     scheme: str | None = None,
     max_length: int | None = None,
     atol: float = 1e-4,
+    gate_data: str | Path | None = None,
+    max_f1_loss: float = 0.3,
 ) -> ExportReport:
-    """Exports ``model`` (an HF directory or hub id) into the bundle directory ``out``."""
+    """Exports ``model`` (an HF directory or hub id) into the bundle directory ``out``.
+
+    With ``quantize="int8"`` and ``gate_data`` (a CoNLL file, e.g. dev), the int8 model is refused
+    (``ExportError``, no bundle left) when its entity F1 is more than ``max_f1_loss`` points below fp32's.
+    """
     if opset < 17:
         raise ValueError(f"opset must be >= 17, got {opset}")
     if quantize not in (None, "int8"):
@@ -122,6 +128,25 @@ def export_bundle(
     with torch.inference_mode():
         reference = hf_model(**{k: torch.from_numpy(v) for k, v in inputs.items()}).logits.numpy()
 
+    precision = "int8" if quantize else "fp16" if fp16 else "fp32"
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_file": "model.onnx",
+        "tokenizer_file": "tokenizer.json",
+        "labels": labels,
+        "scheme": scheme,
+        "max_length": length,
+        "inputs": ["input_ids", "attention_mask"],
+        "outputs": ["logits"],
+        "opset": opset,
+        "precision": precision,
+        "optimized": bool(optimize or fp16),
+        "special_tokens": _special_tokens(tokenizer),
+        "source": str(model),
+        "architecture": type(hf_model).__name__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         fp32_path = Path(tmp) / "model.fp32.onnx"
         _export_onnx(hf_model, fp32_path, opset)
@@ -137,35 +162,18 @@ def export_bundle(
             if diff_opt > atol:
                 raise ExportError(f"optimized logits differ by {diff_opt:.2e} > atol {atol:.0e}")
         if quantize == "int8":
+            unquantized = final_path
             final_path = _quantize_int8(final_path)
-        model_file = out / "model.onnx"
-        _save_onnx(final_path, model_file)
+        _write_bundle(out, final_path, tokenizer, manifest)
+        if quantize == "int8" and gate_data is not None:
+            reference_bundle = Path(tmp) / "fp32-bundle"
+            _write_bundle(reference_bundle, unquantized, tokenizer, {**manifest, "precision": "fp32"})
+            _f1_gate(reference_bundle, out, Path(gate_data), max_f1_loss)
 
+    model_file = out / "model.onnx"
     final_logits = _run(model_file, inputs)
     mask = inputs["attention_mask"].astype(bool)
     agreement = float((final_logits.argmax(-1) == reference.argmax(-1))[mask].mean())
-    tokenizer.backend_tokenizer.save(str(out / "tokenizer.json"))
-    precision = "int8" if quantize else "fp16" if fp16 else "fp32"
-    manifest: dict[str, Any] = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "model_file": model_file.name,
-        "tokenizer_file": "tokenizer.json",
-        "sha256": sha256_of(model_file),
-        "labels": labels,
-        "scheme": scheme,
-        "max_length": length,
-        "inputs": ["input_ids", "attention_mask"],
-        "outputs": ["logits"],
-        "opset": opset,
-        "precision": precision,
-        "optimized": bool(optimize or fp16),
-        "special_tokens": _special_tokens(tokenizer),
-        "source": str(model),
-        "architecture": type(hf_model).__name__,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return ExportReport(
         bundle=out,
         precision=precision,
@@ -175,6 +183,43 @@ def export_bundle(
         fused_ops=fused,
         seconds=time.perf_counter() - started,
     )
+
+
+def _write_bundle(out: Path, model_path: Path, tokenizer: PreTrainedTokenizerFast, manifest: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    _save_onnx(model_path, out / "model.onnx")
+    tokenizer.backend_tokenizer.save(str(out / "tokenizer.json"))
+    manifest = {**manifest, "sha256": sha256_of(out / "model.onnx")}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+
+def check_f1_loss(fp32_f1: float, quantized_f1: float, max_loss: float, *, raise_error: bool = True) -> str | None:
+    """None if the quantised F1 (points) is within ``max_loss`` of fp32's, else the reason (or raises)."""
+    loss = fp32_f1 - quantized_f1
+    if loss <= max_loss:
+        return None
+    reason = (
+        f"the int8 model loses {loss:.2f} F1 points (fp32 {fp32_f1:.2f}, int8 {quantized_f1:.2f}), "
+        f"more than the allowed {max_loss:.2f}; ship fp32 or raise --max-f1-loss"
+    )
+    if raise_error:
+        raise ExportError(reason)
+    return reason
+
+
+def _f1_gate(fp32_bundle: Path, int8_bundle: Path, data: Path, max_loss: float) -> None:
+    from nertron import NER
+    from nertron.conll import read_conll
+    from nertron.evaluation import evaluate
+
+    documents = read_conll(data)
+    f1 = [100 * evaluate(NER(b), documents).entity.f1 for b in (fp32_bundle, int8_bundle)]
+    try:
+        check_f1_loss(f1[0], f1[1], max_loss)
+    except ExportError:
+        (int8_bundle / MANIFEST).unlink()
+        (int8_bundle / "model.onnx").unlink()
+        raise
 
 
 def _model_max_length(config: Any, tokenizer: PreTrainedTokenizerFast) -> int:

@@ -17,7 +17,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nertron", description="Named-entity recognition with XLM-R.")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_ner(commands.add_parser("ner", help="find entities in text, files or stdin"))
+    _add_eval(commands.add_parser("eval", help="score a model on a CoNLL file (token and entity level)"))
     _add_export(commands.add_parser("export", help="export an HF checkpoint to a nertron bundle"))
+    _add_train(
+        commands.add_parser("train", help="fine-tune an HF checkpoint on CoNLL files (needs torch)", add_help=False)
+    )
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:  # train parses its own options (and imports torch) only when asked for
+        argv = ["train", "--", *argv[1:]]
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))
@@ -96,6 +103,53 @@ def _read_records(path: Path, field: str, id_field: str) -> Iterator[dict[str, A
             if id_field in data:
                 record = {"id": data[id_field], **record}
             yield record
+
+
+def _add_eval(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, type=Path, help="CoNLL file (token first, tag last)")
+    parser.add_argument("-m", "--model", help="bundle directory (default: the embedded model)")
+    parser.add_argument(
+        "--context", choices=["sentence", "document", "both"], default="both",
+        help="tag sentences alone, whole documents (cross-sentence context), or report both",
+    )
+    parser.add_argument("--aggregation", choices=AGGREGATIONS, default="first")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(run=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from .conll import read_conll
+    from .evaluation import evaluate
+
+    ner = NER(args.model, aggregation=args.aggregation, batch_size=args.batch_size, threads=args.threads)
+    documents = read_conll(args.data)
+    contexts = ["sentence", "document"] if args.context == "both" else [args.context]
+    reports = [evaluate(ner, documents, context=c, batch_size=args.batch_size) for c in contexts]
+    if args.json:
+        print(json.dumps({"data": str(args.data), "model": str(ner.bundle.path),
+                          "reports": [r.to_dict() for r in reports]}, indent=2))
+        return 0
+    for report in reports:
+        title = {"sentence": "each sentence alone", "document": "whole documents (cross-sentence context)"}
+        print(f"== {args.data} — {title[report.context]} — model {ner.bundle.path}\n")
+        print(report.format() + "\n")
+    return 0
+
+
+def _add_train(parser: argparse.ArgumentParser) -> None:
+    # Parsed by nertron_export.train itself, so that torch is imported only when training.
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="see `nertron train --help`")
+    parser.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    try:
+        from nertron_export.train import main as train_main
+    except ImportError as error:
+        raise ValueError(f"train needs the extra: pip install 'nertron[export]' ({error})") from None
+    return train_main([a for i, a in enumerate(args.args) if i or a != "--"])
 
 
 def _add_export(parser: argparse.ArgumentParser) -> None:

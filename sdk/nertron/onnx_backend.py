@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,3 +42,8 @@ class OnnxRuntimeBackend:
         feed = {"input_ids": input_ids, "attention_mask": attention_mask}
         logits = self.session.run(["logits"], {k: v for k, v in feed.items() if k in self.input_names})[0]
         return np.ascontiguousarray(logits, dtype=np.float32)
+
+    def map(self, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[np.ndarray]:
+        """Logits of each batch, in order."""
+        for input_ids, attention_mask in batches:
+            yield self(input_ids, attention_mask)

