@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from seqeval.metrics import f1_score, precision_score, recall_score
-from sklearn.metrics import classification_report
-
 from nertron.cli import main
 from nertron.conll import read_conll
 from nertron.evaluation import evaluate, score
+from seqeval.metrics import f1_score, precision_score, recall_score
+from sklearn.metrics import classification_report
 
 TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
 sentences = st.lists(st.lists(st.sampled_from(TAGS), min_size=1, max_size=12), min_size=1, max_size=8)
@@ -33,18 +32,33 @@ def test_entity_scores_equal_seqeval(gold: list[list[str]], data: st.DataObject)
 @settings(max_examples=100, deadline=None)
 @given(sentences, st.data())
 def test_token_scores_equal_scikit_learn(gold: list[list[str]], data: st.DataObject) -> None:
-    gold = [["B" + t[1:] if t.startswith("I") and (i == 0 or s[i - 1][2:] != t[2:]) else t
-             for i, t in enumerate(s)] for s in gold]  # well-formed IOB2, so conversion changes nothing
+    gold = [
+        [
+            "B" + t[1:] if t.startswith("I") and (i == 0 or s[i - 1][2:] != t[2:]) else t
+            for i, t in enumerate(s)
+        ]
+        for s in gold
+    ]  # well-formed IOB2, so conversion changes nothing
     predicted = [data.draw(st.lists(st.sampled_from(TAGS), min_size=len(s), max_size=len(s))) for s in gold]
-    predicted = [["B" + t[1:] if t.startswith("I") and (i == 0 or s[i - 1][2:] != t[2:]) else t
-                  for i, t in enumerate(s)] for s in predicted]
+    predicted = [
+        [
+            "B" + t[1:] if t.startswith("I") and (i == 0 or s[i - 1][2:] != t[2:]) else t
+            for i, t in enumerate(s)
+        ]
+        for s in predicted
+    ]
     report = score(gold, predicted)
     flat_gold = [t for s in gold for t in s]
     flat_pred = [t for s in predicted for t in s]
     expected = classification_report(flat_gold, flat_pred, output_dict=True, zero_division=0)
     for tag, s in report.per_tag.items():
         assert (s.precision, s.recall, s.f1, s.support) == pytest.approx(
-            (expected[tag]["precision"], expected[tag]["recall"], expected[tag]["f1-score"], expected[tag]["support"])
+            (
+                expected[tag]["precision"],
+                expected[tag]["recall"],
+                expected[tag]["f1-score"],
+                expected[tag]["support"],
+            )
         )
     assert report.token_accuracy == pytest.approx(expected["accuracy"])
     assert report.macro.f1 == pytest.approx(expected["macro avg"]["f1-score"])
@@ -97,7 +111,9 @@ def test_report_format_has_conlleval_lines() -> None:
     assert "              PER: precision: 100.00%; recall: 100.00%; FB1: 100.00  1" in text
 
 
-def test_eval_command_reports_both_contexts(tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_command_reports_both_contexts(
+    tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "data.txt"
     path.write_text(CONLL)
     assert main(["eval", "--data", str(path), "-m", str(tiny_bundle), "--json"]) == 0

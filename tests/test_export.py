@@ -77,3 +77,17 @@ def test_bad_options_are_rejected(tiny_checkpoint: Path, tmp_path: Path) -> None
         export_bundle(tiny_checkpoint, tmp_path, quantize="int4")
     with pytest.raises(ValueError, match="tag scheme must be one of"):
         export_bundle(tiny_checkpoint, tmp_path, scheme="IO")
+
+
+def test_int8_f1_gate_refuses_a_lossy_model(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    data = tmp_path / "gate.txt"
+    data.write_text("Angela B-PER\nMerkel I-PER\nmet O\nMacron B-PER\nin O\nParis B-LOC\n. O\n")
+    # A negative allowance makes any int8 model fail the gate: the refusal path must leave no bundle.
+    with pytest.raises(ExportError, match=r"the int8 model loses .* more than the allowed -1\.00"):
+        export_bundle(tiny_checkpoint, tmp_path / "b", quantize="int8", gate_data=data, max_f1_loss=-1.0)
+    assert not (tmp_path / "b" / "manifest.json").exists()
+    assert not (tmp_path / "b" / "model.onnx").exists()
+    report = export_bundle(
+        tiny_checkpoint, tmp_path / "ok", quantize="int8", gate_data=data, max_f1_loss=100.0
+    )
+    assert Bundle.load(report.bundle).manifest["precision"] == "int8"

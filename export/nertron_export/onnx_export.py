@@ -21,6 +21,7 @@ import onnxruntime as ort
 import torch
 import transformers
 from nertron.bundle import FORMAT, FORMAT_VERSION, MANIFEST, sha256_of
+from nertron.quantization import quantize_int8
 from nertron.tags import LabelSet, check_scheme
 from transformers import AutoModelForTokenClassification, AutoTokenizer, PreTrainedTokenizerFast
 
@@ -185,7 +186,9 @@ def export_bundle(
     )
 
 
-def _write_bundle(out: Path, model_path: Path, tokenizer: PreTrainedTokenizerFast, manifest: dict[str, Any]) -> None:
+def _write_bundle(
+    out: Path, model_path: Path, tokenizer: PreTrainedTokenizerFast, manifest: dict[str, Any]
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
     _save_onnx(model_path, out / "model.onnx")
     tokenizer.backend_tokenizer.save(str(out / "tokenizer.json"))
@@ -193,7 +196,9 @@ def _write_bundle(out: Path, model_path: Path, tokenizer: PreTrainedTokenizerFas
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 
-def check_f1_loss(fp32_f1: float, quantized_f1: float, max_loss: float, *, raise_error: bool = True) -> str | None:
+def check_f1_loss(
+    fp32_f1: float, quantized_f1: float, max_loss: float, *, raise_error: bool = True
+) -> str | None:
     """None if the quantised F1 (points) is within ``max_loss`` of fp32's, else the reason (or raises)."""
     loss = fp32_f1 - quantized_f1
     if loss <= max_loss:
@@ -303,19 +308,8 @@ def _optimize(path: Path, config: Any, *, fp16: bool) -> tuple[Path, dict[str, i
 
 
 def _quantize_int8(path: Path) -> Path:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     target = path.with_name("model.int8.onnx")
-    import onnx
-
-    # DefaultTensorType: shape inference cannot type the outputs of the optimizer's fused
-    # (com.microsoft) operators; they are all float.
-    quantize_dynamic(
-        str(path),
-        str(target),
-        weight_type=QuantType.QInt8,
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
+    quantize_int8(path, target)
     return target
 
 

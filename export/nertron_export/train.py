@@ -22,12 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from nertron.conll import Document, read_conll
+from nertron.evaluation import score
 from tokenizers import Tokenizer
 from tqdm import tqdm
 from transformers import AutoModelForTokenClassification, AutoTokenizer
-
-from nertron.conll import Document, read_conll
-from nertron.evaluation import score
 
 IGNORE = -100
 
@@ -67,14 +66,20 @@ def encode_documents(
 ) -> list[list[EncodedSentence]]:
     """Tokenises every sentence once; labels go on first subwords."""
     sentences = [s for d in documents for s in d.sentences]
-    encodings = tokenizer.encode_batch([s.words for s in sentences], is_pretokenized=True, add_special_tokens=False)
+    encodings = tokenizer.encode_batch(
+        [s.words for s in sentences], is_pretokenized=True, add_special_tokens=False
+    )
     encoded = []
     for sentence, encoding in zip(sentences, encodings, strict=True):
         word_ids = np.asarray(encoding.word_ids, dtype=np.int64)
         labels = np.full(word_ids.size, IGNORE, dtype=np.int64)
-        first = np.flatnonzero(np.r_[True, word_ids[1:] != word_ids[:-1]]) if word_ids.size else np.zeros(0, int)
+        first = (
+            np.flatnonzero(np.r_[True, word_ids[1:] != word_ids[:-1]]) if word_ids.size else np.zeros(0, int)
+        )
         labels[first] = [label2id[sentence.tags[w]] for w in word_ids[first]]
-        encoded.append(EncodedSentence(np.asarray(encoding.ids, np.int64), labels, word_ids, len(sentence.words)))
+        encoded.append(
+            EncodedSentence(np.asarray(encoding.ids, np.int64), labels, word_ids, len(sentence.words))
+        )
     out, start = [], 0
     for d in documents:
         out.append(encoded[start : start + len(d.sentences)])
@@ -83,7 +88,10 @@ def encode_documents(
 
 
 def make_chunks(
-    documents: Sequence[Sequence[EncodedSentence]], budget: int, single_fraction: float, rng: random.Random | None
+    documents: Sequence[Sequence[EncodedSentence]],
+    budget: int,
+    single_fraction: float,
+    rng: random.Random | None,
 ) -> list[list[int]]:
     """Groups each document's sentences into chunks of at most ``budget`` subwords.
 
@@ -113,7 +121,12 @@ def make_chunks(
 
 
 def collate(
-    chunk_list: Sequence[list[int]], sentences: Sequence[EncodedSentence], budget: int, bos: int, eos: int, pad: int
+    chunk_list: Sequence[list[int]],
+    sentences: Sequence[EncodedSentence],
+    budget: int,
+    bos: int,
+    eos: int,
+    pad: int,
 ) -> dict[str, torch.Tensor]:
     ids = [np.concatenate([sentences[i].ids for i in c])[:budget] for c in chunk_list]
     labels = [np.concatenate([sentences[i].labels for i in c])[:budget] for c in chunk_list]
@@ -132,8 +145,9 @@ def collate(
     }
 
 
-def bucketed_batches(chunks: list[list[int]], sentences: Sequence[EncodedSentence], batch_size: int,
-                     rng: random.Random) -> list[list[list[int]]]:
+def bucketed_batches(
+    chunks: list[list[int]], sentences: Sequence[EncodedSentence], batch_size: int, rng: random.Random
+) -> list[list[list[int]]]:
     """Length-sorted batches (little padding), in random order."""
     lengths = [sum(sentences[i].ids.size for i in c) for c in chunks]
     order = sorted(range(len(chunks)), key=lambda i: (lengths[i], rng.random()))
@@ -165,7 +179,11 @@ class Trainer:
         self.train_flat = [s for d in self.train for s in d]
         self.dev_flat = [s for d in self.dev for s in d]
         self.budget = config.max_length - 2
-        self.special = (self.hf_tokenizer.cls_token_id, self.hf_tokenizer.sep_token_id, self.hf_tokenizer.pad_token_id)
+        self.special = (
+            self.hf_tokenizer.cls_token_id,
+            self.hf_tokenizer.sep_token_id,
+            self.hf_tokenizer.pad_token_id,
+        )
         if config.freeze_embeddings:
             self.model.get_input_embeddings().weight.requires_grad_(False)
         self.optimizer = self._optimizer()
@@ -174,7 +192,8 @@ class Trainer:
         total = self.steps_per_epoch * config.epochs
         warmup = max(1, int(config.warmup * total))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup)))
+            self.optimizer,
+            lambda step: min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup))),
         )
         self.state = {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "history": []}
 
@@ -212,7 +231,10 @@ class Trainer:
             started, tokens, losses = time.perf_counter(), 0, []
             bar = tqdm(batches, desc=f"epoch {epoch}/{c.epochs}", unit="batch", mininterval=5)
             for batch_chunks in bar:
-                batch = {k: v.to(self.device) for k, v in collate(batch_chunks, self.train_flat, self.budget, *self.special).items()}
+                batch = {
+                    k: v.to(self.device)
+                    for k, v in collate(batch_chunks, self.train_flat, self.budget, *self.special).items()
+                }
                 with self.autocast():
                     loss = self.model(**batch).loss
                 loss.backward()
@@ -229,8 +251,13 @@ class Trainer:
                 )
             train_seconds = time.perf_counter() - started
             dev = self.evaluate()
-            record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "train_seconds": train_seconds,
-                      "tokens_per_second": tokens / train_seconds, **dev}
+            record = {
+                "epoch": epoch,
+                "train_loss": float(np.mean(losses)),
+                "train_seconds": train_seconds,
+                "tokens_per_second": tokens / train_seconds,
+                **dev,
+            }
             self.state["history"].append(record)
             print(json.dumps(record), flush=True)
             if dev["dev_f1_document"] > self.state["best_f1"]:
@@ -254,8 +281,10 @@ class Trainer:
             batch_chunks = [chunks[i] for i in order[b : b + 32]]
             batch = collate(batch_chunks, self.dev_flat, self.budget, *self.special)
             with self.autocast():
-                logits = self.model(input_ids=batch["input_ids"].to(self.device),
-                                    attention_mask=batch["attention_mask"].to(self.device)).logits
+                logits = self.model(
+                    input_ids=batch["input_ids"].to(self.device),
+                    attention_mask=batch["attention_mask"].to(self.device),
+                ).logits
             predicted = logits.float().argmax(-1).cpu().numpy()
             for row, chunk in enumerate(batch_chunks):
                 position = 1  # after <s>
@@ -288,8 +317,14 @@ class Trainer:
     def _save_last(self) -> None:
         last = self.out / "last"
         self._save(last)
-        torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                    "torch_rng": torch.get_rng_state()}, last / "trainer_state.pt")
+        torch.save(
+            {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+            },
+            last / "trainer_state.pt",
+        )
         (last / "state.json").write_text(json.dumps(self.state, indent=2))
 
     def _load_last(self) -> None:

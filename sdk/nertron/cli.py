@@ -20,7 +20,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_eval(commands.add_parser("eval", help="score a model on a CoNLL file (token and entity level)"))
     _add_export(commands.add_parser("export", help="export an HF checkpoint to a nertron bundle"))
     _add_train(
-        commands.add_parser("train", help="fine-tune an HF checkpoint on CoNLL files (needs torch)", add_help=False)
+        commands.add_parser(
+            "train", help="fine-tune an HF checkpoint on CoNLL files (needs torch)", add_help=False
+        )
     )
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["train"]:  # train parses its own options (and imports torch) only when asked for
@@ -40,6 +42,7 @@ def _add_ner(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, help="JSONL output file (default: stdout)")
     parser.add_argument("--field", default="text", help="JSONL field holding the text (default: text)")
     parser.add_argument("--id-field", default="id", help="JSONL field carried over as the id")
+    parser.add_argument("--precision", choices=["fp32", "int8"], help="variant of the embedded model")
     parser.add_argument("--aggregation", choices=AGGREGATIONS, default="first")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
@@ -47,7 +50,13 @@ def _add_ner(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_ner(args: argparse.Namespace) -> int:
-    ner = NER(args.model, aggregation=args.aggregation, batch_size=args.batch_size, threads=args.threads)
+    ner = NER(
+        args.model,
+        precision=args.precision,
+        aggregation=args.aggregation,
+        batch_size=args.batch_size,
+        threads=args.threads,
+    )
     if args.text:
         records: Iterator[dict[str, Any]] = ({"text": t} for t in args.text)
         progress = False
@@ -109,9 +118,12 @@ def _add_eval(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, type=Path, help="CoNLL file (token first, tag last)")
     parser.add_argument("-m", "--model", help="bundle directory (default: the embedded model)")
     parser.add_argument(
-        "--context", choices=["sentence", "document", "both"], default="both",
+        "--context",
+        choices=["sentence", "document", "both"],
+        default="both",
         help="tag sentences alone, whole documents (cross-sentence context), or report both",
     )
+    parser.add_argument("--precision", choices=["fp32", "int8"], help="variant of the embedded model")
     parser.add_argument("--aggregation", choices=AGGREGATIONS, default="first")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int)
@@ -123,13 +135,27 @@ def _run_eval(args: argparse.Namespace) -> int:
     from .conll import read_conll
     from .evaluation import evaluate
 
-    ner = NER(args.model, aggregation=args.aggregation, batch_size=args.batch_size, threads=args.threads)
+    ner = NER(
+        args.model,
+        precision=args.precision,
+        aggregation=args.aggregation,
+        batch_size=args.batch_size,
+        threads=args.threads,
+    )
     documents = read_conll(args.data)
     contexts = ["sentence", "document"] if args.context == "both" else [args.context]
     reports = [evaluate(ner, documents, context=c, batch_size=args.batch_size) for c in contexts]
     if args.json:
-        print(json.dumps({"data": str(args.data), "model": str(ner.bundle.path),
-                          "reports": [r.to_dict() for r in reports]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "data": str(args.data),
+                    "model": str(ner.bundle.path),
+                    "reports": [r.to_dict() for r in reports],
+                },
+                indent=2,
+            )
+        )
         return 0
     for report in reports:
         title = {"sentence": "each sentence alone", "document": "whole documents (cross-sentence context)"}
@@ -162,6 +188,10 @@ def _add_export(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scheme", help="tag scheme: IOB1, IOB2 or BIOES (default: from the labels)")
     parser.add_argument("--max-length", type=int, help="subwords per window (default: the model's)")
     parser.add_argument("--atol", type=float, default=1e-4, help="max |ONNX - PyTorch| logits (fp32)")
+    parser.add_argument("--gate-data", type=Path, help="CoNLL file: refuse an int8 model that loses F1 on it")
+    parser.add_argument(
+        "--max-f1-loss", type=float, default=0.3, help="F1 points int8 may lose (default 0.3)"
+    )
     parser.set_defaults(run=_run_export)
 
 
@@ -181,6 +211,8 @@ def _run_export(args: argparse.Namespace) -> int:
             scheme=args.scheme,
             max_length=args.max_length,
             atol=args.atol,
+            gate_data=args.gate_data,
+            max_f1_loss=args.max_f1_loss,
         )
     except ExportError as error:
         raise ValueError(str(error)) from None

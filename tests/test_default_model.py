@@ -1,0 +1,84 @@
+"""The embedded default model: assembled offline at first use, then real NER in several languages."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from nertron import NER
+from nertron.bundle import Bundle
+from nertron.default_model import PACKAGE_DIR, WEIGHTS_FILE, assemble, default_bundle, embedded_spec
+
+
+@pytest.fixture(scope="module")
+def default_ner(tmp_path_factory: pytest.TempPathFactory) -> NER:
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NERTRON_CACHE", str(cache))
+        patch.delenv("NERTRON_MODEL", raising=False)
+        started = time.perf_counter()
+        ner = NER()
+        assert time.perf_counter() - started < 120, "first use must stay around a minute"
+        assert ner.bundle.path.parent == cache
+        started = time.perf_counter()
+        assert default_bundle() == ner.bundle.path  # second time: the cache, no assembly
+        assert time.perf_counter() - started < 1
+    return ner
+
+
+def entities_of(ner: NER, text: str) -> set[tuple[str, str]]:
+    return {(e.text, e.label) for e in ner(text)}
+
+
+def test_english(default_ner: NER) -> None:
+    found = entities_of(default_ner, "Angela Merkel met Emmanuel Macron in Paris on Tuesday.")
+    assert {("Angela Merkel", "PER"), ("Emmanuel Macron", "PER"), ("Paris", "LOC")} <= found
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "Gestern traf Olaf Scholz in Berlin den Bürgermeister von Hamburg.",
+            {("Olaf Scholz", "PER"), ("Berlin", "LOC"), ("Hamburg", "LOC")},
+        ),
+        (
+            "El presidente Pedro Sánchez viajó a Madrid y después a Barcelona.",
+            {("Pedro Sánchez", "PER"), ("Madrid", "LOC"), ("Barcelona", "LOC")},
+        ),
+        (
+            "Mark Rutte sprak dinsdag in Amsterdam met journalisten uit Rotterdam.",
+            {("Mark Rutte", "PER"), ("Amsterdam", "LOC"), ("Rotterdam", "LOC")},
+        ),
+        (
+            "Emmanuel Macron a rencontré Angela Merkel à Lyon avant de rentrer à Paris.",
+            {("Emmanuel Macron", "PER"), ("Angela Merkel", "PER"), ("Lyon", "LOC"), ("Paris", "LOC")},
+        ),
+    ],
+)
+def test_cross_lingual_persons_and_places(
+    default_ner: NER, text: str, expected: set[tuple[str, str]]
+) -> None:
+    found = entities_of(default_ner, text)
+    # Loose: most of the obvious persons and places, with the right type.
+    assert len(expected & found) >= len(expected) - 1, found
+
+
+def test_manifest_records_scores(default_ner: NER) -> None:
+    spec = embedded_spec()
+    manifest = Bundle.load(default_ner.bundle.path).manifest
+    assert manifest["precision"] == spec["default_precision"]
+    assert manifest["scores"]["dev_f1_sentence"] > 90
+
+
+def test_tampered_weights_are_refused(tmp_path: Path) -> None:
+    package = tmp_path / "package"
+    shutil.copytree(PACKAGE_DIR, package)
+    with (package / WEIGHTS_FILE).open("r+b") as f:
+        f.seek(-100, 2)
+        f.write(b"\x00" * 8)
+    with pytest.raises(ValueError, match="does not match the sha256"):
+        assemble(package, tmp_path / "out", "fp32", log=lambda _: None)
+    assert not (tmp_path / "out").exists()
