@@ -20,12 +20,12 @@ $(STAMP): pyproject.toml CMakeLists.txt $(wildcard csrc/*)
 	$(PY) -m pip install -q --no-build-isolation -e ".[export,test]"
 	touch $(STAMP)
 
-# Until the default model ships, the demo exports a tiny locally built model (random weights).
+# The main job: NER with the embedded default model (assembled into ~/.cache/nertron at first use).
 run: setup
-	$(PY) -m nertron_export.tiny --out $(ARTIFACTS)/tiny-checkpoint
-	$(VENV)/bin/nertron export --model $(ARTIFACTS)/tiny-checkpoint --out $(ARTIFACTS)/tiny-bundle
-	$(VENV)/bin/nertron ner -m $(ARTIFACTS)/tiny-bundle \
-		"Angela Merkel met Emmanuel Macron in Paris." "EU rejects German call to boycott British lamb."
+	$(VENV)/bin/nertron ner \
+		"Angela Merkel met Emmanuel Macron in Paris on Tuesday." \
+		"EU rejects German call to boycott British lamb, said Peter Blackburn in Brussels." \
+		"Gestern traf Olaf Scholz in Berlin den Bürgermeister von Hamburg."
 
 test: setup
 	$(PY) -m pytest
