@@ -121,7 +121,7 @@ def export_bundle(
     labels = [config.id2label[i] for i in range(config.num_labels)]
     label_set = LabelSet.from_labels(labels)
     scheme = check_scheme(scheme) if scheme else label_set.detect_scheme()
-    length = max_length or _model_max_length(config, tokenizer)
+    length = max_length or model_max_length(config, tokenizer)
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -227,7 +227,8 @@ def _f1_gate(fp32_bundle: Path, int8_bundle: Path, data: Path, max_loss: float) 
         raise
 
 
-def _model_max_length(config: Any, tokenizer: PreTrainedTokenizerFast) -> int:
+def model_max_length(config: Any, tokenizer: PreTrainedTokenizerFast) -> int:
+    """Tokens one input may hold, <s> and </s> included."""
     # XLM-R style position ids start after the padding index, so 514 positions hold 512 tokens.
     positions = int(config.max_position_embeddings)
     padding_idx = getattr(config, "pad_token_id", None)

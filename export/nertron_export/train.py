@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from nertron.conll import Document, read_conll
 from nertron.evaluation import score
+
+from .onnx_export import model_max_length
 from tokenizers import Tokenizer
 from tqdm import tqdm
 from transformers import AutoModelForTokenClassification, AutoTokenizer
@@ -43,7 +45,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup: float = 0.05
     batch_size: int = 16
-    max_length: int = 256
+    max_length: int | None = None  # subwords per chunk; default min(256, the model's limit)
     single_fraction: float = 0.3
     freeze_embeddings: bool = True
     bf16: bool = True
@@ -178,6 +180,11 @@ class Trainer:
         self.dev = encode_documents(self.dev_docs, self.tokenizer, label2id)
         self.train_flat = [s for d in self.train for s in d]
         self.dev_flat = [s for d in self.dev for s in d]
+        limit = model_max_length(self.model.config, self.hf_tokenizer)
+        if config.max_length is None:
+            config.max_length = min(256, limit)
+        if config.max_length > limit:
+            raise ValueError(f"max_length {config.max_length} exceeds the model's {limit} positions")
         self.budget = config.max_length - 2
         self.special = (
             self.hf_tokenizer.cls_token_id,
