@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from nertron.conll import Document, read_conll
 from nertron.evaluation import score
-
-from .onnx_export import model_max_length
 from tokenizers import Tokenizer
 from tqdm import tqdm
 from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+from .onnx_export import model_max_length
 
 IGNORE = -100
 
