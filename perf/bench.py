@@ -1,0 +1,497 @@
+"""nertron's benchmark harness: every comparison measured in one run, interleaved, medians of repeats.
+
+    python perf/bench.py --name cpu-2core [--sentences 1000] [--repeats 5]
+
+Sections (CoNLL-2003 test sentences, the embedded default model):
+  postprocess  C++ alignment + span decoding vs numpy + Python vs the pure-Python reference vs the HF
+               TokenClassificationPipeline's post-processing, on the same logits (us per sentence)
+  e2e          raw text in, entities out: nertron int8 / fp32 vs the HF pipeline (PyTorch fp32, same
+               weights, aggregation "first", batch 32): sentences/s, words/s, entity F1
+  ceiling      the encoder's FLOPs per token vs this CPU's measured matmul peaks
+  scaling      throughput and peak memory vs document length (10 to 10,000 words)
+Writes perf/results/<name>.{md,json,png}; the machine is noisy, so read the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "perf")]
+
+from nertron import NER, _native  # noqa: E402
+from nertron.conll import read_conll  # noqa: E402
+from nertron.default_model import default_bundle  # noqa: E402
+from nertron.text import Words  # noqa: E402
+
+from tests import reference  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "conll2003" / "test.txt"
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def interleaved(systems: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Median seconds per system, runs interleaved so that machine noise hits all alike."""
+    for fn in systems.values():  # warm-up
+        fn()
+    runs: dict[str, list[float]] = {name: [] for name in systems}
+    for _ in range(repeats):
+        for name, fn in systems.items():
+            runs[name].append(timed(fn))
+    return {name: statistics.median(times) for name, times in runs.items()}
+
+
+# ---------------------------------------------------------------------------------------------- data
+def load_sentences(limit: int) -> list[tuple[list[str], list[str]]]:
+    sentences = [(s.words, s.tags) for d in read_conll(DATA) for s in d.sentences]
+    return sentences[:limit]
+
+
+def as_text(words: list[str]) -> tuple[str, Words]:
+    """Words joined by spaces, with their offsets (the gold segmentation of the raw text)."""
+    starts, ends, position = [], [], 0
+    for word in words:
+        starts.append(position)
+        ends.append(position + len(word))
+        position += len(word) + 1
+    return " ".join(words), Words(list(words), starts, ends)
+
+
+def gold_spans(sentences: list[tuple[list[str], list[str]]]) -> list[set[tuple[int, int, str]]]:
+    out = []
+    for words, tags in sentences:
+        _, w = as_text(words)
+        out.append({(w.starts[f], w.ends[e], t) for t, f, e in reference.get_entities(tags)})
+    return out
+
+
+def f1(gold: list[set], predicted: list[set]) -> float:
+    correct = sum(len(g & p) for g, p in zip(gold, predicted, strict=True))
+    found, total = sum(map(len, predicted)), sum(map(len, gold))
+    precision, recall = correct / max(found, 1), correct / max(total, 1)
+    return 100 * 2 * precision * recall / max(precision + recall, 1e-12)
+
+
+# ------------------------------------------------------------------------------------ post-processing
+def numpy_postprocess(logits: np.ndarray, word_ids: np.ndarray, num_words: int, names: list[str]) -> list:
+    """A lean numpy + Python implementation: first-subword softmax, then IOB decoding in Python."""
+    first = np.flatnonzero((word_ids >= 0) & np.r_[True, word_ids[1:] != word_ids[:-1]])
+    rows = logits[first]
+    probs = np.exp(rows - rows.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    labels = probs.argmax(-1)
+    scores = probs[np.arange(labels.size), labels]
+    return reference.decode_row(labels.tolist(), scores.tolist(), names)
+
+
+def bench_postprocess(ner: NER, sentences: list, repeats: int) -> dict[str, Any]:
+    from hf_reference import build_hf_model
+    from transformers.pipelines import AggregationStrategy, TokenClassificationPipeline
+
+    docs = [words for words, _ in sentences]
+    windows = ner.encoder.windows(docs)
+    batches = [ner.encoder.pad(windows[b : b + 32]) for b in range(0, len(windows), 32)]
+    logits = [ner.backend(b.input_ids, b.attention_mask) for b in batches]
+    names = ner.labels
+    prefix, type_id = ner.label_set.prefix, ner.label_set.type_id
+    offsets = [as_text(words)[1] for words in docs]
+    starts = np.array([s for w in offsets for s in w.starts], np.int64)
+    ends = np.array([e for w in offsets for e in w.ends], np.int64)
+
+    def native() -> list:
+        out = []
+        for batch, lg in zip(batches, logits, strict=True):
+            labels, scores, _ = _native.align_words(lg, batch.word_ids, batch.num_words, "first")
+            out.append(_native.decode_spans(labels, scores, batch.num_words, prefix, type_id))
+        return out
+
+    def native_with_offsets() -> dict:
+        parts = [
+            _native.align_words(lg, b.word_ids, b.num_words, "first") for b, lg in zip(batches, logits, strict=True)
+        ]
+        return _native.decode_spans(
+            np.concatenate([p[0] for p in parts]),
+            np.concatenate([p[1] for p in parts]),
+            np.array([len(d) for d in docs]),
+            prefix,
+            type_id,
+            starts,
+            ends,
+        )
+
+    per_sentence = [
+        (lg[r], b.word_ids[r], int(b.num_words[r]))
+        for b, lg in zip(batches, logits, strict=True)
+        for r in range(len(b.windows))
+    ]
+
+    def numpy_python() -> list:
+        return [numpy_postprocess(lg, wid, n, names) for lg, wid, n in per_sentence]
+
+    def pure_python() -> list:
+        out = []
+        for lg, wid, n in per_sentence:
+            predictions = reference.align_row(lg.tolist(), wid.tolist(), n, "first")
+            out.append(reference.decode_row([p[0] for p in predictions], [p[1] for p in predictions], names))
+        return out
+
+    import torch
+
+    model, tokenizer = build_hf_model(default_bundle("fp32"))
+    pipe = TokenClassificationPipeline(model=model, tokenizer=tokenizer)
+    hf_inputs = []
+    for (lg, _, _), words in zip(per_sentence, docs, strict=True):
+        inputs = next(pipe.preprocess(words, is_split_into_words=True, delimiter=" "))
+        length = int(inputs["input_ids"].shape[1])
+        hf_inputs.append(
+            {
+                **{
+                    k: inputs[k]
+                    for k in (
+                        "input_ids",
+                        "special_tokens_mask",
+                        "offset_mapping",
+                        "sentence",
+                        "is_last",
+                        "word_ids",
+                        "word_to_chars_map",
+                    )
+                },
+                "logits": torch.from_numpy(lg[None, :length]),
+            }
+        )
+
+    def hf(strategy: AggregationStrategy) -> Callable[[], list]:
+        # postprocess adds word offsets into offset_mapping in place (transformers 5.24): fresh copy per call.
+        return lambda: [
+            pipe.postprocess([{**o, "offset_mapping": o["offset_mapping"].clone()}], aggregation_strategy=strategy)
+            for o in hf_inputs
+        ]
+
+    seconds = interleaved(
+        {
+            "nertron C++ (align + decode)": native,
+            "nertron C++ + char offsets, one call": native_with_offsets,
+            "numpy + Python": numpy_python,
+            "pure-Python reference": pure_python,
+            "HF pipeline postprocess (first)": hf(AggregationStrategy.FIRST),
+            "HF pipeline postprocess (simple)": hf(AggregationStrategy.SIMPLE),
+        },
+        repeats,
+    )
+    # Identical spans: C++ vs numpy vs reference (exact), and vs HF "first" (character spans).
+    spans = native_with_offsets()
+    ours = [set() for _ in docs]
+    for r, t, s, e in zip(spans["row"], spans["type"], spans["start_char"], spans["end_char"], strict=True):
+        ours[r].add((int(s), int(e), ner.label_set.types[t]))
+    numpy_spans = numpy_python()
+    same_numpy = all(
+        {(w.starts[f], w.ends[e - 1], t) for t, f, e, _ in spans_np} == o
+        for spans_np, w, o in zip(numpy_spans, offsets, ours, strict=True)
+    )
+    hf_first = hf(AggregationStrategy.FIRST)()
+    same_hf = sum(
+        {(e["start"], e["end"], e["entity_group"]) for e in entities} == o
+        for entities, o in zip(hf_first, ours, strict=True)
+    )
+    n = len(docs)
+    us = {name: 1e6 * s / n for name, s in seconds.items()}
+    return {
+        "sentences": n,
+        "us_per_sentence": us,
+        "speedup_vs_hf_first": us["HF pipeline postprocess (first)"] / us["nertron C++ (align + decode)"],
+        "speedup_vs_numpy": us["numpy + Python"] / us["nertron C++ (align + decode)"],
+        "identical_to_numpy": same_numpy,
+        "identical_to_hf_first_sentences": same_hf / n,
+    }
+
+
+# ----------------------------------------------------------------------------------------- end to end
+def bench_e2e(sentences: list, repeats: int, ners: dict[str, NER]) -> dict[str, Any]:
+    import torch
+    from hf_reference import build_hf_model
+    from transformers import pipeline
+
+    texts = [as_text(words)[0] for words, _ in sentences]
+    gold = gold_spans(sentences)
+    model, tokenizer = build_hf_model(default_bundle("fp32"))
+    hf = pipeline(
+        "token-classification",
+        model=model,
+        tokenizer=tokenizer,
+        aggregation_strategy="first",
+        batch_size=32,
+        device=-1,
+    )
+    systems: dict[str, Callable[[], Any]] = {
+        f"nertron {name}": (lambda n=ner: n.batch(texts)) for name, ner in ners.items()
+    }
+    systems["HF pipeline, torch fp32"] = lambda: hf(texts)
+    with torch.inference_mode():
+        seconds = interleaved(systems, repeats)
+        outputs = {name: fn() for name, fn in systems.items()}
+    words = sum(len(w) for w, _ in sentences)
+    results = {}
+    for name, out in outputs.items():
+        if name.startswith("HF"):
+            predicted = [{(e["start"], e["end"], e["entity_group"]) for e in ents} for ents in out]
+        else:
+            predicted = [{(e.start, e.end, e.label) for e in ents} for ents in out]
+        results[name] = {
+            "seconds": seconds[name],
+            "sentences_per_s": len(texts) / seconds[name],
+            "words_per_s": words / seconds[name],
+            "entity_f1": f1(gold, predicted),
+        }
+    base = results["HF pipeline, torch fp32"]["sentences_per_s"]
+    for r in results.values():
+        r["speedup_vs_hf"] = r["sentences_per_s"] / base
+    return {"sentences": len(texts), "words": words, "systems": results}
+
+
+# -------------------------------------------------------------------------------------------- ceiling
+def matmul_peaks(size: int = 2048, repeats: int = 5) -> dict[str, float]:
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
+    fp32 = 2 * size**3 / min(timed(lambda: a @ a) for _ in range(repeats)) / 1e9
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["A", "B"], ["Y"])],
+        "mmi",
+        [
+            helper.make_tensor_value_info("A", TensorProto.UINT8, [size, size]),
+            helper.make_tensor_value_info("B", TensorProto.INT8, [size, size]),
+        ],
+        [helper.make_tensor_value_info("Y", TensorProto.INT32, [size, size])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(1)
+    feed = {
+        "A": rng.integers(0, 255, (size, size), dtype=np.uint8),
+        "B": rng.integers(-127, 127, (size, size), dtype=np.int8),
+    }
+    int8 = 2 * size**3 / min(timed(lambda: session.run(None, feed)) for _ in range(repeats)) / 1e9
+    del onnx
+    return {"fp32_numpy_gflops": fp32, "int8_ort_matmulinteger_gops": int8}
+
+
+def encoder_flops_per_token(ner: NER, mean_length: float) -> float:
+    """Matmul FLOPs per token of an XLM-R encoder of the default model's shape at a given length."""
+    hidden, ffn, layers = 384, 1536, 12
+    per_layer = 2 * (4 * hidden * hidden + 2 * hidden * ffn) + 2 * 2 * mean_length * hidden
+    return layers * per_layer + 2 * hidden * len(ner.labels)
+
+
+def bench_ceiling(ner_tokens: dict[str, float], flops_per_token: float) -> dict[str, Any]:
+    peaks = matmul_peaks()
+    achieved = {name: tokens * flops_per_token / 1e9 for name, tokens in ner_tokens.items()}
+    return {
+        "flops_per_token_mflop": flops_per_token / 1e6,
+        "peaks": peaks,
+        "achieved_gflops": achieved,
+        "percent_of_peak": {
+            name: 100 * g / (peaks["int8_ort_matmulinteger_gops"] if "int8" in name else peaks["fp32_numpy_gflops"])
+            for name, g in achieved.items()
+        },
+    }
+
+
+# -------------------------------------------------------------------------------------------- scaling
+def bench_scaling(repeats: int) -> list[dict[str, float]]:
+    """Each size in a fresh process, so that its peak RSS is nertron's alone."""
+    rows = []
+    for size in (10, 100, 1000, 10_000):
+        child = subprocess.run(
+            [sys.executable, __file__, "--scaling-child", str(size), "--repeats", str(repeats)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        rows.append(json.loads(child.stdout.splitlines()[-1]))
+    return rows
+
+
+def scaling_child(size: int, repeats: int) -> None:
+    ner = NER(precision="int8")
+    pool = [w for words, _ in load_sentences(4000) for w in words]
+    text = " ".join((pool * (size // len(pool) + 1))[:size])
+    loaded = peak_rss_mib()
+    ner(text)  # warm-up
+    seconds = statistics.median(timed(lambda: ner(text)) for _ in range(repeats))
+    print(
+        json.dumps(
+            {
+                "words": size,
+                "seconds": seconds,
+                "words_per_s": size / seconds,
+                "peak_rss_mib": peak_rss_mib(),
+                "rss_after_load_mib": loaded,
+            }
+        )
+    )
+
+
+def peak_rss_mib() -> float:
+    """This process's RSS high-water mark (VmHWM; unlike ru_maxrss it does not survive exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# ------------------------------------------------------------------------------------------- report
+def write_report(name: str, results: dict[str, Any]) -> str:
+    out = ROOT / "perf" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    lines = [
+        f"# nertron benchmark `{name}`",
+        "",
+        f"Command: `{results['command']}`  ",
+        f"Machine: {results['machine']}  ",
+        f"Date: {results['date']}",
+        "",
+    ]
+    if "postprocess" in results:
+        p = results["postprocess"]
+        lines += [
+            f"## Post-processing ({p['sentences']} CoNLL test sentences, same logits)",
+            "",
+            "| implementation | us / sentence |",
+            "|---|---|",
+        ]
+        lines += [f"| {k} | {v:.2f} |" for k, v in p["us_per_sentence"].items()]
+        lines += [
+            "",
+            f"C++ vs HF postprocess (first): **{p['speedup_vs_hf_first']:.0f}x**; vs numpy + Python: "
+            f"**{p['speedup_vs_numpy']:.1f}x**. Spans identical to numpy + Python: {p['identical_to_numpy']}; "
+            f"sentences with spans identical to HF 'first': {100 * p['identical_to_hf_first_sentences']:.1f}%",
+            "",
+        ]
+    if "e2e" in results:
+        e = results["e2e"]
+        lines += [
+            f"## End to end, local CPU ({e['sentences']} sentences, {e['words']} words, raw text in)",
+            "",
+            "| system | sentences/s | words/s | x HF pipeline | entity F1 |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {k} | {v['sentences_per_s']:.1f} | {v['words_per_s']:.0f} | {v['speedup_vs_hf']:.2f} "
+            f"| {v['entity_f1']:.2f} |"
+            for k, v in e["systems"].items()
+        ]
+        lines.append("")
+    if "ceiling" in results:
+        c = results["ceiling"]
+        lines += [
+            "## Ceiling",
+            "",
+            f"Encoder: {c['flops_per_token_mflop']:.1f} MFLOP per token. Peaks: numpy fp32 "
+            f"{c['peaks']['fp32_numpy_gflops']:.0f} GFLOP/s, ORT int8 MatMulInteger "
+            f"{c['peaks']['int8_ort_matmulinteger_gops']:.0f} GOP/s.",
+            "",
+            "| system | achieved GFLOP/s | % of its peak |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {k} | {v:.1f} | {c['percent_of_peak'][k]:.1f}% |" for k, v in c["achieved_gflops"].items()]
+        lines.append("")
+    if "scaling" in results:
+        lines += [
+            "## Scaling (nertron int8, one document, each size in a fresh process)",
+            "",
+            "| words | seconds | words/s | peak RSS MiB (after loading) |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['words']} | {r['seconds']:.3f} | {r['words_per_s']:.0f} | "
+            f"{r['peak_rss_mib']:.0f} ({r['rss_after_load_mib']:.0f}) |"
+            for r in results["scaling"]
+        ]
+        lines.append("")
+    text = "\n".join(lines)
+    (out / f"{name}.md").write_text(text)
+    _plot(out / f"{name}.png", results)
+    return text
+
+
+def _plot(path: Path, results: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    if "e2e" in results:
+        systems = results["e2e"]["systems"]
+        axes[0].barh(list(systems), [v["sentences_per_s"] for v in systems.values()], color="tab:blue")
+        axes[0].set_xlabel("sentences / s (higher is better)")
+        axes[0].set_title("end to end, CoNLL test sentences")
+    if "scaling" in results:
+        rows = results["scaling"]
+        axes[1].loglog([r["words"] for r in rows], [r["seconds"] for r in rows], "o-")
+        axes[1].set_xlabel("document length (words)")
+        axes[1].set_ylabel("seconds")
+        axes[1].set_title("scaling with document length")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", default="local")
+    parser.add_argument("--sentences", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--sections", default="postprocess,e2e,ceiling,scaling")
+    parser.add_argument("--scaling-child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.scaling_child:
+        scaling_child(args.scaling_child, args.repeats)
+        return
+    warnings.filterwarnings("ignore", message="Tokenizer does not support real words")
+    sections = set(args.sections.split(","))
+    sentences = load_sentences(args.sentences)
+    ners = {"int8": NER(precision="int8"), "fp32": NER(precision="fp32")}
+    results: dict[str, Any] = {
+        "command": "python perf/bench.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    if "postprocess" in sections:
+        results["postprocess"] = bench_postprocess(ners["int8"], sentences, args.repeats)
+    if "e2e" in sections:
+        results["e2e"] = bench_e2e(sentences, max(1, args.repeats // 2), ners)
+    if "ceiling" in sections and "e2e" in sections:
+        windows = ners["int8"].encoder.windows([w for w, _ in sentences])
+        tokens = sum(w.input_ids.size for w in windows)
+        mean_length = tokens / len(windows)
+        per_second = {f"nertron {k}": tokens / results["e2e"]["systems"][f"nertron {k}"]["seconds"] for k in ners}
+        results["ceiling"] = bench_ceiling(per_second, encoder_flops_per_token(ners["int8"], mean_length))
+    if "scaling" in sections:
+        results["scaling"] = bench_scaling(args.repeats)
+    print(write_report(args.name, results))
+
+
+if __name__ == "__main__":
+    main()
