@@ -20,12 +20,10 @@ $(STAMP): pyproject.toml CMakeLists.txt $(wildcard csrc/*)
 	$(PY) -m pip install -q --no-build-isolation -e ".[export,test]"
 	touch $(STAMP)
 
-# The main job: NER with the embedded default model (assembled into ~/.cache/nertron at first use).
+# The main job: the embedded default model (assembled into ~/.cache/nertron at first use) served by a
+# real Triton server: sample texts through the gRPC client, entities, batching statistics, then stop.
 run: setup
-	$(VENV)/bin/nertron ner \
-		"Angela Merkel met Emmanuel Macron in Paris on Tuesday." \
-		"EU rejects German call to boycott British lamb, said Peter Blackburn in Brussels." \
-		"Gestern traf Olaf Scholz in Berlin den Bürgermeister von Hamburg."
+	$(PY) -m nertron.demo
 
 test: setup
 	$(PY) -m pytest

@@ -113,7 +113,9 @@ def export_bundle(
         raise ValueError("choose one of quantize='int8' and fp16")
     started = time.perf_counter()
     transformers.utils.logging.disable_progress_bar()
-    hf_model = AutoModelForTokenClassification.from_pretrained(str(model)).eval()
+    # Eager attention exports the plain MatMul/Softmax pattern that onnxruntime fuses into Attention
+    # (SDPA exports mask handling with Where/IsNaN ops that block the fusion).
+    hf_model = AutoModelForTokenClassification.from_pretrained(str(model), attn_implementation="eager").eval()
     tokenizer = AutoTokenizer.from_pretrained(str(model))
     if not isinstance(tokenizer, PreTrainedTokenizerFast):
         raise ExportError(f"{model} has no fast tokenizer (tokenizer.json); nertron needs one")

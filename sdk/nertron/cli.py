@@ -19,10 +19,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_ner(commands.add_parser("ner", help="find entities in text, files or stdin"))
     _add_eval(commands.add_parser("eval", help="score a model on a CoNLL file (token and entity level)"))
     _add_export(commands.add_parser("export", help="export an HF checkpoint to a nertron bundle"))
+    _add_serve(commands.add_parser("serve", help="serve a model with a real Triton server"))
+    _add_repository(commands.add_parser("repository", help="write Triton model repositories for a model"))
     _add_train(
-        commands.add_parser(
-            "train", help="fine-tune an HF checkpoint on CoNLL files (needs torch)", add_help=False
-        )
+        commands.add_parser("train", help="fine-tune an HF checkpoint on CoNLL files (needs torch)", add_help=False)
     )
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["train"]:  # train parses its own options (and imports torch) only when asked for
@@ -46,6 +46,14 @@ def _add_ner(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--aggregation", choices=AGGREGATIONS, default="first")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
+    parser.add_argument("--url", help="Triton gRPC endpoint HOST:PORT (see `nertron serve`); default: in-process")
+    parser.add_argument(
+        "--no-fallback",
+        dest="fallback",
+        action="store_false",
+        help="with --url: fail instead of computing unanswered batches locally",
+    )
+    parser.add_argument("--timeout", type=float, default=30.0, help="with --url: seconds per request")
     parser.set_defaults(run=_run_ner)
 
 
@@ -56,6 +64,9 @@ def _run_ner(args: argparse.Namespace) -> int:
         aggregation=args.aggregation,
         batch_size=args.batch_size,
         threads=args.threads,
+        url=args.url,
+        fallback=args.fallback,
+        triton_options={"timeout": args.timeout} if args.url else None,
     )
     if args.text:
         records: Iterator[dict[str, Any]] = ({"text": t} for t in args.text)
@@ -164,6 +175,102 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bundle_path(model: str | None, precision: str | None) -> Path:
+    from .pipeline import resolve_model
+
+    return resolve_model(model, precision)
+
+
+def _add_serve(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-m", "--model", help="bundle directory (default: the embedded model)")
+    parser.add_argument("--precision", choices=["fp32", "int8"], help="variant of the embedded model")
+    parser.add_argument("--repository", type=Path, help="serve this model repository as it is (see `repository`)")
+    parser.add_argument("--tritonserver", help="tritonserver binary (default: the one in nvidia-pytriton)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--grpc-port", type=int, default=8001, help="0 picks a free port")
+    parser.add_argument("--http-port", type=int, default=8000, help="0 picks a free port")
+    parser.add_argument("--metrics-port", type=int, default=8002, help="0 picks a free port")
+    parser.add_argument("--threads", type=int, help="onnxruntime threads per model instance")
+    parser.add_argument("--max-batch-size", type=int, default=64)
+    parser.add_argument("--max-queue-delay-us", type=int, default=2000)
+    parser.set_defaults(run=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from .repository import ConfigOptions, write_repository
+    from .server import TritonServer, TritonServerError
+
+    options = ConfigOptions(
+        max_batch_size=args.max_batch_size, max_queue_delay_us=args.max_queue_delay_us, threads=args.threads
+    )
+    with tempfile.TemporaryDirectory(prefix="nertron-repository-") as generated:
+        if args.repository:
+            repository, what = args.repository, f"repository {args.repository}"
+        else:
+            bundle = _bundle_path(args.model, args.precision)
+            write_repository(bundle, generated, options=options, link=True)
+            repository, what = Path(generated), f"model 'nertron' ({bundle})"
+        server = TritonServer(
+            repository,
+            tritonserver=args.tritonserver,
+            host=args.host,
+            grpc_port=args.grpc_port,
+            http_port=args.http_port,
+            metrics_port=args.metrics_port,
+        )
+
+        def ready(s: TritonServer) -> None:
+            print(
+                f"nertron serve: {what} ready in {s.startup_seconds:.1f} s\n"
+                f"  gRPC    {s.grpc_url}   (nertron ner --url {s.grpc_url} ...)\n"
+                f"  HTTP    {s.http_url}\n  metrics {s.metrics_url}\nCtrl-C stops it.",
+                file=sys.stderr,
+                flush=True,
+            )
+
+        try:
+            return server.serve(ready=ready)
+        except TritonServerError as error:
+            print(f"nertron serve: error: {error}", file=sys.stderr)
+            return 1
+
+
+def _add_repository(parser: argparse.ArgumentParser) -> None:
+    from .repository import DEPLOYMENTS
+
+    parser.add_argument("-m", "--model", help="bundle directory (default: the embedded model)")
+    parser.add_argument("--out", required=True, type=Path, help="root folder: one repository per deployment")
+    parser.add_argument(
+        "--deployment",
+        action="append",
+        choices=DEPLOYMENTS,
+        help="cpu (python backend + onnxruntime), onnx-gpu, tensorrt (default: all)",
+    )
+    parser.add_argument("--max-batch-size", type=int, default=64)
+    parser.add_argument("--max-queue-delay-us", type=int, default=2000)
+    parser.add_argument("--instances", type=int, default=1)
+    parser.set_defaults(run=_run_repository)
+
+
+def _run_repository(args: argparse.Namespace) -> int:
+    from .repository import DEPLOYMENTS, ConfigOptions, write_repositories
+
+    options = ConfigOptions(
+        max_batch_size=args.max_batch_size, max_queue_delay_us=args.max_queue_delay_us, instances=args.instances
+    )
+    deployments = args.deployment or list(DEPLOYMENTS)
+    written = []
+    for deployment in deployments:
+        # The embedded model serves int8 on CPU; GPUs get fp32 (dynamic int8 is a CPU format).
+        precision = None if args.model else ("int8" if deployment == "cpu" else "fp32")
+        written += write_repositories(_bundle_path(args.model, precision), args.out, [deployment], options=options)
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
 def _add_train(parser: argparse.ArgumentParser) -> None:
     # Parsed by nertron_export.train itself, so that torch is imported only when training.
     parser.add_argument("args", nargs=argparse.REMAINDER, help="see `nertron train --help`")
@@ -189,9 +296,7 @@ def _add_export(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int, help="subwords per window (default: the model's)")
     parser.add_argument("--atol", type=float, default=1e-4, help="max |ONNX - PyTorch| logits (fp32)")
     parser.add_argument("--gate-data", type=Path, help="CoNLL file: refuse an int8 model that loses F1 on it")
-    parser.add_argument(
-        "--max-f1-loss", type=float, default=0.3, help="F1 points int8 may lose (default 0.3)"
-    )
+    parser.add_argument("--max-f1-loss", type=float, default=0.3, help="F1 points int8 may lose (default 0.3)")
     parser.set_defaults(run=_run_export)
 
 

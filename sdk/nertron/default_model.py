@@ -47,15 +47,11 @@ def embedded_spec(package_dir: Path = PACKAGE_DIR) -> dict[str, Any]:
     """The embedded model's description (labels, scores, sha256 sums, default precision)."""
     path = package_dir / SPEC_FILE
     if not path.is_file():
-        raise FileNotFoundError(
-            f"no embedded default model in {package_dir}: pass a bundle or set NERTRON_MODEL"
-        )
+        raise FileNotFoundError(f"no embedded default model in {package_dir}: pass a bundle or set NERTRON_MODEL")
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def default_bundle(
-    precision: str | None = None, *, package_dir: Path = PACKAGE_DIR, quiet: bool = False
-) -> Path:
+def default_bundle(precision: str | None = None, *, package_dir: Path = PACKAGE_DIR, quiet: bool = False) -> Path:
     """Path of the assembled default bundle (``precision`` fp32 or int8), assembling it if needed."""
     spec = embedded_spec(package_dir)
     precision = precision or spec["default_precision"]
@@ -135,9 +131,7 @@ def assemble(package_dir: Path, target: Path, precision: str, *, log: Any = _std
     log(f"default model ready ({time.perf_counter() - started:.1f} s); later loads use the cache")
 
 
-def fill_initializers(
-    graph: Any, weights: dict[str, np.ndarray], word_name: str, word_embeddings: np.ndarray
-) -> None:
+def fill_initializers(graph: Any, weights: dict[str, np.ndarray], word_name: str, word_embeddings: np.ndarray) -> None:
     """Puts the shipped fp16 weights (as float32) and the word embeddings into an emptied graph."""
     from onnx import numpy_helper
 

@@ -121,9 +121,7 @@ def entity_set(sentences: Sequence[Sequence[str]]) -> set[tuple[int, int, int, s
     }
 
 
-def score(
-    gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], context: str = "sentence"
-) -> Report:
+def score(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], context: str = "sentence") -> Report:
     """Scores predicted tag sequences against gold ones (both converted to IOB2 first)."""
     if len(gold) != len(predicted):
         raise ValueError(f"{len(gold)} gold sentences but {len(predicted)} predicted")
@@ -145,10 +143,7 @@ def score(
     )
     weights = np.array([s.support for s in per_tag.values()], dtype=np.float64) / max(total, 1)
     weighted = Scores(
-        *(
-            float(np.dot(weights, [getattr(s, a) for s in per_tag.values()]))
-            for a in ("precision", "recall", "f1")
-        ),
+        *(float(np.dot(weights, [getattr(s, a) for s in per_tag.values()])) for a in ("precision", "recall", "f1")),
         total,
     )
     gold_entities, pred_entities = entity_set(gold2), entity_set(pred2)
@@ -175,9 +170,7 @@ def score(
     )
 
 
-def evaluate(
-    ner: Any, documents: Sequence[Document], *, context: str = "sentence", batch_size: int = 32
-) -> Report:
+def evaluate(ner: Any, documents: Sequence[Document], *, context: str = "sentence", batch_size: int = 32) -> Report:
     """Tags the gold words with ``ner`` (an ``NER``) and scores them.
 
     ``context="sentence"`` tags each sentence alone (as CoNLL-2003 is usually scored);
@@ -190,9 +183,7 @@ def evaluate(
         predicted = ner.tag([s.words for s in sentences], batch_size=batch_size)
     else:
         predicted = []
-        for doc, tags in zip(
-            documents, ner.tag([d.words for d in documents], batch_size=batch_size), strict=True
-        ):
+        for doc, tags in zip(documents, ner.tag([d.words for d in documents], batch_size=batch_size), strict=True):
             start = 0
             for s in doc.sentences:
                 predicted.append(tags[start : start + len(s.words)])

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from tqdm import tqdm
@@ -57,9 +57,14 @@ def resolve_model(model: str | Path | None, precision: str | None = None) -> Pat
 
 
 class NER:
-    """Named-entity recogniser over an exported bundle.
+    """Named-entity recogniser over a bundle (default: the embedded model).
 
-    >>> ner = NER("bundle/")
+    The model runs in-process with onnxruntime, or on a Triton server when ``url`` is given
+    (``"host:port"`` of its gRPC endpoint); then batches that the server cannot answer are computed
+    locally unless ``fallback=False``. ``triton_options`` go to ``TritonBackend`` (timeout, retries,
+    max_in_flight, ssl, headers, ...).
+
+    >>> ner = NER()
     >>> ner("Angela Merkel met Emmanuel Macron in Paris.")  # doctest: +SKIP
     [Entity(text='Angela Merkel', label='PER', start=0, end=13, score=0.99...), ...]
     """
@@ -76,6 +81,9 @@ class NER:
         providers: Sequence[str] | None = None,
         backend: Backend | None = None,
         precision: str | None = None,
+        url: str | None = None,
+        fallback: bool = True,
+        triton_options: dict[str, Any] | None = None,
     ) -> None:
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
@@ -97,6 +105,14 @@ class NER:
             max_length=length,
             stride=(length - 2) // 4 if stride is None else stride,
         )
+        if backend is not None and url is not None:
+            raise ValueError("pass either backend or url, not both")
+        if url is not None:
+            from .triton_backend import TritonBackend
+
+            backend = TritonBackend.for_bundle(
+                self.bundle, url, fallback=fallback, threads=threads, providers=providers, **(triton_options or {})
+            )
         self.backend: Backend = backend or OnnxRuntimeBackend(
             self.bundle.model_path, threads=threads, providers=providers
         )
@@ -154,9 +170,7 @@ class NER:
         bounds = np.concatenate(([0], np.cumsum(predictions.doc_words)))
         return [tags[bounds[d] : bounds[d + 1]] for d in range(len(docs))]
 
-    def predict_words(
-        self, docs: Sequence[Sequence[str]], *, batch_size: int | None = None
-    ) -> WordPredictions:
+    def predict_words(self, docs: Sequence[Sequence[str]], *, batch_size: int | None = None) -> WordPredictions:
         """Runs the model over pre-split documents; one label and score per word."""
         size = batch_size or self.batch_size
         doc_words = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
@@ -172,9 +186,7 @@ class NER:
         batches = [self.encoder.pad([windows[i] for i in rows]) for rows in row_groups]
         all_logits = self.backend.map((b.input_ids, b.attention_mask) for b in batches)
         for rows, batch, logits in zip(row_groups, batches, all_logits, strict=True):
-            word_labels, word_scores, _ = _native.align_words(
-                logits, batch.word_ids, batch.num_words, self.aggregation
-            )
+            word_labels, word_scores, _ = _native.align_words(logits, batch.word_ids, batch.num_words, self.aggregation)
             split = np.cumsum(batch.num_words)[:-1]
             for i, row_labels, row_scores in zip(
                 rows, np.split(word_labels, split), np.split(word_scores, split), strict=True

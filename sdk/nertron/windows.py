@@ -88,9 +88,7 @@ class SubwordEncoder:
             overlap_start = int(np.searchsorted(first_token, first_token[end] - self.stride, side="left"))
             start = min(max(overlap_start, start + 1), end)
 
-    def _window(
-        self, doc: int, word_start: int, num_words: int, ids: np.ndarray, word_ids: np.ndarray
-    ) -> Window:
+    def _window(self, doc: int, word_start: int, num_words: int, ids: np.ndarray, word_ids: np.ndarray) -> Window:
         input_ids = np.concatenate(([self.bos_id], ids, [self.eos_id])).astype(np.int64)
         local = np.concatenate(([-1], word_ids, [-1])).astype(np.int64)
         return Window(doc, word_start, num_words, input_ids, local)

@@ -1,0 +1,502 @@
+"""Triton serving against a real ``tritonserver`` (nvidia-pytriton's binary, python backend, CPU).
+
+One server serves the tiny model's CPU repository for the module, with three extra models: the same
+model without ragged batching, one that replies with the wrong shape and one that replies too late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from nertron import NER
+from nertron.bundle import Bundle
+from nertron.default_model import embedded_spec
+from nertron.onnx_backend import OnnxRuntimeBackend
+from nertron.repository import (
+    BUILD_SCRIPT,
+    CONFIG_FILE,
+    DEPLOYMENTS,
+    MODEL_TEMPLATE,
+    ConfigOptions,
+    Signature,
+    build_script,
+    model_config,
+    parse_config,
+    write_repositories,
+    write_repository,
+)
+from nertron.server import TritonServer, TritonServerError, _signals_deferred, free_port
+from nertron.triton_backend import TritonBackend, TritonError
+from nertron_export.tiny import CONLL_LABELS
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEXTS = [
+    "Angela Merkel met Emmanuel Macron in Paris on Tuesday.",
+    "EU rejects German call to boycott British lamb.",
+    "Der Bundestag in Berlin stimmte am Dienstag zu, sagte Olaf Scholz.",
+    "東京で会議が開かれた。 Москва и Санкт-Петербург.",
+    "x",
+]
+
+BROKEN_MODEL = """\
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            ids = pb_utils.get_input_tensor_by_name(request, "input_ids").as_numpy()
+            logits = np.zeros((ids.shape[0], ids.shape[1] + 1, 9), dtype=np.float32)
+            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("logits", logits)]))
+        return responses
+"""
+
+SLOW_MODEL_SUFFIX = """
+
+import time
+
+_execute = TritonPythonModel.execute
+
+
+def _slow_execute(self, requests):
+    time.sleep(1.5)
+    return _execute(self, requests)
+
+
+TritonPythonModel.execute = _slow_execute
+"""
+
+
+def add_model(repository: Path, bundle: Path, name: str, model_py: str | None, options: ConfigOptions) -> None:
+    model_dir = write_repository(bundle, repository, name=name, options=options)
+    if model_py is not None:
+        (model_dir / "1" / "model.py").write_text(model_py)
+
+
+@pytest.fixture(scope="module")
+def repository(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("triton-repository")
+    add_model(root, tiny_bundle, "nertron", None, ConfigOptions(threads=1))
+    add_model(root, tiny_bundle, "nertron_fixed", None, ConfigOptions(ragged=False, threads=1))
+    add_model(root, tiny_bundle, "broken", BROKEN_MODEL, ConfigOptions())
+    add_model(root, tiny_bundle, "slow", MODEL_TEMPLATE.read_text() + SLOW_MODEL_SUFFIX, ConfigOptions(threads=1))
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(repository: Path) -> Iterator[TritonServer]:
+    server = TritonServer(repository, startup_timeout=60, stop_timeout=15)
+    try:
+        server.start()
+        yield server
+    finally:
+        code, log = server.stop(), server.log()
+        server.close()
+    assert code == 0, f"tritonserver exited with {code} on SIGTERM:\n{log[-3000:]}"
+
+
+@pytest.fixture(scope="module")
+def local(tiny_bundle: Path) -> OnnxRuntimeBackend:
+    return OnnxRuntimeBackend(Bundle.load(tiny_bundle).model_path, threads=1)
+
+
+def statistics(server: TritonServer, model: str) -> dict[str, int]:
+    with grpcclient.InferenceServerClient(server.grpc_url) as client:
+        stats = client.get_inference_statistics(model, as_json=True, client_timeout=5)["model_stats"][0]
+    return {
+        "inferences": int(stats.get("inference_count", 0)),
+        "executions": int(stats.get("execution_count", 0)),
+    }
+
+
+def random_batches(count: int, seed: int, rows: tuple[int, int] = (1, 4)) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    batches = []
+    for _ in range(count):
+        n, length = int(rng.integers(*rows)), int(rng.integers(3, 64))
+        ids = rng.integers(4, 190, size=(n, length))
+        mask = np.ones_like(ids)
+        mask[0, length - int(rng.integers(0, length - 1)) :] = 0  # a padded row
+        batches.append((ids, mask))
+    return batches
+
+
+def triton_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "nertron.triton" and r.levelno == logging.WARNING]
+
+
+# -- model repository -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS)
+def test_configs_parse_into_model_config(deployment: str) -> None:
+    signature = Signature(num_labels=9, max_length=512)
+    config = parse_config(model_config(deployment, signature, ConfigOptions(max_batch_size=32)))
+    assert config.name == "nertron" and config.max_batch_size == 32
+    assert [i.name for i in config.input] == ["input_ids", "attention_mask"]
+    assert all(list(i.dims) == [-1] for i in config.input)
+    assert [(o.name, list(o.dims)) for o in config.output] == [("logits", [-1, 9])]
+    assert config.HasField("dynamic_batching")
+    kind = config.instance_group[0].kind
+    if deployment == "cpu":
+        assert config.backend == "python" and kind == config.instance_group[0].KIND_CPU
+        assert all(i.allow_ragged_batch for i in config.input)
+    else:
+        assert kind == config.instance_group[0].KIND_GPU
+        assert not any(i.allow_ragged_batch for i in config.input)
+    if deployment == "onnx-gpu":
+        assert config.platform == "onnxruntime_onnx"
+        (trt,) = config.optimization.execution_accelerators.gpu_execution_accelerator
+        assert trt.name == "tensorrt" and trt.parameters["precision_mode"] == "FP16"
+        assert trt.parameters["trt_engine_cache_enable"] == "1"
+        assert trt.parameters["trt_profile_max_shapes"] == "input_ids:32x512,attention_mask:32x512"
+    if deployment == "tensorrt":
+        assert config.platform == "tensorrt_plan"
+
+
+def test_config_variants_parse() -> None:
+    signature = Signature(num_labels=5, max_length=128, inputs=("input_ids",))
+    cpu = parse_config(model_config("cpu", signature, ConfigOptions(ragged=False, threads=2, instances=2)))
+    assert not cpu.input[0].allow_ragged_batch and cpu.parameters["intra_op_threads"].string_value == "2"
+    assert cpu.instance_group[0].count == 2
+    gpu = parse_config(model_config("onnx-gpu", signature, ConfigOptions(tensorrt=False)))
+    assert not gpu.HasField("optimization")
+    with pytest.raises(ValueError, match="deployment must be one of"):
+        model_config("tpu", signature)
+    with pytest.raises(ValueError, match="max_batch_size"):
+        ConfigOptions(max_batch_size=0)
+
+
+def test_tensorrt_build_step_has_shape_profiles() -> None:
+    script = build_script(Signature(num_labels=9, max_length=512), ConfigOptions(max_batch_size=64))
+    assert "\ntrtexec " in script and "--onnx=1/model.onnx" in script
+    assert "--saveEngine=1/model.plan" in script
+    assert "--fp16" in script and "nvcr.io/nvidia/tensorrt:" in script
+    assert "--minShapes=input_ids:1x1,attention_mask:1x1" in script
+    assert "--optShapes=input_ids:32x128,attention_mask:32x128" in script
+    assert "--maxShapes=input_ids:64x512,attention_mask:64x512" in script
+
+
+def test_write_repositories(tiny_bundle: Path, tmp_path: Path) -> None:
+    model_dirs = write_repositories(tiny_bundle, tmp_path)
+    assert [d.relative_to(tmp_path).as_posix() for d in model_dirs] == [f"{d}/nertron" for d in DEPLOYMENTS]
+    for model_dir in model_dirs:
+        config = parse_config((model_dir / CONFIG_FILE).read_text())
+        assert list(config.output[0].dims) == [-1, len(CONLL_LABELS)]
+        assert (model_dir / "1" / "model.onnx").read_bytes() == Bundle.load(tiny_bundle).model_path.read_bytes()
+    cpu = tmp_path / "cpu" / "nertron" / "1"
+    assert (cpu / "model.py").read_text() == MODEL_TEMPLATE.read_text()
+    assert Bundle.load(cpu, verify=True).labels == list(CONLL_LABELS)  # the version dir is a bundle
+    assert (tmp_path / "tensorrt" / "nertron" / BUILD_SCRIPT).stat().st_mode & 0o111
+    linked = write_repository(tiny_bundle, tmp_path / "linked", link=True)
+    assert (linked / "1" / "model.onnx").is_symlink()
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS)
+def test_checked_in_repository_matches_the_default_model(deployment: str) -> None:
+    spec = embedded_spec()  # the default model's labels and lengths, without assembling it
+    signature = Signature(len(spec["labels"]), spec["max_length"], tuple(spec["inputs"]))
+    model_dir = REPO_ROOT / "model_repository" / deployment / "nertron"
+    text = (model_dir / CONFIG_FILE).read_text()
+    parse_config(text)
+    assert text == model_config(deployment, signature), "regenerate model_repository (see its README)"
+    if deployment == "tensorrt":
+        assert (model_dir / BUILD_SCRIPT).read_text() == build_script(signature)
+
+
+# -- the server ------------------------------------------------------------------------------------
+
+
+def test_server_fails_clearly(tmp_path: Path, tiny_bundle: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        TritonServer(tmp_path / "missing")
+    model_dir = write_repository(tiny_bundle, tmp_path / "bad", name="bad")
+    (model_dir / "1" / "model.py").write_text("raise RuntimeError('this model cannot load')\n")
+    started = time.monotonic()
+    with pytest.raises(TritonServerError, match=r"exited with code 1(.|\n)*this model cannot load"):
+        TritonServer(tmp_path / "bad", startup_timeout=30).start()
+    assert time.monotonic() - started < 30
+
+
+def test_serve_stops_the_server_on_sigterm(tiny_bundle: Path, tmp_path: Path) -> None:
+    write_repository(tiny_bundle, tmp_path, link=True)
+    script = (
+        "import sys\nfrom nertron.server import TritonServer\n"
+        "sys.exit(TritonServer(sys.argv[1]).serve(lambda server: print(server.pid, flush=True)))\n"
+    )
+    command = [sys.executable, "-c", script, str(tmp_path)]
+    for when in ("ready", "starting"):
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as serving:
+            try:
+                assert serving.stdout is not None
+                if when == "ready":
+                    ready, _, _ = select.select([serving.stdout], [], [], 60)
+                    assert ready, "the server did not start within 60 s"
+                    int(serving.stdout.readline())
+                else:  # tritonserver launched, still loading the model
+                    deadline = time.monotonic() + 30
+                    while not processes_using(tmp_path, besides=serving.pid) and time.monotonic() < deadline:
+                        time.sleep(0.02)
+                serving.send_signal(signal.SIGTERM)
+                code = serving.wait(timeout=30)
+            finally:
+                serving.kill()
+        assert code >= 0, f"serve() did not handle SIGTERM while {when}"
+        assert code == 0 or when == "starting", serving.stderr.read() if serving.stderr else ""
+        assert not processes_using(tmp_path, besides=serving.pid), f"SIGTERM while {when} left processes"
+
+
+def test_a_signal_while_the_server_process_is_created_waits_for_its_handle() -> None:
+    reached = False
+    with pytest.raises(KeyboardInterrupt), _signals_deferred():
+        signal.raise_signal(signal.SIGINT)
+        reached = True  # raised here, the exception would orphan a started server
+    assert reached
+
+
+def processes_using(path: Path, besides: int = -1) -> list[int]:
+    """Processes (but ``besides``) whose command line mentions ``path``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if str(path).encode() in cmdline.read_bytes() and int(cmdline.parent.name) != besides:
+                found.append(int(cmdline.parent.name))
+    return found
+
+
+def test_triton_equals_local_inference(server: TritonServer, local: OnnxRuntimeBackend, tiny_bundle: Path) -> None:
+    with TritonBackend(server.grpc_url, max_in_flight=8) as backend:
+        assert backend.on_server and backend.info is not None and backend.info.num_labels == len(CONLL_LABELS)
+        batches = random_batches(40, seed=1)
+        batches.append((np.tile(batches[0][0][:1, :], (150, 1)), np.ones((150, batches[0][0].shape[1]), np.int64)))
+        for (ids, mask), logits in zip(batches, backend.map(batches), strict=True):
+            # The server pads the requests of an execution to a common length, which must not change
+            # the logits of real tokens; a numpy 2 in the stub's environment would corrupt them.
+            np.testing.assert_allclose(logits, local(ids, mask), rtol=0, atol=1e-5)
+        np.testing.assert_allclose(backend(*batches[3]), local(*batches[3]), rtol=0, atol=1e-5)
+        triton_ner = NER(tiny_bundle, backend=backend, batch_size=4)
+        local_ner = NER(tiny_bundle, backend=local, batch_size=4)
+        texts = [*TEXTS, " ".join(TEXTS) * 3]
+        assert triton_ner.batch(texts) == local_ner.batch(texts)
+        assert backend.on_server
+
+
+def test_requests_of_different_lengths_batch(server: TritonServer, local: OnnxRuntimeBackend) -> None:
+    # Single-row requests of 64 different lengths, all in flight together, sent in length order as NER
+    # sends its batches (a batch without ragged batching ends at the first request of another shape).
+    batches = [(np.full((1, length), 7, np.int64), np.ones((1, length), np.int64)) for length in range(1, 65)]
+    cases = {
+        "ragged": ("nertron", {}),
+        "fixed": ("nertron_fixed", {}),
+        "fixed, length buckets": ("nertron_fixed", {"length_multiple": 16, "max_length": 64}),
+    }
+    executions = {}
+    for case, (model, options) in cases.items():
+        before = statistics(server, model)
+        with TritonBackend(server.grpc_url, model=model, max_in_flight=64, **options) as backend:
+            for (ids, mask), logits in zip(batches, backend.map(batches), strict=True):
+                np.testing.assert_allclose(logits, local(ids, mask), rtol=0, atol=1e-5)
+        after = statistics(server, model)
+        assert after["inferences"] - before["inferences"] == 64
+        executions[case] = after["executions"] - before["executions"]
+    # Dynamic batching groups only requests of one shape, unless the inputs allow ragged batches.
+    assert executions["ragged"] <= 16, executions
+    assert executions["fixed, length buckets"] <= 16, executions
+    assert executions["fixed"] > max(executions["ragged"], executions["fixed, length buckets"]), executions
+
+
+def test_server_down_from_the_start(local: OnnxRuntimeBackend, caplog: pytest.LogCaptureFixture) -> None:
+    url = f"127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with pytest.raises(TritonError, match=f"Triton at {url} is not usable: cannot reach it"):
+        TritonBackend(url)
+    with TritonBackend(url, fallback=local, probe_interval=0.2) as backend:
+        assert not backend.on_server
+        batches = random_batches(6, seed=2)
+        for (ids, mask), logits in zip(batches, backend.map(batches), strict=True):
+            np.testing.assert_array_equal(logits, local(ids, mask))
+        time.sleep(0.5)  # a few failed re-probes, logged once
+    assert time.monotonic() - started < 10
+    assert len(triton_warnings(caplog)) == 1 and "cannot reach it" in triton_warnings(caplog)[0]
+
+
+def test_wrong_port_and_missing_model_fail_clearly(server: TritonServer, local: OnnxRuntimeBackend) -> None:
+    started = time.monotonic()
+    # The HTTP port speaks HTTP/1.1, not gRPC.
+    with pytest.raises(TritonError, match=f"Triton at 127.0.0.1:{server.http_port} is not usable"):
+        TritonBackend(f"127.0.0.1:{server.http_port}", probe_timeout=2)
+    with pytest.raises(TritonError, match=r"model 'missing' is not ready; models in the repository: .*nertron READY"):
+        TritonBackend(server.grpc_url, model="missing")
+    with TritonBackend(server.grpc_url, model="missing", fallback=local) as backend:
+        ids, mask = random_batches(1, seed=3)[0]
+        np.testing.assert_array_equal(backend(ids, mask), local(ids, mask))
+        assert not backend.on_server
+    assert time.monotonic() - started < 15
+
+
+def test_malformed_replies(server: TritonServer, local: OnnxRuntimeBackend, caplog: pytest.LogCaptureFixture) -> None:
+    batches = random_batches(5, seed=4)
+    with (
+        TritonBackend(server.grpc_url, model="broken") as backend,
+        pytest.raises(TritonError, match="malformed reply"),
+    ):
+        backend(*batches[0])
+    with TritonBackend(server.grpc_url, model="broken", fallback=local) as backend:
+        for (ids, mask), logits in zip(batches, backend.map(batches), strict=True):
+            np.testing.assert_array_equal(logits, local(ids, mask))
+    assert len(triton_warnings(caplog)) == 1 and "malformed reply" in triton_warnings(caplog)[0]
+
+
+def test_late_replies_time_out(server: TritonServer, local: OnnxRuntimeBackend) -> None:
+    ids, mask = random_batches(1, seed=5)[0]
+    started = time.monotonic()
+    with (
+        TritonBackend(server.grpc_url, model="slow", timeout=0.3) as backend,
+        pytest.raises(TritonError, match="Deadline"),
+    ):
+        backend(ids, mask)
+    with TritonBackend(server.grpc_url, model="slow", timeout=0.3, fallback=local) as backend:
+        np.testing.assert_array_equal(backend(ids, mask), local(ids, mask))
+    assert time.monotonic() - started < 5
+
+
+def test_asyncio_api(server: TritonServer, local: OnnxRuntimeBackend) -> None:
+    batches = random_batches(20, seed=6)
+
+    async def run(model: str) -> tuple[list[np.ndarray], np.ndarray]:
+        backend = TritonBackend(server.grpc_url, model=model, max_in_flight=8, fallback=local)
+        try:
+            results = [logits async for logits in backend.map_async(batches)]
+            return results, await backend.infer_async(*batches[0])
+        finally:
+            await backend.aclose()
+
+    for model in ("nertron", "broken"):  # served, and computed by the fallback
+        results, single = asyncio.run(run(model))
+        for (ids, mask), logits in zip(batches, results, strict=True):
+            np.testing.assert_allclose(logits, local(ids, mask), rtol=0, atol=1e-5)
+        np.testing.assert_allclose(single, results[0], rtol=0, atol=1e-5)
+
+
+class KillAt:
+    """Wraps a backend; runs ``action`` when the ``at``-th batch is taken (mid-run, requests in flight)."""
+
+    def __init__(self, backend: TritonBackend, at: int, action: Callable[[], None]) -> None:
+        self.backend, self.at, self.action = backend, at, action
+        self.rows = 0
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        return self.backend(input_ids, attention_mask)
+
+    def map(self, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[np.ndarray]:
+        def counted() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            for index, batch in enumerate(batches):
+                if index == self.at:
+                    self.action()
+                self.rows += len(batch[0])
+                yield batch
+
+        return self.backend.map(counted())
+
+
+def test_server_killed_mid_run_then_restarted(
+    server: TritonServer, local: OnnxRuntimeBackend, tiny_bundle: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rng = np.random.default_rng(7)
+    words = " ".join(TEXTS).split()
+    docs = [" ".join(rng.choice(words, size=int(rng.integers(1, 30)))) for _ in range(2000)]
+    expected = NER(tiny_bundle, backend=local).batch(docs)
+    backend = TritonBackend.for_bundle(tiny_bundle, server.grpc_url, threads=1, probe_interval=0.2)
+    try:
+        killing = KillAt(backend, at=20, action=server.kill)
+        results = NER(tiny_bundle, backend=killing).batch(docs)
+        assert server.process is not None and server.process.returncode is not None, "the server was killed"
+        assert not list(Path("/dev/shm").glob(f"{server.shm_prefix}*")), "kill() leaves no shared memory"
+        assert len(results) == 2000 and results == expected  # nothing lost, in order
+        assert backend.rows["server"] > 0 and backend.rows["fallback"] > 0, backend.rows
+        assert backend.rows["server"] + backend.rows["fallback"] == killing.rows  # each row answered once
+        assert not backend.on_server
+        assert len(triton_warnings(caplog)) == 1
+        server.start()  # same ports
+        deadline = time.monotonic() + 15
+        while not backend.on_server and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert backend.on_server, "the client did not return to the restarted server"
+        assert NER(tiny_bundle, backend=backend).batch(docs[:200]) == expected[:200]
+        assert statistics(server, "nertron")["inferences"] >= 200  # counted from the restart
+        assert len(triton_warnings(caplog)) == 1, "the warning is logged once"
+    finally:
+        backend.close()
+        if server.process is None or server.process.poll() is not None:
+            server.start()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
+def test_tls_and_auth_headers(repository: Path, tmp_path: Path, local: OnnxRuntimeBackend) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    tls = TritonServer(
+        repository,
+        extra_args=[
+            "--grpc-use-ssl=true",
+            f"--grpc-server-cert={cert}",
+            f"--grpc-server-key={key}",
+            "--grpc-restricted-protocol=health,metadata,model-config,inference:x-nertron-key=secret",
+        ],
+    )
+    with tls:
+        headers = {"triton-grpc-protocol-x-nertron-key": "secret"}  # Triton prefixes gRPC keys so
+        with TritonBackend(tls.grpc_url, ssl=True, root_certificates=cert, headers=headers) as backend:
+            ids, mask = random_batches(1, seed=8)[0]
+            np.testing.assert_allclose(backend(ids, mask), local(ids, mask), rtol=0, atol=1e-5)
+        with pytest.raises(TritonError, match="not usable"):
+            TritonBackend(tls.grpc_url, ssl=True, root_certificates=cert)  # no auth header
+        with pytest.raises(TritonError, match="not usable"):
+            TritonBackend(tls.grpc_url, headers=headers, probe_timeout=1)  # plaintext to a TLS port
+
+
+DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "conll2003" / "dev.txt"
+
+
+def test_ner_url_equals_local_on_conll_dev(server: TritonServer, tiny_bundle: Path) -> None:
+    from nertron.conll import read_conll
+
+    sentences = [" ".join(s.words) for d in read_conll(DEV) for s in d.sentences][:200]
+    served = NER(tiny_bundle, url=server.grpc_url, fallback=False, batch_size=8)
+    assert served.batch(sentences) == NER(tiny_bundle, batch_size=8).batch(sentences)
+    assert served.backend.on_server
+
+
+def test_cli_ner_url_and_repository(
+    server: TritonServer, tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nertron.cli import main
+
+    text = "Angela Merkel met Emmanuel Macron in Paris."
+    assert main(["ner", "-m", str(tiny_bundle), "--url", server.grpc_url, "--no-fallback", text]) == 0
+    served = json.loads(capsys.readouterr().out)
+    assert main(["ner", "-m", str(tiny_bundle), text]) == 0
+    assert served == json.loads(capsys.readouterr().out)
+    assert main(["repository", "-m", str(tiny_bundle), "--out", str(tmp_path), "--deployment", "cpu"]) == 0
+    parse_config((tmp_path / "cpu" / "nertron" / "config.pbtxt").read_text())
+    assert (tmp_path / "cpu" / "nertron" / "1" / "model.onnx").is_file()
