@@ -500,3 +500,10 @@ def test_cli_ner_url_and_repository(
     assert main(["repository", "-m", str(tiny_bundle), "--out", str(tmp_path), "--deployment", "cpu"]) == 0
     parse_config((tmp_path / "cpu" / "nertron" / "config.pbtxt").read_text())
     assert (tmp_path / "cpu" / "nertron" / "1" / "model.onnx").is_file()
+
+
+def test_dynamic_batching_can_be_switched_off() -> None:
+    text = model_config("cpu", Signature(9, 256), ConfigOptions(dynamic_batching=False))
+    assert "dynamic_batching" not in text
+    assert not parse_config(text).HasField("dynamic_batching")
+    assert parse_config(model_config("cpu", Signature(9, 256))).HasField("dynamic_batching")

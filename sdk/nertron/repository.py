@@ -52,12 +52,13 @@ class Signature:
 
 @dataclass(frozen=True)
 class ConfigOptions:
-    """Serving knobs. ``ragged`` (cpu): requests of different lengths share an execution; ``threads``
+    """Serving knobs. ``dynamic_batching=False`` runs each request alone. ``ragged`` (cpu): requests of different lengths share an execution; ``threads``
     (cpu): onnxruntime intra-op threads per instance; ``tensorrt``/``fp16``/``engine_cache``
     (onnx-gpu): the TensorRT execution accelerator; ``fp16`` (tensorrt): trtexec ``--fp16``."""
 
     max_batch_size: int = 64
     max_queue_delay_us: int = 2000
+    dynamic_batching: bool = True
     instances: int = 1
     ragged: bool = True
     threads: int | None = None
@@ -99,8 +100,12 @@ def model_config(
         f'name: "{name}"\n{head}\nmax_batch_size: {options.max_batch_size}\n'
         f"input [\n{inputs}\n]\n"
         f'output [\n  {{ name: "logits" data_type: TYPE_FP32 dims: [ -1, {signature.num_labels} ] }}\n]\n'
-        f"dynamic_batching {{ max_queue_delay_microseconds: {options.max_queue_delay_us} }}\n"
-        f"instance_group [ {{ count: {options.instances} kind: {kind} }} ]\n"
+        + (
+            f"dynamic_batching {{ max_queue_delay_microseconds: {options.max_queue_delay_us} }}\n"
+            if options.dynamic_batching
+            else ""
+        )
+        + f"instance_group [ {{ count: {options.instances} kind: {kind} }} ]\n"
     )
     if deployment == "cpu" and options.threads is not None:
         text += f'parameters {{ key: "intra_op_threads" value: {{ string_value: "{options.threads}" }} }}\n'
