@@ -37,15 +37,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _add_ner(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("text", nargs="*", help="texts to tag (else --input, else stdin)")
-    parser.add_argument("-m", "--model", help="bundle directory (default: $NERTRON_MODEL)")
+    _add_model_arguments(parser)
     parser.add_argument("-i", "--input", type=Path, help=".txt (a document per line) or .jsonl file")
     parser.add_argument("-o", "--output", type=Path, help="JSONL output file (default: stdout)")
     parser.add_argument("--field", default="text", help="JSONL field holding the text (default: text)")
     parser.add_argument("--id-field", default="id", help="JSONL field carried over as the id")
-    parser.add_argument("--precision", choices=["fp32", "int8"], help="variant of the embedded model")
-    parser.add_argument("--aggregation", choices=AGGREGATIONS, default="first")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
     parser.add_argument("--url", help="Triton gRPC endpoint HOST:PORT (see `nertron serve`); default: in-process")
     parser.add_argument(
         "--no-fallback",
@@ -57,13 +53,28 @@ def _add_ner(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(run=_run_ner)
 
 
-def _run_ner(args: argparse.Namespace) -> int:
-    ner = NER(
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-m", "--model", help="bundle directory (default: $NERTRON_MODEL, else the embedded model)")
+    parser.add_argument("--precision", choices=["fp32", "int8"], help="variant of the embedded model")
+    parser.add_argument("--aggregation", choices=AGGREGATIONS, default="first")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
+
+
+def _ner_from_args(args: argparse.Namespace, **options: Any) -> NER:
+    return NER(
         args.model,
         precision=args.precision,
         aggregation=args.aggregation,
         batch_size=args.batch_size,
         threads=args.threads,
+        **options,
+    )
+
+
+def _run_ner(args: argparse.Namespace) -> int:
+    ner = _ner_from_args(
+        args,
         url=args.url,
         fallback=args.fallback,
         triton_options={"timeout": args.timeout} if args.url else None,
@@ -127,17 +138,13 @@ def _read_records(path: Path, field: str, id_field: str) -> Iterator[dict[str, A
 
 def _add_eval(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, type=Path, help="CoNLL file (token first, tag last)")
-    parser.add_argument("-m", "--model", help="bundle directory (default: the embedded model)")
+    _add_model_arguments(parser)
     parser.add_argument(
         "--context",
         choices=["sentence", "document", "both"],
         default="both",
         help="tag sentences alone, whole documents (cross-sentence context), or report both",
     )
-    parser.add_argument("--precision", choices=["fp32", "int8"], help="variant of the embedded model")
-    parser.add_argument("--aggregation", choices=AGGREGATIONS, default="first")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--threads", type=int)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(run=_run_eval)
 
@@ -146,13 +153,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     from .conll import read_conll
     from .evaluation import evaluate
 
-    ner = NER(
-        args.model,
-        precision=args.precision,
-        aggregation=args.aggregation,
-        batch_size=args.batch_size,
-        threads=args.threads,
-    )
+    ner = _ner_from_args(args)
     documents = read_conll(args.data)
     contexts = ["sentence", "document"] if args.context == "both" else [args.context]
     reports = [evaluate(ner, documents, context=c, batch_size=args.batch_size) for c in contexts]
