@@ -52,9 +52,10 @@ class Signature:
 
 @dataclass(frozen=True)
 class ConfigOptions:
-    """Serving knobs. ``dynamic_batching=False`` runs each request alone. ``ragged`` (cpu): requests of different lengths share an execution; ``threads``
-    (cpu): onnxruntime intra-op threads per instance; ``tensorrt``/``fp16``/``engine_cache``
-    (onnx-gpu): the TensorRT execution accelerator; ``fp16`` (tensorrt): trtexec ``--fp16``."""
+    """Serving knobs. ``dynamic_batching=False`` runs each request alone. ``ragged`` (cpu): requests
+    of different lengths share an execution; ``threads`` (cpu): onnxruntime intra-op threads per
+    instance; ``tensorrt``/``fp16``/``engine_cache`` (onnx-gpu): the TensorRT execution accelerator;
+    ``fp16`` (tensorrt): trtexec ``--fp16``."""
 
     max_batch_size: int = 64
     max_queue_delay_us: int = 2000
