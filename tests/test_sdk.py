@@ -178,3 +178,14 @@ def test_constructor_arguments_are_checked(tiny_bundle: Path) -> None:
         NER(tiny_bundle, max_length=10_000)
     with pytest.raises(ValueError, match="stride must be in"):
         NER(tiny_bundle, max_length=16, stride=14)
+
+
+def test_model_resolution(tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nertron.pipeline import resolve_model
+
+    monkeypatch.setenv("NERTRON_MODEL", str(tiny_bundle))
+    assert NER().bundle.path == tiny_bundle
+    with pytest.raises(ValueError, match="precision picks a variant of the embedded model"):
+        resolve_model(None, "fp32")
+    with pytest.raises(ValueError, match="precision picks a variant"):
+        NER(tiny_bundle, precision="int8")

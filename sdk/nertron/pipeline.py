@@ -45,12 +45,12 @@ class WordPredictions:
 def resolve_model(model: str | Path | None, precision: str | None = None) -> Path:
     """The bundle to load: ``model``, else ``$NERTRON_MODEL``, else the embedded default model
     (assembled into the cache at first use)."""
+    if model is None and os.environ.get("NERTRON_MODEL"):
+        model = os.environ["NERTRON_MODEL"]
     if model is not None:
         if precision is not None:
             raise ValueError("precision picks a variant of the embedded model; a bundle has its own")
         return Path(model)
-    if os.environ.get("NERTRON_MODEL"):
-        return Path(os.environ["NERTRON_MODEL"])
     from .default_model import default_bundle
 
     return default_bundle(precision)
