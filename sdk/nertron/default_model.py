@@ -123,9 +123,12 @@ def assemble(package_dir: Path, target: Path, precision: str, *, log: Any = _std
             "scores": spec["precisions"][precision],
         }
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        work.rename(target)
+        try:
+            work.rename(target)
+        except OSError:
+            # Another process finished the same assembly first (the rename is atomic); use its bundle.
+            if not (target / MANIFEST).is_file():
+                raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log(f"default model ready ({time.perf_counter() - started:.1f} s); later loads use the cache")
