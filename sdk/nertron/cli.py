@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+from tqdm import tqdm
 
 from .pipeline import AGGREGATIONS, NER
+
+if TYPE_CHECKING:
+    from .corpus import Document, ErrorPolicy
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,10 +43,36 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _add_ner(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("text", nargs="*", help="texts to tag (else --input, else stdin)")
     _add_model_arguments(parser)
-    parser.add_argument("-i", "--input", type=Path, help=".txt (a document per line) or .jsonl file")
-    parser.add_argument("-o", "--output", type=Path, help="JSONL output file (default: stdout)")
+    parser.add_argument("-i", "--input", type=Path, help="corpus file: .txt (a document per line), .jsonl or CoNLL")
+    parser.add_argument(
+        "--input-format",
+        choices=["auto", "txt", "jsonl", "conll"],
+        default="auto",
+        help="auto: from the suffix (.jsonl; .conll .iob .iob2 .bio .bioes; else txt); stdin is txt",
+    )
     parser.add_argument("--field", default="text", help="JSONL field holding the text (default: text)")
-    parser.add_argument("--id-field", default="id", help="JSONL field carried over as the id")
+    parser.add_argument("--id-field", default="id", help="JSONL field carried over as `id` (default: id)")
+    parser.add_argument("--keep-fields", action="store_true", help="JSONL: carry all other input fields over")
+    parser.add_argument(
+        "--context",
+        choices=["document", "sentence"],
+        default="document",
+        help="CoNLL input: tag whole documents (between -DOCSTART- lines) or each sentence alone",
+    )
+    parser.add_argument(
+        "--on-error",
+        choices=["fail", "skip"],
+        default="fail",
+        help="a malformed input line stops the run (exit 2), or is reported on stderr, skipped and counted",
+    )
+    parser.add_argument("-o", "--output", type=Path, help="output file (default: stdout)")
+    parser.add_argument(
+        "--format",
+        choices=["jsonl", "conll"],
+        default="jsonl",
+        help="jsonl: id, text, entities; conll: `token tag` rows (IOB2), blank line between sentences",
+    )
+    parser.add_argument("--html", type=Path, help="also write the entities highlighted in an HTML page")
     parser.add_argument("--url", help="Triton gRPC endpoint HOST:PORT (see `nertron serve`); default: in-process")
     parser.add_argument(
         "--no-fallback",
@@ -73,67 +104,65 @@ def _ner_from_args(args: argparse.Namespace, **options: Any) -> NER:
 
 
 def _run_ner(args: argparse.Namespace) -> int:
+    from .corpus import ErrorPolicy, annotate, conll_block, jsonl_line
+    from .visualize import HtmlWriter
+
     ner = _ner_from_args(
         args,
         url=args.url,
         fallback=args.fallback,
         triton_options={"timeout": args.timeout} if args.url else None,
     )
-    if args.text:
-        records: Iterator[dict[str, Any]] = ({"text": t} for t in args.text)
-        progress = False
-    elif args.input:
-        records = _read_records(args.input, args.field, args.id_field)
-        progress = True
-    else:
-        records = _read_lines(sys.stdin)
-        progress = False
-    output: IO[str] = args.output.open("w", encoding="utf-8") if args.output else sys.stdout
-    try:
-        _tag_records(ner, records, output, progress=progress)
-    finally:
-        if args.output:
-            output.close()
+    errors = ErrorPolicy(args.on_error)
+    with ExitStack() as stack:
+        documents = _ner_documents(args, stack, errors)
+        output = stack.enter_context(args.output.open("w", encoding="utf-8")) if args.output else sys.stdout
+        page = (
+            stack.enter_context(HtmlWriter(stack.enter_context(args.html.open("w", encoding="utf-8"))))
+            if args.html
+            else None
+        )
+        progress = bool(args.input) and not args.text
+        bar = stack.enter_context(tqdm(desc="ner", unit="doc", disable=not progress, file=sys.stderr))
+        for annotation in annotate(ner, documents, batch_size=args.batch_size):
+            if args.format == "conll":
+                output.write(conll_block(annotation, docstart=annotation.document.docstart))
+            else:
+                output.write(jsonl_line(annotation))
+            if page is not None:
+                doc_id = annotation.document.fields.get("id")
+                page.add(annotation.text, annotation.entities, None if doc_id is None else str(doc_id))
+            bar.update()
+    if errors.skipped:
+        print(f"nertron ner: skipped {errors.skipped} malformed line(s)", file=sys.stderr)
     return 0
 
 
-def _tag_records(ner: NER, records: Iterator[dict[str, Any]], output: IO[str], *, progress: bool) -> None:
-    pending: deque[dict[str, Any]] = deque()
+def _ner_documents(args: argparse.Namespace, stack: ExitStack, errors: ErrorPolicy) -> Iterable[Document]:
+    """Text arguments, else the --input file, else stdin (txt unless --input-format says otherwise)."""
+    from .corpus import Document, detect_format, read_corpus
 
-    def texts() -> Iterator[str]:
-        for record in records:
-            pending.append(record)
-            yield record["text"]
-
-    for entities in ner.pipe(texts(), progress=progress):
-        record = pending.popleft()
-        record["entities"] = [e.to_dict() for e in entities]
-        output.write(json.dumps(record, ensure_ascii=False) + "\n")
-
-
-def _read_lines(stream: IO[str]) -> Iterator[dict[str, Any]]:
-    for line in stream:
-        yield {"text": line.rstrip("\n")}
-
-
-def _read_records(path: Path, field: str, id_field: str) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8") as stream:
-        if path.suffix != ".jsonl":
-            yield from _read_lines(stream)
-            return
-        for number, line in enumerate(stream, start=1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-            if not isinstance(data, dict) or not isinstance(data.get(field), str):
-                raise ValueError(f"{path}:{number}: expected an object with a string field {field!r}")
-            record = {"text": data[field]}
-            if id_field in data:
-                record = {"id": data[id_field], **record}
-            yield record
+    if args.text:
+        return [Document(text=text) for text in args.text]
+    input_format = args.input_format
+    if args.input:
+        lines: IO[bytes] | IO[str] = stack.enter_context(args.input.open("rb"))
+        source = str(args.input)
+        input_format = detect_format(args.input) if input_format == "auto" else input_format
+    else:
+        lines = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else sys.stdin
+        source = "<stdin>"
+        input_format = "txt" if input_format == "auto" else input_format
+    return read_corpus(
+        lines,
+        input_format,
+        source=source,
+        errors=errors,
+        field=args.field,
+        id_field=args.id_field,
+        keep_fields=args.keep_fields,
+        context=args.context,
+    )
 
 
 def _add_eval(parser: argparse.ArgumentParser) -> None:
