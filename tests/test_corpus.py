@@ -14,27 +14,27 @@ from pathlib import Path
 import pytest
 from nertron import NER, Entity
 from nertron.cli import main
-from nertron.conll import read_conll
+from nertron.conll import DOCSTART, read_conll
 from nertron.corpus import Document, ErrorPolicy, annotate, conll_block, detect_format, jsonl_line, read_corpus
 from nertron.tags import iob1_to_iob2
 from nertron.text import split_words
 from nertron.visualize import HtmlWriter, label_colour, render_document, render_html
 
-CONLL = """-DOCSTART- -X- -X- O
+CONLL = f"""{DOCSTART} -X- -X- O
 
-EU NNP B-NP B-ORG
-rejects VBZ B-VP O
-German JJ B-NP B-MISC
-call NN I-NP O
+Acme NNP B-NP B-ORG
+hires VBZ B-VP O
+Dutch JJ B-NP B-MISC
+engineers NN I-NP O
 . . O O
 
-Peter NNP B-NP B-PER
-Blackburn NNP I-NP I-PER
+Maria NNP B-NP B-PER
+Jansen NNP I-NP I-PER
 
--DOCSTART- -X- -X- O
+{DOCSTART} -X- -X- O
 
-BRUSSELS NNP B-NP B-LOC
-1996-08-22 CD I-NP O
+UTRECHT NNP B-NP B-LOC
+2026-11-28 CD I-NP O
 """
 
 
@@ -103,15 +103,15 @@ def test_malformed_lines_are_skipped_reported_and_counted() -> None:
 def test_conll_reader_by_document_and_by_sentence() -> None:
     documents = _read(CONLL.encode(), "conll")
     assert [d.sentences for d in documents] == [
-        [["EU", "rejects", "German", "call", "."], ["Peter", "Blackburn"]],
-        [["BRUSSELS", "1996-08-22"]],
+        [["Acme", "hires", "Dutch", "engineers", "."], ["Maria", "Jansen"]],
+        [["UTRECHT", "2026-11-28"]],
     ]
     assert [d.docstart for d in documents] == [True, True]
     sentences = _read(CONLL.encode(), "conll", context="sentence")
     assert [d.sentences for d in sentences] == [
-        [["EU", "rejects", "German", "call", "."]],
-        [["Peter", "Blackburn"]],
-        [["BRUSSELS", "1996-08-22"]],
+        [["Acme", "hires", "Dutch", "engineers", "."]],
+        [["Maria", "Jansen"]],
+        [["UTRECHT", "2026-11-28"]],
     ]
     assert [d.docstart for d in sentences] == [True, False, True]
     # Without -DOCSTART- the file is one document; a token column alone is enough.
@@ -124,7 +124,7 @@ def test_conll_reader_by_document_and_by_sentence() -> None:
 
 
 def test_annotate_equals_ner_and_its_tags(ner: NER) -> None:
-    texts = ["Angela Merkel met Emmanuel Macron in Paris.", "", "EU rejects German call.", "x " * 600]
+    texts = ["Angela Merkel met Emmanuel Macron in Paris.", "", "Acme hires Dutch engineers.", "x " * 600]
     annotations = list(annotate(ner, [Document(text=t) for t in texts], chunk_size=3))
     assert [a.entities for a in annotations] == ner.batch(texts)
     for annotation, text in zip(annotations, texts, strict=True):
@@ -137,7 +137,7 @@ def test_annotate_equals_ner_and_its_tags(ner: NER) -> None:
 def test_annotate_conll_keeps_offsets_and_sentences(ner: NER) -> None:
     (document, _) = _read(CONLL.encode(), "conll")
     (annotation,) = annotate(ner, [document])
-    assert annotation.text == "EU rejects German call .\nPeter Blackburn"
+    assert annotation.text == "Acme hires Dutch engineers .\nMaria Jansen"
     assert annotation.sentence_lengths == [5, 2]
     for word, start, end in zip(annotation.words, annotation.starts, annotation.ends, strict=True):
         assert annotation.text[start:end] == word
@@ -195,7 +195,7 @@ def test_readers_stream_a_large_file_in_bounded_memory(tmp_path: Path, input_for
 
 
 def test_jsonl_line_and_conll_block(ner: NER) -> None:
-    document = Document(text="EU rejects German call.", fields={"id": "d1", "lang": "en"})
+    document = Document(text="Acme hires Dutch engineers.", fields={"id": "d1", "lang": "en"})
     (annotation,) = annotate(ner, [document])
     record = json.loads(jsonl_line(annotation))
     assert list(record) == ["id", "lang", "text", "entities"]
@@ -203,7 +203,7 @@ def test_jsonl_line_and_conll_block(ner: NER) -> None:
     block = conll_block(annotation, docstart=True)
     rows = block.splitlines()
     assert rows[:2] == ["-DOCSTART- O", ""]
-    assert [r.split(" ")[0] for r in rows[2:-1]] == ["EU", "rejects", "German", "call", "."]
+    assert [r.split(" ")[0] for r in rows[2:-1]] == ["Acme", "hires", "Dutch", "engineers", "."]
     assert rows[-1] == "" and block.endswith("\n\n")
     (empty,) = annotate(ner, [Document(text="   ")])
     assert conll_block(empty) == ""
@@ -247,8 +247,8 @@ def test_cli_input_format_override_and_stdin(
     source.write_text(CONLL)
     assert _ner(tiny_bundle, "-i", str(source), "--input-format", "conll") == 0
     assert [json.loads(line)["text"] for line in capsys.readouterr().out.splitlines()] == [
-        "EU rejects German call .\nPeter Blackburn",
-        "BRUSSELS 1996-08-22",
+        "Acme hires Dutch engineers .\nMaria Jansen",
+        "UTRECHT 2026-11-28",
     ]
     monkeypatch.setattr(sys, "stdin", io.StringIO('{"id": "a", "body": "Paris", "x": 1}\n'))
     assert _ner(tiny_bundle, "--input-format", "jsonl", "--field", "body", "--keep-fields") == 0

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nertron.cli import main
-from nertron.conll import read_conll
+from nertron.conll import DOCSTART, read_conll
 from nertron.evaluation import evaluate, score
 from seqeval.metrics import f1_score, precision_score, recall_score
 from sklearn.metrics import classification_report
@@ -65,21 +65,21 @@ def test_token_scores_equal_scikit_learn(gold: list[list[str]], data: st.DataObj
     assert report.weighted.f1 == pytest.approx(expected["weighted avg"]["f1-score"])
 
 
-CONLL = """-DOCSTART- -X- -X- O
+CONLL = f"""{DOCSTART} -X- -X- O
 
-EU NNP B-NP I-ORG
-rejects VBZ B-VP O
-German JJ B-NP I-MISC
-call NN I-NP O
+Acme NNP B-NP I-ORG
+hires VBZ B-VP O
+Dutch JJ B-NP I-MISC
+engineers NN I-NP O
 . . O O
 
-Peter NNP B-NP I-PER
-Blackburn NNP I-NP I-PER
+Maria NNP B-NP I-PER
+Jansen NNP I-NP I-PER
 
--DOCSTART- -X- -X- O
+{DOCSTART} -X- -X- O
 
-BRUSSELS NNP B-NP I-LOC
-1996-08-22 CD I-NP O
+UTRECHT NNP B-NP I-LOC
+2026-11-28 CD I-NP O
 """
 
 
@@ -90,15 +90,15 @@ def test_read_conll_converts_iob1_and_splits_documents(tmp_path: Path) -> None:
     assert [len(d.sentences) for d in documents] == [2, 1]
     assert documents[0].sentences[0].tags == ["B-ORG", "O", "B-MISC", "O", "O"]
     assert documents[0].sentences[1].tags == ["B-PER", "I-PER"]
-    assert documents[1].words == ["BRUSSELS", "1996-08-22"]
+    assert documents[1].words == ["UTRECHT", "2026-11-28"]
 
 
 def test_read_conll_names_a_malformed_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.txt"
-    path.write_text("EU NNP B-NP B-ORG\nrejects\n")
+    path.write_text("Acme NNP B-NP B-ORG\nhires\n")
     with pytest.raises(ValueError, match=r"bad.txt:2: expected a token and a tag"):
         read_conll(path)
-    path.write_text("EU NNP B-NP ORG\n")
+    path.write_text("Acme NNP B-NP ORG\n")
     with pytest.raises(ValueError, match=r"bad.txt:1: tag 'ORG'"):
         read_conll(path)
 
