@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .tags import iob1_to_iob2
+from .tags import to_iob2
 
 DOCSTART = "-DOCSTART-"
 
@@ -40,7 +40,7 @@ def read_conll(path: str | Path) -> list[Document]:
 
     def close_sentence() -> None:
         if words:
-            documents[-1].sentences.append(Sentence(list(words), iob1_to_iob2(tags)))
+            documents[-1].sentences.append(Sentence(list(words), to_iob2(tags)))
             words.clear()
             tags.clear()
 
@@ -61,14 +61,6 @@ def read_conll(path: str | Path) -> list[Document]:
             if tag != "O" and (len(tag) < 3 or tag[1] != "-" or tag[0] not in "BIES"):
                 raise ValueError(f"{path}:{number}: tag {tag!r} is not O, B-X or I-X")
             words.append(columns[0])
-            tags.append(_bioes_to_iob2(tag))
+            tags.append(tag)
     close_sentence()
     return [d for d in documents if d.sentences]
-
-
-def _bioes_to_iob2(tag: str) -> str:
-    if tag.startswith("S-"):
-        return "B-" + tag[2:]
-    if tag.startswith("E-"):
-        return "I-" + tag[2:]
-    return tag

@@ -18,7 +18,6 @@ from typing import IO, Any
 
 import numpy as np
 
-from . import _native
 from .conll import DOCSTART
 from .entity import Entity
 from .pipeline import NER
@@ -216,12 +215,10 @@ def _annotate_chunk(ner: NER, chunk: list[Annotation], batch_size: int | None) -
         for a in chunk
         for offset, _ in zip(accumulate(a.sentence_lengths, initial=0), a.sentence_lengths, strict=False)
     ]
-    spans = _native.decode_spans(
+    spans = ner.label_set.decode_spans(
         predictions.labels,
         predictions.scores,
         np.fromiter((n for a in chunk for n in a.sentence_lengths), dtype=np.int64, count=len(rows)),
-        ner.label_set.prefix,
-        ner.label_set.type_id,
     )
     for a in chunk:
         a.tags = ["O"] * len(a.words)

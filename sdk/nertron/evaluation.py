@@ -9,9 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from . import _native
 from .conll import Document
-from .tags import LabelSet, iob1_to_iob2
+from .tags import LabelSet, to_iob2
 
 CONTEXTS = ("sentence", "document")
 
@@ -93,12 +92,6 @@ class Report:
         return "\n".join(lines)
 
 
-def to_iob2(tags: Sequence[str]) -> list[str]:
-    """Any of IOB1, IOB2, BIOES -> IOB2, reading ill-formed sequences as conlleval does."""
-    plain = ["B-" + t[2:] if t.startswith("S-") else "I-" + t[2:] if t.startswith("E-") else t for t in tags]
-    return iob1_to_iob2(plain)
-
-
 def entity_set(sentences: Sequence[Sequence[str]]) -> set[tuple[int, int, int, str]]:
     """(sentence, first word, end word, type) of every entity, decoded by the C++ core."""
     names = sorted({t for s in sentences for t in s} | {"O"}, key=lambda t: (t != "O", t))
@@ -106,9 +99,7 @@ def entity_set(sentences: Sequence[Sequence[str]]) -> set[tuple[int, int, int, s
     index = {name: i for i, name in enumerate(names)}
     labels = np.fromiter((index[t] for s in sentences for t in s), dtype=np.int32)
     lengths = np.fromiter((len(s) for s in sentences), dtype=np.int64, count=len(sentences))
-    spans = _native.decode_spans(
-        labels, np.zeros(labels.size, np.float32), lengths, label_set.prefix, label_set.type_id
-    )
+    spans = label_set.decode_spans(labels, np.zeros(labels.size, np.float32), lengths)
     return {
         (r, f, e, label_set.types[t])
         for r, f, e, t in zip(

@@ -200,12 +200,10 @@ class NER:
     def _entities(self, texts: Sequence[str], batch_size: int) -> list[list[Entity]]:
         segmented = [split_words(text) for text in texts]
         predictions = self.predict_words([s.words for s in segmented], batch_size=batch_size)
-        spans = _native.decode_spans(
+        spans = self.label_set.decode_spans(
             predictions.labels,
             predictions.scores,
             predictions.doc_words,
-            self.label_set.prefix,
-            self.label_set.type_id,
             np.fromiter((o for s in segmented for o in s.starts), dtype=np.int64),
             np.fromiter((o for s in segmented for o in s.ends), dtype=np.int64),
         )

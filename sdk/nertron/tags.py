@@ -38,6 +38,19 @@ class LabelSet:
             type_id[i] = types.index(entity_type)
         return cls(tuple(labels), tuple(types), prefix, type_id)
 
+    def decode_spans(
+        self,
+        labels: np.ndarray,
+        scores: np.ndarray,
+        row_words: np.ndarray,
+        word_starts: np.ndarray | None = None,
+        word_ends: np.ndarray | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Entity spans of per-word label ids (flat over rows), decoded by the C++ core."""
+        from . import _native
+
+        return _native.decode_spans(labels, scores, row_words, self.prefix, self.type_id, word_starts, word_ends)
+
     def detect_scheme(self) -> str:
         """``BIOES`` if any label uses E- or S-, else ``IOB2`` (IOB1 cannot be told from labels)."""
         return "BIOES" if np.isin(self.prefix, (3, 4)).any() else "IOB2"
@@ -61,3 +74,9 @@ def iob1_to_iob2(tags: Sequence[str]) -> list[str]:
         out.append(tag)
         previous = tag
     return out
+
+
+def to_iob2(tags: Sequence[str]) -> list[str]:
+    """Any of IOB1, IOB2, BIOES -> IOB2, reading ill-formed sequences as conlleval does."""
+    plain = ["B-" + t[2:] if t.startswith("S-") else "I-" + t[2:] if t.startswith("E-") else t for t in tags]
+    return iob1_to_iob2(plain)
