@@ -1,0 +1,264 @@
+"""Named-entity recognition over Spark DataFrames (``pip install "nertron[spark]"``).
+
+>>> from nertron.spark import annotate
+>>> annotated = annotate(df, "text")                      # doctest: +SKIP
+>>> annotated.select("id", "entities").show()             # doctest: +SKIP
+
+Rows travel to the Python workers as Arrow record batches (``mapInArrow``) and come back with an added
+entities column; each worker process builds one ``NER`` engine for a given configuration and keeps it for
+every later task and batch (Spark reuses Python workers by default). The engine runs the model in-process
+with onnxruntime, or on a Triton server that all executors share when ``url`` is given.
+
+Two output schemas:
+
+- ``"nertron"`` (default): ``array<struct<text, label, start, end, score>>``, the fields of
+  :class:`nertron.Entity`; ``start``/``end`` are code-point offsets, end exclusive, the way Python and
+  Spark SQL's ``substring`` count.
+- ``"sparknlp"``: Spark NLP's annotation struct as ``NerConverter`` writes chunks: ``annotatorType``
+  ``"chunk"``, ``begin`` and ``end`` (inclusive) in UTF-16 code units like JVM strings, ``result`` (the
+  entity text), ``metadata`` with ``entity``, ``confidence``, ``sentence`` and ``chunk``, and empty
+  ``embeddings``; pipelines that read the ``xlm_roberta_base_token_classifier_conll03`` chunks can switch.
+
+A null text gives a null entities value; an empty text gives an empty array.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from .entity import Entity
+from .pipeline import AGGREGATIONS, NER
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+    from pyspark.sql.types import ArrayType
+
+SCHEMAS = ("nertron", "sparknlp")
+
+NERTRON_ARROW_TYPE = pa.list_(
+    pa.struct(
+        [
+            ("text", pa.string()),
+            ("label", pa.string()),
+            ("start", pa.int32()),
+            ("end", pa.int32()),
+            ("score", pa.float32()),
+        ]
+    )
+)
+SPARKNLP_ARROW_TYPE = pa.list_(
+    pa.struct(
+        [
+            ("annotatorType", pa.string()),
+            ("begin", pa.int32()),
+            ("end", pa.int32()),
+            ("result", pa.string()),
+            ("metadata", pa.map_(pa.string(), pa.string())),
+            ("embeddings", pa.list_(pa.float32())),
+        ]
+    )
+)
+
+
+def entity_schema(schema: str = "nertron") -> ArrayType:
+    """The Spark type of the entities column for ``schema`` (``"nertron"`` or ``"sparknlp"``)."""
+    from pyspark.sql.types import _parse_datatype_string
+
+    if schema == "nertron":
+        return _parse_datatype_string("array<struct<text:string,label:string,start:int,end:int,score:float>>")
+    if schema == "sparknlp":
+        return _parse_datatype_string(
+            "array<struct<annotatorType:string,begin:int,end:int,result:string,"
+            "metadata:map<string,string>,embeddings:array<float>>>"
+        )
+    raise ValueError(f"schema must be one of {SCHEMAS}, got {schema!r}")
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Everything an executor needs to build its ``NER`` engine; hashable, so engines are cached by it.
+
+    ``threads=None`` gives onnxruntime as many threads as the Spark task has CPUs (``spark.task.cpus``),
+    so that concurrent tasks on one executor do not oversubscribe its cores.
+    """
+
+    model: str | None = None
+    precision: str | None = None
+    url: str | None = None
+    fallback: bool = True
+    aggregation: str = "first"
+    batch_size: int = 32
+    threads: int | None = None
+    triton_options: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
+
+    def build(self) -> NER:
+        threads = self.threads if self.threads is not None else _task_cpus()
+        return NER(
+            self.model,
+            precision=self.precision,
+            url=self.url,
+            fallback=self.fallback,
+            aggregation=self.aggregation,
+            batch_size=self.batch_size,
+            threads=threads,
+            triton_options=dict(self.triton_options) or None,
+        )
+
+
+_engines: dict[EngineSpec, NER] = {}
+_engine_builds: Counter[EngineSpec] = Counter()
+_engines_lock = threading.Lock()
+
+
+def engine(spec: EngineSpec) -> NER:
+    """This process's engine for ``spec``, built at its first use and kept for the life of the process."""
+    with _engines_lock:
+        if spec not in _engines:
+            _engines[spec] = spec.build()
+            _engine_builds[spec] += 1
+        return _engines[spec]
+
+
+def engine_builds(spec: EngineSpec) -> int:
+    """How many times this process has built an engine for ``spec`` (1 once used: it is kept)."""
+    return _engine_builds[spec]
+
+
+def annotate(
+    df: DataFrame,
+    text_col: str = "text",
+    *,
+    output_col: str = "entities",
+    schema: str = "nertron",
+    model: str | os.PathLike[str] | None = None,
+    precision: str | None = None,
+    url: str | None = None,
+    fallback: bool = True,
+    aggregation: str = "first",
+    batch_size: int = 32,
+    threads: int | None = None,
+    rows_per_chunk: int = 1024,
+    triton_options: dict[str, Any] | None = None,
+) -> DataFrame:
+    """``df`` with an added column ``output_col`` holding the entities of ``text_col`` (lazy, like any
+    Spark transformation).
+
+    ``model`` is a bundle directory that every executor can read (default: the embedded model, which
+    ships inside the package); ``url`` sends the model's work to that Triton gRPC endpoint instead, with a
+    local fallback unless ``fallback=False``. Each Arrow batch that Spark hands a worker is annotated
+    ``rows_per_chunk`` rows at a time, so memory stays bounded however large a partition is.
+    """
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    if text_col not in df.columns:
+        raise ValueError(f"text_col {text_col!r} is not a column of the DataFrame (columns: {df.columns})")
+    text_type = df.schema[text_col].dataType
+    if not isinstance(text_type, StringType):
+        raise TypeError(f"column {text_col!r} must be a string column, got {text_type.simpleString()}")
+    if output_col in df.columns:
+        raise ValueError(f"output_col {output_col!r} already exists; pick another name or drop it first")
+    output_type = entity_schema(schema)
+    if rows_per_chunk < 1:
+        raise ValueError(f"rows_per_chunk must be >= 1, got {rows_per_chunk}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+    if model is not None:
+        model = str(Path(model).resolve()) if Path(model).exists() else str(model)
+    spec = EngineSpec(
+        model=None if model is None else str(model),
+        precision=precision,
+        url=url,
+        fallback=fallback,
+        aggregation=aggregation,
+        batch_size=batch_size,
+        threads=threads,
+        triton_options=tuple(sorted((triton_options or {}).items())),
+    )
+    # A new StructType: ``df.schema.add`` would change the DataFrame's cached schema in place.
+    out_schema = StructType([*df.schema.fields, StructField(output_col, output_type, nullable=True)])
+
+    def annotate_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        return annotate_batches(
+            batches, spec, text_col=text_col, output_col=output_col, schema=schema, rows_per_chunk=rows_per_chunk
+        )
+
+    return df.mapInArrow(annotate_partition, out_schema)
+
+
+def annotate_batches(
+    batches: Iterator[pa.RecordBatch],
+    spec: EngineSpec,
+    *,
+    text_col: str,
+    output_col: str = "entities",
+    schema: str = "nertron",
+    rows_per_chunk: int = 1024,
+) -> Iterator[pa.RecordBatch]:
+    """The per-partition work of :func:`annotate`: each input batch, ``rows_per_chunk`` rows at a time,
+    comes back with the entities column appended. Lazy: a batch is read only when its output is asked for."""
+    ner = engine(spec)
+    for batch in batches:
+        for offset in range(0, batch.num_rows, rows_per_chunk):
+            chunk = batch.slice(offset, rows_per_chunk)
+            texts = chunk.column(text_col).to_pylist()
+            entities = entities_column(ner, texts, schema)
+            yield pa.RecordBatch.from_arrays([*chunk.columns, entities], names=[*chunk.schema.names, output_col])
+
+
+def entities_column(ner: NER, texts: list[str | None], schema: str = "nertron") -> pa.Array:
+    """The Arrow entities column for ``texts`` (null stays null)."""
+    present = [i for i, text in enumerate(texts) if text is not None]
+    found = ner.batch([texts[i] for i in present]) if present else []
+    rows: list[list[dict[str, Any]] | None] = [None] * len(texts)
+    for i, entities in zip(present, found, strict=True):
+        text = texts[i]
+        assert text is not None
+        rows[i] = _nertron_rows(entities) if schema == "nertron" else _sparknlp_rows(text, entities)
+    return pa.array(rows, type=NERTRON_ARROW_TYPE if schema == "nertron" else SPARKNLP_ARROW_TYPE)
+
+
+def _nertron_rows(entities: list[Entity]) -> list[dict[str, Any]]:
+    return [e.to_dict() for e in entities]
+
+
+def _sparknlp_rows(text: str, entities: list[Entity]) -> list[dict[str, Any]]:
+    rows = []
+    for index, e in enumerate(entities):
+        begin, end = _utf16_offset(text, e.start), _utf16_offset(text, e.end)
+        metadata = {"entity": e.label, "confidence": f"{e.score:.6g}", "sentence": "0", "chunk": str(index)}
+        rows.append(
+            {
+                "annotatorType": "chunk",
+                "begin": begin,
+                "end": end - 1,
+                "result": e.text,
+                "metadata": list(metadata.items()),
+                "embeddings": [],
+            }
+        )
+    return rows
+
+
+def _utf16_offset(text: str, index: int) -> int:
+    """``index`` (code points) in UTF-16 code units, as JVM strings count."""
+    if text.isascii():
+        return index
+    prefix = text[:index]
+    return index + sum(1 for char in prefix if ord(char) > 0xFFFF)
+
+
+def _task_cpus() -> int | None:
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    return context.cpus() if context is not None else None
