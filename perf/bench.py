@@ -5,7 +5,8 @@
 Sections (CoNLL-2003 test sentences, the embedded default model):
   postprocess  C++ alignment + span decoding vs numpy + Python vs the pure-Python reference vs the HF
                TokenClassificationPipeline's post-processing, on the same logits (us per sentence)
-  e2e          raw text in, entities out: nertron int8 / fp32 vs the HF pipeline (PyTorch fp32, same
+  e2e          raw text in, entities out: nertron int8 / fp32 (onnxruntime) and bf16 (OpenVINO, where the
+               CPU has native bf16) vs the HF pipeline (PyTorch fp32, same
                weights, aggregation "first", batch 32): sentences/s, words/s, entity F1
   ceiling      the encoder's FLOPs per token vs this CPU's measured matmul peaks
   scaling      throughput and peak memory vs document length (10 to 10,000 words)
@@ -35,6 +36,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "perf")]
 from nertron import NER, _native  # noqa: E402
 from nertron.conll import read_conll  # noqa: E402
 from nertron.default_model import default_bundle  # noqa: E402
+from nertron.openvino_backend import has_fast_bf16  # noqa: E402
+from nertron.pipeline import default_precision  # noqa: E402
 from nertron.text import Words  # noqa: E402
 
 from tests import reference  # noqa: E402
@@ -269,9 +272,10 @@ def bench_e2e(sentences: list, repeats: int, ners: dict[str, NER]) -> dict[str, 
 
 # -------------------------------------------------------------------------------------------- ceiling
 def matmul_peaks(size: int = 2048, repeats: int = 5) -> dict[str, float]:
-    """Measured square-matmul peaks: numpy fp32, onnxruntime fp32 MatMul and int8 MatMulInteger."""
+    """Measured square-matmul peaks: numpy fp32, onnxruntime fp32 MatMul and int8 MatMulInteger, and
+    OpenVINO's MatMul with bf16 inference precision (where the CPU has native bf16)."""
     import onnxruntime as ort
-    from onnx import TensorProto, helper
+    from onnx import TensorProto, helper, numpy_helper
 
     def ort_session(op: str, a_type: int, b_type: int, y_type: int) -> ort.InferenceSession:
         graph = helper.make_graph(
@@ -298,11 +302,29 @@ def matmul_peaks(size: int = 2048, repeats: int = 5) -> dict[str, float]:
         "A": rng.integers(0, 255, (size, size), dtype=np.uint8),
         "B": rng.integers(-127, 127, (size, size), dtype=np.int8),
     }
-    return {
+    peaks = {
         "fp32_numpy_gflops": rate(lambda: a @ a),
         "fp32_ort_matmul_gflops": rate(lambda: fp32_session.run(None, {"A": a, "B": a})),
         "int8_ort_matmulinteger_gops": rate(lambda: int8_session.run(None, int8_feed)),
     }
+    if has_fast_bf16():
+        import openvino as ov
+
+        graph = helper.make_graph(
+            [helper.make_node("MatMul", ["A", "W"], ["Y"])],
+            "bf16",
+            [helper.make_tensor_value_info("A", TensorProto.FLOAT, [size, size])],
+            [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [size, size])],
+            initializer=[numpy_helper.from_array(a, "W")],  # a constant weight, as in the model
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        core = ov.Core()
+        compiled = core.compile_model(
+            core.read_model(model.SerializeToString(), b""), "CPU", {"INFERENCE_PRECISION_HINT": "bf16"}
+        )
+        request = compiled.create_infer_request()
+        peaks["bf16_openvino_matmul_gflops"] = rate(lambda: request.infer({"A": a}))
+    return peaks
 
 
 def encoder_flops_per_token(ner: NER, mean_length: float) -> float:
@@ -319,13 +341,14 @@ def bench_ceiling(ner_tokens: dict[str, float], flops_per_token: float) -> dict[
         "flops_per_token_mflop": flops_per_token / 1e6,
         "peaks": peaks,
         "achieved_gflops": achieved,
-        "percent_of_peak": {
-            name: 100
-            * g
-            / (peaks["int8_ort_matmulinteger_gops"] if "int8" in name else peaks["fp32_ort_matmul_gflops"])
-            for name, g in achieved.items()
-        },
+        "percent_of_peak": {name: 100 * g / peaks[_peak_of(name)] for name, g in achieved.items()},
     }
+
+
+def _peak_of(system: str) -> str:
+    if "int8" in system:
+        return "int8_ort_matmulinteger_gops"
+    return "bf16_openvino_matmul_gflops" if "bf16" in system else "fp32_ort_matmul_gflops"
 
 
 # -------------------------------------------------------------------------------------------- scaling
@@ -344,7 +367,7 @@ def bench_scaling(repeats: int) -> list[dict[str, float]]:
 
 
 def scaling_child(size: int, repeats: int) -> None:
-    ner = NER(precision="int8")
+    ner = NER()  # the default precision
     pool = [w for words, _ in load_sentences(4000) for w in words]
     text = " ".join((pool * (size // len(pool) + 1))[:size])
     loaded = peak_rss_mib()
@@ -354,6 +377,7 @@ def scaling_child(size: int, repeats: int) -> None:
         json.dumps(
             {
                 "words": size,
+                "precision": ner.precision,
                 "seconds": seconds,
                 "words_per_s": size / seconds,
                 "peak_rss_mib": peak_rss_mib(),
@@ -422,7 +446,12 @@ def write_report(name: str, results: dict[str, Any]) -> str:
             f"Encoder: {c['flops_per_token_mflop']:.1f} MFLOP per token. Peaks: numpy fp32 "
             f"{c['peaks']['fp32_numpy_gflops']:.0f} GFLOP/s, ORT fp32 MatMul "
             f"{c['peaks']['fp32_ort_matmul_gflops']:.0f} GFLOP/s, ORT int8 MatMulInteger "
-            f"{c['peaks']['int8_ort_matmulinteger_gops']:.0f} GOP/s.",
+            f"{c['peaks']['int8_ort_matmulinteger_gops']:.0f} GOP/s"
+            + (
+                f", OpenVINO bf16 MatMul {c['peaks']['bf16_openvino_matmul_gflops']:.0f} GFLOP/s."
+                if "bf16_openvino_matmul_gflops" in c["peaks"]
+                else "."
+            ),
             "",
             "| system | achieved GFLOP/s | % of its peak |",
             "|---|---|---|",
@@ -431,7 +460,8 @@ def write_report(name: str, results: dict[str, Any]) -> str:
         lines.append("")
     if "scaling" in results:
         lines += [
-            "## Scaling (nertron int8, one document, each size in a fresh process)",
+            f"## Scaling (nertron {results['scaling'][0]['precision']}, the default precision; one document, "
+            "each size in a fresh process)",
             "",
             "| words | seconds | words/s | peak RSS MiB (after loading) |",
             "|---|---|---|---|",
@@ -485,10 +515,14 @@ def main() -> None:
     sections = set(args.sections.split(","))
     sentences = load_sentences(args.sentences)
     ners = {"int8": NER(precision="int8"), "fp32": NER(precision="fp32")}
+    if has_fast_bf16():
+        ners["bf16"] = NER(precision="bf16")
+    results_default = default_precision()
     results: dict[str, Any] = {
         "command": "python perf/bench.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "default_precision": results_default,
     }
     if "postprocess" in sections:
         results["postprocess"] = bench_postprocess(ners["int8"], sentences, args.repeats)

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from nertron import NER
 from nertron.bundle import Bundle
-from nertron.default_model import PACKAGE_DIR, WEIGHTS_FILE, assemble, default_bundle, embedded_spec
+from nertron.default_model import PACKAGE_DIR, WEIGHTS_FILE, assemble, embedded_spec
+from nertron.openvino_backend import has_fast_bf16
+from nertron.pipeline import default_precision, resolve_model
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +25,7 @@ def default_ner(tmp_path_factory: pytest.TempPathFactory) -> NER:
         assert time.perf_counter() - started < 120, "first use must stay around a minute"
         assert ner.bundle.path.parent == cache
         started = time.perf_counter()
-        assert default_bundle() == ner.bundle.path  # second time: the cache, no assembly
+        assert resolve_model(None, ner.precision) == ner.bundle.path  # second time: the cache, no assembly
         assert time.perf_counter() - started < 1
     return ner
 
@@ -69,8 +71,34 @@ def test_cross_lingual_persons_and_places(
 def test_manifest_records_scores(default_ner: NER) -> None:
     spec = embedded_spec()
     manifest = Bundle.load(default_ner.bundle.path).manifest
-    assert manifest["precision"] == spec["default_precision"]
+    # bf16 (OpenVINO, where the CPU has native bf16) runs the fp32 bundle; elsewhere the default is int8
+    expected = "fp32" if default_ner.precision == "bf16" else spec["default_precision"]
+    assert manifest["precision"] == expected
     assert manifest["scores"]["dev_f1_sentence"] > 90
+
+
+def test_default_precision_follows_the_cpu(default_ner: NER, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NERTRON_CACHE", str(default_ner.bundle.path.parent))
+    assert default_ner.precision == default_precision()
+    assert (default_ner.precision == "bf16") == has_fast_bf16()
+    assert default_ner.runtime == ("openvino" if has_fast_bf16() else "OnnxRuntimeBackend")
+    assert NER(precision="int8").runtime == "OnnxRuntimeBackend"
+
+
+@pytest.mark.skipif(not has_fast_bf16(), reason="this CPU has no native bf16")
+def test_bf16_finds_what_fp32_finds(default_ner: NER, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NERTRON_CACHE", str(default_ner.bundle.path.parent))
+    texts = [
+        "Angela Merkel met Emmanuel Macron in Paris on Tuesday.",
+        "Gestern traf Olaf Scholz in Berlin den Bürgermeister von Hamburg.",
+        "El presidente Pedro Sánchez viajó a Madrid y después a Barcelona.",
+        "Shares of Siemens AG rose 3 percent in Frankfurt after the European Commission approved the deal.",
+    ]
+    bf16, fp32 = NER(precision="bf16"), NER(precision="fp32")
+    assert bf16.precision == "bf16" and fp32.precision == "fp32"
+    for got, expected in zip(bf16.batch(texts), fp32.batch(texts), strict=True):
+        assert [(e.text, e.label) for e in got] == [(e.text, e.label) for e in expected]
+        assert [e.score for e in got] == pytest.approx([e.score for e in expected], abs=0.02)
 
 
 def test_tampered_weights_are_refused(tmp_path: Path) -> None:

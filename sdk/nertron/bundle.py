@@ -66,6 +66,11 @@ class Bundle:
         return int(self.manifest["max_length"])
 
     @property
+    def precision(self) -> str:
+        """The stored model's precision: ``"fp32"``, ``"int8"`` or ``"fp16"``."""
+        return str(self.manifest.get("precision", "fp32"))
+
+    @property
     def special_tokens(self) -> dict[str, int]:
         """Ids of ``bos``, ``eos`` and ``pad``."""
         return {k: int(v) for k, v in self.manifest["special_tokens"].items()}

@@ -12,7 +12,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from .pipeline import AGGREGATIONS, NER
+from .pipeline import AGGREGATIONS, NER, RUNTIMES
 
 if TYPE_CHECKING:
     from .corpus import Document, ErrorPolicy
@@ -86,10 +86,16 @@ def _add_ner(parser: argparse.ArgumentParser) -> None:
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-m", "--model", help="bundle directory (default: $NERTRON_MODEL, else the embedded model)")
-    parser.add_argument("--precision", choices=["fp32", "int8"], help="variant of the embedded model")
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "int8", "bf16"],
+        help="variant of the embedded model (bf16: fp32 weights on OpenVINO; default: bf16 where the CPU has AMX "
+        "and OpenVINO is installed, else int8)",
+    )
+    parser.add_argument("--runtime", choices=RUNTIMES, help="local inference engine (default: by precision)")
     parser.add_argument("--aggregation", choices=AGGREGATIONS, default="first")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
+    parser.add_argument("--threads", type=int, help="inference threads")
 
 
 def _ner_from_args(args: argparse.Namespace, **options: Any) -> NER:
@@ -99,6 +105,7 @@ def _ner_from_args(args: argparse.Namespace, **options: Any) -> NER:
         aggregation=args.aggregation,
         batch_size=args.batch_size,
         threads=args.threads,
+        runtime=args.runtime,
         **options,
     )
 

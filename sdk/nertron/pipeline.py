@@ -21,6 +21,7 @@ from .text import split_words
 from .windows import SubwordEncoder, Window
 
 AGGREGATIONS = ("first", "average", "max")
+RUNTIMES = ("onnxruntime", "openvino")
 
 
 class Backend(Protocol):
@@ -44,7 +45,7 @@ class WordPredictions:
 
 def resolve_model(model: str | Path | None, precision: str | None = None) -> Path:
     """The bundle to load: ``model``, else ``$NERTRON_MODEL``, else the embedded default model
-    (assembled into the cache at first use)."""
+    (assembled into the cache at first use; ``precision`` bf16 runs its fp32 bundle)."""
     if model is None and os.environ.get("NERTRON_MODEL"):
         model = os.environ["NERTRON_MODEL"]
     if model is not None:
@@ -53,7 +54,16 @@ def resolve_model(model: str | Path | None, precision: str | None = None) -> Pat
         return Path(model)
     from .default_model import default_bundle
 
-    return default_bundle(precision)
+    return default_bundle("fp32" if precision == "bf16" else precision)
+
+
+def default_precision(*, local_cpu: bool = True) -> str:
+    """The embedded model's precision when none is asked for: ``"bf16"`` (OpenVINO) where OpenVINO is
+    installed, the CPU computes bf16 natively (AVX512-BF16 or AMX) and the model runs locally on CPU, else ``"int8"``
+    (onnxruntime)."""
+    from .openvino_backend import has_fast_bf16
+
+    return "bf16" if local_cpu and has_fast_bf16() else "int8"
 
 
 class NER:
@@ -84,7 +94,18 @@ class NER:
         url: str | None = None,
         fallback: bool = True,
         triton_options: dict[str, Any] | None = None,
+        runtime: str | None = None,
     ) -> None:
+        if runtime is not None and runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+        if precision == "bf16" and runtime == "onnxruntime":
+            raise ValueError("precision 'bf16' runs on OpenVINO; pass runtime='openvino' or leave runtime unset")
+        embedded = model is None and not os.environ.get("NERTRON_MODEL")
+        if embedded and precision is None and runtime is None:
+            local_cpu = backend is None and url is None and not providers
+            precision = default_precision(local_cpu=local_cpu)
+        if precision == "bf16":
+            runtime = "openvino"
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
         if batch_size < 1:
@@ -113,9 +134,22 @@ class NER:
             backend = TritonBackend.for_bundle(
                 self.bundle, url, fallback=fallback, threads=threads, providers=providers, **(triton_options or {})
             )
+        if backend is None and runtime == "openvino":
+            from .openvino_backend import OpenVINOBackend, has_fast_bf16
+
+            if providers is not None:
+                raise ValueError("providers are onnxruntime's; runtime='openvino' takes none")
+            if self.bundle.precision != "fp32":
+                raise ValueError(f"runtime='openvino' runs fp32 bundles, this one is {self.bundle.precision}")
+            inference = "bf16" if precision == "bf16" or has_fast_bf16() else "f32"
+            backend = OpenVINOBackend(self.bundle.model_path, threads=threads, inference_precision=inference)
+            precision = inference.replace("f32", "fp32")
         self.backend: Backend = backend or OnnxRuntimeBackend(
             self.bundle.model_path, threads=threads, providers=providers
         )
+        self.precision: str = precision or self.bundle.precision
+        """What the model computes in: ``"int8"``, ``"fp32"``, ``"bf16"`` (OpenVINO), ``"fp16"``."""
+        self.runtime: str = "openvino" if runtime == "openvino" else type(self.backend).__name__
 
     @property
     def labels(self) -> list[str]:

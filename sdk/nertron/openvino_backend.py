@@ -1,0 +1,87 @@
+"""Local inference with OpenVINO (``pip install "nertron[openvino]"``): the same exported ONNX model, run
+in bfloat16 on CPUs with native bf16 (AVX512-BF16, AMX), where it is faster than onnxruntime's int8 at
+fp32-like accuracy."""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Iterable, Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+INFERENCE_PRECISIONS = ("bf16", "f32")
+
+
+def _openvino() -> Any:
+    try:
+        import openvino
+    except ImportError as error:
+        raise ImportError(
+            f"the OpenVINO runtime is not installed: pip install 'nertron[openvino]' ({error})"
+        ) from None
+    return openvino
+
+
+@cache
+def has_fast_bf16() -> bool:
+    """Whether OpenVINO is installed and reports native bfloat16 on this CPU (AVX512-BF16 or AMX)."""
+    try:
+        openvino = _openvino()
+    except ImportError:
+        return False
+    return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+class OpenVINOBackend:
+    """Runs an exported token-classification model with OpenVINO: (input_ids, attention_mask) -> logits.
+
+    ``inference_precision`` is OpenVINO's ``INFERENCE_PRECISION_HINT``: ``"bf16"`` (matrix multiplies in
+    bfloat16, accumulation in fp32) or ``"f32"``. Thread-safe: concurrent calls use separate infer requests.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        threads: int | None = None,
+        inference_precision: str = "bf16",
+        device: str = "CPU",
+    ) -> None:
+        if inference_precision not in INFERENCE_PRECISIONS:
+            raise ValueError(f"inference_precision must be one of {INFERENCE_PRECISIONS}, got {inference_precision!r}")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        openvino = _openvino()
+        core = openvino.Core()
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": inference_precision}
+        if threads is not None:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.compiled = core.compile_model(core.read_model(str(model_path)), device, config)
+        self.inference_precision = inference_precision
+        self.input_names = {name for port in self.compiled.inputs for name in port.get_names()}
+        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """Logits ``[batch, seq, labels]`` as float32."""
+        feed = {"input_ids": input_ids, "attention_mask": attention_mask}
+        inputs = {k: np.ascontiguousarray(v, dtype=np.int64) for k, v in feed.items() if k in self.input_names}
+        try:
+            request = self._requests.get_nowait()
+        except queue.Empty:
+            request = self.compiled.create_infer_request()
+        try:
+            request.infer(inputs)
+            logits = np.array(request.get_output_tensor(0).data, dtype=np.float32)  # a copy: the request is reused
+        finally:
+            self._requests.put(request)
+        if logits.shape[:2] != input_ids.shape:
+            raise RuntimeError(f"OpenVINO returned logits of shape {logits.shape} for inputs of {input_ids.shape}")
+        return logits
+
+    def map(self, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[np.ndarray]:
+        """Logits of each batch, in order."""
+        for input_ids, attention_mask in batches:
+            yield self(input_ids, attention_mask)

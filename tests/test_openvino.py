@@ -1,0 +1,88 @@
+"""The OpenVINO backend: the exported ONNX model run by OpenVINO equals onnxruntime (f32) or stays close
+(bf16); it is thread-safe, and NER picks it only when asked or for the embedded model's bf16 default."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from nertron import NER
+from nertron.bundle import Bundle
+from nertron.onnx_backend import OnnxRuntimeBackend
+from nertron.openvino_backend import OpenVINOBackend, has_fast_bf16
+
+
+def random_batches(count: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    batches = []
+    for _ in range(count):
+        rows, length = int(rng.integers(1, 9)), int(rng.integers(3, 63))  # the tiny model's 64 positions
+        ids = rng.integers(4, 190, size=(rows, length))
+        mask = np.ones_like(ids)
+        mask[0, length - int(rng.integers(0, length - 1)) :] = 0  # a padded row
+        batches.append((ids, mask))
+    return batches
+
+
+@pytest.fixture(scope="module")
+def onnxruntime(tiny_bundle: Path) -> OnnxRuntimeBackend:
+    return OnnxRuntimeBackend(Bundle.load(tiny_bundle).model_path, threads=1)
+
+
+def test_f32_equals_onnxruntime_over_dynamic_shapes(tiny_bundle: Path, onnxruntime: OnnxRuntimeBackend) -> None:
+    openvino = OpenVINOBackend(Bundle.load(tiny_bundle).model_path, threads=1, inference_precision="f32")
+    for ids, mask in random_batches(12, seed=1):
+        got = openvino(ids, mask)
+        assert got.dtype == np.float32 and got.shape == (*ids.shape, 9)
+        np.testing.assert_allclose(got, onnxruntime(ids, mask), rtol=0, atol=1e-4)
+
+
+@pytest.mark.skipif(not has_fast_bf16(), reason="this CPU has no native bf16")
+def test_bf16_stays_close(tiny_bundle: Path, onnxruntime: OnnxRuntimeBackend) -> None:
+    openvino = OpenVINOBackend(Bundle.load(tiny_bundle).model_path, inference_precision="bf16")
+    for ids, mask in random_batches(6, seed=2):
+        reference = onnxruntime(ids, mask)
+        # bf16 keeps 8 bits of mantissa: relative error ~1e-2 of the logits' scale
+        assert np.abs(openvino(ids, mask) - reference).max() < 0.05 * np.abs(reference).max()
+
+
+def test_concurrent_calls_equal_sequential(tiny_bundle: Path) -> None:
+    openvino = OpenVINOBackend(Bundle.load(tiny_bundle).model_path, threads=1, inference_precision="f32")
+    batches = random_batches(16, seed=3)
+    sequential = [openvino(*b) for b in batches]
+    with ThreadPoolExecutor(4) as pool:
+        concurrent = list(pool.map(lambda b: openvino(*b), batches))
+    for a, b in zip(sequential, concurrent, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert [x.shape for x in openvino.map(batches[:3])] == [x.shape for x in sequential[:3]]
+
+
+def test_ner_on_openvino_equals_onnxruntime(tiny_bundle: Path) -> None:
+    texts = ["Angela Merkel met Emmanuel Macron in Paris.", "", "EU rejects German call to boycott British lamb."]
+    backend = OpenVINOBackend(Bundle.load(tiny_bundle).model_path, inference_precision="f32")
+    got = NER(tiny_bundle, backend=backend).batch(texts * 20)
+    expected = NER(tiny_bundle).batch(texts * 20)
+    assert [[(e.text, e.label, e.start, e.end) for e in row] for row in got] == [
+        [(e.text, e.label, e.start, e.end) for e in row] for row in expected
+    ]
+    for row, reference in zip(got, expected, strict=True):
+        assert [e.score for e in row] == pytest.approx([e.score for e in reference], abs=1e-5)
+    ner = NER(tiny_bundle, runtime="openvino")
+    assert ner.runtime == "openvino" and ner.precision == ("bf16" if has_fast_bf16() else "fp32")
+    assert NER(tiny_bundle).runtime == "OnnxRuntimeBackend"  # a bundle runs on onnxruntime unless asked
+
+
+def test_bad_arguments(tiny_bundle: Path) -> None:
+    model = Bundle.load(tiny_bundle).model_path
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        NER(tiny_bundle, runtime="tensorrt")
+    with pytest.raises(ValueError, match="runs on OpenVINO"):
+        NER(precision="bf16", runtime="onnxruntime")
+    with pytest.raises(ValueError, match="providers are onnxruntime's"):
+        NER(tiny_bundle, runtime="openvino", providers=["CPUExecutionProvider"])
+    with pytest.raises(ValueError, match="inference_precision must be one of"):
+        OpenVINOBackend(model, inference_precision="int4")
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        OpenVINOBackend(model, threads=0)
