@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml CMakeLists.txt $(wildcard csrc/*)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch==2.13.0"
 	$(PY) -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12"
-	$(PY) -m pip install -q --no-build-isolation -e ".[export,spark,perf,test]"
+	$(PY) -m pip install -q --no-build-isolation -e ".[export,spark,openvino,perf,test]"
 	touch $(STAMP)
 
 # The main job: the embedded default model (assembled into ~/.cache/nertron at first use) served by a

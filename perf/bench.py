@@ -36,8 +36,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "perf")]
 from nertron import NER, _native  # noqa: E402
 from nertron.conll import read_conll  # noqa: E402
 from nertron.default_model import default_bundle  # noqa: E402
-from nertron.openvino_backend import has_fast_bf16  # noqa: E402
-from nertron.pipeline import default_precision  # noqa: E402
+from nertron.openvino_backend import has_native_bf16  # noqa: E402
 from nertron.text import Words  # noqa: E402
 
 from tests import reference  # noqa: E402
@@ -307,7 +306,7 @@ def matmul_peaks(size: int = 2048, repeats: int = 5) -> dict[str, float]:
         "fp32_ort_matmul_gflops": rate(lambda: fp32_session.run(None, {"A": a, "B": a})),
         "int8_ort_matmulinteger_gops": rate(lambda: int8_session.run(None, int8_feed)),
     }
-    if has_fast_bf16():
+    if has_native_bf16():
         import openvino as ov
 
         graph = helper.make_graph(
@@ -367,7 +366,7 @@ def bench_scaling(repeats: int) -> list[dict[str, float]]:
 
 
 def scaling_child(size: int, repeats: int) -> None:
-    ner = NER()  # the default precision
+    ner = NER()  # the default precision (int8)
     pool = [w for words, _ in load_sentences(4000) for w in words]
     text = " ".join((pool * (size // len(pool) + 1))[:size])
     loaded = peak_rss_mib()
@@ -515,14 +514,12 @@ def main() -> None:
     sections = set(args.sections.split(","))
     sentences = load_sentences(args.sentences)
     ners = {"int8": NER(precision="int8"), "fp32": NER(precision="fp32")}
-    if has_fast_bf16():
+    if has_native_bf16():
         ners["bf16"] = NER(precision="bf16")
-    results_default = default_precision()
     results: dict[str, Any] = {
         "command": "python perf/bench.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "default_precision": results_default,
     }
     if "postprocess" in sections:
         results["postprocess"] = bench_postprocess(ners["int8"], sentences, args.repeats)

@@ -10,8 +10,8 @@ import pytest
 from nertron import NER
 from nertron.bundle import Bundle
 from nertron.default_model import PACKAGE_DIR, WEIGHTS_FILE, assemble, embedded_spec
-from nertron.openvino_backend import has_fast_bf16
-from nertron.pipeline import default_precision, resolve_model
+from nertron.openvino_backend import has_native_bf16
+from nertron.pipeline import resolve_model
 
 
 @pytest.fixture(scope="module")
@@ -71,21 +71,11 @@ def test_cross_lingual_persons_and_places(
 def test_manifest_records_scores(default_ner: NER) -> None:
     spec = embedded_spec()
     manifest = Bundle.load(default_ner.bundle.path).manifest
-    # bf16 (OpenVINO, where the CPU has native bf16) runs the fp32 bundle; elsewhere the default is int8
-    expected = "fp32" if default_ner.precision == "bf16" else spec["default_precision"]
-    assert manifest["precision"] == expected
+    assert manifest["precision"] == spec["default_precision"] == default_ner.precision == "int8"
     assert manifest["scores"]["dev_f1_sentence"] > 90
 
 
-def test_default_precision_follows_the_cpu(default_ner: NER, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NERTRON_CACHE", str(default_ner.bundle.path.parent))
-    assert default_ner.precision == default_precision()
-    assert (default_ner.precision == "bf16") == has_fast_bf16()
-    assert default_ner.runtime == ("openvino" if has_fast_bf16() else "OnnxRuntimeBackend")
-    assert NER(precision="int8").runtime == "OnnxRuntimeBackend"
-
-
-@pytest.mark.skipif(not has_fast_bf16(), reason="this CPU has no native bf16")
+@pytest.mark.skipif(not has_native_bf16(), reason="this CPU has no native bf16")
 def test_bf16_finds_what_fp32_finds(default_ner: NER, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NERTRON_CACHE", str(default_ner.bundle.path.parent))
     texts = [

@@ -11,7 +11,7 @@ import pytest
 from nertron import NER
 from nertron.bundle import Bundle
 from nertron.onnx_backend import OnnxRuntimeBackend
-from nertron.openvino_backend import OpenVINOBackend, has_fast_bf16
+from nertron.openvino_backend import OpenVINOBackend, has_native_bf16
 
 
 def random_batches(count: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -39,7 +39,7 @@ def test_f32_equals_onnxruntime_over_dynamic_shapes(tiny_bundle: Path, onnxrunti
         np.testing.assert_allclose(got, onnxruntime(ids, mask), rtol=0, atol=1e-4)
 
 
-@pytest.mark.skipif(not has_fast_bf16(), reason="this CPU has no native bf16")
+@pytest.mark.skipif(not has_native_bf16(), reason="this CPU has no native bf16")
 def test_bf16_stays_close(tiny_bundle: Path, onnxruntime: OnnxRuntimeBackend) -> None:
     openvino = OpenVINOBackend(Bundle.load(tiny_bundle).model_path, inference_precision="bf16")
     for ids, mask in random_batches(6, seed=2):
@@ -70,8 +70,9 @@ def test_ner_on_openvino_equals_onnxruntime(tiny_bundle: Path) -> None:
     for row, reference in zip(got, expected, strict=True):
         assert [e.score for e in row] == pytest.approx([e.score for e in reference], abs=1e-5)
     ner = NER(tiny_bundle, runtime="openvino")
-    assert ner.runtime == "openvino" and ner.precision == ("bf16" if has_fast_bf16() else "fp32")
-    assert NER(tiny_bundle).runtime == "OnnxRuntimeBackend"  # a bundle runs on onnxruntime unless asked
+    assert ner.runtime == "openvino" and ner.precision == "fp32"
+    assert NER(tiny_bundle, precision="bf16").precision == "bf16"
+    assert NER(tiny_bundle).runtime == "onnxruntime"  # a bundle runs on onnxruntime unless asked
 
 
 def test_bad_arguments(tiny_bundle: Path) -> None:

@@ -189,3 +189,25 @@ def test_model_resolution(tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch) ->
         resolve_model(None, "fp32")
     with pytest.raises(ValueError, match="precision picks a variant"):
         NER(tiny_bundle, precision="int8")
+
+
+def test_concurrent_batches_equal_sequential(tiny_bundle: Path) -> None:
+    from nertron.onnx_backend import OnnxRuntimeBackend
+
+    model = Bundle.load(tiny_bundle).model_path
+    rng = np.random.default_rng(5)
+    shapes = [(int(rng.integers(1, 6)), int(rng.integers(3, 60))) for _ in range(25)]
+    batches = [(rng.integers(4, 190, size=shape), np.ones(shape, dtype=np.int64)) for shape in shapes]
+    sequential = OnnxRuntimeBackend(model, threads=2, concurrent_batches=1)
+    concurrent = OnnxRuntimeBackend(model, threads=2, concurrent_batches=2)
+    assert sequential.concurrent_batches == 1 and concurrent.concurrent_batches == 2
+    expected = list(sequential.map(batches))
+    got = list(concurrent.map(iter(batches)))  # in order, from a one-pass iterator
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+    bad = [*batches[:3], (batches[3][0].astype(np.float64), batches[3][1]), *batches[4:]]
+    with pytest.raises(Exception, match="data type"):  # the worker thread's error reaches the caller
+        list(concurrent.map(bad))
+    with pytest.raises(ValueError, match="concurrent_batches must be >= 1"):
+        OnnxRuntimeBackend(model, concurrent_batches=0)

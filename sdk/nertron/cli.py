@@ -94,7 +94,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--runtime", choices=RUNTIMES, help="local inference engine (default: by precision)")
     parser.add_argument("--aggregation", choices=AGGREGATIONS, default="first")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, help="inference threads")
 
 
@@ -199,6 +199,7 @@ def _run_eval(args: argparse.Namespace) -> int:
                 {
                     "data": str(args.data),
                     "model": str(ner.bundle.path),
+                    "precision": ner.precision,
                     "reports": [r.to_dict() for r in reports],
                 },
                 indent=2,
@@ -207,7 +208,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         return 0
     for report in reports:
         title = {"sentence": "each sentence alone", "document": "whole documents (cross-sentence context)"}
-        print(f"== {args.data} — {title[report.context]} — model {ner.bundle.path}\n")
+        print(f"== {args.data} — {title[report.context]} — model {ner.bundle.path} ({ner.precision})\n")
         print(report.format() + "\n")
     return 0
 

@@ -161,7 +161,7 @@ def score(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], con
     )
 
 
-def evaluate(ner: Any, documents: Sequence[Document], *, context: str = "sentence", batch_size: int = 32) -> Report:
+def evaluate(ner: Any, documents: Sequence[Document], *, context: str = "sentence", batch_size: int = 16) -> Report:
     """Tags the gold words with ``ner`` (an ``NER``) and scores them.
 
     ``context="sentence"`` tags each sentence alone (as CoNLL-2003 is usually scored);

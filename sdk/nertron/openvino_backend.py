@@ -26,7 +26,7 @@ def _openvino() -> Any:
 
 
 @cache
-def has_fast_bf16() -> bool:
+def has_native_bf16() -> bool:
     """Whether OpenVINO is installed and reports native bfloat16 on this CPU (AVX512-BF16 or AMX)."""
     try:
         openvino = _openvino()

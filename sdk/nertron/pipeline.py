@@ -49,21 +49,12 @@ def resolve_model(model: str | Path | None, precision: str | None = None) -> Pat
     if model is None and os.environ.get("NERTRON_MODEL"):
         model = os.environ["NERTRON_MODEL"]
     if model is not None:
-        if precision is not None:
-            raise ValueError("precision picks a variant of the embedded model; a bundle has its own")
+        if precision not in (None, "bf16"):
+            raise ValueError("precision picks a variant of the embedded model; a bundle has its own (or bf16)")
         return Path(model)
     from .default_model import default_bundle
 
     return default_bundle("fp32" if precision == "bf16" else precision)
-
-
-def default_precision(*, local_cpu: bool = True) -> str:
-    """The embedded model's precision when none is asked for: ``"bf16"`` (OpenVINO) where OpenVINO is
-    installed, the CPU computes bf16 natively (AVX512-BF16 or AMX) and the model runs locally on CPU, else ``"int8"``
-    (onnxruntime)."""
-    from .openvino_backend import has_fast_bf16
-
-    return "bf16" if local_cpu and has_fast_bf16() else "int8"
 
 
 class NER:
@@ -84,7 +75,7 @@ class NER:
         model: str | Path | None = None,
         *,
         aggregation: str = "first",
-        batch_size: int = 32,
+        batch_size: int = 16,
         max_length: int | None = None,
         stride: int | None = None,
         threads: int | None = None,
@@ -100,10 +91,6 @@ class NER:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
         if precision == "bf16" and runtime == "onnxruntime":
             raise ValueError("precision 'bf16' runs on OpenVINO; pass runtime='openvino' or leave runtime unset")
-        embedded = model is None and not os.environ.get("NERTRON_MODEL")
-        if embedded and precision is None and runtime is None:
-            local_cpu = backend is None and url is None and not providers
-            precision = default_precision(local_cpu=local_cpu)
         if precision == "bf16":
             runtime = "openvino"
         if aggregation not in AGGREGATIONS:
@@ -135,21 +122,22 @@ class NER:
                 self.bundle, url, fallback=fallback, threads=threads, providers=providers, **(triton_options or {})
             )
         if backend is None and runtime == "openvino":
-            from .openvino_backend import OpenVINOBackend, has_fast_bf16
+            from .openvino_backend import OpenVINOBackend
 
             if providers is not None:
                 raise ValueError("providers are onnxruntime's; runtime='openvino' takes none")
             if self.bundle.precision != "fp32":
                 raise ValueError(f"runtime='openvino' runs fp32 bundles, this one is {self.bundle.precision}")
-            inference = "bf16" if precision == "bf16" or has_fast_bf16() else "f32"
+            inference = "bf16" if precision == "bf16" else "f32"
             backend = OpenVINOBackend(self.bundle.model_path, threads=threads, inference_precision=inference)
-            precision = inference.replace("f32", "fp32")
+            precision = "bf16" if precision == "bf16" else "fp32"
         self.backend: Backend = backend or OnnxRuntimeBackend(
             self.bundle.model_path, threads=threads, providers=providers
         )
         self.precision: str = precision or self.bundle.precision
         """What the model computes in: ``"int8"``, ``"fp32"``, ``"bf16"`` (OpenVINO), ``"fp16"``."""
-        self.runtime: str = "openvino" if runtime == "openvino" else type(self.backend).__name__
+        self.runtime: str = _runtime_name(self.backend)
+        """What runs the model: ``"onnxruntime"``, ``"openvino"``, ``"triton"`` or a custom backend's class name."""
 
     @property
     def labels(self) -> list[str]:
@@ -253,6 +241,11 @@ class NER:
         ):
             entities[row].append(Entity(texts[row][start:end], types[type_id], start, end, score))
         return entities
+
+
+def _runtime_name(backend: Backend) -> str:
+    names = {"OnnxRuntimeBackend": "onnxruntime", "OpenVINOBackend": "openvino", "TritonBackend": "triton"}
+    return names.get(type(backend).__name__, type(backend).__name__)
 
 
 def _window_layout(windows: Sequence[Window]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

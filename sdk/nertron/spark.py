@@ -95,7 +95,7 @@ class EngineSpec:
     url: str | None = None
     fallback: bool = True
     aggregation: str = "first"
-    batch_size: int = 32
+    batch_size: int = 16
     threads: int | None = None
     triton_options: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
 
@@ -143,7 +143,7 @@ def annotate(
     url: str | None = None,
     fallback: bool = True,
     aggregation: str = "first",
-    batch_size: int = 32,
+    batch_size: int = 16,
     threads: int | None = None,
     rows_per_chunk: int = 1024,
     triton_options: dict[str, Any] | None = None,

@@ -525,7 +525,10 @@ class _LazyOnnxRuntime:
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         with self._lock:
             if self._backend is None:
-                self._backend = OnnxRuntimeBackend(self.model_path, threads=self.threads, providers=self.providers)
+                # one batch at a time (the client's calls), so every call gets all threads
+                self._backend = OnnxRuntimeBackend(
+                    self.model_path, threads=self.threads, providers=self.providers, concurrent_batches=1
+                )
         return self._backend(input_ids, attention_mask)
 
 
