@@ -38,7 +38,12 @@ class TritonPythonModel:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         model_path = str(version_dir / manifest["model_file"])
-        self.session = ort.InferenceSession(model_path, sess_options=options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            model_path,
+            sess_options=options,
+            providers=["CPUExecutionProvider"],
+            disabled_optimizers=["SkipLayerNormFusion"],  # slower on CPU, see nertron.onnx_backend
+        )
         self.session_inputs = {i.name for i in self.session.get_inputs()}
 
     def execute(self, requests: list[Any]) -> list[Any]:
