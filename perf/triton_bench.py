@@ -78,6 +78,31 @@ def run_level(call: Callable[[np.ndarray, np.ndarray], Any], requests: list[Requ
     }
 
 
+def batched_throughput(backend: OnnxRuntimeBackend, ner: NER, requests: list[Request], size: int = 16) -> float:
+    """Rows/s of the same requests in-process, length-sorted batches of ``size``: the most that any
+    batching (Triton's included) can gain over running them one by one on this machine."""
+    rows = sorted(requests, key=lambda r: r[0].shape[1])
+    pad = ner.bundle.special_tokens["pad"]
+    batches = []
+    for start in range(0, len(rows), size):
+        group = rows[start : start + size]
+        width = max(ids.shape[1] for ids, _ in group)
+        ids = np.full((len(group), width), pad, dtype=np.int64)
+        mask = np.zeros((len(group), width), dtype=np.int64)
+        for i, (row_ids, row_mask) in enumerate(group):
+            ids[i, : row_ids.shape[1]], mask[i, : row_mask.shape[1]] = row_ids[0], row_mask[0]
+        batches.append((ids, mask))
+    list(backend.map(batches))  # warm-up
+    seconds = statistics.median(timed_run(lambda: list(backend.map(batches))) for _ in range(3))
+    return len(requests) / seconds
+
+
+def timed_run(fn: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
 def perf_analyzer_input(requests: list[Request], path: Path) -> None:
     """perf_analyzer's --input-data format: one entry per request, explicit shapes (batch dim excluded)."""
     data = [
@@ -101,6 +126,9 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=400)
     parser.add_argument("--levels", default="1,2,4,8,16,32")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of the batched SDK comparison")
+    parser.add_argument("--queue-delay-us", type=int, default=300, help="dynamic batching's max_queue_delay")
+    parser.add_argument("--instances", type=int, default=2, help="model instances (both models)")
+    parser.add_argument("--threads", type=int, help="onnxruntime threads per instance (default: onnxruntime's)")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     sentences = load_sentences(args.sentences)
@@ -113,8 +141,12 @@ def main() -> None:
 
     results: dict[str, Any] = {"command": "python perf/triton_bench.py " + " ".join(sys.argv[1:]), "levels": {}}
     with tempfile.TemporaryDirectory() as repository:
-        write_repository(bundle, repository, link=True)
-        write_repository(bundle, repository, name="nertron_nobatch", options=ConfigOptions(dynamic_batching=False))
+        served = {"instances": args.instances, "threads": args.threads}
+        options = ConfigOptions(max_queue_delay_us=args.queue_delay_us, **served)
+        write_repository(bundle, repository, link=True, options=options)
+        write_repository(
+            bundle, repository, name="nertron_nobatch", options=ConfigOptions(dynamic_batching=False, **served)
+        )
         with TritonServer(repository) as server:
             in_process = OnnxRuntimeBackend(local_ner.bundle.model_path)
             batching = TritonBackend(server.grpc_url, max_in_flight=64)
@@ -122,6 +154,7 @@ def main() -> None:
             systems = {"in-process": in_process, "triton, dynamic batching": batching, "triton, no batching": unbatched}
             for call in systems.values():  # warm-up
                 run_level(call, requests[:32], 4)
+            results["batched_in_process_rows_per_s"] = batched_throughput(in_process, local_ner, requests)
             before = {m: statistics_of(server.grpc_url, m) for m in ("nertron", "nertron_nobatch")}
             for level in levels:
                 results["levels"][level] = {name: run_level(call, requests, level) for name, call in systems.items()}
@@ -175,12 +208,19 @@ def report(name: str, results: dict[str, Any], requests: int) -> str:
     lines.append(
         f"; Triton / in-process = {sdk['Triton NER(url).batch'] / sdk['in-process NER.batch']:.2f}",
     )
+    batched = results["batched_in_process_rows_per_s"]
+    lines.append(
+        f"\nThe same requests in-process as length-sorted batches of 16: {batched:.0f} rows/s (the most that "
+        "batching can reach here)."
+    )
     for level, systems in results["levels"].items():
         if int(level) >= 8:
             on = systems["triton, dynamic batching"]["throughput"]
+            single = systems["in-process"]["throughput"]
             lines.append(
-                f"- concurrency {level}: Triton with batching = {on / systems['in-process']['throughput']:.2f}x "
-                f"in-process single requests, {on / systems['triton, no batching']['throughput']:.2f}x no batching"
+                f"- concurrency {level}: Triton with batching = {on / single:.2f}x in-process single requests, "
+                f"{on / systems['triton, no batching']['throughput']:.2f}x no batching; batching's ceiling here: "
+                f"{batched / single:.2f}x"
             )
     return "\n".join(lines) + "\n"
 

@@ -230,7 +230,8 @@ def _add_serve(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-port", type=int, default=8002, help="0 picks a free port")
     parser.add_argument("--threads", type=int, help="onnxruntime threads per model instance")
     parser.add_argument("--max-batch-size", type=int, default=64)
-    parser.add_argument("--max-queue-delay-us", type=int, default=2000)
+    parser.add_argument("--max-queue-delay-us", type=int, default=300)
+    parser.add_argument("--instances", type=int, default=2, help="model instances")
     parser.set_defaults(run=_run_serve)
 
 
@@ -241,7 +242,10 @@ def _run_serve(args: argparse.Namespace) -> int:
     from .server import TritonServer, TritonServerError
 
     options = ConfigOptions(
-        max_batch_size=args.max_batch_size, max_queue_delay_us=args.max_queue_delay_us, threads=args.threads
+        max_batch_size=args.max_batch_size,
+        max_queue_delay_us=args.max_queue_delay_us,
+        threads=args.threads,
+        instances=args.instances,
     )
     with tempfile.TemporaryDirectory(prefix="nertron-repository-") as generated:
         if args.repository:
@@ -287,8 +291,8 @@ def _add_repository(parser: argparse.ArgumentParser) -> None:
         help="cpu (python backend + onnxruntime), onnx-gpu, tensorrt (default: all)",
     )
     parser.add_argument("--max-batch-size", type=int, default=64)
-    parser.add_argument("--max-queue-delay-us", type=int, default=2000)
-    parser.add_argument("--instances", type=int, default=1)
+    parser.add_argument("--max-queue-delay-us", type=int, default=300)
+    parser.add_argument("--instances", type=int, default=2)
     parser.set_defaults(run=_run_repository)
 
 

@@ -11,6 +11,7 @@ Runs inside Triton's python-backend stub, not in the SDK: it imports nothing fro
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,11 @@ class TritonPythonModel:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         threads = int(parameters.get("intra_op_threads", "0"))
-        if threads > 0:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
+        if threads <= 0:  # the CPUs shared among the instances, so that they do not oversubscribe the cores
+            instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
+            threads = max(1, (os.cpu_count() or 1) // instances)
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
         model_path = str(version_dir / manifest["model_file"])
         self.session = ort.InferenceSession(
             model_path,
