@@ -202,6 +202,9 @@ class NER:
             return WordPredictions(empty, empty.astype(np.float32), doc_words)
         labels: list[np.ndarray] = [np.empty(0, np.int32)] * len(windows)
         scores: list[np.ndarray] = [np.empty(0, np.float32)] * len(windows)
+        # Few windows (one long document) are spread over the batches the backend computes at once.
+        parallel = getattr(self.backend, "concurrent_batches", 1)
+        size = max(1, min(size, -(-len(windows) // parallel)))
         # Length-sorted batches keep padding low; results are put back in window order.
         order = sorted(range(len(windows)), key=lambda i: windows[i].input_ids.size)
         row_groups = [order[b : b + size] for b in range(0, len(order), size)]

@@ -54,7 +54,8 @@ class Signature:
 class ConfigOptions:
     """Serving knobs. ``dynamic_batching=False`` runs each request alone. ``ragged`` (cpu): requests
     of different lengths share an execution; ``threads`` (cpu): onnxruntime intra-op threads per
-    instance (default: the server's CPUs divided among the instances, at load time); ``tensorrt``/``fp16``/``engine_cache`` (onnx-gpu): the TensorRT execution accelerator;
+    instance (default: the server's CPUs divided among the instances, at load time);
+    ``tensorrt``/``fp16``/``engine_cache`` (onnx-gpu): the TensorRT execution accelerator;
     ``fp16`` (tensorrt): trtexec ``--fp16``."""
 
     max_batch_size: int = 64
