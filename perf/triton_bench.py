@@ -30,7 +30,7 @@ import tritonclient.grpc as grpcclient
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "perf")]
 
-from bench import as_text, load_sentences  # noqa: E402
+from bench import as_text, load_sentences, timed  # noqa: E402
 from nertron import NER  # noqa: E402
 from nertron.default_model import default_bundle  # noqa: E402
 from nertron.onnx_backend import OnnxRuntimeBackend  # noqa: E402
@@ -78,29 +78,15 @@ def run_level(call: Callable[[np.ndarray, np.ndarray], Any], requests: list[Requ
     }
 
 
-def batched_throughput(backend: OnnxRuntimeBackend, ner: NER, requests: list[Request], size: int = 16) -> float:
-    """Rows/s of the same requests in-process, length-sorted batches of ``size``: the most that any
-    batching (Triton's included) can gain over running them one by one on this machine."""
-    rows = sorted(requests, key=lambda r: r[0].shape[1])
-    pad = ner.bundle.special_tokens["pad"]
-    batches = []
-    for start in range(0, len(rows), size):
-        group = rows[start : start + size]
-        width = max(ids.shape[1] for ids, _ in group)
-        ids = np.full((len(group), width), pad, dtype=np.int64)
-        mask = np.zeros((len(group), width), dtype=np.int64)
-        for i, (row_ids, row_mask) in enumerate(group):
-            ids[i, : row_ids.shape[1]], mask[i, : row_mask.shape[1]] = row_ids[0], row_mask[0]
-        batches.append((ids, mask))
+def batched_throughput(backend: OnnxRuntimeBackend, ner: NER, sentences: list, size: int = 16) -> float:
+    """Rows/s of the same requests (one window each) in-process, length-sorted batches of ``size``: the
+    most that any batching (Triton's included) can gain over running them one by one on this machine."""
+    windows = sorted(ner.encoder.windows([words for words, _ in sentences]), key=lambda w: w.input_ids.size)
+    padded = [ner.encoder.pad(windows[start : start + size]) for start in range(0, len(windows), size)]
+    batches = [(b.input_ids, b.attention_mask) for b in padded]
     list(backend.map(batches))  # warm-up
-    seconds = statistics.median(timed_run(lambda: list(backend.map(batches))) for _ in range(3))
-    return len(requests) / seconds
-
-
-def timed_run(fn: Callable[[], Any]) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
+    seconds = statistics.median(timed(lambda: list(backend.map(batches))) for _ in range(3))
+    return len(windows) / seconds
 
 
 def perf_analyzer_input(requests: list[Request], path: Path) -> None:
@@ -154,7 +140,7 @@ def main() -> None:
             systems = {"in-process": in_process, "triton, dynamic batching": batching, "triton, no batching": unbatched}
             for call in systems.values():  # warm-up
                 run_level(call, requests[:32], 4)
-            results["batched_in_process_rows_per_s"] = batched_throughput(in_process, local_ner, requests)
+            results["batched_in_process_rows_per_s"] = batched_throughput(in_process, local_ner, sentences)
             before = {m: statistics_of(server.grpc_url, m) for m in ("nertron", "nertron_nobatch")}
             for level in levels:
                 results["levels"][level] = {name: run_level(call, requests, level) for name, call in systems.items()}

@@ -32,6 +32,8 @@ class OnnxRuntimeBackend:
     only its share of the threads; ``concurrent_batches=1`` gives every call all of them.
     """
 
+    runtime = "onnxruntime"
+
     def __init__(
         self,
         model_path: str | Path,

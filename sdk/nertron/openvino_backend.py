@@ -42,6 +42,8 @@ class OpenVINOBackend:
     bfloat16, accumulation in fp32) or ``"f32"``. Thread-safe: concurrent calls use separate infer requests.
     """
 
+    runtime = "openvino"
+
     def __init__(
         self,
         model_path: str | Path,

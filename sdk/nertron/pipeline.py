@@ -136,7 +136,7 @@ class NER:
         )
         self.precision: str = precision or self.bundle.precision
         """What the model computes in: ``"int8"``, ``"fp32"``, ``"bf16"`` (OpenVINO), ``"fp16"``."""
-        self.runtime: str = _runtime_name(self.backend)
+        self.runtime: str = getattr(self.backend, "runtime", type(self.backend).__name__)
         """What runs the model: ``"onnxruntime"``, ``"openvino"``, ``"triton"`` or a custom backend's class name."""
 
     @property
@@ -244,11 +244,6 @@ class NER:
         ):
             entities[row].append(Entity(texts[row][start:end], types[type_id], start, end, score))
         return entities
-
-
-def _runtime_name(backend: Backend) -> str:
-    names = {"OnnxRuntimeBackend": "onnxruntime", "OpenVINOBackend": "openvino", "TritonBackend": "triton"}
-    return names.get(type(backend).__name__, type(backend).__name__)
 
 
 def _window_layout(windows: Sequence[Window]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

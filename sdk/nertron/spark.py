@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import Counter
-from collections.abc import Iterator
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -114,7 +114,6 @@ class EngineSpec:
 
 
 _engines: dict[EngineSpec, NER] = {}
-_engine_builds: Counter[EngineSpec] = Counter()
 _engines_lock = threading.Lock()
 
 
@@ -123,13 +122,12 @@ def engine(spec: EngineSpec) -> NER:
     with _engines_lock:
         if spec not in _engines:
             _engines[spec] = spec.build()
-            _engine_builds[spec] += 1
         return _engines[spec]
 
 
 def engine_builds(spec: EngineSpec) -> int:
-    """How many times this process has built an engine for ``spec`` (1 once used: it is kept)."""
-    return _engine_builds[spec]
+    """How many times this process has built an engine for ``spec``: 1 once used, since engines are kept."""
+    return int(spec in _engines)
 
 
 def annotate(
@@ -172,8 +170,8 @@ def annotate(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
-    if model is not None:
-        model = str(Path(model).resolve()) if Path(model).exists() else str(model)
+    if model is not None:  # a local path resolved here, as executors run in other directories
+        model = Path(model).resolve() if Path(model).exists() else model
     spec = EngineSpec(
         model=None if model is None else str(model),
         precision=precision,
@@ -232,15 +230,15 @@ def _nertron_rows(entities: list[Entity]) -> list[dict[str, Any]]:
 
 
 def _sparknlp_rows(text: str, entities: list[Entity]) -> list[dict[str, Any]]:
+    to_utf16 = _utf16_offsets(text)
     rows = []
     for index, e in enumerate(entities):
-        begin, end = _utf16_offset(text, e.start), _utf16_offset(text, e.end)
         metadata = {"entity": e.label, "confidence": f"{e.score:.6g}", "sentence": "0", "chunk": str(index)}
         rows.append(
             {
                 "annotatorType": "chunk",
-                "begin": begin,
-                "end": end - 1,
+                "begin": to_utf16(e.start),
+                "end": to_utf16(e.end) - 1,
                 "result": e.text,
                 "metadata": list(metadata.items()),
                 "embeddings": [],
@@ -249,12 +247,12 @@ def _sparknlp_rows(text: str, entities: list[Entity]) -> list[dict[str, Any]]:
     return rows
 
 
-def _utf16_offset(text: str, index: int) -> int:
-    """``index`` (code points) in UTF-16 code units, as JVM strings count."""
+def _utf16_offsets(text: str) -> Callable[[int], int]:
+    """Code-point offset -> UTF-16 code units (as JVM strings count): astral characters take two units."""
     if text.isascii():
-        return index
-    prefix = text[:index]
-    return index + sum(1 for char in prefix if ord(char) > 0xFFFF)
+        return lambda index: index
+    astral = [i for i, char in enumerate(text) if ord(char) > 0xFFFF]
+    return lambda index: index + bisect_left(astral, index)
 
 
 def _task_cpus() -> int | None:

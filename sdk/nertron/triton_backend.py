@@ -84,6 +84,8 @@ class TritonBackend:
     by the ``"fallback"``.
     """
 
+    runtime = "triton"
+
     def __init__(
         self,
         url: str = "127.0.0.1:8001",
