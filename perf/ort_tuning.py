@@ -1,0 +1,123 @@
+"""The onnxruntime choices behind the default CPU backend, measured side by side on the default int8 model.
+
+    python perf/ort_tuning.py [--sentences 1000] [--repeats 4]
+
+1. Operator time shares (onnxruntime's profiler, one thread) with and without the SkipLayerNormalization
+   fusion, and model throughput of each on length-sorted batches of 16.
+2. End to end (raw text in, entities out): one batch at a time on 2 threads, batch 32 (the earlier default)
+   vs two batches at once on one thread each, batch 16 and 32.
+3. Latency of one sentence with ``concurrent_batches=1`` and 2.
+Prints the tables; the machine is noisy, so runs are interleaved and medians reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "perf")]
+
+from bench import as_text, load_sentences, timed  # noqa: E402
+from nertron import NER  # noqa: E402
+from nertron.default_model import default_bundle  # noqa: E402
+from nertron.onnx_backend import OnnxRuntimeBackend  # noqa: E402
+
+
+def session(model: Path, disabled: list[str], profile_dir: str | None = None) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    if profile_dir:
+        options.enable_profiling = True
+        options.profile_file_prefix = f"{profile_dir}/ort"
+    return ort.InferenceSession(
+        str(model), options, providers=["CPUExecutionProvider"], disabled_optimizers=disabled
+    )
+
+
+def operator_shares(model: Path, disabled: list[str], feeds: list[dict[str, Any]]) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as profile_dir:
+        profiled = session(model, disabled, profile_dir)
+        for feed in feeds:
+            profiled.run(None, feed)
+        events = json.loads(Path(profiled.end_profiling()).read_text())
+    totals: collections.Counter[str] = collections.Counter()
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            totals[event["args"]["op_name"]] += event["dur"]
+    whole = sum(totals.values())
+    return {op: 100 * t / whole for op, t in totals.most_common(8)}
+
+
+def interleaved(systems: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    for fn in systems.values():
+        fn()
+    runs: dict[str, list[float]] = {name: [] for name in systems}
+    for _ in range(repeats):
+        for name, fn in systems.items():
+            runs[name].append(timed(fn))
+    return {name: statistics.median(r) for name, r in runs.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sentences", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=4)
+    args = parser.parse_args()
+    bundle = default_bundle("int8")
+    model = bundle / "model.onnx"
+    sentences = load_sentences(args.sentences)
+    texts = [as_text(words)[0] for words, _ in sentences]
+    ner = NER(bundle)
+    windows = sorted(ner.encoder.windows([w for w, _ in sentences]), key=lambda w: w.input_ids.size)
+    feeds = [
+        {"input_ids": b.input_ids, "attention_mask": b.attention_mask}
+        for b in (ner.encoder.pad(windows[i : i + 16]) for i in range(0, len(windows), 16))
+    ]
+
+    variants = {"SkipLayerNorm fused (onnxruntime default)": [], "no SkipLayerNorm fusion": ["SkipLayerNormFusion"]}
+    print("## 1. Operator shares, int8, 1 thread (onnxruntime profiler)\n")
+    for name, disabled in variants.items():
+        shares = ", ".join(f"{op} {share:.1f}%" for op, share in operator_shares(model, disabled, feeds).items())
+        print(f"- {name}: {shares}")
+    sessions = {name: session(model, disabled) for name, disabled in variants.items()}
+    seconds = interleaved(
+        {name: (lambda s=s: [s.run(None, f) for f in feeds]) for name, s in sessions.items()}, args.repeats
+    )
+    for name, s in seconds.items():
+        print(f"- {name}: {len(texts) / s:.0f} sentences/s (model only, batches of 16)")
+
+    print("\n## 2. End to end, int8, 2 threads\n")
+    sequential = OnnxRuntimeBackend(model, threads=2, concurrent_batches=1)
+    concurrent = OnnxRuntimeBackend(model, threads=2, concurrent_batches=2)
+    systems = {
+        "one batch at a time, 2 threads, batch 32": NER(bundle, backend=sequential, batch_size=32),
+        "two batches at once, 1 thread each, batch 32": NER(bundle, backend=concurrent, batch_size=32),
+        "two batches at once, 1 thread each, batch 16 (default)": NER(bundle, backend=concurrent, batch_size=16),
+    }
+    seconds = interleaved({name: (lambda n=n: n.batch(texts)) for name, n in systems.items()}, args.repeats)
+    base = seconds["one batch at a time, 2 threads, batch 32"]
+    for name, s in seconds.items():
+        print(f"- {name}: {len(texts) / s:.0f} sentences/s ({base / s:.2f}x)")
+
+    print("\n## 3. One sentence, latency (median of 200)\n")
+    text = "Angela Merkel met Emmanuel Macron in Paris on Tuesday."
+    for name, backend in (("concurrent_batches=1", sequential), ("concurrent_batches=2 (default)", concurrent)):
+        single = NER(bundle, backend=backend)
+        for _ in range(20):
+            single(text)
+        print(f"- {name}: {1000 * statistics.median(timed(lambda n=single: n(text)) for _ in range(200)):.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
