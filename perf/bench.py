@@ -62,6 +62,17 @@ def interleaved(systems: dict[str, Callable[[], Any]], repeats: int) -> dict[str
 
 
 # ---------------------------------------------------------------------------------------------- data
+def machine() -> str:
+    """CPU model, count and OS: the machine changes between runs, so every result names its own."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            model = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, {os.cpu_count()} CPUs, {platform.platform()}"
+
+
 def load_sentences(limit: int) -> list[tuple[list[str], list[str]]]:
     sentences = [(s.words, s.tags) for d in read_conll(DATA) for s in d.sentences]
     return sentences[:limit]
@@ -518,7 +529,7 @@ def main() -> None:
         ners["bf16"] = NER(precision="bf16")
     results: dict[str, Any] = {
         "command": "python perf/bench.py " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     if "postprocess" in sections:

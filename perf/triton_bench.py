@@ -1,14 +1,17 @@
 """Triton on CPU vs in-process, perf_analyzer style: a concurrency sweep with latency percentiles.
 
-    python perf/triton_bench.py --name cpu-2core [--sentences 400] [--levels 1,2,4,8,16,32]
+    python perf/triton_bench.py --name cpu-2core [--sentences 1000] [--levels 1,2,4,8,16,32] [--rounds 3]
 
 A real Triton server (the default int8 model's CPU repository) serves two models: ``nertron`` with
 dynamic (ragged) batching and ``nertron_nobatch`` without. Each CoNLL-2003 test sentence is one request
 (input_ids, attention_mask of one row). At each concurrency level, as many client threads send the
 requests through the SDK's gRPC client (``TritonBackend``), and through the same SDK in-process
-(``OnnxRuntimeBackend``, one shared session); systems interleaved per level. The SDK's batched path is
-measured too: ``NER(url=...).batch`` vs ``NER().batch`` on the same sentences. Also writes a perf_analyzer
-input-data JSON (``--input-data``) so that NVIDIA's ``perf_analyzer`` can replay the same requests.
+(``OnnxRuntimeBackend``, one shared session). Systems run interleaved, ``--rounds`` times per level: the
+tables show medians, and ratios are medians of each round's ratio (the machine's speed drifts between
+rounds). At concurrency >= 8 the same is measured a level up, text in and entities out, one text per call:
+``NER(url=...)(text)`` vs ``NER()(text)``. The SDK's batched path too: ``NER(url=...).batch`` vs
+``NER().batch``. Also writes a perf_analyzer input-data JSON so that NVIDIA's ``perf_analyzer`` can
+replay the same requests.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import tritonclient.grpc as grpcclient
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "perf")]
 
-from bench import as_text, load_sentences, timed  # noqa: E402
+from bench import as_text, load_sentences, machine, timed  # noqa: E402
 from nertron import NER  # noqa: E402
 from nertron.default_model import default_bundle  # noqa: E402
 from nertron.onnx_backend import OnnxRuntimeBackend  # noqa: E402
@@ -46,8 +49,9 @@ def make_requests(ner: NER, sentences: list) -> list[Request]:
     return [(b.input_ids, b.attention_mask) for b in (ner.encoder.pad([w]) for w in windows)]
 
 
-def run_level(call: Callable[[np.ndarray, np.ndarray], Any], requests: list[Request], concurrency: int) -> dict:
-    """Sends every request once from ``concurrency`` threads; throughput and latency percentiles."""
+def run_level(call: Callable[..., Any], requests: list[Any], concurrency: int) -> dict:
+    """Sends every request once from ``concurrency`` threads (a tuple request is unpacked into the call's
+    arguments); throughput, latency percentiles and the latencies (s)."""
     latencies: list[float] = []
     lock = threading.Lock()
     next_index = iter(range(len(requests)))
@@ -58,8 +62,9 @@ def run_level(call: Callable[[np.ndarray, np.ndarray], Any], requests: list[Requ
                 index = next(next_index, None)
             if index is None:
                 return
+            request = requests[index]
             started = time.perf_counter()
-            call(*requests[index])
+            call(*request) if isinstance(request, tuple) else call(request)
             elapsed = time.perf_counter() - started
             with lock:
                 latencies.append(elapsed)
@@ -71,22 +76,55 @@ def run_level(call: Callable[[np.ndarray, np.ndarray], Any], requests: list[Requ
     for t in threads:
         t.join()
     wall = time.perf_counter() - started
+    return {"throughput": len(requests) / wall, **percentiles(latencies), "latencies": latencies}
+
+
+def percentiles(latencies: list[float]) -> dict[str, float]:
     ms = np.array(latencies) * 1000
+    return {f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 90, 95, 99)}
+
+
+def interleaved(systems: dict[str, Callable[..., Any]], requests: list[Any], level: int, rounds: int) -> dict:
+    """Each system ``rounds`` times, interleaved: median throughput, percentiles of all rounds' latencies,
+    and each round's throughputs (for per-round ratios)."""
+    runs: dict[str, list[dict]] = {name: [] for name in systems}
+    for _ in range(rounds):
+        for name, call in systems.items():
+            runs[name].append(run_level(call, requests, level))
     return {
-        "throughput": len(requests) / wall,
-        **{f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 90, 95, 99)},
+        name: {
+            "throughput": statistics.median(r["throughput"] for r in rs),
+            **percentiles([t for r in rs for t in r["latencies"]]),
+            "rounds": [r["throughput"] for r in rs],
+        }
+        for name, rs in runs.items()
     }
 
 
-def batched_throughput(backend: OnnxRuntimeBackend, ner: NER, sentences: list, size: int = 16) -> float:
-    """Rows/s of the same requests (one window each) in-process, length-sorted batches of ``size``: the
-    most that any batching (Triton's included) can gain over running them one by one on this machine."""
+def ratio(results: dict, numerator: str, denominator: str) -> float:
+    """The median over rounds of numerator's / denominator's throughput in the same round."""
+    pairs = zip(results[numerator]["rounds"], results[denominator]["rounds"], strict=True)
+    return statistics.median(a / b for a, b in pairs)
+
+
+def batching_ceiling(
+    backend: OnnxRuntimeBackend, ner: NER, sentences: list, requests: list[Request], rounds: int, size: int = 16
+) -> dict[str, float]:
+    """The same requests (one window each) in-process as length-sorted batches of ``size`` vs one by one
+    (8 threads), interleaved: the most that any batching, Triton's included, can gain on this machine."""
     windows = sorted(ner.encoder.windows([words for words, _ in sentences]), key=lambda w: w.input_ids.size)
     padded = [ner.encoder.pad(windows[start : start + size]) for start in range(0, len(windows), size)]
     batches = [(b.input_ids, b.attention_mask) for b in padded]
     list(backend.map(batches))  # warm-up
-    seconds = statistics.median(timed(lambda: list(backend.map(batches))) for _ in range(3))
-    return len(windows) / seconds
+    batched, single = [], []
+    for _ in range(rounds):
+        batched.append(len(windows) / timed(lambda: list(backend.map(batches))))
+        single.append(run_level(backend, requests, 8)["throughput"])
+    return {
+        "batched_rows_per_s": statistics.median(batched),
+        "single_rows_per_s": statistics.median(single),
+        "ratio": statistics.median(b / s for b, s in zip(batched, single, strict=True)),
+    }
 
 
 def perf_analyzer_input(requests: list[Request], path: Path) -> None:
@@ -109,11 +147,13 @@ def statistics_of(url: str, model: str) -> tuple[int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", default="local")
-    parser.add_argument("--sentences", type=int, default=400)
+    parser.add_argument("--sentences", type=int, default=1000)
     parser.add_argument("--levels", default="1,2,4,8,16,32")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per level")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of the batched SDK comparison")
-    parser.add_argument("--queue-delay-us", type=int, default=300, help="dynamic batching's max_queue_delay")
-    parser.add_argument("--instances", type=int, default=2, help="model instances (both models)")
+    defaults = ConfigOptions()
+    parser.add_argument("--queue-delay-us", type=int, default=defaults.max_queue_delay_us, help="max_queue_delay")
+    parser.add_argument("--instances", type=int, default=defaults.instances, help="model instances (both models)")
     parser.add_argument("--threads", type=int, help="onnxruntime threads per instance (default: onnxruntime's)")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
@@ -125,7 +165,12 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     perf_analyzer_input(requests, out / f"{args.name}-perf-analyzer-input.json")
 
-    results: dict[str, Any] = {"command": "python perf/triton_bench.py " + " ".join(sys.argv[1:]), "levels": {}}
+    results: dict[str, Any] = {
+        "command": "python perf/triton_bench.py " + " ".join(sys.argv[1:]),
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "levels": {},
+    }
     with tempfile.TemporaryDirectory() as repository:
         served = {"instances": args.instances, "threads": args.threads}
         options = ConfigOptions(max_queue_delay_us=args.queue_delay_us, **served)
@@ -140,10 +185,10 @@ def main() -> None:
             systems = {"in-process": in_process, "triton, dynamic batching": batching, "triton, no batching": unbatched}
             for call in systems.values():  # warm-up
                 run_level(call, requests[:32], 4)
-            results["batched_in_process_rows_per_s"] = batched_throughput(in_process, local_ner, sentences)
+            results["batching_ceiling"] = batching_ceiling(in_process, local_ner, sentences, requests, args.rounds)
             before = {m: statistics_of(server.grpc_url, m) for m in ("nertron", "nertron_nobatch")}
             for level in levels:
-                results["levels"][level] = {name: run_level(call, requests, level) for name, call in systems.items()}
+                results["levels"][level] = interleaved(systems, requests, level, args.rounds)
                 print(level, {k: round(v["throughput"]) for k, v in results["levels"][level].items()}, flush=True)
             after = {m: statistics_of(server.grpc_url, m) for m in ("nertron", "nertron_nobatch")}
             results["server"] = {
@@ -151,6 +196,11 @@ def main() -> None:
             }
             texts = [as_text(words)[0] for words, _ in sentences]
             served_ner = NER(bundle, url=server.grpc_url, fallback=False, triton_options={"max_in_flight": 8})
+            sdk_systems = {"SDK in-process": local_ner, "SDK via Triton": served_ner}
+            results["sdk_levels"] = {}
+            for level in (level for level in levels if level >= 8):
+                results["sdk_levels"][level] = interleaved(sdk_systems, texts, level, args.rounds)
+                print("sdk", level, {k: round(v["throughput"]) for k, v in results["sdk_levels"][level].items()})
             runs: dict[str, list[float]] = {"in-process NER.batch": [], "Triton NER(url).batch": []}
             for _ in range(args.repeats):
                 for name, ner in (("in-process NER.batch", local_ner), ("Triton NER(url).batch", served_ner)):
@@ -170,45 +220,64 @@ def report(name: str, results: dict[str, Any], requests: int) -> str:
     lines = [
         f"# nertron Triton benchmark `{name}`",
         "",
-        f"Command: `{results['command']}`; {requests} single-sentence requests per level (requests/s; latency ms).",
+        f"Command: `{results['command']}`  ",
+        f"Machine: {results['machine']}  ",
+        f"Date: {results['date']}",
         "",
-        "| concurrency | system | requests/s | p50 | p90 | p95 | p99 |",
-        "|---|---|---|---|---|---|---|",
+        f"{requests} single-sentence requests per level and system, systems interleaved; medians of the rounds "
+        "(requests/s; latency ms over all rounds).",
+        "",
+        *latency_table(results["levels"]),
     ]
-    for level, systems in results["levels"].items():
-        for system, r in systems.items():
-            lines.append(
-                f"| {level} | {system} | {r['throughput']:.0f} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | "
-                f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} |"
-            )
     server = results["server"]
     lines += [
         "",
         "Server statistics over the sweep: "
         + "; ".join(f"`{m}` {s['inferences']} inferences in {s['executions']} executions" for m, s in server.items()),
         "",
-        "SDK batched path on the same sentences (sentences/s): "
-        + ", ".join(f"{k} {v:.0f}" for k, v in results["sdk_batch_sentences_per_s"].items()),
+        "The SDK a level up, text in and entities out, one text per call (`NER(url=...)(text)` vs `NER()(text)`):",
+        "",
+        *latency_table(results["sdk_levels"]),
+        "",
     ]
     sdk = results["sdk_batch_sentences_per_s"]
     lines.append(
-        f"; Triton / in-process = {sdk['Triton NER(url).batch'] / sdk['in-process NER.batch']:.2f}",
+        "SDK batched path on the same sentences (sentences/s): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in sdk.items())
+        + f"; Triton / in-process = {sdk['Triton NER(url).batch'] / sdk['in-process NER.batch']:.2f}",
     )
-    batched = results["batched_in_process_rows_per_s"]
-    lines.append(
-        f"\nThe same requests in-process as length-sorted batches of 16: {batched:.0f} rows/s (the most that "
-        "batching can reach here)."
-    )
+    ceiling = results["batching_ceiling"]
+    lines += [
+        "",
+        f"Batching's ceiling here: the same requests in-process as length-sorted batches of 16 "
+        f"{ceiling['batched_rows_per_s']:.0f} rows/s vs one by one from 8 threads {ceiling['single_rows_per_s']:.0f} "
+        f"(median ratio {ceiling['ratio']:.2f}x).",
+        "",
+        "Ratios (medians of each round's ratio):",
+    ]
     for level, systems in results["levels"].items():
         if int(level) >= 8:
-            on = systems["triton, dynamic batching"]["throughput"]
-            single = systems["in-process"]["throughput"]
-            lines.append(
-                f"- concurrency {level}: Triton with batching = {on / single:.2f}x in-process single requests, "
-                f"{on / systems['triton, no batching']['throughput']:.2f}x no batching; batching's ceiling here: "
-                f"{batched / single:.2f}x"
+            line = (
+                f"- concurrency {level}: Triton with batching = "
+                f"{ratio(systems, 'triton, dynamic batching', 'in-process'):.2f}x in-process, "
+                f"{ratio(systems, 'triton, dynamic batching', 'triton, no batching'):.2f}x no batching"
             )
+            sdk_level = results["sdk_levels"].get(level)
+            if sdk_level:
+                line += f"; SDK text in, entities out: {ratio(sdk_level, 'SDK via Triton', 'SDK in-process'):.2f}x"
+            lines.append(line)
     return "\n".join(lines) + "\n"
+
+
+def latency_table(levels: dict[Any, dict[str, dict]]) -> list[str]:
+    lines = ["| concurrency | system | requests/s | p50 | p90 | p95 | p99 |", "|---|---|---|---|---|---|---|"]
+    for level, systems in levels.items():
+        for system, r in systems.items():
+            lines.append(
+                f"| {level} | {system} | {r['throughput']:.0f} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | "
+                f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} |"
+            )
+    return lines
 
 
 if __name__ == "__main__":

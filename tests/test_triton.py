@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
+import itertools
 import json
 import logging
 import select
@@ -16,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -141,6 +144,52 @@ def random_batches(count: int, seed: int, rows: tuple[int, int] = (1, 4)) -> lis
 
 def triton_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "nertron.triton" and r.levelno == logging.WARNING]
+
+
+# -- the python-backend model's run planning ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def triton_model(tmp_path_factory: pytest.TempPathFactory) -> types.ModuleType:
+    """``model.py`` imported outside Triton (its ``triton_python_backend_utils`` is only used to reply)."""
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", types.ModuleType("triton_python_backend_utils"))
+    spec = importlib.util.spec_from_file_location("nertron_triton_model", MODEL_TEMPLATE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.undo()
+    return module
+
+
+def plan_cost(module: types.ModuleType, shapes: list[tuple[int, int]], runs: list[list[int]]) -> float:
+    cost = 0.0
+    for run in runs:
+        length = max(shapes[i][1] for i in run)
+        rows = sum(shapes[i][0] for i in run)
+        cost += module.RUN_OVERHEAD_TOKENS + rows * length * (1 + length * module.ATTENTION_PER_LENGTH)
+    return cost
+
+
+def test_runs_are_planned_by_length(triton_model: types.ModuleType) -> None:
+    plan = triton_model.plan_runs
+    assert plan([]) == []
+    assert plan([(1, 20)] * 8) == [list(range(8))]  # one shape: one run
+    assert plan([(1, 5), (1, 100)]) == [[0], [1]]  # a short request is not padded to a long one
+    assert plan([(1, 11), (1, 60), (1, 10), (1, 58)]) == [[2, 0], [3, 1]]
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        shapes = [(int(rng.integers(1, 4)), int(rng.integers(1, 130))) for _ in range(int(rng.integers(1, 8)))]
+        runs = plan(shapes)
+        assert sorted(i for run in runs for i in run) == list(range(len(shapes)))
+        # least cost over every split of the length-sorted requests into consecutive runs (brute force)
+        order = sorted(range(len(shapes)), key=lambda i: shapes[i][1])
+        best = min(
+            plan_cost(triton_model, shapes, [order[a:b] for a, b in itertools.pairwise((0, *cuts, len(order)))])
+            for k in range(len(order))
+            for cuts in itertools.combinations(range(1, len(order)), k)
+        )
+        assert plan_cost(triton_model, shapes, runs) == pytest.approx(best)
 
 
 # -- model repository -------------------------------------------------------------------------------

@@ -220,6 +220,8 @@ def _bundle_path(model: str | None, precision: str | None) -> Path:
 
 
 def _add_serve(parser: argparse.ArgumentParser) -> None:
+    from .repository import ConfigOptions
+
     parser.add_argument("-m", "--model", help="bundle directory (default: the embedded model)")
     parser.add_argument("--precision", choices=["fp32", "int8"], help="variant of the embedded model")
     parser.add_argument("--repository", type=Path, help="serve this model repository as it is (see `repository`)")
@@ -230,8 +232,8 @@ def _add_serve(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-port", type=int, default=8002, help="0 picks a free port")
     parser.add_argument("--threads", type=int, help="onnxruntime threads per model instance")
     parser.add_argument("--max-batch-size", type=int, default=64)
-    parser.add_argument("--max-queue-delay-us", type=int, default=300)
-    parser.add_argument("--instances", type=int, default=2, help="model instances")
+    parser.add_argument("--max-queue-delay-us", type=int, default=ConfigOptions.max_queue_delay_us)
+    parser.add_argument("--instances", type=int, default=ConfigOptions.instances, help="model instances")
     parser.set_defaults(run=_run_serve)
 
 
@@ -280,7 +282,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def _add_repository(parser: argparse.ArgumentParser) -> None:
-    from .repository import DEPLOYMENTS
+    from .repository import DEPLOYMENTS, ConfigOptions
 
     parser.add_argument("-m", "--model", help="bundle directory (default: the embedded model)")
     parser.add_argument("--out", required=True, type=Path, help="root folder: one repository per deployment")
@@ -291,8 +293,8 @@ def _add_repository(parser: argparse.ArgumentParser) -> None:
         help="cpu (python backend + onnxruntime), onnx-gpu, tensorrt (default: all)",
     )
     parser.add_argument("--max-batch-size", type=int, default=64)
-    parser.add_argument("--max-queue-delay-us", type=int, default=300)
-    parser.add_argument("--instances", type=int, default=2)
+    parser.add_argument("--max-queue-delay-us", type=int, default=ConfigOptions.max_queue_delay_us)
+    parser.add_argument("--instances", type=int, default=ConfigOptions.instances)
     parser.set_defaults(run=_run_repository)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -170,13 +171,15 @@ class NER:
         """Streams entities for an iterable of texts, ``chunk_size`` texts in memory at a time."""
         iterator = iter(texts)
         offset = 0
-        with tqdm(desc="ner", unit="doc", disable=not progress) as bar:
+        # a bar only when asked: building one costs ~40 us per call
+        with tqdm(desc="ner", unit="doc") if progress else nullcontext() as bar:
             while chunk := list(islice(iterator, chunk_size)):
                 for i, text in enumerate(chunk):
                     _check_str(text, offset + i)
                 yield from self._entities(chunk, batch_size or self.batch_size)
                 offset += len(chunk)
-                bar.update(len(chunk))
+                if bar is not None:
+                    bar.update(len(chunk))
 
     def tag(self, docs: Sequence[Sequence[str]], *, batch_size: int | None = None) -> list[list[str]]:
         """Word-level tags (the model's scheme) for pre-split documents, e.g. for evaluation."""
@@ -209,7 +212,10 @@ class NER:
         order = sorted(range(len(windows)), key=lambda i: windows[i].input_ids.size)
         row_groups = [order[b : b + size] for b in range(0, len(order), size)]
         batches = [self.encoder.pad([windows[i] for i in rows]) for rows in row_groups]
-        all_logits = self.backend.map((b.input_ids, b.attention_mask) for b in batches)
+        if len(batches) == 1:  # a direct call: for Triton one blocking round trip instead of a callback
+            all_logits: Iterable[np.ndarray] = [self.backend(batches[0].input_ids, batches[0].attention_mask)]
+        else:
+            all_logits = self.backend.map((b.input_ids, b.attention_mask) for b in batches)
         for rows, batch, logits in zip(row_groups, batches, all_logits, strict=True):
             word_labels, word_scores, _ = _native.align_words(logits, batch.word_ids, batch.num_words, self.aggregation)
             split = np.cumsum(batch.num_words)[:-1]

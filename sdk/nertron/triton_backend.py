@@ -183,7 +183,9 @@ class TritonBackend:
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Logits ``[batch, seq, labels]`` as float32."""
-        return next(iter(self.map([(input_ids, attention_mask)])))
+        self._check_open()
+        # A blocking gRPC call: cheaper than a callback when nothing else is sent meanwhile.
+        return self._collect(self._submit(*_checked(input_ids, attention_mask), blocking=True))
 
     def map(self, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[np.ndarray]:
         """Logits of each batch, in order, with up to ``max_in_flight`` requests in flight."""
@@ -196,19 +198,27 @@ class TritonBackend:
         while pending:
             yield self._collect(pending.popleft())
 
-    def _submit(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> _Batch:
+    def _submit(self, input_ids: np.ndarray, attention_mask: np.ndarray, blocking: bool = False) -> _Batch:
         batch = _Batch(input_ids, attention_mask)
         with self._lock:
             client, info = self._client, self._info
         if client is None or info is None or len(input_ids) == 0:
             return batch  # computed by the fallback when collected, in order
-        for rows in _row_slices(len(input_ids), info.max_batch_size):
-            batch.parts.append((rows, self._send(client, info, input_ids[rows], attention_mask[rows])))
+        slices = _row_slices(len(input_ids), info.max_batch_size)
+        blocking = blocking and len(slices) == 1  # parts of a batch go to the server together
+        for rows in slices:
+            batch.parts.append((rows, self._send(client, info, input_ids[rows], attention_mask[rows], blocking)))
         return batch
 
     def _send(
-        self, client: grpcclient.InferenceServerClient, info: ModelInfo, ids: np.ndarray, mask: np.ndarray
+        self,
+        client: grpcclient.InferenceServerClient,
+        info: ModelInfo,
+        ids: np.ndarray,
+        mask: np.ndarray,
+        blocking: bool = False,
     ) -> Future[np.ndarray]:
+        """The request's logits as a future; with ``blocking`` it is done when this returns."""
         future: Future[np.ndarray] = Future()
         length = ids.shape[1]
         ids, mask = self._bucket(ids, mask)
@@ -225,16 +235,19 @@ class TritonBackend:
             else:
                 future.set_result(logits)
 
+        request = {
+            "model_name": self.model,
+            "inputs": self._inputs(info, ids, mask),
+            "model_version": self.model_version,
+            "outputs": [grpcclient.InferRequestedOutput(OUTPUT)],
+            "client_timeout": self.timeout,
+            "headers": self.headers,
+        }
         try:
-            client.async_infer(
-                self.model,
-                self._inputs(info, ids, mask),
-                done,
-                model_version=self.model_version,
-                outputs=[grpcclient.InferRequestedOutput(OUTPUT)],
-                client_timeout=self.timeout,
-                headers=self.headers,
-            )
+            if blocking:
+                done(result=client.infer(**request))
+            else:
+                client.async_infer(callback=done, **request)
         except Exception as error:  # e.g. a closed channel: fails this request like a server error
             future.set_exception(error)
         return future
