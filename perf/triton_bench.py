@@ -23,7 +23,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +49,9 @@ def make_requests(ner: NER, sentences: list) -> list[Request]:
     return [(b.input_ids, b.attention_mask) for b in (ner.encoder.pad([w]) for w in windows)]
 
 
-def run_level(call: Callable[..., Any], requests: list[Any], concurrency: int) -> dict:
-    """Sends every request once from ``concurrency`` threads (a tuple request is unpacked into the call's
-    arguments); throughput, latency percentiles and the latencies (s)."""
+def run_level(call: Callable[..., Any], requests: Sequence[tuple], concurrency: int) -> dict:
+    """Calls ``call(*request)`` for every request once, from ``concurrency`` threads; throughput, latency
+    percentiles and the latencies (s)."""
     latencies: list[float] = []
     lock = threading.Lock()
     next_index = iter(range(len(requests)))
@@ -62,9 +62,8 @@ def run_level(call: Callable[..., Any], requests: list[Any], concurrency: int) -
                 index = next(next_index, None)
             if index is None:
                 return
-            request = requests[index]
             started = time.perf_counter()
-            call(*request) if isinstance(request, tuple) else call(request)
+            call(*requests[index])
             elapsed = time.perf_counter() - started
             with lock:
                 latencies.append(elapsed)
@@ -84,7 +83,9 @@ def percentiles(latencies: list[float]) -> dict[str, float]:
     return {f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 90, 95, 99)}
 
 
-def interleaved(systems: dict[str, Callable[..., Any]], requests: list[Any], level: int, rounds: int) -> dict:
+def interleaved_rounds(
+    systems: dict[str, Callable[..., Any]], requests: Sequence[tuple], level: int, rounds: int
+) -> dict:
     """Each system ``rounds`` times, interleaved: median throughput, percentiles of all rounds' latencies,
     and each round's throughputs (for per-round ratios)."""
     runs: dict[str, list[dict]] = {name: [] for name in systems}
@@ -188,7 +189,7 @@ def main() -> None:
             results["batching_ceiling"] = batching_ceiling(in_process, local_ner, sentences, requests, args.rounds)
             before = {m: statistics_of(server.grpc_url, m) for m in ("nertron", "nertron_nobatch")}
             for level in levels:
-                results["levels"][level] = interleaved(systems, requests, level, args.rounds)
+                results["levels"][level] = interleaved_rounds(systems, requests, level, args.rounds)
                 print(level, {k: round(v["throughput"]) for k, v in results["levels"][level].items()}, flush=True)
             after = {m: statistics_of(server.grpc_url, m) for m in ("nertron", "nertron_nobatch")}
             results["server"] = {
@@ -199,7 +200,8 @@ def main() -> None:
             sdk_systems = {"SDK in-process": local_ner, "SDK via Triton": served_ner}
             results["sdk_levels"] = {}
             for level in (level for level in levels if level >= 8):
-                results["sdk_levels"][level] = interleaved(sdk_systems, texts, level, args.rounds)
+                text_requests = [(text,) for text in texts]
+                results["sdk_levels"][level] = interleaved_rounds(sdk_systems, text_requests, level, args.rounds)
                 print("sdk", level, {k: round(v["throughput"]) for k, v in results["sdk_levels"][level].items()})
             runs: dict[str, list[float]] = {"in-process NER.batch": [], "Triton NER(url).batch": []}
             for _ in range(args.repeats):
