@@ -18,7 +18,6 @@ import json
 import statistics
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "perf")]
 
-from bench import as_text, load_sentences, timed  # noqa: E402
+from bench import as_text, interleaved, load_sentences, timed  # noqa: E402
 from nertron import NER  # noqa: E402
 from nertron.default_model import default_bundle  # noqa: E402
 from nertron.onnx_backend import OnnxRuntimeBackend  # noqa: E402
@@ -57,16 +56,6 @@ def operator_shares(model: Path, disabled: list[str], feeds: list[dict[str, Any]
             totals[event["args"]["op_name"]] += event["dur"]
     whole = sum(totals.values())
     return {op: 100 * t / whole for op, t in totals.most_common(8)}
-
-
-def interleaved(systems: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
-    for fn in systems.values():
-        fn()
-    runs: dict[str, list[float]] = {name: [] for name in systems}
-    for _ in range(repeats):
-        for name, fn in systems.items():
-            runs[name].append(timed(fn))
-    return {name: statistics.median(r) for name, r in runs.items()}
 
 
 def main() -> None:
