@@ -11,10 +11,9 @@ import sys
 import tempfile
 import time
 
-import tritonclient.grpc as grpcclient
-
 from . import NER
 from .default_model import default_bundle
+from .extras import require
 from .repository import write_repository
 from .server import TritonServer
 
@@ -26,6 +25,9 @@ SAMPLES = [
     "Microsoft and the United Nations signed an agreement in New York.",
     "",
 ]
+
+
+grpcclient = require("tritonclient.grpc", "make run (the served demo)")
 
 
 def spans(entities: list) -> list[tuple[str, str, int, int]]:

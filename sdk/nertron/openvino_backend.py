@@ -12,17 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from .extras import require
+
 INFERENCE_PRECISIONS = ("bf16", "f32")
 
 
 def _openvino() -> Any:
-    try:
-        import openvino
-    except ImportError as error:
-        raise ImportError(
-            f"the OpenVINO runtime is not installed: pip install 'nertron[openvino]' ({error})"
-        ) from None
-    return openvino
+    return require("openvino", "OpenVINO inference (precision='bf16', runtime='openvino')")
 
 
 @cache

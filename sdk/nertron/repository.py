@@ -21,10 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2
-
 from .bundle import MANIFEST, Bundle
+from .extras import require
+
+text_format = require("google.protobuf.text_format", "Triton model repositories")
+model_config_pb2 = require("tritonclient.grpc.model_config_pb2", "Triton model repositories")
 
 DEPLOYMENTS = ("cpu", "onnx-gpu", "tensorrt")
 MODEL_NAME = "nertron"

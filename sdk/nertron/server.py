@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from .extras import missing
+
 # What start-up errors quote from the log: its error lines (but the one every CPU-only start logs)
 # and its last lines, without the wide configuration tables.
 ERROR_LINE = re.compile(r"E\d{4} ")
@@ -44,10 +46,7 @@ def bundled_tritonserver() -> Path:
     """The ``tritonserver`` binary of the installed nvidia-pytriton wheel."""
     spec = importlib.util.find_spec("pytriton")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "nvidia-pytriton (Linux only) is not installed: pip install nvidia-pytriton==0.7.0, "
-            "or give the path of a tritonserver binary"
-        )
+        raise missing("pytriton", "the bundled tritonserver (or pass the path of a tritonserver binary)")
     binary = Path(next(iter(spec.submodule_search_locations))) / "tritonserver" / "bin" / "tritonserver"
     if not binary.is_file():
         raise FileNotFoundError(f"nvidia-pytriton has no tritonserver binary at {binary}")

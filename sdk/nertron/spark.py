@@ -32,14 +32,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-
 from .entity import Entity
+from .extras import require
 from .pipeline import AGGREGATIONS, NER
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
     from pyspark.sql.types import ArrayType
+
+pa = require("pyarrow", "nertron.spark")
+require("pyspark", "nertron.spark")
 
 SCHEMAS = ("nertron", "sparknlp")
 

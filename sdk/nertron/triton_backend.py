@@ -24,12 +24,14 @@ from types import TracebackType
 from typing import Any, Protocol
 
 import numpy as np
-import tritonclient.grpc as grpcclient
-import tritonclient.grpc.aio as grpcclient_aio
-from tritonclient.utils import InferenceServerException
 
 from .bundle import Bundle
+from .extras import require
 from .onnx_backend import OnnxRuntimeBackend
+
+grpcclient = require("tritonclient.grpc", "Triton inference (NER(url=...))")
+grpcclient_aio = require("tritonclient.grpc.aio", "Triton inference (NER(url=...))")
+InferenceServerException = require("tritonclient.utils", "Triton inference (NER(url=...))").InferenceServerException
 
 logger = logging.getLogger("nertron.triton")
 

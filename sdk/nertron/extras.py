@@ -1,0 +1,38 @@
+"""Optional dependencies: each feature beyond local inference comes with an extra of the package, and a
+missing one is an error that names the ``pip install`` to run."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+# The extra that brings each optional top-level module (see pyproject.toml).
+EXTRAS = {
+    "tritonclient": "triton",
+    "google.protobuf": "triton",
+    "pytriton": "server",
+    "torch": "export",
+    "transformers": "export",
+    "pyspark": "spark",
+    "pyarrow": "spark",
+    "openvino": "openvino",
+}
+
+
+class MissingExtra(ImportError):
+    """An optional dependency of a feature is not installed; the message says which extra brings it."""
+
+
+def require(module: str, feature: str) -> ModuleType:
+    """Imports ``module`` for ``feature`` (e.g. ``"nertron serve"``), or raises ``MissingExtra``."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise missing(module, feature, error) from None
+
+
+def missing(module: str, feature: str, error: ImportError | None = None) -> MissingExtra:
+    """The ``MissingExtra`` for ``module`` not importable for ``feature``."""
+    extra = EXTRAS.get(module) or EXTRAS[module.split(".")[0]]
+    name = error.name if error is not None and error.name else module
+    return MissingExtra(f'{feature} needs {name}, which is not installed: pip install "nertron[{extra}]"')
