@@ -45,12 +45,32 @@ void check_finite(const float* values, int64_t n, const char* name, int64_t row,
 
 }  // namespace
 
-Aggregation parse_aggregation(const std::string& name) {
-    if (name == "first") return Aggregation::First;
-    if (name == "average") return Aggregation::Average;
-    if (name == "max") return Aggregation::Max;
-    fail("aggregation must be 'first', 'average' or 'max', got '" + name + "'");
+LabelTable::LabelTable(const std::vector<std::string>& labels) : labels_(labels) {
+    prefix_.reserve(labels.size());
+    type_.reserve(labels.size());
+    for (size_t i = 0; i < labels.size(); ++i) {
+        const std::string& label = labels[i];
+        if (label == "O") {
+            prefix_.push_back(Prefix::O);
+            type_.push_back(-1);
+            continue;
+        }
+        const std::string heads = "BIES";
+        const size_t head = label.empty() ? std::string::npos : heads.find(label[0]);
+        if (label.size() < 3 || label[1] != '-' || head == std::string::npos) {
+            fail("label " + std::to_string(i) + " ('" + label + "') is not O or <B|I|E|S>-<TYPE>");
+        }
+        const std::string type = label.substr(2);
+        auto found = std::find(types_.begin(), types_.end(), type);
+        if (found == types_.end()) found = types_.insert(types_.end(), type);
+        prefix_.push_back(static_cast<Prefix>(head + 1));
+        type_.push_back(static_cast<int32_t>(found - types_.begin()));
+    }
+    if (labels.empty()) fail("labels must not be empty");
 }
+
+PostProcessor::PostProcessor(const std::vector<std::string>& labels, Aggregation aggregation)
+    : labels_(labels), aggregation_(aggregation) {}
 
 int64_t checked_total(const int64_t* lengths, int64_t count, const char* name) {
     int64_t total = 0;
@@ -64,16 +84,17 @@ int64_t checked_total(const int64_t* lengths, int64_t count, const char* name) {
     return total;
 }
 
-WordPredictions align_words(const float* logits, const int64_t* word_ids, int64_t batch,
-                            int64_t seq, int64_t num_labels, const int64_t* num_words,
-                            Aggregation aggregation, bool with_probs) {
-    if (num_labels < 1) fail("logits must have at least one label");
+WordPredictions PostProcessor::align(const float* logits, const int64_t* word_ids, int64_t batch,
+                                     int64_t seq, int64_t num_labels, const int64_t* num_words) const {
+    if (num_labels != labels_.size()) {
+        fail("logits have " + std::to_string(num_labels) + " labels, the model's label table has " +
+             std::to_string(labels_.size()));
+    }
     const int64_t total = checked_total(num_words, batch, "num_words");
 
     WordPredictions out;
     out.labels.assign(total, -1);
     out.scores.assign(total, 0.0f);
-    if (with_probs) out.probs.assign(total * num_labels, 0.0f);
 
     std::vector<float> probs(num_labels);
     std::vector<float> sums;     // Average: per-word sum of distributions
@@ -82,7 +103,7 @@ WordPredictions align_words(const float* logits, const int64_t* word_ids, int64_
     for (int64_t b = 0; b < batch; ++b) {
         const int64_t words = num_words[b];
         count.assign(words, 0);
-        if (aggregation == Aggregation::Average) sums.assign(words * num_labels, 0.0f);
+        if (aggregation_ == Aggregation::Average) sums.assign(words * num_labels, 0.0f);
         for (int64_t t = 0; t < seq; ++t) {
             const int64_t w = word_ids[b * seq + t];
             if (w == -1) continue;
@@ -93,20 +114,19 @@ WordPredictions align_words(const float* logits, const int64_t* word_ids, int64_
             const float* row = logits + (b * seq + t) * num_labels;
             check_finite(row, num_labels, "logits", b, t);
             const int64_t o = row_offset + w;
-            if (aggregation == Aggregation::First && count[w] > 0) continue;
+            if (aggregation_ == Aggregation::First && count[w] > 0) continue;
             const int32_t best = softmax(row, num_labels, probs.data());
-            if (aggregation == Aggregation::Average) {
+            if (aggregation_ == Aggregation::Average) {
                 float* acc = sums.data() + w * num_labels;
                 for (int64_t k = 0; k < num_labels; ++k) acc[k] += probs[k];
             } else if (count[w] == 0 || probs[best] > out.scores[o]) {
                 // First: only the first subword gets here. Max: keep the most confident.
                 out.labels[o] = best;
                 out.scores[o] = probs[best];
-                if (with_probs) std::copy(probs.begin(), probs.end(), out.probs.begin() + o * num_labels);
             }
             ++count[w];
         }
-        if (aggregation == Aggregation::Average) {
+        if (aggregation_ == Aggregation::Average) {
             for (int64_t w = 0; w < words; ++w) {
                 if (count[w] == 0) continue;
                 float* acc = sums.data() + w * num_labels;
@@ -114,7 +134,6 @@ WordPredictions align_words(const float* logits, const int64_t* word_ids, int64_
                 const int64_t o = row_offset + w;
                 out.labels[o] = argmax(acc, num_labels);
                 out.scores[o] = acc[out.labels[o]];
-                if (with_probs) std::copy(acc, acc + num_labels, out.probs.begin() + o * num_labels);
             }
         }
         row_offset += words;
@@ -122,61 +141,81 @@ WordPredictions align_words(const float* logits, const int64_t* word_ids, int64_
     return out;
 }
 
-WordPredictions merge_windows(const int64_t* window_doc, const int64_t* word_start,
-                              const int64_t* window_words, int64_t num_windows,
-                              const int32_t* labels, const float* scores, const float* probs,
-                              int64_t num_labels, const int64_t* doc_words, int64_t num_docs) {
+int64_t WindowMerger::add_document(int64_t num_words) {
+    if (num_words < 0) fail("num_words is negative (" + std::to_string(num_words) + ")");
+    Document document;
+    document.labels.assign(num_words, -1);
+    document.scores.assign(num_words, 0.0f);
+    document.context.assign(num_words, -1);
+    document.source.assign(num_words, 0);
+    documents_.push_back(std::move(document));
+    return first_id_ + pending() - 1;
+}
+
+void WindowMerger::merge(const int64_t* window_doc, const int64_t* word_start, const int64_t* window_words,
+                         int64_t num_windows, const int32_t* labels, const float* scores) {
     checked_total(window_words, num_windows, "window_words");
-    const int64_t total = checked_total(doc_words, num_docs, "doc_words");
-    std::vector<int64_t> doc_offset(num_docs + 1, 0);
-    for (int64_t d = 0; d < num_docs; ++d) doc_offset[d + 1] = doc_offset[d] + doc_words[d];
-
-    const bool with_probs = probs != nullptr && num_labels > 0;
-    WordPredictions out;
-    out.labels.assign(total, -1);
-    out.scores.assign(total, 0.0f);
-    if (with_probs) out.probs.assign(total * num_labels, 0.0f);
-
-    constexpr int64_t unlimited = std::numeric_limits<int64_t>::max();
-    std::vector<int64_t> best_context(total, -1);
-    int64_t in = 0;  // position in the windows' CSR arrays
+    // Check every window before changing anything, so that a bad call leaves the documents as they were.
     for (int64_t w = 0; w < num_windows; ++w) {
         const int64_t d = window_doc[w];
-        if (d < 0 || d >= num_docs) {
+        if (d < first_id_ || d >= first_id_ + pending()) {
             fail("window_doc[" + std::to_string(w) + "] = " + std::to_string(d) +
-                 " is out of range [0, " + std::to_string(num_docs) + ")");
+                 " is not a pending document [" + std::to_string(first_id_) + ", " +
+                 std::to_string(first_id_ + pending()) + ")");
         }
+        const auto words = static_cast<int64_t>(documents_[d - first_id_].labels.size());
+        if (word_start[w] < 0 || word_start[w] + window_words[w] > words) {
+            fail("window " + std::to_string(w) + " covers words [" + std::to_string(word_start[w]) + ", " +
+                 std::to_string(word_start[w] + window_words[w]) + ") outside document " + std::to_string(d) +
+                 " of " + std::to_string(words) + " words");
+        }
+    }
+    constexpr int64_t unlimited = std::numeric_limits<int64_t>::max();
+    int64_t in = 0;  // position in labels/scores
+    for (int64_t w = 0; w < num_windows; ++w) {
+        Document& document = documents_[window_doc[w] - first_id_];
+        const auto words = static_cast<int64_t>(document.labels.size());
         const int64_t start = word_start[w];
         const int64_t n = window_words[w];
-        if (start < 0 || start + n > doc_words[d]) {
-            fail("window " + std::to_string(w) + " covers words [" + std::to_string(start) + ", " +
-                 std::to_string(start + n) + ") outside document " + std::to_string(d) + " of " +
-                 std::to_string(doc_words[d]) + " words");
-        }
         const bool open_left = start > 0;
-        const bool open_right = start + n < doc_words[d];
+        const bool open_right = start + n < words;
         for (int64_t i = 0; i < n; ++i, ++in) {
             const int64_t left = open_left ? i : unlimited;
             const int64_t right = open_right ? n - 1 - i : unlimited;
             const int64_t context = std::min(left, right);
-            const int64_t o = doc_offset[d] + start + i;
-            if (context <= best_context[o]) continue;
-            best_context[o] = context;
-            out.labels[o] = labels[in];
-            out.scores[o] = scores[in];
-            if (with_probs) {
-                std::copy(probs + in * num_labels, probs + (in + 1) * num_labels,
-                          out.probs.begin() + o * num_labels);
-            }
+            const int64_t o = start + i;
+            const bool better = context > document.context[o] ||
+                                (context == document.context[o] && start < document.source[o]);
+            if (!better) continue;
+            document.context[o] = context;
+            document.source[o] = start;
+            document.labels[o] = labels[in];
+            document.scores[o] = scores[in];
         }
     }
-    for (int64_t d = 0; d < num_docs; ++d) {
-        for (int64_t o = doc_offset[d]; o < doc_offset[d + 1]; ++o) {
-            if (best_context[o] < 0) {
-                fail("word " + std::to_string(o - doc_offset[d]) + " of document " +
-                     std::to_string(d) + " is not covered by any window");
-            }
+}
+
+WordPredictions WindowMerger::take(int64_t count, std::vector<int64_t>& doc_words) {
+    if (count < 0 || count > pending()) {
+        fail("count " + std::to_string(count) + " is not in [0, " + std::to_string(pending()) + "]");
+    }
+    for (int64_t d = 0; d < count; ++d) {
+        const std::vector<int64_t>& context = documents_[d].context;
+        const auto uncovered = std::find(context.begin(), context.end(), -1);
+        if (uncovered != context.end()) {
+            fail("word " + std::to_string(uncovered - context.begin()) + " of document " +
+                 std::to_string(first_id_ + d) + " is not covered by any window");
         }
+    }
+    WordPredictions out;
+    doc_words.clear();
+    for (int64_t d = 0; d < count; ++d) {
+        Document& document = documents_.front();
+        doc_words.push_back(static_cast<int64_t>(document.labels.size()));
+        out.labels.insert(out.labels.end(), document.labels.begin(), document.labels.end());
+        out.scores.insert(out.scores.end(), document.scores.begin(), document.scores.end());
+        documents_.pop_front();
+        ++first_id_;
     }
     return out;
 }
@@ -204,19 +243,9 @@ bool starts_chunk(Prefix prev, Prefix tag, int32_t prev_type, int32_t type) {
 
 }  // namespace
 
-Spans decode_spans(const int32_t* labels, const float* scores, const int64_t* row_words,
-                   int64_t num_rows, const uint8_t* label_prefix, const int32_t* label_type,
-                   int64_t num_labels, const int64_t* word_start_char,
-                   const int64_t* word_end_char) {
-    for (int64_t k = 0; k < num_labels; ++k) {
-        if (label_prefix[k] > static_cast<uint8_t>(Prefix::S)) {
-            fail("label_prefix[" + std::to_string(k) + "] = " + std::to_string(label_prefix[k]) +
-                 " is not a prefix code (0=O, 1=B, 2=I, 3=E, 4=S)");
-        }
-        if (label_prefix[k] != 0 && label_type[k] < 0) {
-            fail("label_type[" + std::to_string(k) + "] is negative for an entity label");
-        }
-    }
+Spans PostProcessor::decode(const int32_t* labels, const float* scores, const int64_t* row_words,
+                            int64_t num_rows, const int64_t* word_start_char, const int64_t* word_end_char) const {
+    const int64_t num_labels = labels_.size();
     const int64_t total = checked_total(row_words, num_rows, "row_words");
     for (int64_t i = 0; i < total; ++i) {
         if (labels[i] < -1 || labels[i] >= num_labels) {
@@ -243,8 +272,8 @@ Spans decode_spans(const int32_t* labels, const float* scores, const int64_t* ro
             Prefix tag = Prefix::O;
             int32_t type = -1;
             if (i < n && labels[offset + i] >= 0) {
-                tag = static_cast<Prefix>(label_prefix[labels[offset + i]]);
-                if (tag != Prefix::O) type = label_type[labels[offset + i]];
+                tag = labels_.prefix(labels[offset + i]);
+                type = labels_.type(labels[offset + i]);
             }
             if (ends_chunk(prev, tag, prev_type, type)) {
                 spans.row.push_back(r);

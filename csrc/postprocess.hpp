@@ -1,12 +1,17 @@
 // Post-processing core of nertron: plain C++17, no Python.
 //
-// Every function takes flat, C-contiguous buffers with explicit sizes, checks
-// them, and throws std::invalid_argument (message names the argument) on bad
-// input. Variable-length rows are passed CSR-style: concatenated values plus
-// one length per row.
+// A token classifier gives logits per subword; this turns them into entity spans:
+//   PostProcessor::align   subword logits of a batch of windows -> one label and score per word
+//   WindowMerger           overlapping windows' word predictions -> one per word of each document
+//   PostProcessor::decode  word labels -> entity spans with word and character offsets
+//
+// Every function takes flat, C-contiguous buffers with explicit sizes, checks them, and throws
+// std::invalid_argument (the message names the argument) on bad input. Variable-length rows are
+// passed CSR-style: concatenated values plus one length per row.
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <string>
 #include <vector>
 
@@ -19,59 +24,104 @@ enum class Aggregation {
     Max,      // the subword whose top probability is highest
 };
 
-Aggregation parse_aggregation(const std::string& name);
-
-// Result of aligning subwords to words, flat over all rows (row-major).
-struct WordPredictions {
-    std::vector<int32_t> labels;  // argmax label per word; -1 if the word got no subword
-    std::vector<float> scores;    // probability of that label (0 when labels == -1)
-    std::vector<float> probs;     // [words, num_labels] distributions, if asked for
-};
-
-// logits: [batch, seq, num_labels]; word_ids: [batch, seq], -1 for special
-// and padding tokens, else a word index in [0, num_words[b]).
-WordPredictions align_words(const float* logits, const int64_t* word_ids, int64_t batch,
-                            int64_t seq, int64_t num_labels, const int64_t* num_words,
-                            Aggregation aggregation, bool with_probs);
-
-// Merges overlapping windows back into documents.
-//
-// Window w covers words [word_start[w], word_start[w] + window_words[w]) of
-// document window_doc[w]; its predictions are the w-th row of the CSR arrays
-// labels/scores (and probs, [words, num_labels], when num_labels > 0).
-// Rule: each word takes the prediction of the window in which it has the most
-// context, i.e. the largest min(words before it, words after it), where a side
-// that reaches the document's edge counts as unlimited. Ties go to the earlier
-// window (in the order given), so the result is deterministic.
-WordPredictions merge_windows(const int64_t* window_doc, const int64_t* word_start,
-                              const int64_t* window_words, int64_t num_windows,
-                              const int32_t* labels, const float* scores, const float* probs,
-                              int64_t num_labels, const int64_t* doc_words, int64_t num_docs);
-
-// Tag prefix of each label id, as in the tag scheme: "O", "B-X", "I-X", "E-X", "S-X".
+// Tag prefix of a label: "O", "B-X", "I-X", "E-X", "S-X".
 enum class Prefix : uint8_t { O = 0, B = 1, I = 2, E = 3, S = 4 };
 
+// A model's labels ("O", "B-PER", "I-PER", ...) parsed into prefixes and entity types.
+class LabelTable {
+   public:
+    // Throws std::invalid_argument naming a label that is not "O" or "<B|I|E|S>-<TYPE>".
+    explicit LabelTable(const std::vector<std::string>& labels);
+
+    int64_t size() const { return static_cast<int64_t>(labels_.size()); }
+    const std::vector<std::string>& labels() const { return labels_; }
+    // Entity types in the order of their first label.
+    const std::vector<std::string>& types() const { return types_; }
+    Prefix prefix(int32_t label) const { return prefix_[label]; }
+    int32_t type(int32_t label) const { return type_[label]; }  // -1 for O
+
+   private:
+    std::vector<std::string> labels_;
+    std::vector<std::string> types_;
+    std::vector<Prefix> prefix_;
+    std::vector<int32_t> type_;
+};
+
+// One label and score per word, flat over rows.
+struct WordPredictions {
+    std::vector<int32_t> labels;  // argmax label per word; -1 if the word got no subword
+    std::vector<float> scores;    // probability of that label (0 when the label is -1)
+};
+
 struct Spans {
-    std::vector<int64_t> row;         // which row (document) the span is in
+    std::vector<int64_t> row;         // which row (document or sentence) the span is in
     std::vector<int64_t> first_word;  // index of the first word, within the row
     std::vector<int64_t> end_word;    // one past the last word
-    std::vector<int32_t> type;        // entity type id (label_type of its labels)
-    std::vector<float> score;         // mean probability of the span's words
+    std::vector<int32_t> type;        // entity type id (index into LabelTable::types())
+    std::vector<float> score;         // mean score of the span's words
     std::vector<int64_t> start_char;  // filled when word offsets are given
     std::vector<int64_t> end_char;
 };
 
-// Decodes per-word label ids into entity spans with the semantics of
-// conlleval / seqeval's default mode, which accepts IOB1, IOB2 and BIOES alike:
-// B-X and S-X always start an entity; I-X or E-X start one after O, after an
-// E/S tag, or after another type; E-X and S-X end one. Label -1 counts as O.
-// label_prefix / label_type map each label id to its prefix and type id.
-// word_start_char / word_end_char (optional, CSR like labels) give each word's
-// [start, end) character offsets, from which span offsets are taken.
-Spans decode_spans(const int32_t* labels, const float* scores, const int64_t* row_words,
-                   int64_t num_rows, const uint8_t* label_prefix, const int32_t* label_type,
-                   int64_t num_labels, const int64_t* word_start_char,
-                   const int64_t* word_end_char);
+// Alignment and decoding for one model: its validated label table and the aggregation, set once.
+class PostProcessor {
+   public:
+    PostProcessor(const std::vector<std::string>& labels, Aggregation aggregation);
+
+    const LabelTable& labels() const { return labels_; }
+    Aggregation aggregation() const { return aggregation_; }
+
+    // logits: [batch, seq, num_labels] (num_labels must be the table's size); word_ids: [batch, seq],
+    // -1 for special and padding tokens, else a word index in [0, num_words[b]). Returns the words of
+    // every row, row after row.
+    WordPredictions align(const float* logits, const int64_t* word_ids, int64_t batch, int64_t seq,
+                          int64_t num_labels, const int64_t* num_words) const;
+
+    // Decodes per-word labels (flat over rows of row_words[r] words) into entity spans with the
+    // semantics of conlleval / seqeval's default mode, which reads IOB1, IOB2 and BIOES alike: B-X
+    // and S-X always start an entity; I-X or E-X start one after O, after an E/S tag, or after another
+    // type; E-X and S-X end one. Label -1 counts as O. word_start_char / word_end_char (optional, flat
+    // like labels) give each word's [start, end) character offsets, from which span offsets are taken.
+    Spans decode(const int32_t* labels, const float* scores, const int64_t* row_words, int64_t num_rows,
+                 const int64_t* word_start_char, const int64_t* word_end_char) const;
+
+   private:
+    LabelTable labels_;
+    Aggregation aggregation_;
+};
+
+// Merges the word predictions of overlapping windows into their documents, as batches of windows come
+// back in any order. Rule: each word takes the prediction of the window in which it has the most
+// context, i.e. the largest min(words before it, words after it), where a side that reaches the
+// document's edge counts as unlimited. Ties go to the window that starts first, so the result does not
+// depend on the order in which windows arrive.
+class WindowMerger {
+   public:
+    // Adds a document of num_words words; returns its id (0, 1, 2, ... in the order added).
+    int64_t add_document(int64_t num_words);
+
+    // Window w covers words [word_start[w], word_start[w] + window_words[w]) of document window_doc[w];
+    // its predictions are the w-th row of labels/scores (flat over windows).
+    void merge(const int64_t* window_doc, const int64_t* word_start, const int64_t* window_words,
+               int64_t num_windows, const int32_t* labels, const float* scores);
+
+    // Documents added and not yet taken.
+    int64_t pending() const { return static_cast<int64_t>(documents_.size()); }
+
+    // Takes the count oldest documents out, flat, and their word counts into doc_words. Throws if a
+    // word of one of them is not covered by any window.
+    WordPredictions take(int64_t count, std::vector<int64_t>& doc_words);
+
+   private:
+    struct Document {
+        std::vector<int32_t> labels;
+        std::vector<float> scores;
+        std::vector<int64_t> context;  // -1: not covered yet
+        std::vector<int64_t> source;   // word_start of the window the prediction came from
+    };
+    std::deque<Document> documents_;
+    int64_t first_id_ = 0;  // id of documents_.front()
+};
 
 // Sum of row lengths, checking each is >= 0 (name is used in the message).
 int64_t checked_total(const int64_t* lengths, int64_t count, const char* name);

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-Prediction = tuple[int, float, list[float]]  # label, score, distribution
+Prediction = tuple[int, float]  # label, score
 
 
 def softmax(row: Sequence[float]) -> list[float]:
@@ -22,7 +22,7 @@ def argmax(values: Sequence[float]) -> int:
 def align_row(
     logits: Sequence[Sequence[float]], word_ids: Sequence[int], num_words: int, aggregation: str
 ) -> list[Prediction]:
-    """One row: per word (label, score, probs); words without subwords get (-1, 0.0, zeros)."""
+    """One row: per word (label, score); words without subwords get (-1, 0.0)."""
     num_labels = len(logits[0]) if len(logits) else 0
     subwords: list[list[int]] = [[] for _ in range(num_words)]
     for position, word in enumerate(word_ids):
@@ -31,7 +31,7 @@ def align_row(
     out: list[Prediction] = []
     for positions in subwords:
         if not positions:
-            out.append((-1, 0.0, [0.0] * num_labels))
+            out.append((-1, 0.0))
             continue
         if aggregation == "average":
             dists = [softmax(logits[p]) for p in positions]
@@ -40,22 +40,19 @@ def align_row(
         else:
             # first: the first subword; max: the subword whose top probability is highest, first on
             # ties. The label is the argmax of that subword's logits.
-            chosen = (
-                positions[0]
-                if aggregation == "first"
-                else max(positions, key=lambda p: max(softmax(logits[p])))
-            )
+            chosen = positions[0] if aggregation == "first" else max(positions, key=lambda p: max(softmax(logits[p])))
             probs = softmax(logits[chosen])
             label = argmax(logits[chosen])
-        out.append((label, probs[label], probs))
+        out.append((label, probs[label]))
     return out
 
 
 def merge_windows(
     windows: Sequence[tuple[int, int, Sequence[Prediction]]], doc_words: Sequence[int]
 ) -> list[list[Prediction]]:
-    """windows: (doc, word_start, predictions). Each word takes the window where it has most context."""
-    best: list[list[tuple[float, Prediction] | None]] = [[None] * n for n in doc_words]
+    """windows: (doc, word_start, predictions), in any order. Each word takes the window where it has most
+    context; on a tie, the window that starts first."""
+    best: list[list[tuple[float, int, Prediction] | None]] = [[None] * n for n in doc_words]
     for doc, start, predictions in windows:
         n = len(predictions)
         for i, prediction in enumerate(predictions):
@@ -63,12 +60,12 @@ def merge_windows(
             right = n - 1 - i if start + n < doc_words[doc] else math.inf
             context = min(left, right)
             current = best[doc][start + i]
-            if current is None or context > current[0]:
-                best[doc][start + i] = (context, prediction)
+            if current is None or (context, -start) > (current[0], -current[1]):
+                best[doc][start + i] = (context, start, prediction)
     merged = []
     for doc_best in best:
         assert all(entry is not None for entry in doc_best), "a word is not covered"
-        merged.append([entry[1] for entry in doc_best if entry is not None])
+        merged.append([entry[2] for entry in doc_best if entry is not None])
     return merged
 
 
@@ -103,3 +100,24 @@ def decode_row(
         (type_, first, last + 1, sum(scores[first : last + 1]) / (last + 1 - first))
         for type_, first, last in get_entities(tags)
     ]
+
+
+def cut_windows(
+    ids: Sequence[int], word_ids: Sequence[int], num_words: int, budget: int, stride: int
+) -> list[tuple[int, int, list[int], list[int]]]:
+    """(word_start, num_words, subword ids, their word ids) of each window of a whole tokenised document:
+    the longest run of whole words from ``start`` whose subwords fit ``budget`` (at least one word, cut to
+    ``budget`` subwords), the next starting about ``stride`` subwords before the previous one ends."""
+    first_token = [next((t for t, w in enumerate(word_ids) if w >= word), len(ids)) for word in range(num_words + 1)]
+    windows = []
+    start = 0
+    while start < num_words:
+        end = max(w for w in range(num_words + 1) if first_token[w] <= first_token[start] + budget)
+        end = min(max(end, start + 1), num_words)
+        lo, hi = first_token[start], min(first_token[end], first_token[start] + budget)
+        windows.append((start, end - start, list(ids[lo:hi]), list(word_ids[lo:hi])))
+        if end >= num_words:
+            break
+        overlap = min(w for w in range(num_words + 1) if first_token[w] >= first_token[end] - stride)
+        start = min(max(overlap, start + 1), end)
+    return windows

@@ -15,7 +15,7 @@ import pytest
 from nertron import NER, Entity
 from nertron.cli import main
 from nertron.conll import DOCSTART, read_conll
-from nertron.corpus import Document, ErrorPolicy, annotate, conll_block, detect_format, jsonl_line, read_corpus
+from nertron.corpus import ErrorPolicy, Record, conll_block, detect_format, jsonl_line, read_corpus, tag_corpus
 from nertron.tags import iob1_to_iob2
 from nertron.text import split_words
 from nertron.visualize import HtmlWriter, label_colour, render_document, render_html
@@ -43,7 +43,7 @@ def ner(tiny_bundle: Path) -> NER:
     return NER(tiny_bundle)
 
 
-def _read(data: bytes, input_format: str, **options: object) -> list[Document]:
+def _read(data: bytes, input_format: str, **options: object) -> list[Record]:
     return list(read_corpus(io.BytesIO(data).readlines(), input_format, source="f", **options))  # type: ignore[arg-type]
 
 
@@ -61,13 +61,14 @@ def test_detect_format() -> None:
 def test_txt_reader_gives_a_document_per_line() -> None:
     documents = _read(b"first line\r\n\nthird \xc3\xa9\n", "txt")
     assert [d.text for d in documents] == ["first line", "", "third é"]
+    assert [d.line for d in documents] == [1, 2, 3]
     assert all(d.sentences is None and d.fields == {} for d in documents)
 
 
 def test_jsonl_reader_carries_the_id_and_optionally_other_fields() -> None:
     data = b'{"id": 7, "body": "Paris", "lang": "fr"}\n\n{"body": "Berlin", "entities": []}\n'
     plain = _read(data, "jsonl", field="body")
-    assert [(d.text, d.fields) for d in plain] == [("Paris", {"id": 7}), ("Berlin", {})]
+    assert [(d.text, d.fields, d.line) for d in plain] == [("Paris", {"id": 7}, 1), ("Berlin", {}, 3)]
     kept = _read(data, "jsonl", field="body", keep_fields=True)
     assert [d.fields for d in kept] == [{"id": 7, "lang": "fr"}, {}]  # old entities are not carried over
     by_key = _read(b'\xef\xbb\xbf{"key": "a", "text": "x", "n": 1}\n', "jsonl", id_field="key", keep_fields=True)
@@ -107,6 +108,7 @@ def test_conll_reader_by_document_and_by_sentence() -> None:
         [["UTRECHT", "2026-11-28"]],
     ]
     assert [d.docstart for d in documents] == [True, True]
+    assert [d.line for d in documents] == [3, 14]
     sentences = _read(CONLL.encode(), "conll", context="sentence")
     assert [d.sentences for d in sentences] == [
         [["Acme", "hires", "Dutch", "engineers", "."]],
@@ -114,6 +116,7 @@ def test_conll_reader_by_document_and_by_sentence() -> None:
         [["UTRECHT", "2026-11-28"]],
     ]
     assert [d.docstart for d in sentences] == [True, False, True]
+    assert [d.line for d in sentences] == [3, 9, 14]
     # Without -DOCSTART- the file is one document; a token column alone is enough.
     plain = _read(b"a\nb\n\n\nc\n", "conll")
     assert [(d.sentences, d.docstart) for d in plain] == [([["a", "b"], ["c"]], False)]
@@ -125,7 +128,8 @@ def test_conll_reader_by_document_and_by_sentence() -> None:
 
 def test_annotate_equals_ner_and_its_tags(ner: NER) -> None:
     texts = ["Angela Merkel met Emmanuel Macron in Paris.", "", "Acme hires Dutch engineers.", "x " * 600]
-    annotations = list(annotate(ner, [Document(text=t) for t in texts], chunk_size=3))
+    ner.tagger.lookahead = 3
+    annotations = list(tag_corpus(ner, [Record(text=t) for t in texts]))
     assert [a.entities for a in annotations] == ner.batch(texts)
     for annotation, text in zip(annotations, texts, strict=True):
         assert annotation.text == text
@@ -136,36 +140,32 @@ def test_annotate_equals_ner_and_its_tags(ner: NER) -> None:
 
 def test_annotate_conll_keeps_offsets_and_sentences(ner: NER) -> None:
     (document, _) = _read(CONLL.encode(), "conll")
-    (annotation,) = annotate(ner, [document])
+    (annotation,) = tag_corpus(ner, [document])
     assert annotation.text == "Acme hires Dutch engineers .\nMaria Jansen"
-    assert annotation.sentence_lengths == [5, 2]
-    for word, start, end in zip(annotation.words, annotation.starts, annotation.ends, strict=True):
-        assert annotation.text[start:end] == word
+    assert annotation.segmented.sentence_lengths.tolist() == [5, 2]
+    assert annotation.words == ["Acme", "hires", "Dutch", "engineers", ".", "Maria", "Jansen"]
     assert annotation.tags == iob1_to_iob2(ner.tag([annotation.words])[0][:5]) + iob1_to_iob2(
         ner.tag([annotation.words])[0][5:]
     )
     for entity in annotation.entities:
         assert annotation.text[entity.start : entity.end] == entity.text
         assert "\n" not in entity.text  # entities never cross sentences
-    (gaps,) = annotate(ner, [Document(sentences=[[], ["a", "bb"], [], ["c"]])])
-    assert gaps.text == "\na bb\n\nc" and [gaps.text[s:e] for s, e in zip(gaps.starts, gaps.ends, strict=True)] == [
-        "a",
-        "bb",
-        "c",
-    ]
+    (gaps,) = tag_corpus(ner, [Record(sentences=[[], ["a", "bb"], [], ["c"]])])
+    assert gaps.text == "\na bb\n\nc" and gaps.words == ["a", "bb", "c"]
     assert conll_block(gaps).split("\n\n")[:2] == [f"a {gaps.tags[0]}\nbb {gaps.tags[1]}", f"c {gaps.tags[2]}"]
 
 
 def test_annotate_streams(ner: NER) -> None:
     consumed = 0
 
-    def documents() -> Iterator[Document]:
+    def documents() -> Iterator[Record]:
         nonlocal consumed
         for i in range(10_000):
             consumed += 1
-            yield Document(text=f"Document {i} about Paris.")
+            yield Record(text=f"Document {i} about Paris.")
 
-    first = next(annotate(ner, documents(), chunk_size=64))
+    ner.tagger.lookahead = 64
+    first = next(tag_corpus(ner, documents()))
     assert first.text == "Document 0 about Paris."
     assert consumed <= 65
 
@@ -195,17 +195,17 @@ def test_readers_stream_a_large_file_in_bounded_memory(tmp_path: Path, input_for
 
 
 def test_jsonl_line_and_conll_block(ner: NER) -> None:
-    document = Document(text="Acme hires Dutch engineers.", fields={"id": "d1", "lang": "en"})
-    (annotation,) = annotate(ner, [document])
+    document = Record(text="Acme hires Dutch engineers.", fields={"id": "d1", "lang": "en"}, line=4)
+    (annotation,) = tag_corpus(ner, [document])
     record = json.loads(jsonl_line(annotation))
-    assert list(record) == ["id", "lang", "text", "entities"]
+    assert list(record) == ["id", "line", "lang", "text", "entities"] and record["line"] == 4
     assert record["entities"] == [e.to_dict() for e in ner(document.text or "")]
     block = conll_block(annotation, docstart=True)
     rows = block.splitlines()
     assert rows[:2] == ["-DOCSTART- O", ""]
     assert [r.split(" ")[0] for r in rows[2:-1]] == ["Acme", "hires", "Dutch", "engineers", "."]
     assert rows[-1] == "" and block.endswith("\n\n")
-    (empty,) = annotate(ner, [Document(text="   ")])
+    (empty,) = tag_corpus(ner, [Record(text="   ")])
     assert conll_block(empty) == ""
 
 
@@ -263,12 +263,12 @@ def test_cli_on_error_skip_reports_lines_and_summary(
     source.write_bytes(b'{"id": 1, "text": "ok"}\n{not json\n{"id": 3}\n\xfe\n{"id": 5, "text": "fine"}\n')
     out = tmp_path / "out.jsonl"
     assert _ner(tiny_bundle, "-i", str(source), "--on-error", "skip", "-o", str(out)) == 0
-    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [1, 5]
+    assert [(r["id"], r["line"]) for r in map(json.loads, out.read_text().splitlines())] == [(1, 1), (5, 5)]
     err = capsys.readouterr().err
     for number in (2, 3, 4):
         assert f"skipped {source}:{number}: " in err
     assert "nertron ner: skipped 3 malformed line(s)" in err
-    assert "doc/s" in err  # the progress bar
+    assert " words/s" in err and "2 docs" in err  # the progress bar
     assert _ner(tiny_bundle, "-i", str(source), "-o", str(out)) == 2  # --on-error fail is the default
     assert f"{source}:2: not valid JSON" in capsys.readouterr().err
 

@@ -71,8 +71,8 @@ def test_cross_lingual_persons_and_places(
 def test_manifest_records_scores(default_ner: NER) -> None:
     spec = embedded_spec()
     manifest = Bundle.load(default_ner.bundle.path).manifest
-    assert manifest["precision"] == spec["default_precision"] == default_ner.precision == "int8"
-    assert manifest["scores"]["dev_f1_sentence"] > 90
+    assert manifest.precision == spec["default_precision"] == default_ner.precision == "int8"
+    assert manifest.provenance["scores"]["dev_f1_sentence"] > 90
 
 
 @pytest.mark.skipif(not has_native_bf16(), reason="this CPU has no native bf16")

@@ -59,7 +59,7 @@ def test_optimized_variants_load_and_agree(
     tiny_checkpoint: Path, tiny_bundle: Path, tmp_path: Path, options: dict, precision: str
 ) -> None:
     report = export_bundle(tiny_checkpoint, tmp_path, **options)
-    assert report.precision == precision == Bundle.load(tmp_path, verify=True).manifest["precision"]
+    assert report.precision == precision == Bundle.load(tmp_path, verify=True).manifest.precision
     assert report.max_abs_diff_fp32 < 1e-4
     assert report.argmax_agreement > 0.9
     assert report.fused_ops.get("SkipLayerNormalization", 0) >= 2  # residual + LayerNorm fused per layer
@@ -90,4 +90,4 @@ def test_int8_f1_gate_refuses_a_lossy_model(tiny_checkpoint: Path, tmp_path: Pat
     report = export_bundle(
         tiny_checkpoint, tmp_path / "ok", quantize="int8", gate_data=data, max_f1_loss=100.0
     )
-    assert Bundle.load(report.bundle).manifest["precision"] == "int8"
+    assert Bundle.load(report.bundle).manifest.precision == "int8"

@@ -6,15 +6,20 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from nertron import _native
-from nertron.tags import LabelSet
+from nertron._native import Aggregation, PostProcessor, WindowMerger
 from seqeval.metrics.sequence_labeling import get_entities as seqeval_entities
 
 from tests import reference
 
 LABELS = ("O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC")
-LABEL_SET = LabelSet.from_labels(LABELS)
+DECODER = PostProcessor(LABELS)
 AGGREGATIONS = ("first", "average", "max")
+
+
+def postprocessor(num_labels: int, aggregation: str = "first") -> PostProcessor:
+    """A post-processor for ``num_labels`` labels (their names do not matter to alignment)."""
+    return PostProcessor(["O", *(f"B-T{k}" for k in range(1, num_labels))], Aggregation[aggregation.upper()])
+
 
 # Logits on a coarse grid: exact ties are frequent (tie-breaking is tested) and near-ties rare.
 logit = st.integers(-16, 16).map(lambda x: x / 4)
@@ -58,7 +63,7 @@ def near_tie(logits: np.ndarray, word_ids: np.ndarray, aggregation: str) -> bool
 def test_align_words_matches_reference(data: tuple, aggregation: str) -> None:
     logits, word_ids, num_words = data
     assume(not near_tie(logits, word_ids, aggregation))
-    labels, scores, probs = _native.align_words(logits, word_ids, num_words, aggregation, True)
+    labels, scores = postprocessor(logits.shape[2], aggregation).align(logits, word_ids, num_words)
     expected = [
         p
         for b in range(logits.shape[0])
@@ -66,8 +71,6 @@ def test_align_words_matches_reference(data: tuple, aggregation: str) -> None:
     ]
     assert labels.tolist() == [p[0] for p in expected]
     np.testing.assert_allclose(scores, [p[1] for p in expected], atol=1e-6)
-    assert probs is not None
-    np.testing.assert_allclose(probs, np.array([p[2] for p in expected]).reshape(probs.shape), atol=1e-6)
 
 
 @st.composite
@@ -87,30 +90,32 @@ def windowed_docs(draw: st.DrawFn) -> tuple[list[int], list[tuple[int, int, int]
 
 
 @settings(max_examples=300, deadline=None)
-@given(windowed_docs(), st.randoms(use_true_random=False))
-def test_merge_windows_matches_reference(data: tuple, rng) -> None:
+@given(windowed_docs(), st.randoms(use_true_random=False), st.integers(1, 4))
+def test_window_merger_matches_reference(data: tuple, rng, calls: int) -> None:
     doc_words, windows = data
-    predictions = [
-        [(rng.randrange(-1, 3), rng.random(), [rng.random() for _ in range(3)]) for _ in range(length)]
-        for _, _, length in windows
-    ]
-    flat = [p for window in predictions for p in window]
-    labels, scores, probs = _native.merge_windows(
-        np.array([w[0] for w in windows], np.int64),
-        np.array([w[1] for w in windows], np.int64),
-        np.array([w[2] for w in windows], np.int64),
-        np.array([p[0] for p in flat], np.int32),
-        np.array([p[1] for p in flat], np.float32),
-        np.array(doc_words, np.int64),
-        np.array([p[2] for p in flat], np.float32).reshape(len(flat), 3),
-    )
+    predictions = [[(rng.randrange(-1, 3), rng.random()) for _ in range(length)] for _, _, length in windows]
+    merger = WindowMerger()
+    assert [merger.add_document(n) for n in doc_words] == list(range(len(doc_words)))
+    # The windows arrive in any order, over several calls.
+    step = -(-len(windows) // calls) if windows else 1
+    for first in range(0, len(windows), step):
+        part = range(first, min(first + step, len(windows)))
+        flat = [p for w in part for p in predictions[w]]
+        merger.merge(
+            np.array([windows[w][0] for w in part], np.int64),
+            np.array([windows[w][1] for w in part], np.int64),
+            np.array([windows[w][2] for w in part], np.int64),
+            np.array([p[0] for p in flat], np.int32),
+            np.array([p[1] for p in flat], np.float32),
+        )
+    labels, scores, taken = merger.take(len(doc_words))
     expected = reference.merge_windows(
         [(doc, start, p) for (doc, start, _), p in zip(windows, predictions, strict=True)], doc_words
     )
     flat_expected = [p for doc in expected for p in doc]
+    assert taken.tolist() == doc_words and merger.pending == 0
     assert labels.tolist() == [p[0] for p in flat_expected]
     np.testing.assert_array_equal(scores, np.array([p[1] for p in flat_expected], np.float32))
-    assert probs is not None and probs.shape == (len(flat_expected), 3)
 
 
 tag_sequences = st.lists(st.lists(st.integers(-1, len(LABELS) - 1), max_size=15), min_size=1, max_size=5)
@@ -121,21 +126,11 @@ tag_sequences = st.lists(st.lists(st.integers(-1, len(LABELS) - 1), max_size=15)
 def test_decode_spans_matches_reference_and_seqeval(rows: list[list[int]], data: st.DataObject) -> None:
     flat = [label for row in rows for label in row]
     scores = data.draw(st.lists(st.floats(0, 1, width=32), min_size=len(flat), max_size=len(flat)))
-    spans = _native.decode_spans(
-        np.array(flat, np.int32),
-        np.array(scores, np.float32),
-        np.array([len(r) for r in rows], np.int64),
-        LABEL_SET.prefix,
-        LABEL_SET.type_id,
+    spans = DECODER.decode(
+        np.array(flat, np.int32), np.array(scores, np.float32), np.array([len(r) for r in rows], np.int64)
     )
     got = list(
-        zip(
-            spans["row"].tolist(),
-            spans["type"].tolist(),
-            spans["first_word"].tolist(),
-            spans["end_word"].tolist(),
-            strict=True,
-        )
+        zip(spans.row.tolist(), spans.type.tolist(), spans.first_word.tolist(), spans.end_word.tolist(), strict=True)
     )
     expected = []
     offset = 0
@@ -144,29 +139,25 @@ def test_decode_spans_matches_reference_and_seqeval(rows: list[list[int]], data:
         ours = reference.decode_row(row, scores[offset : offset + len(row)], LABELS)
         theirs = seqeval_entities(names)
         assert [(t, f, e - 1) for t, f, e, _ in ours] == theirs
-        expected += [(r, LABEL_SET.types.index(t), f, e) for t, f, e, _ in ours]
-        np.testing.assert_allclose(
-            spans["score"][spans["row"] == r], [s for *_, s in ours], rtol=1e-5, atol=1e-7
-        )
+        expected += [(r, DECODER.types.index(t), f, e) for t, f, e, _ in ours]
+        np.testing.assert_allclose(spans.score[spans.row == r], [s for *_, s in ours], rtol=1e-5, atol=1e-7)
         offset += len(row)
     assert got == expected
 
 
 def test_decode_spans_iob1_iob2_and_char_offsets() -> None:
-    names = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC")
-    label_set = LabelSet.from_labels(names)
+    decoder = PostProcessor(["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])
     # IOB1: I-PER I-PER B-PER I-LOC -> [PER 0-1] [PER 2] [LOC 3]; IOB2 reading of I-after-O is the same.
     labels = np.array([2, 2, 1, 4, 0], np.int32)
     starts = np.array([0, 5, 9, 14, 20], np.int64)
     ends = np.array([4, 8, 13, 19, 21], np.int64)
-    spans = _native.decode_spans(
-        labels, np.ones(5, np.float32), np.array([5]), label_set.prefix, label_set.type_id, starts, ends
-    )
-    assert spans["first_word"].tolist() == [0, 2, 3]
-    assert spans["end_word"].tolist() == [2, 3, 4]
-    assert [label_set.types[t] for t in spans["type"]] == ["PER", "PER", "LOC"]
-    assert spans["start_char"].tolist() == [0, 9, 14]
-    assert spans["end_char"].tolist() == [8, 13, 19]
+    spans = decoder.decode(labels, np.ones(5, np.float32), np.array([5]), starts, ends)
+    assert len(spans) == 3
+    assert spans.first_word.tolist() == [0, 2, 3]
+    assert spans.end_word.tolist() == [2, 3, 4]
+    assert [decoder.types[t] for t in spans.type] == ["PER", "PER", "LOC"]
+    assert spans.start_char.tolist() == [0, 9, 14]
+    assert spans.end_char.tolist() == [8, 13, 19]
 
 
 LOGITS = np.zeros((2, 3, 4), np.float32)
@@ -187,45 +178,58 @@ NUM_WORDS = np.array([2, 1], np.int64)
         ((LOGITS, WORD_IDS - 1, NUM_WORDS), ValueError, r"word_ids\[0, 0\] = -2 is out of range"),
         ((LOGITS, WORD_IDS, -NUM_WORDS), ValueError, "num_words"),
         ((np.full_like(LOGITS, np.nan), WORD_IDS, NUM_WORDS), ValueError, "logits has a non-finite"),
-        ((LOGITS, WORD_IDS, NUM_WORDS, "mean"), ValueError, "aggregation must be"),
+        ((LOGITS[:, :, :3], WORD_IDS, NUM_WORDS), ValueError, "logits have 3 labels, the model's label table has 4"),
     ],
 )
-def test_align_words_rejects_bad_input(args: tuple, error: type, message: str) -> None:
+def test_align_rejects_bad_input(args: tuple, error: type, message: str) -> None:
     with pytest.raises(error, match=message):
-        _native.align_words(*args)
+        postprocessor(4).align(*args)
 
 
-def test_merge_windows_rejects_bad_input() -> None:
+def test_labels_and_aggregation_are_checked_once() -> None:
+    with pytest.raises(ValueError, match=r"label 1 \('X-PER'\) is not O or <B\|I\|E\|S>-<TYPE>"):
+        PostProcessor(["O", "X-PER"])
+    with pytest.raises(TypeError):
+        PostProcessor(["O", "B-PER"], "mean")  # type: ignore[arg-type]
+    decoder = PostProcessor(["O", "B-PER", "I-PER", "S-LOC"], Aggregation.MAX)
+    assert decoder.types == ["PER", "LOC"] and decoder.aggregation == Aggregation.MAX
+
+
+def test_window_merger_rejects_bad_input() -> None:
     one = np.array([0], np.int64)
     labels, scores = np.zeros(2, np.int32), np.zeros(2, np.float32)
-    with pytest.raises(ValueError, match="not covered"):
-        _native.merge_windows(one, one, np.array([2]), labels, scores, np.array([3]))
+    merger = WindowMerger()
+    merger.add_document(3)
     with pytest.raises(ValueError, match="outside document"):
-        _native.merge_windows(one, np.array([2]), np.array([2]), labels, scores, np.array([3]))
-    with pytest.raises(ValueError, match=r"window_doc\[0\] = 1 is out of range"):
-        _native.merge_windows(np.array([1]), one, np.array([2]), labels, scores, np.array([3]))
+        merger.merge(one, np.array([2]), np.array([2]), labels, scores)
+    with pytest.raises(ValueError, match=r"window_doc\[0\] = 1 is not a pending document"):
+        merger.merge(np.array([1]), one, np.array([2]), labels, scores)
     with pytest.raises(ValueError, match="labels has shape"):
-        _native.merge_windows(one, one, np.array([3]), labels, scores, np.array([3]))
+        merger.merge(one, one, np.array([3]), labels, scores)
     with pytest.raises(TypeError, match="labels must be an int32"):
-        _native.merge_windows(one, one, np.array([2]), labels.astype(np.int64), scores, np.array([2]))
+        merger.merge(one, one, np.array([2]), labels.astype(np.int64), scores)
+    merger.merge(one, one, np.array([2]), labels, scores)
+    with pytest.raises(ValueError, match="word 2 of document 0 is not covered"):
+        merger.take(1)
+    with pytest.raises(ValueError, match="count 2 is not in"):
+        merger.take(2)
+    with pytest.raises(ValueError, match="negative"):
+        merger.add_document(-1)
 
 
-def test_decode_spans_rejects_bad_input() -> None:
-    prefix, types = LABEL_SET.prefix, LABEL_SET.type_id
+def test_decode_rejects_bad_input() -> None:
     one = np.array([0])
     with pytest.raises(ValueError, match=r"labels\[1\] = 9 is out of range"):
-        _native.decode_spans(np.array([0, 9]), np.zeros(2, np.float32), np.array([2]), prefix, types)
+        DECODER.decode(np.array([0, 9]), np.zeros(2, np.float32), np.array([2]))
     with pytest.raises(ValueError, match=r"labels\[0\] = 4294967296 is out of range"):
-        _native.decode_spans(np.array([2**32]), np.zeros(1, np.float32), np.array([1]), prefix, types)
+        DECODER.decode(np.array([2**32]), np.zeros(1, np.float32), np.array([1]))
     with pytest.raises(ValueError, match="scores has shape"):
-        _native.decode_spans(np.array([0, 1]), np.zeros(3, np.float32), np.array([2]), prefix, types)
-    with pytest.raises(ValueError, match="not a prefix code"):
-        _native.decode_spans(np.array([0]), np.zeros(1, np.float32), np.array([1]), prefix + 7, types)
+        DECODER.decode(np.array([0, 1]), np.zeros(3, np.float32), np.array([2]))
+    with pytest.raises(ValueError, match="labels has 2 words but row_words sums to 3"):
+        DECODER.decode(np.array([0, 1]), np.zeros(2, np.float32), np.array([3]))
     with pytest.raises(ValueError, match="given together"):
-        _native.decode_spans(np.array([0]), np.zeros(1, np.float32), np.array([1]), prefix, types, one)
+        DECODER.decode(np.array([0]), np.zeros(1, np.float32), np.array([1]), one)
     with pytest.raises(ValueError, match="not finite"):
-        _native.decode_spans(np.array([0]), np.array([np.nan], np.float32), np.array([1]), prefix, types)
+        DECODER.decode(np.array([0]), np.array([np.nan], np.float32), np.array([1]))
     with pytest.raises(ValueError, match="valid"):
-        _native.decode_spans(
-            np.array([0]), np.zeros(1, np.float32), np.array([1]), prefix, types, one, one - 1
-        )
+        DECODER.decode(np.array([0]), np.zeros(1, np.float32), np.array([1]), one, one - 1)

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nertron import NER, Entity
 from nertron.bundle import Bundle
 from nertron.text import split_words
@@ -60,9 +62,7 @@ def as_tuples(entities: list[Entity]) -> list[tuple[str, str, int, int]]:
 
 
 @pytest.mark.parametrize("aggregation", ["first", "average", "max"])
-def test_entities_equal_pytorch_reference(
-    tiny_bundle: Path, torch_reference: TorchReference, aggregation: str
-) -> None:
+def test_entities_equal_pytorch_reference(tiny_bundle: Path, torch_reference: TorchReference, aggregation: str) -> None:
     ner = NER(tiny_bundle, aggregation=aggregation, batch_size=4)
     results = ner.batch(TEXTS)
     assert sum(len(r) for r in results) > 5, "the tiny model should find entities"
@@ -75,7 +75,7 @@ def test_entities_equal_pytorch_reference(
 def test_long_documents_are_windowed_and_merged(tiny_bundle: Path, torch_reference: TorchReference) -> None:
     ner = NER(tiny_bundle, max_length=16, stride=5)
     docs = [split_words(" ".join(TEXTS * 3)).words, ["Paris"], split_words(TEXTS[0]).words]
-    windows = [w for w in ner.encoder.windows(docs) if w.num_words]
+    windows = [w for doc, words in enumerate(docs) for w in ner.encoder.windows(doc, words)]
     assert max(w.input_ids.size for w in windows) <= 16
     assert sum(w.doc == 0 for w in windows) > 5, "the long document must be cut into windows"
     # The reference merges PyTorch's predictions of the same windows with the most-context rule.
@@ -92,6 +92,31 @@ def test_long_documents_are_windowed_and_merged(tiny_bundle: Path, torch_referen
     assert ner.tag(docs) == [[names[p[0]] for p in doc] for doc in expected]
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.text(alphabet="ab Ü東\u0301-.", min_size=0, max_size=12), max_size=40),
+    st.integers(3, 20),
+    st.data(),
+)
+def test_windows_cut_as_the_document_is_read_equal_cutting_it_whole(
+    tiny_bundle: Path, words: list[str], max_length: int, data: st.DataObject
+) -> None:
+    stride = data.draw(st.integers(0, max_length - 3))
+    block_words = data.draw(st.integers(1, 8))
+    encoder = NER(tiny_bundle, max_length=max_length, stride=stride).encoder
+    (whole,) = encoder.tokenizer.encode_batch([words], is_pretokenized=True, add_special_tokens=False)
+    expected = reference.cut_windows(
+        whole.ids, [-1 if w is None else w for w in whole.word_ids], len(words), max_length - 2, stride
+    )
+    encoder.block_words = block_words
+    got = [
+        (w.word_start, w.num_words, w.input_ids[1:-1].tolist(), (w.word_ids[1:-1] + w.word_start).tolist())
+        for w in encoder.windows(0, words)
+    ]
+    assert got == expected
+    assert sum(w.new_words for w in encoder.windows(0, words)) == len(words)
+
+
 def test_word_longer_than_a_window_keeps_its_label(tiny_bundle: Path) -> None:
     ner = NER(tiny_bundle, max_length=8, stride=2)
     tags = ner.tag([["a", "Ü" * 200 + "xyz" * 50, "b"]])
@@ -102,7 +127,9 @@ def test_batch_preserves_order_and_equals_single_calls(tiny_bundle: Path) -> Non
     ner = NER(tiny_bundle, batch_size=2)
     texts = [*TEXTS, "", "  ", *reversed(TEXTS)]
     assert ner.batch(texts) == [ner(t) for t in texts]
-    assert list(ner.pipe(iter(texts), chunk_size=3)) == ner.batch(texts)
+    ner.tagger.lookahead = 3  # documents come back in several groups, some of them mid-document
+    assert list(ner.pipe(iter(texts))) == ner.batch(texts)
+    assert list(ner.pipe(iter([" ".join(TEXTS * 20), *texts]))) == ner.batch([" ".join(TEXTS * 20), *texts])
 
 
 def test_empty_and_whitespace_give_no_entities(tiny_bundle: Path) -> None:

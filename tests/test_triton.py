@@ -12,6 +12,7 @@ import importlib.util
 import itertools
 import json
 import logging
+import os
 import select
 import shutil
 import signal
@@ -463,16 +464,17 @@ class KillAt:
 
     def __init__(self, backend: TritonBackend, at: int, action: Callable[[], None]) -> None:
         self.backend, self.at, self.action = backend, at, action
-        self.rows = 0
+        self.rows = self.batches = 0
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        return self.backend(input_ids, attention_mask)
+        return next(iter(self.map([(input_ids, attention_mask)])))
 
     def map(self, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[np.ndarray]:
         def counted() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-            for index, batch in enumerate(batches):
-                if index == self.at:
+            for batch in batches:
+                if self.batches == self.at:
                     self.action()
+                self.batches += 1
                 self.rows += len(batch[0])
                 yield batch
 
@@ -571,3 +573,109 @@ def test_dynamic_batching_can_be_switched_off() -> None:
     assert "dynamic_batching" not in text
     assert not parse_config(text).HasField("dynamic_batching")
     assert parse_config(model_config("cpu", Signature(9, 256))).HasField("dynamic_batching")
+
+
+def test_cli_keeps_the_rows_finished_before_the_server_dies(
+    server: TritonServer, tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import threading
+
+    from nertron.cli import main
+
+    rng = np.random.default_rng(11)
+    words = " ".join(TEXTS).split()
+    source, out = tmp_path / "docs.txt", tmp_path / "out.jsonl"
+    source.write_text("".join(" ".join(rng.choice(words, size=int(rng.integers(1, 30)))) + "\n" for _ in range(2000)))
+
+    def kill_once_rows_are_written() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 10):
+            time.sleep(0.01)
+        server.kill()
+
+    killer = threading.Thread(target=kill_once_rows_are_written)
+    killer.start()
+    try:
+        code = main(["ner", "-m", str(tiny_bundle), "--url", server.grpc_url, "--no-fallback", "-i", str(source),
+                     "-o", str(out), "--batch-size", "4"])  # fmt: skip
+        killer.join()
+        err = capsys.readouterr().err
+        assert code == 2, err
+        (line,) = [line for line in err.splitlines() if "error:" in line]
+        assert f"Triton at {server.grpc_url}" in line and "were written to" in line and "--no-fallback" in line
+        rows = [json.loads(row) for row in out.read_text().splitlines()]
+        assert 10 <= len(rows) < 2000, len(rows)
+        assert f"{len(rows)} document(s) were written" in line and f"input line {len(rows)}" in line
+        assert [r["line"] for r in rows] == list(range(1, len(rows) + 1))
+        texts = source.read_text().splitlines()[: len(rows)]
+        assert [r["entities"] for r in rows] == [[e.to_dict() for e in d] for d in NER(tiny_bundle).batch(texts)]
+    finally:
+        killer.join()
+        if server.process is None or server.process.poll() is not None:
+            server.start()
+
+
+def serve_command(bundle: Path) -> list[str]:
+    ports = ["--grpc-port", "0", "--http-port", "0", "--metrics-port", "0"]
+    return [sys.executable, "-m", "nertron.cli", "serve", "-m", str(bundle), *ports]
+
+
+def wait_until_serving(serving: subprocess.Popen[str]) -> int:
+    """Reads ``nertron serve``'s stderr until it is ready; returns the pid of its tritonserver."""
+    assert serving.stderr is not None
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([serving.stderr], [], [], 1)
+        if ready and "ready in" in serving.stderr.readline():
+            break
+    else:
+        pytest.fail("nertron serve did not get ready")
+    (child,) = [pid for pid in children(serving.pid) if b"tritonserver" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    return child
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_serve_reports_a_server_that_dies(tiny_bundle: Path) -> None:
+    with subprocess.Popen(serve_command(tiny_bundle), stderr=subprocess.PIPE, text=True) as serving:
+        try:
+            tritonserver = wait_until_serving(serving)
+            os.kill(tritonserver, signal.SIGKILL)
+            code = serving.wait(timeout=30)
+            assert serving.stderr is not None
+            err = serving.stderr.read()
+        finally:
+            serving.kill()
+    assert code == 2, err
+    assert "nertron serve: error: tritonserver exited by itself with code -9" in err
+    assert "Traceback" not in err and "whole log: " in err
+
+
+def test_serve_killed_takes_its_server_along(tiny_bundle: Path) -> None:
+    with subprocess.Popen(serve_command(tiny_bundle), stderr=subprocess.PIPE, text=True) as serving:
+        try:
+            tritonserver = wait_until_serving(serving)
+            serving.send_signal(signal.SIGKILL)  # no chance to clean up
+            serving.wait(timeout=10)
+            deadline = time.monotonic() + 10
+            while alive(tritonserver) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not alive(tritonserver), "tritonserver outlived nertron serve"
+        finally:
+            serving.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(tritonserver, signal.SIGKILL)

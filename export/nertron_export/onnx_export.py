@@ -7,8 +7,8 @@ quantisation (``quantize="int8"``) and fp16 weights for GPUs (``fp16``).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-import json
 import tempfile
 import time
 import warnings
@@ -20,9 +20,10 @@ import numpy as np
 import onnxruntime as ort
 import torch
 import transformers
-from nertron.bundle import FORMAT, FORMAT_VERSION, MANIFEST, sha256_of
+from nertron._native import PostProcessor
+from nertron.bundle import MANIFEST, Manifest, SpecialTokens
 from nertron.quantization import quantize_int8
-from nertron.tags import LabelSet, check_scheme
+from nertron.tags import check_scheme, detect_scheme
 from transformers import AutoModelForTokenClassification, AutoTokenizer, PreTrainedTokenizerFast
 
 SAMPLE_TEXTS = (
@@ -121,8 +122,8 @@ def export_bundle(
         raise ExportError(f"{model} has no fast tokenizer (tokenizer.json); nertron needs one")
     config = hf_model.config
     labels = [config.id2label[i] for i in range(config.num_labels)]
-    label_set = LabelSet.from_labels(labels)
-    scheme = check_scheme(scheme) if scheme else label_set.detect_scheme()
+    PostProcessor(labels)  # fails on malformed labels
+    scheme = check_scheme(scheme) if scheme else detect_scheme(labels)
     length = max_length or model_max_length(config, tokenizer)
 
     out = Path(out)
@@ -132,24 +133,20 @@ def export_bundle(
         reference = hf_model(**{k: torch.from_numpy(v) for k, v in inputs.items()}).logits.numpy()
 
     precision = "int8" if quantize else "fp16" if fp16 else "fp32"
-    manifest: dict[str, Any] = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "model_file": "model.onnx",
-        "tokenizer_file": "tokenizer.json",
-        "labels": labels,
-        "scheme": scheme,
-        "max_length": length,
-        "inputs": ["input_ids", "attention_mask"],
-        "outputs": ["logits"],
-        "opset": opset,
-        "precision": precision,
-        "optimized": bool(optimize or fp16),
-        "special_tokens": _special_tokens(tokenizer),
-        "source": str(model),
-        "architecture": type(hf_model).__name__,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+    manifest = Manifest(
+        labels=tuple(labels),
+        scheme=scheme,
+        max_length=length,
+        special_tokens=SpecialTokens(**_special_tokens(tokenizer)),
+        precision=precision,
+        opset=opset,
+        provenance={
+            "optimized": bool(optimize or fp16),
+            "source": str(model),
+            "architecture": type(hf_model).__name__,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        },
+    )
     with tempfile.TemporaryDirectory() as tmp:
         fp32_path = Path(tmp) / "model.fp32.onnx"
         _export_onnx(hf_model, fp32_path, opset)
@@ -170,7 +167,7 @@ def export_bundle(
         _write_bundle(out, final_path, tokenizer, manifest)
         if quantize == "int8" and gate_data is not None:
             reference_bundle = Path(tmp) / "fp32-bundle"
-            _write_bundle(reference_bundle, unquantized, tokenizer, {**manifest, "precision": "fp32"})
+            _write_bundle(reference_bundle, unquantized, tokenizer, dataclasses.replace(manifest, precision="fp32"))
             _f1_gate(reference_bundle, out, Path(gate_data), max_f1_loss)
 
     model_file = out / "model.onnx"
@@ -188,19 +185,14 @@ def export_bundle(
     )
 
 
-def _write_bundle(
-    out: Path, model_path: Path, tokenizer: PreTrainedTokenizerFast, manifest: dict[str, Any]
-) -> None:
+def _write_bundle(out: Path, model_path: Path, tokenizer: PreTrainedTokenizerFast, manifest: Manifest) -> None:
     out.mkdir(parents=True, exist_ok=True)
     _save_onnx(model_path, out / "model.onnx")
     tokenizer.backend_tokenizer.save(str(out / "tokenizer.json"))
-    manifest = {**manifest, "sha256": sha256_of(out / "model.onnx")}
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    manifest.with_model(out / "model.onnx").write(out)
 
 
-def check_f1_loss(
-    fp32_f1: float, quantized_f1: float, max_loss: float, *, raise_error: bool = True
-) -> str | None:
+def check_f1_loss(fp32_f1: float, quantized_f1: float, max_loss: float, *, raise_error: bool = True) -> str | None:
     """None if the quantised F1 (points) is within ``max_loss`` of fp32's, else the reason (or raises)."""
     loss = fp32_f1 - quantized_f1
     if loss <= max_loss:
@@ -234,10 +226,7 @@ def model_max_length(config: Any, tokenizer: PreTrainedTokenizerFast) -> int:
     # XLM-R style position ids start after the padding index, so 514 positions hold 512 tokens.
     positions = int(config.max_position_embeddings)
     padding_idx = getattr(config, "pad_token_id", None)
-    if (
-        getattr(config, "model_type", "") in ("xlm-roberta", "roberta", "camembert")
-        and padding_idx is not None
-    ):
+    if getattr(config, "model_type", "") in ("xlm-roberta", "roberta", "camembert") and padding_idx is not None:
         positions -= padding_idx + 1
     limit = tokenizer.model_max_length
     return min(positions, limit) if isinstance(limit, int) and limit < 1_000_000 else positions
@@ -253,9 +242,7 @@ def _special_tokens(tokenizer: PreTrainedTokenizerFast) -> dict[str, int]:
 
 
 def _sample_inputs(tokenizer: PreTrainedTokenizerFast, max_length: int) -> dict[str, np.ndarray]:
-    encoded = tokenizer(
-        list(SAMPLE_TEXTS), padding=True, truncation=True, max_length=max_length, return_tensors="np"
-    )
+    encoded = tokenizer(list(SAMPLE_TEXTS), padding=True, truncation=True, max_length=max_length, return_tensors="np")
     return {
         "input_ids": encoded["input_ids"].astype(np.int64),
         "attention_mask": encoded["attention_mask"].astype(np.int64),

@@ -100,7 +100,7 @@ def ship(
         work = Path(tmp)
         report = export_bundle(checkpoint, work / "fp32", max_length=max_length)
         print(report.summary(), flush=True)
-        manifest = Bundle.load(work / "fp32").manifest
+        manifest = Bundle.load(work / "fp32").manifest.to_dict()
         spec: dict[str, Any] = {
             "name": name,
             **{k: manifest[k] for k in BUNDLE_FIELDS},

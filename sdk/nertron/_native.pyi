@@ -1,35 +1,78 @@
 """Type stub of the compiled module built from csrc/ (see csrc/postprocess.hpp for the semantics)."""
 
+import enum
+from collections.abc import Sequence
+
 import numpy as np
 import numpy.typing as npt
 
-def align_words(
-    logits: npt.NDArray[np.float32],
-    word_ids: npt.NDArray[np.integer],
-    num_words: npt.NDArray[np.integer],
-    aggregation: str = "first",
-    with_probs: bool = False,
-) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
-    """Subword logits [batch, seq, labels] -> flat per-word (labels, scores, probs or None)."""
+class Aggregation(enum.Enum):
+    """How the subword predictions of a word become one prediction."""
 
-def merge_windows(
-    window_doc: npt.NDArray[np.integer],
-    word_start: npt.NDArray[np.integer],
-    window_words: npt.NDArray[np.integer],
-    labels: npt.NDArray[np.int32],
-    scores: npt.NDArray[np.float32],
-    doc_words: npt.NDArray[np.integer],
-    probs: npt.NDArray[np.float32] | None = None,
-) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
-    """Windows' flat word predictions -> documents' flat word predictions (most-context rule)."""
+    FIRST = ...  # the word's first subword
+    AVERAGE = ...  # mean of the subwords' softmax distributions
+    MAX = ...  # the subword whose top probability is highest
 
-def decode_spans(
-    labels: npt.NDArray[np.integer],
-    scores: npt.NDArray[np.float32],
-    row_words: npt.NDArray[np.integer],
-    label_prefix: npt.NDArray[np.integer],
-    label_type: npt.NDArray[np.integer],
-    word_start_char: npt.NDArray[np.integer] | None = None,
-    word_end_char: npt.NDArray[np.integer] | None = None,
-) -> dict[str, npt.NDArray[np.generic]]:
-    """Per-word labels -> spans: row, first_word, end_word, type, score (+ start_char, end_char)."""
+class Spans:
+    """Entity spans as arrays, one entry per span; ``start_char``/``end_char`` are empty arrays unless
+    ``decode`` was given word offsets."""
+
+    row: npt.NDArray[np.int64]
+    first_word: npt.NDArray[np.int64]
+    end_word: npt.NDArray[np.int64]
+    type: npt.NDArray[np.int32]
+    score: npt.NDArray[np.float32]
+    start_char: npt.NDArray[np.int64]
+    end_char: npt.NDArray[np.int64]
+    def __len__(self) -> int: ...
+
+class PostProcessor:
+    """Alignment and span decoding for one model: its labels (validated once) and the aggregation."""
+
+    def __init__(self, labels: Sequence[str], aggregation: Aggregation = Aggregation.FIRST) -> None: ...
+    @property
+    def labels(self) -> list[str]: ...
+    @property
+    def types(self) -> list[str]:
+        """Entity types in the order of their first label."""
+    @property
+    def aggregation(self) -> Aggregation: ...
+    def align(
+        self,
+        logits: npt.NDArray[np.float32],
+        word_ids: npt.NDArray[np.integer],
+        num_words: npt.NDArray[np.integer],
+    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
+        """Subword logits [batch, seq, labels] -> flat per-word (labels, scores); label -1: no subword."""
+    def decode(
+        self,
+        labels: npt.NDArray[np.integer],
+        scores: npt.NDArray[np.float32],
+        row_words: npt.NDArray[np.integer],
+        word_start_char: npt.NDArray[np.integer] | None = None,
+        word_end_char: npt.NDArray[np.integer] | None = None,
+    ) -> Spans:
+        """Per-word labels (flat over rows of ``row_words`` words) -> spans (conlleval/seqeval semantics)."""
+
+class WindowMerger:
+    """Merges overlapping windows' word predictions into documents, in any order of arrival (the most-context
+    rule; ties to the window that starts first). Not for concurrent use."""
+
+    def __init__(self) -> None: ...
+    @property
+    def pending(self) -> int:
+        """Documents added and not yet taken."""
+    def add_document(self, num_words: int) -> int:
+        """Adds a document; returns its id (0, 1, 2, ... in the order added)."""
+    def merge(
+        self,
+        window_doc: npt.NDArray[np.integer],
+        word_start: npt.NDArray[np.integer],
+        window_words: npt.NDArray[np.integer],
+        labels: npt.NDArray[np.int32],
+        scores: npt.NDArray[np.float32],
+    ) -> None:
+        """Window ``w`` covers words ``[word_start[w], word_start[w] + window_words[w])`` of document
+        ``window_doc[w]``; its word predictions are its part of the flat ``labels``/``scores``."""
+    def take(self, count: int) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """The ``count`` oldest documents' flat (labels, scores) and words per document; they leave the merger."""

@@ -1,79 +1,207 @@
-"""A model bundle: the directory ``nertron export`` writes (ONNX model, tokenizer, manifest)."""
+"""A model bundle: the directory ``nertron export`` writes (ONNX model, tokenizer, ``manifest.json``).
+
+``Manifest`` is the one reader and writer of ``manifest.json``: a bad file is an error that names it and the
+field at fault.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .tags import LabelSet, check_scheme
+from ._native import PostProcessor
+from .tags import check_scheme
 
 MANIFEST = "manifest.json"
 FORMAT = "nertron-bundle"
 FORMAT_VERSION = 1
+PRECISIONS = ("fp32", "int8", "fp16")
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    """Ids of the tokens the SDK adds around each window and pads with."""
+
+    bos: int
+    eos: int
+    pad: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What ``manifest.json`` says of a bundle.
+
+    ``sha256`` and ``model_bytes`` describe the model file (``with_model`` fills them); ``provenance`` holds
+    what is only informative (source checkpoint, creation time, recorded scores, ...).
+    """
+
+    labels: tuple[str, ...]
+    scheme: str
+    max_length: int
+    special_tokens: SpecialTokens
+    precision: str = "fp32"
+    inputs: tuple[str, ...] = ("input_ids", "attention_mask")
+    outputs: tuple[str, ...] = ("logits",)
+    opset: int | None = None
+    model_file: str = "model.onnx"
+    tokenizer_file: str = "tokenizer.json"
+    sha256: str = ""
+    model_bytes: int | None = None
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        PostProcessor(self.labels)  # malformed labels fail here
+        object.__setattr__(self, "scheme", check_scheme(self.scheme))
+        if self.max_length < 3:
+            raise ValueError(f"max_length must be at least 3, got {self.max_length}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if "input_ids" not in self.inputs or not set(self.inputs) <= {"input_ids", "attention_mask"}:
+            raise ValueError(f"inputs must be input_ids and optionally attention_mask, got {list(self.inputs)}")
+
+    @classmethod
+    def read(cls, path: str | Path) -> Manifest:
+        """Parses ``path``; ``ValueError`` naming the file (and the field) if it is not a valid manifest."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{path}: not UTF-8 text ({error.reason})") from None
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"{path}: not valid JSON ({error.msg} at line {error.lineno} column {error.colno})"
+            ) from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        if data.get("format") != FORMAT or data.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{path}: expected format {FORMAT!r} version {FORMAT_VERSION}, "
+                f"got {data.get('format')!r} version {data.get('format_version')!r}"
+            )
+        try:
+            return cls._from_dict(data)
+        except (KeyError, TypeError, ValueError) as error:
+            why = f"field {error.args[0]!r} is missing" if isinstance(error, KeyError) else str(error)
+            raise ValueError(f"{path}: {why}") from None
+
+    @classmethod
+    def _from_dict(cls, data: dict[str, Any]) -> Manifest:
+        known = {f.name for f in dataclasses.fields(cls)} - {"provenance"}
+        special = _typed(data["special_tokens"], dict, "special_tokens")
+        return cls(
+            labels=_strings(data["labels"], "labels"),
+            scheme=_typed(data["scheme"], str, "scheme"),
+            max_length=_typed(data["max_length"], int, "max_length"),
+            special_tokens=SpecialTokens(
+                **{k: _typed(special[k], int, f"special_tokens.{k}") for k in ("bos", "eos", "pad")}
+            ),
+            precision=_typed(data.get("precision", "fp32"), str, "precision"),
+            inputs=_strings(data.get("inputs", ["input_ids", "attention_mask"]), "inputs"),
+            outputs=_strings(data.get("outputs", ["logits"]), "outputs"),
+            opset=data.get("opset"),
+            model_file=_typed(data.get("model_file", "model.onnx"), str, "model_file"),
+            tokenizer_file=_typed(data.get("tokenizer_file", "tokenizer.json"), str, "tokenizer_file"),
+            sha256=_typed(data.get("sha256", ""), str, "sha256"),
+            model_bytes=data.get("model_bytes"),
+            provenance={k: v for k, v in data.items() if k not in known | {"format", "format_version"}},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object written to ``manifest.json``."""
+        data: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "provenance":
+                data.update(value)
+            elif f.name == "special_tokens":
+                data[f.name] = dataclasses.asdict(value)
+            elif value is not None:
+                data[f.name] = list(value) if isinstance(value, tuple) else value
+        return data
+
+    def write(self, directory: str | Path) -> Path:
+        """Writes ``directory/manifest.json``; returns its path."""
+        path = Path(directory) / MANIFEST
+        path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return path
+
+    def with_model(self, model_path: Path, **changes: Any) -> Manifest:
+        """This manifest for the model file ``model_path`` (its name, sha256 and size), with ``changes``."""
+        return dataclasses.replace(
+            self,
+            model_file=model_path.name,
+            sha256=sha256_of(model_path),
+            model_bytes=model_path.stat().st_size,
+            **changes,
+        )
 
 
 @dataclass(frozen=True)
 class Bundle:
-    """The parsed manifest of a bundle directory."""
+    """A bundle directory and its manifest."""
 
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @classmethod
     def load(cls, path: str | Path, *, verify: bool = False) -> Bundle:
-        """Reads ``path/manifest.json``; ``verify=True`` also checks the model file's sha256."""
+        """Reads ``path/manifest.json`` and checks that the files it names are there (``verify=True``: also
+        the model file's sha256). Errors name the path and say what is wrong."""
         root = Path(path)
-        manifest_path = root / MANIFEST
-        if not manifest_path.is_file():
+        if not root.exists():
+            raise FileNotFoundError(f"model {root} does not exist (a bundle directory written by `nertron export`)")
+        if not root.is_dir():
+            raise NotADirectoryError(f"model {root} is a file; a bundle is a directory written by `nertron export`")
+        if not (root / MANIFEST).is_file():
             raise FileNotFoundError(f"{root} is not a nertron bundle: {MANIFEST} is missing")
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{manifest_path}: expected format {FORMAT!r} version {FORMAT_VERSION}, "
-                f"got {manifest.get('format')!r} version {manifest.get('format_version')!r}"
-            )
-        bundle = cls(root, manifest)
+        bundle = cls(root, Manifest.read(root / MANIFEST))
         for file in (bundle.model_path, bundle.tokenizer_path):
             if not file.is_file():
                 raise FileNotFoundError(f"bundle {root} lacks {file.name}")
-        LabelSet.from_labels(bundle.labels)  # fail early on malformed labels
-        check_scheme(bundle.scheme)
-        if verify and sha256_of(bundle.model_path) != manifest["sha256"]:
+        size = bundle.model_path.stat().st_size
+        expected = bundle.manifest.model_bytes
+        if size == 0 or (expected is not None and size != expected):
+            raise ValueError(
+                f"{bundle.model_path} is damaged: {size} bytes, expected {expected or 'more than 0'}; "
+                "re-export the bundle (nertron export) or restore the file"
+            )
+        if verify and sha256_of(bundle.model_path) != bundle.manifest.sha256:
             raise ValueError(f"{bundle.model_path} does not match the sha256 in {MANIFEST}")
         return bundle
 
     @property
     def model_path(self) -> Path:
-        return self.path / self.manifest["model_file"]
+        return self.path / self.manifest.model_file
 
     @property
     def tokenizer_path(self) -> Path:
-        return self.path / self.manifest["tokenizer_file"]
+        return self.path / self.manifest.tokenizer_file
 
     @property
     def labels(self) -> list[str]:
-        return list(self.manifest["labels"])
+        return list(self.manifest.labels)
 
     @property
     def scheme(self) -> str:
-        return str(self.manifest["scheme"])
+        return self.manifest.scheme
 
     @property
     def max_length(self) -> int:
-        return int(self.manifest["max_length"])
+        return self.manifest.max_length
 
     @property
     def precision(self) -> str:
         """The stored model's precision: ``"fp32"``, ``"int8"`` or ``"fp16"``."""
-        return str(self.manifest.get("precision", "fp32"))
+        return self.manifest.precision
 
     @property
-    def special_tokens(self) -> dict[str, int]:
-        """Ids of ``bos``, ``eos`` and ``pad``."""
-        return {k: int(v) for k, v in self.manifest["special_tokens"].items()}
+    def special_tokens(self) -> SpecialTokens:
+        return self.manifest.special_tokens
 
 
 def sha256_of(path: Path) -> str:
@@ -82,3 +210,15 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _typed(value: Any, kind: type, name: str) -> Any:
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise TypeError(f"field {name!r} must be {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _strings(value: Any, name: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"field {name!r} must be a list of str")
+    return tuple(value)

@@ -1,10 +1,16 @@
-"""The ``nertron`` command line: ``ner`` and ``export``."""
+"""The ``nertron`` command line: ``ner``, ``eval``, ``export``, ``train``, ``serve`` and ``repository``.
+
+Every expected failure (bad input, an unusable model or file, a missing extra, an unreachable server) ends
+in one line on stderr, ``nertron COMMAND: error: ...``, and exit status 2; output written before it is kept.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -12,10 +18,14 @@ from typing import IO, TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
+from .errors import TritonError, TritonServerError
 from .pipeline import AGGREGATIONS, NER, RUNTIMES
 
 if TYPE_CHECKING:
-    from .corpus import Document, ErrorPolicy
+    from .corpus import ErrorPolicy, Record
+
+# What a user can cause and fix: reported in one line with exit status 2.
+EXPECTED_ERRORS = (ValueError, TypeError, OSError, ImportError, TritonError, TritonServerError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,9 +45,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))
-    except (FileNotFoundError, ValueError, TypeError) as error:
-        print(f"nertron {args.command}: error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"nertron {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `nertron ner ... | head`: the reader is gone, so stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except TritonServerError as error:  # its first line says what happened, the rest quotes the server's log
+        first, *log = str(error).splitlines()
+        print(f"nertron {args.command}: error: {first}", *(f"  {line}" for line in log), sep="\n", file=sys.stderr)
         return 2
+    except EXPECTED_ERRORS as error:
+        print(f"nertron {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        return 2
+    except Exception as error:  # a bug: still one line, unless asked for the traceback
+        if os.environ.get("NERTRON_DEBUG"):
+            traceback.print_exc()
+        print(
+            f"nertron {args.command}: internal error: {type(error).__name__}: {_one_line(error)} "
+            "(NERTRON_DEBUG=1 prints the traceback; please report it)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _one_line(error: BaseException) -> str:
+    """The message of ``error`` on one line (an OSError names its file)."""
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _add_ner(parser: argparse.ArgumentParser) -> None:
@@ -111,46 +147,79 @@ def _ner_from_args(args: argparse.Namespace, **options: Any) -> NER:
 
 
 def _run_ner(args: argparse.Namespace) -> int:
-    from .corpus import ErrorPolicy, annotate, conll_block, jsonl_line
+    from .corpus import ErrorPolicy, conll_block, jsonl_line, tag_corpus
     from .visualize import HtmlWriter
 
-    ner = _ner_from_args(
-        args,
-        url=args.url,
-        fallback=args.fallback,
-        triton_options={"timeout": args.timeout} if args.url else None,
-    )
-    errors = ErrorPolicy(args.on_error)
+    if args.input is not None:
+        _check_readable(args.input, "--input")
+    for option, path in (("-o", args.output), ("--html", args.html)):
+        if path is not None:
+            _check_writable(path, option)
+    hint = "; start the server (nertron serve) or leave out --no-fallback to compute locally"
+    try:
+        ner = _ner_from_args(
+            args, url=args.url, fallback=args.fallback, triton_options={"timeout": args.timeout} if args.url else None
+        )
+    except TritonError as error:
+        raise TritonError(f"{error}{hint}") from None
+    progress = bool(args.input) and not args.text
+    written = 0
+    last_line: int | None = None
     with ExitStack() as stack:
-        documents = _ner_documents(args, stack, errors)
+        bar = stack.enter_context(
+            tqdm(desc="ner", unit=" words", unit_scale=True, disable=not progress, file=sys.stderr, mininterval=0.5)
+        )
+        errors = ErrorPolicy(args.on_error, report=lambda message: bar.write(message, file=sys.stderr))
+        records = _ner_records(args, stack, errors)
         output = stack.enter_context(args.output.open("w", encoding="utf-8")) if args.output else sys.stdout
         page = (
             stack.enter_context(HtmlWriter(stack.enter_context(args.html.open("w", encoding="utf-8"))))
             if args.html
             else None
         )
-        progress = bool(args.input) and not args.text
-        bar = stack.enter_context(tqdm(desc="ner", unit="doc", disable=not progress, file=sys.stderr))
-        for annotation in annotate(ner, documents, batch_size=args.batch_size):
-            if args.format == "conll":
-                output.write(conll_block(annotation, docstart=annotation.document.docstart))
-            else:
-                output.write(jsonl_line(annotation))
-            if page is not None:
-                doc_id = annotation.document.fields.get("id")
-                page.add(annotation.text, annotation.entities, None if doc_id is None else str(doc_id))
-            bar.update()
+        try:
+            for annotation in tag_corpus(ner, records, batch_size=args.batch_size, on_words=bar.update):
+                if args.format == "conll":
+                    output.write(conll_block(annotation, docstart=annotation.record.docstart))
+                else:
+                    output.write(jsonl_line(annotation))
+                if page is not None:
+                    doc_id = annotation.record.fields.get("id")
+                    page.add(annotation.text, annotation.entities, None if doc_id is None else str(doc_id))
+                output.flush()  # what is finished stays written, whatever happens next
+                written += 1
+                last_line = annotation.record.line
+                if progress:
+                    bar.set_postfix_str(f"{written} docs", refresh=False)
+        except TritonError as error:
+            last = f", the last from input line {last_line}" if last_line is not None else ""
+            where = f" to {args.output}" if args.output else ""
+            raise TritonError(f"{error}; {written} document(s) were written{where} before it{last}{hint}") from None
     if errors.skipped:
         print(f"nertron ner: skipped {errors.skipped} malformed line(s)", file=sys.stderr)
     return 0
 
 
-def _ner_documents(args: argparse.Namespace, stack: ExitStack, errors: ErrorPolicy) -> Iterable[Document]:
+def _check_readable(path: Path, option: str) -> None:
+    if path.is_dir():
+        raise IsADirectoryError(f"{option} {path} is a directory, not a file")
+    if not path.exists():
+        raise FileNotFoundError(f"{option} {path} does not exist")
+
+
+def _check_writable(path: Path, option: str) -> None:
+    if path.is_dir():
+        raise IsADirectoryError(f"{option} {path} is a directory, not a file")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{option} {path}: its directory {path.parent} does not exist")
+
+
+def _ner_records(args: argparse.Namespace, stack: ExitStack, errors: ErrorPolicy) -> Iterable[Record]:
     """Text arguments, else the --input file, else stdin (txt unless --input-format says otherwise)."""
-    from .corpus import Document, detect_format, read_corpus
+    from .corpus import Record, detect_format, read_corpus
 
     if args.text:
-        return [Document(text=text) for text in args.text]
+        return [Record(text=text) for text in args.text]
     input_format = args.input_format
     if args.input:
         lines: IO[bytes] | IO[str] = stack.enter_context(args.input.open("rb"))
@@ -240,8 +309,8 @@ def _add_serve(parser: argparse.ArgumentParser) -> None:
 def _run_serve(args: argparse.Namespace) -> int:
     import tempfile
 
-    from .repository import ConfigOptions, write_repository
-    from .server import TritonServer, TritonServerError
+    from .repository import ConfigOptions, describe_models, write_repository
+    from .server import TritonServer
 
     options = ConfigOptions(
         max_batch_size=args.max_batch_size,
@@ -266,19 +335,16 @@ def _run_serve(args: argparse.Namespace) -> int:
         )
 
         def ready(s: TritonServer) -> None:
+            models = "".join(f"  {line}\n" for line in describe_models(repository))
             print(
-                f"nertron serve: {what} ready in {s.startup_seconds:.1f} s\n"
+                f"nertron serve: {what} ready in {s.startup_seconds:.1f} s\n{models}"
                 f"  gRPC    {s.grpc_url}   (nertron ner --url {s.grpc_url} ...)\n"
                 f"  HTTP    {s.http_url}\n  metrics {s.metrics_url}\nCtrl-C stops it.",
                 file=sys.stderr,
                 flush=True,
             )
 
-        try:
-            return server.serve(ready=ready)
-        except TritonServerError as error:
-            print(f"nertron serve: error: {error}", file=sys.stderr)
-            return 1
+        return server.serve(ready=ready)
 
 
 def _add_repository(parser: argparse.ArgumentParser) -> None:

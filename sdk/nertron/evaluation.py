@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from ._native import PostProcessor
 from .conll import Document
-from .tags import LabelSet, to_iob2
+from .tags import to_iob2
 
 CONTEXTS = ("sentence", "document")
 
@@ -95,19 +96,16 @@ class Report:
 def entity_set(sentences: Sequence[Sequence[str]]) -> set[tuple[int, int, int, str]]:
     """(sentence, first word, end word, type) of every entity, decoded by the C++ core."""
     names = sorted({t for s in sentences for t in s} | {"O"}, key=lambda t: (t != "O", t))
-    label_set = LabelSet.from_labels(names)
+    postprocessor = PostProcessor(names)
     index = {name: i for i, name in enumerate(names)}
     labels = np.fromiter((index[t] for s in sentences for t in s), dtype=np.int32)
     lengths = np.fromiter((len(s) for s in sentences), dtype=np.int64, count=len(sentences))
-    spans = label_set.decode_spans(labels, np.zeros(labels.size, np.float32), lengths)
+    spans = postprocessor.decode(labels, np.zeros(labels.size, np.float32), lengths)
+    types = postprocessor.types
     return {
-        (r, f, e, label_set.types[t])
+        (r, f, e, types[t])
         for r, f, e, t in zip(
-            spans["row"].tolist(),
-            spans["first_word"].tolist(),
-            spans["end_word"].tolist(),
-            spans["type"].tolist(),
-            strict=True,
+            spans.row.tolist(), spans.first_word.tolist(), spans.end_word.tolist(), spans.type.tolist(), strict=True
         )
     }
 

@@ -16,6 +16,15 @@ import onnxruntime as ort
 CPU_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 
+def unloadable(model_path: str | Path, runtime: str, error: Exception) -> ValueError:
+    """The error for a model file that ``runtime`` cannot load: names the file and what to do."""
+    reason = " ".join(str(error).split())
+    return ValueError(
+        f"{model_path}: {runtime} cannot load it ({reason[:300]}); the file is damaged or not an ONNX model: "
+        "re-export the bundle (nertron export) or restore the file"
+    )
+
+
 def default_providers() -> list[str]:
     """CUDA when this onnxruntime build has it, then CPU."""
     available = ort.get_available_providers()
@@ -57,12 +66,15 @@ class OnnxRuntimeBackend:
         if threads is not None or concurrent_batches > 1:
             options.intra_op_num_threads = max(1, total // concurrent_batches)
             options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            str(model_path),
-            sess_options=options,
-            providers=providers,
-            disabled_optimizers=list(CPU_DISABLED_OPTIMIZERS) if on_cpu else None,
-        )
+        try:
+            self.session = ort.InferenceSession(
+                str(model_path),
+                sess_options=options,
+                providers=providers,
+                disabled_optimizers=list(CPU_DISABLED_OPTIMIZERS) if on_cpu else None,
+            )
+        except Exception as error:  # onnxruntime's InvalidProtobuf, InvalidGraph, Fail, ... share no base class
+            raise unloadable(model_path, "onnxruntime", error) from None
         self.input_names = {i.name for i in self.session.get_inputs()}
         self._pool: ThreadPoolExecutor | None = None
 

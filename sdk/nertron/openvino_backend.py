@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .extras import require
+from .onnx_backend import unloadable
 
 INFERENCE_PRECISIONS = ("bf16", "f32")
 
@@ -57,7 +58,10 @@ class OpenVINOBackend:
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": inference_precision}
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = threads
-        self.compiled = core.compile_model(core.read_model(str(model_path)), device, config)
+        try:
+            self.compiled = core.compile_model(core.read_model(str(model_path)), device, config)
+        except RuntimeError as error:
+            raise unloadable(model_path, "OpenVINO", error) from None
         self.inference_precision = inference_precision
         self.input_names = {name for port in self.compiled.inputs for name in port.get_names()}
         self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()

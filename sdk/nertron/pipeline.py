@@ -3,45 +3,24 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
-from . import _native
+from ._native import Aggregation, PostProcessor
 from .bundle import Bundle
 from .entity import Entity
 from .onnx_backend import OnnxRuntimeBackend
-from .tags import LabelSet
-from .text import split_words
-from .windows import SubwordEncoder, Window
+from .tagging import Backend, TaggedDocuments, Tagger
+from .text import SegmentedText
+from .windows import SubwordEncoder, load_tokenizer
 
 AGGREGATIONS = ("first", "average", "max")
 RUNTIMES = ("onnxruntime", "openvino")
-
-
-class Backend(Protocol):
-    """What runs the model: (input_ids, attention_mask) int64 [batch, seq] -> logits float32."""
-
-    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray: ...
-
-    def map(self, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[np.ndarray]:
-        """Logits of each batch, in order (a remote backend may keep several in flight)."""
-        ...
-
-
-@dataclass
-class WordPredictions:
-    """Per-word predictions for a batch of documents, flat (CSR) over documents."""
-
-    labels: np.ndarray  # int32 label id per word, -1 for a word that produced no subword
-    scores: np.ndarray  # float32 probability of that label
-    doc_words: np.ndarray  # int64 number of words per document
+PRECISIONS = ("int8", "fp32", "bf16")
 
 
 def resolve_model(model: str | Path | None, precision: str | None = None) -> Path:
@@ -90,27 +69,27 @@ class NER:
     ) -> None:
         if runtime is not None and runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+        if precision is not None and precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if precision == "bf16" and runtime == "onnxruntime":
             raise ValueError("precision 'bf16' runs on OpenVINO; pass runtime='openvino' or leave runtime unset")
         if precision == "bf16":
             runtime = "openvino"
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = check_batch_size(batch_size)
         self.bundle = Bundle.load(resolve_model(model, precision))
         self.aggregation = aggregation
-        self.batch_size = batch_size
-        self.label_set = LabelSet.from_labels(self.bundle.labels)
+        self.postprocessor = PostProcessor(self.bundle.labels, Aggregation[aggregation.upper()])
         length = max_length or self.bundle.max_length
         if length > self.bundle.max_length:
             raise ValueError(f"max_length {length} exceeds the model's {self.bundle.max_length}")
         special = self.bundle.special_tokens
         self.encoder = SubwordEncoder(
-            self.bundle.tokenizer_path,
-            bos=special["bos"],
-            eos=special["eos"],
-            pad=special["pad"],
+            load_tokenizer(self.bundle.tokenizer_path),
+            bos=special.bos,
+            eos=special.eos,
+            pad=special.pad,
             max_length=length,
             stride=(length - 2) // 4 if stride is None else stride,
         )
@@ -139,11 +118,17 @@ class NER:
         """What the model computes in: ``"int8"``, ``"fp32"``, ``"bf16"`` (OpenVINO), ``"fp16"``."""
         self.runtime: str = getattr(self.backend, "runtime", type(self.backend).__name__)
         """What runs the model: ``"onnxruntime"``, ``"openvino"``, ``"triton"`` or a custom backend's class name."""
+        self.tagger = Tagger(
+            self.encoder,
+            self.backend,
+            self.postprocessor,
+            concurrent_batches=getattr(self.backend, "concurrent_batches", 1),
+        )
 
     @property
     def labels(self) -> list[str]:
         """The model's tag set, e.g. ``["O", "B-PER", ...]``."""
-        return list(self.label_set.labels)
+        return list(self.postprocessor.labels)
 
     def __call__(self, text: str) -> list[Entity]:
         """Entities in one text."""
@@ -155,112 +140,64 @@ class NER:
         self, texts: Sequence[str], *, batch_size: int | None = None, progress: bool = False
     ) -> list[list[Entity]]:
         """Entities for each text, in input order. Raises ``TypeError`` naming a non-str item."""
+        if isinstance(texts, (str, bytes)):
+            raise TypeError(f"texts must be a sequence of str, got a single {type(texts).__name__}; use ner(text)")
         texts = list(texts)
         for index, text in enumerate(texts):
             _check_str(text, index)
         return list(self.pipe(texts, batch_size=batch_size, progress=progress))
 
     def pipe(
+        self, texts: Iterable[str], *, batch_size: int | None = None, progress: bool = False
+    ) -> Iterator[list[Entity]]:
+        """Streams the entities of each text, in input order; holds only a few batches of windows."""
+        if isinstance(texts, (str, bytes)):
+            raise TypeError(f"texts must be an iterable of str, got a single {type(texts).__name__}; use ner(text)")
+        size = self.batch_size if batch_size is None else check_batch_size(batch_size)
+        # a bar only when asked: building one costs ~40 us per call
+        with tqdm(desc="ner", unit=" words", unit_scale=True) if progress else nullcontext() as bar:
+            segmented = (SegmentedText.split(_check_str(text, index)) for index, text in enumerate(texts))
+            for tagged in self.tagger.tag(segmented, size, None if bar is None else bar.update):
+                yield from tagged.entities(self.postprocessor)
+
+    def stream(
         self,
-        texts: Iterable[str],
+        documents: Iterable[SegmentedText],
         *,
         batch_size: int | None = None,
-        chunk_size: int = 2048,
-        progress: bool = False,
-    ) -> Iterator[list[Entity]]:
-        """Streams entities for an iterable of texts, ``chunk_size`` texts in memory at a time."""
-        iterator = iter(texts)
-        offset = 0
-        # a bar only when asked: building one costs ~40 us per call
-        with tqdm(desc="ner", unit="doc") if progress else nullcontext() as bar:
-            while chunk := list(islice(iterator, chunk_size)):
-                for i, text in enumerate(chunk):
-                    _check_str(text, offset + i)
-                yield from self._entities(chunk, batch_size or self.batch_size)
-                offset += len(chunk)
-                if bar is not None:
-                    bar.update(len(chunk))
+        on_words: Callable[[int], object] | None = None,
+    ) -> Iterator[TaggedDocuments]:
+        """Word predictions for segmented documents, in input order, in groups as they finish;
+        ``on_words(n)`` after each model batch with the words it finished (for progress)."""
+        size = self.batch_size if batch_size is None else check_batch_size(batch_size)
+        return self.tagger.tag(documents, size, on_words)
 
     def tag(self, docs: Sequence[Sequence[str]], *, batch_size: int | None = None) -> list[list[str]]:
         """Word-level tags (the model's scheme) for pre-split documents, e.g. for evaluation."""
+        if isinstance(docs, (str, bytes)):
+            raise TypeError(f"docs must be a sequence of word lists, got a single {type(docs).__name__}")
         for index, words in enumerate(docs):
             if isinstance(words, str) or not isinstance(words, Sequence):
                 raise TypeError(f"docs[{index}] must be a list of str, got {type(words).__name__}")
             for position, word in enumerate(words):
                 if not isinstance(word, str):
                     raise TypeError(f"docs[{index}][{position}] must be str, got {type(word).__name__}")
-        predictions = self.predict_words(docs, batch_size=batch_size)
-        names = np.array([*self.label_set.labels, "O"])  # label -1 (no subword) reads as O
-        tags = names[predictions.labels].tolist()
-        bounds = np.concatenate(([0], np.cumsum(predictions.doc_words)))
-        return [tags[bounds[d] : bounds[d + 1]] for d in range(len(docs))]
-
-    def predict_words(self, docs: Sequence[Sequence[str]], *, batch_size: int | None = None) -> WordPredictions:
-        """Runs the model over pre-split documents; one label and score per word."""
-        size = batch_size or self.batch_size
-        doc_words = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
-        windows = [w for w in self.encoder.windows(docs) if w.num_words > 0]
-        if not windows:
-            empty = np.zeros(0, dtype=np.int32)
-            return WordPredictions(empty, empty.astype(np.float32), doc_words)
-        labels: list[np.ndarray] = [np.empty(0, np.int32)] * len(windows)
-        scores: list[np.ndarray] = [np.empty(0, np.float32)] * len(windows)
-        # Few windows (one long document) are spread over the batches the backend computes at once.
-        parallel = getattr(self.backend, "concurrent_batches", 1)
-        size = max(1, min(size, -(-len(windows) // parallel)))
-        # Length-sorted batches keep padding low; results are put back in window order.
-        order = sorted(range(len(windows)), key=lambda i: windows[i].input_ids.size)
-        row_groups = [order[b : b + size] for b in range(0, len(order), size)]
-        batches = [self.encoder.pad([windows[i] for i in rows]) for rows in row_groups]
-        if len(batches) == 1:  # a direct call: for Triton one blocking round trip instead of a callback
-            all_logits: Iterable[np.ndarray] = [self.backend(batches[0].input_ids, batches[0].attention_mask)]
-        else:
-            all_logits = self.backend.map((b.input_ids, b.attention_mask) for b in batches)
-        for rows, batch, logits in zip(row_groups, batches, all_logits, strict=True):
-            word_labels, word_scores, _ = _native.align_words(logits, batch.word_ids, batch.num_words, self.aggregation)
-            split = np.cumsum(batch.num_words)[:-1]
-            for i, row_labels, row_scores in zip(
-                rows, np.split(word_labels, split), np.split(word_scores, split), strict=True
-            ):
-                labels[i], scores[i] = row_labels, row_scores
-        merged_labels, merged_scores, _ = _native.merge_windows(
-            *_window_layout(windows), np.concatenate(labels), np.concatenate(scores), doc_words
-        )
-        return WordPredictions(merged_labels, merged_scores, doc_words)
-
-    def _entities(self, texts: Sequence[str], batch_size: int) -> list[list[Entity]]:
-        segmented = [split_words(text) for text in texts]
-        predictions = self.predict_words([s.words for s in segmented], batch_size=batch_size)
-        spans = self.label_set.decode_spans(
-            predictions.labels,
-            predictions.scores,
-            predictions.doc_words,
-            np.fromiter((o for s in segmented for o in s.starts), dtype=np.int64),
-            np.fromiter((o for s in segmented for o in s.ends), dtype=np.int64),
-        )
-        entities: list[list[Entity]] = [[] for _ in texts]
-        types = self.label_set.types
-        for row, type_id, start, end, score in zip(
-            spans["row"].tolist(),
-            spans["type"].tolist(),
-            spans["start_char"].tolist(),
-            spans["end_char"].tolist(),
-            spans["score"].tolist(),
-            strict=True,
-        ):
-            entities[row].append(Entity(texts[row][start:end], types[type_id], start, end, score))
-        return entities
+        documents = (SegmentedText.join([words]) for words in docs)
+        return [
+            tags for tagged in self.stream(documents, batch_size=batch_size) for tags in tagged.tags(self.postprocessor)
+        ]
 
 
-def _window_layout(windows: Sequence[Window]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    count = len(windows)
-    return (
-        np.fromiter((w.doc for w in windows), dtype=np.int64, count=count),
-        np.fromiter((w.word_start for w in windows), dtype=np.int64, count=count),
-        np.fromiter((w.num_words for w in windows), dtype=np.int64, count=count),
-    )
+def check_batch_size(batch_size: Any) -> int:
+    """``batch_size`` if it is an int >= 1; else ``TypeError``/``ValueError`` naming it."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__} {batch_size!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return batch_size
 
 
-def _check_str(text: object, index: int) -> None:
+def _check_str(text: object, index: int) -> str:
     if not isinstance(text, str):
         raise TypeError(f"texts[{index}] must be str, got {type(text).__name__}")
+    return text

@@ -14,18 +14,19 @@ Deployments (all serve the same signature: ``input_ids``/``attention_mask`` int6
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import shutil
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .bundle import MANIFEST, Bundle
+from .bundle import Bundle
 from .extras import require
 
-text_format = require("google.protobuf.text_format", "Triton model repositories")
-model_config_pb2 = require("tritonclient.grpc.model_config_pb2", "Triton model repositories")
+if TYPE_CHECKING:
+    from tritonclient.grpc import model_config_pb2
 
 DEPLOYMENTS = ("cpu", "onnx-gpu", "tensorrt")
 MODEL_NAME = "nertron"
@@ -47,8 +48,7 @@ class Signature:
 
     @classmethod
     def of(cls, bundle: Bundle) -> Signature:
-        inputs = bundle.manifest.get("inputs", ["input_ids", "attention_mask"])
-        return cls(len(bundle.labels), bundle.max_length, tuple(inputs))
+        return cls(len(bundle.labels), bundle.max_length, bundle.manifest.inputs)
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,9 @@ class ConfigOptions:
 
 def parse_config(text: str) -> model_config_pb2.ModelConfig:
     """Parses config.pbtxt text into Triton's ``ModelConfig``; raises ``text_format.ParseError``."""
-    return text_format.Parse(text, model_config_pb2.ModelConfig())
+    text_format = require("google.protobuf.text_format", "Triton model repositories")
+    protos = require("tritonclient.grpc.model_config_pb2", "Triton model repositories")
+    return text_format.Parse(text, protos.ModelConfig())
 
 
 def model_config(
@@ -215,13 +217,36 @@ def write_repository(
     if deployment == "cpu":
         shutil.copyfile(MODEL_TEMPLATE, version_dir / "model.py")
         _place(bundle.tokenizer_path, version_dir / "tokenizer.json", link)
-        manifest = {**bundle.manifest, "model_file": "model.onnx", "tokenizer_file": "tokenizer.json"}
-        (version_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        dataclasses.replace(bundle.manifest, model_file="model.onnx", tokenizer_file="tokenizer.json").write(
+            version_dir
+        )
     if deployment == "tensorrt":
         script = model_dir / BUILD_SCRIPT
         script.write_text(build_script(signature, options), encoding="utf-8")
         script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return model_dir
+
+
+def describe_models(repository: str | Path) -> list[str]:
+    """One line per model of ``repository``: its backend, instances and batching settings."""
+    lines = []
+    for config_path in sorted(Path(repository).glob(f"*/{CONFIG_FILE}")):
+        config = parse_config(config_path.read_text(encoding="utf-8"))
+        kind = config.backend or config.platform
+        instances = sum(group.count or 1 for group in config.instance_group) or 1
+        batching = (
+            f"dynamic batching (max queue delay {config.dynamic_batching.max_queue_delay_microseconds} us)"
+            if config.HasField("dynamic_batching")
+            else "no dynamic batching"
+        )
+        ragged = ", ragged batches" if any(i.allow_ragged_batch for i in config.input) else ""
+        threads = config.parameters["intra_op_threads"].string_value if "intra_op_threads" in config.parameters else ""
+        per_instance = f" x {threads} threads" if threads else ""
+        lines.append(
+            f"model {config.name!r}: {kind}, {instances} instance(s){per_instance}, max batch {config.max_batch_size}, "
+            f"{batching}{ragged}"
+        )
+    return lines
 
 
 def write_repositories(

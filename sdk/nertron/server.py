@@ -10,6 +10,7 @@ libpython on ``LD_LIBRARY_PATH``.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import os
 import re
@@ -21,14 +22,13 @@ import sysconfig
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from .extras import missing
+from .errors import TritonServerError
+from .extras import missing, require
 
 # What start-up errors quote from the log: its error lines (but the one every CPU-only start logs)
 # and its last lines, without the wide configuration tables.
@@ -36,10 +36,6 @@ ERROR_LINE = re.compile(r"E\d{4} ")
 HARMLESS = "CudaDriverHelper has not been initialized"
 TAIL_LINES = 12
 LINE_LIMIT = 600
-
-
-class TritonServerError(RuntimeError):
-    """The server could not start, exited early or did not become ready; the message quotes its log."""
 
 
 def bundled_tritonserver() -> Path:
@@ -97,16 +93,42 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """Whether something listens on (or holds) ``host:port``, so that a server could not bind it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed socket in TIME_WAIT does not count
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """A ``preexec_fn`` that has Linux kill the child when the thread that started it dies (even by
+    SIGKILL), so that a server never outlives its supervisor."""
+
+    def set_death_signal() -> None:
+        with contextlib.suppress(OSError, AttributeError):  # not Linux: no such guarantee
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the signal was set
+            os._exit(1)
+
+    return set_death_signal
+
+
 class TritonServer:
     """Runs ``tritonserver`` on ``host`` with a model repository; a context manager.
 
     >>> with TritonServer("model_repository/cpu") as server:  # doctest: +SKIP
     ...     backend = TritonBackend(server.grpc_url)
 
-    Ports left at 0 are picked free. ``tritonserver=None`` runs the nvidia-pytriton binary with a
-    private python backend directory; another binary uses ``backend_directory`` or its own default.
-    ``start`` waits up to ``startup_timeout`` s for the server and all its models to be ready; ``stop``
-    sends SIGTERM and, after ``stop_timeout`` s, SIGKILL.
+    Ports left at 0 are picked free; a given port that is in use is an error before anything starts.
+    ``tritonserver=None`` runs the nvidia-pytriton binary with a private python backend directory; another
+    binary uses ``backend_directory`` or its own default. ``start`` waits up to ``startup_timeout`` s for
+    the server and all its models to be ready; ``stop`` sends SIGTERM and, after ``stop_timeout`` s,
+    SIGKILL. The server dies with the thread that started it (Linux): start it from one that lives as
+    long as the server, e.g. the main thread.
     """
 
     def __init__(
@@ -211,7 +233,16 @@ class TritonServer:
     def _launch(self, workdir: Path, env: dict[str, str] | None) -> None:
         if self.bundled and self.backend_directory is None:
             self._private_backends = python_backend_directory(workdir / "backends", self.binary)
-        pick = [name for name in ("grpc_port", "http_port", "metrics_port") if not getattr(self, name)]
+        names = ("grpc_port", "http_port", "metrics_port")
+        pick = [name for name in names if not getattr(self, name)]
+        for name in names:
+            port = getattr(self, name)
+            if port and port_in_use(self.host, port):
+                option = "--" + name.replace("_", "-")
+                raise TritonServerError(
+                    f"port {port} on {self.host} is in use (another server?); pick another with {option}, "
+                    "or 0 for a free one"
+                )
         started = time.monotonic()
         for attempt in range(3):  # a picked port can be taken before the server binds it
             for name in pick:
@@ -222,35 +253,43 @@ class TritonServer:
                 # A session of its own: a terminal's Ctrl-C reaches only the caller, which stops the
                 # server; and kill() can take the python-backend stubs along.
                 self.process = subprocess.Popen(
-                    self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                    self.command(),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent(os.getpid()),
                 )
             try:
                 self._wait_ready(started + self.startup_timeout)
-            except TritonServerError:
+            except TritonServerError as error:
                 exited = self.process.poll() is not None
                 self.stop()
                 if attempt == 2 or not (pick and exited and "already in use" in self.log()):
-                    raise
+                    raise TritonServerError(f"{error}\n(whole log: {self._keep_log()})") from None
             else:
                 self.startup_seconds = time.monotonic() - started
                 return
 
     def _wait_ready(self, deadline: float) -> None:
+        """Until the server says it and its models are ready (tritonclient, over HTTP, which stays plain
+        when gRPC uses TLS)."""
         assert self.process is not None
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
-        url = f"{self.http_url}/v2/health/ready"
-        while True:
-            code = self.process.poll()
-            if code is not None:
-                raise TritonServerError(f"tritonserver exited with code {code} during start-up{self._log_tail()}")
-            with contextlib.suppress(urllib.error.URLError, OSError), opener.open(url, timeout=1.0) as reply:
-                if reply.status == 200:
-                    return
-            if time.monotonic() > deadline:
-                raise TritonServerError(
-                    f"tritonserver was not ready within {self.startup_timeout:.0f} s{self._log_tail()}"
-                )
-            time.sleep(0.1)
+        httpclient = require("tritonclient.http", "a tritonserver's readiness check")
+        url = self.http_url.removeprefix("http://")
+        with httpclient.InferenceServerClient(url, connection_timeout=1.0, network_timeout=1.0) as client:
+            while True:
+                code = self.process.poll()
+                if code is not None:
+                    raise TritonServerError(f"tritonserver exited with code {code} during start-up{self._log_tail()}")
+                with contextlib.suppress(Exception):  # not listening yet, or not ready
+                    if client.is_server_ready():
+                        return
+                if time.monotonic() > deadline:
+                    raise TritonServerError(
+                        f"tritonserver was not ready within {self.startup_timeout:.0f} s{self._log_tail()}"
+                    )
+                time.sleep(0.1)
 
     def _log_tail(self) -> str:
         """Error lines and the last lines of the log, for exception messages."""
@@ -303,17 +342,24 @@ class TritonServer:
 
     def serve(self, ready: Callable[[TritonServer], object] | None = None) -> int:
         """Starts the server, calls ``ready(self)`` (e.g. to print the ports) and blocks until SIGINT or
-        SIGTERM, or until the server exits; then stops it and removes its files. Returns the server's
-        exit code (0 after a signal and a clean stop). Call from the main thread: the signal handlers
-        are in place before the server starts, so a signal at any time stops it."""
+        SIGTERM; then stops it, removes its files and returns its exit code (0 after a clean stop). If the
+        server exits by itself, raises ``TritonServerError`` quoting the end of its log (the whole log is
+        kept in a file the message names). Call from the main thread: the signal handlers are in place
+        before the server starts, so a signal at any time stops it."""
         signals = (signal.SIGINT, signal.SIGTERM)
         previous = {s: signal.signal(s, _interrupt) for s in signals}
+        died: TritonServerError | None = None
         try:
             self.start()
             if ready is not None:
                 ready(self)
             while self.process is not None and self.process.poll() is None:
                 time.sleep(0.2)
+            assert self.process is not None
+            died = TritonServerError(
+                f"tritonserver exited by itself with code {self.process.returncode}{self._log_tail()}"
+                f"\n(whole log: {self._keep_log()})"
+            )
         except KeyboardInterrupt:
             pass
         finally:
@@ -322,7 +368,15 @@ class TritonServer:
             code = self.close()
             for s, handler in previous.items():
                 signal.signal(s, handler)
+        if died is not None:
+            raise died
         return 0 if code is None else code
+
+    def _keep_log(self) -> Path:
+        """A copy of the log that outlives the server's private files."""
+        with tempfile.NamedTemporaryFile("w", prefix="nertron-tritonserver-", suffix=".log", delete=False) as kept:
+            kept.write(self.log())
+        return Path(kept.name)
 
     def close(self) -> int | None:
         """Stops the server and removes its private files (log, backend directory); returns the exit

@@ -3,57 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-
-import numpy as np
 
 SCHEMES = ("IOB1", "IOB2", "BIOES")
-PREFIX_CODES = {"O": 0, "B": 1, "I": 2, "E": 3, "S": 4}  # the codes csrc/postprocess.hpp uses
 
 
-@dataclass(frozen=True)
-class LabelSet:
-    """A model's labels split into prefix codes and entity types, as the C++ decoder takes them."""
-
-    labels: tuple[str, ...]
-    types: tuple[str, ...]
-    prefix: np.ndarray  # uint8 code per label id
-    type_id: np.ndarray  # int32 index into types per label id, -1 for O
-
-    @classmethod
-    def from_labels(cls, labels: Sequence[str]) -> LabelSet:
-        """Parses labels like ``O``, ``B-PER``, ``I-PER``; raises ``ValueError`` on others."""
-        types: list[str] = []
-        prefix = np.zeros(len(labels), dtype=np.uint8)
-        type_id = np.full(len(labels), -1, dtype=np.int32)
-        for i, label in enumerate(labels):
-            if label == "O":
-                continue
-            head, sep, entity_type = label.partition("-")
-            if not sep or head not in PREFIX_CODES or head == "O" or not entity_type:
-                raise ValueError(f"label {i} ({label!r}) is not O or <B|I|E|S>-<TYPE>")
-            if entity_type not in types:
-                types.append(entity_type)
-            prefix[i] = PREFIX_CODES[head]
-            type_id[i] = types.index(entity_type)
-        return cls(tuple(labels), tuple(types), prefix, type_id)
-
-    def decode_spans(
-        self,
-        labels: np.ndarray,
-        scores: np.ndarray,
-        row_words: np.ndarray,
-        word_starts: np.ndarray | None = None,
-        word_ends: np.ndarray | None = None,
-    ) -> dict[str, np.ndarray]:
-        """Entity spans of per-word label ids (flat over rows), decoded by the C++ core."""
-        from . import _native
-
-        return _native.decode_spans(labels, scores, row_words, self.prefix, self.type_id, word_starts, word_ends)
-
-    def detect_scheme(self) -> str:
-        """``BIOES`` if any label uses E- or S-, else ``IOB2`` (IOB1 cannot be told from labels)."""
-        return "BIOES" if np.isin(self.prefix, (3, 4)).any() else "IOB2"
+def detect_scheme(labels: Sequence[str]) -> str:
+    """``BIOES`` if any label uses E- or S-, else ``IOB2`` (IOB1 cannot be told from labels)."""
+    return "BIOES" if any(label.startswith(("E-", "S-")) for label in labels) else "IOB2"
 
 
 def check_scheme(scheme: str) -> str:

@@ -9,8 +9,11 @@ of one. Offsets are Python string (code point) indices, so ``text[start:end] == 
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from array import array
+from collections.abc import Sequence
+from typing import NamedTuple, overload
 
+import numpy as np
 import regex
 
 _ABBREVIATIONS = [
@@ -96,11 +99,52 @@ class Words(NamedTuple):
 
 def split_words(text: str) -> Words:
     """Splits ``text`` into words (see the module docstring for the rules)."""
-    words: list[str] = []
-    starts: list[int] = []
-    ends: list[int] = []
-    for match in _TOKEN.finditer(text):
-        words.append(match.group())
-        starts.append(match.start())
-        ends.append(match.end())
-    return Words(words, starts, ends)
+    segmented = SegmentedText.split(text)
+    return Words(list(segmented), segmented.starts.tolist(), segmented.ends.tolist())
+
+
+class SegmentedText(Sequence[str]):
+    """A text and its words, held as ``[start, end)`` code-point offsets (``text[start:end]`` is a word); the
+    words are made on demand. ``sentence_lengths`` (words per sentence) keeps entities inside sentences."""
+
+    def __init__(
+        self, text: str, starts: np.ndarray, ends: np.ndarray, sentence_lengths: np.ndarray | None = None
+    ) -> None:
+        self.text = text
+        self.starts = starts
+        self.ends = ends
+        self.sentence_lengths = np.array([len(starts)], np.int64) if sentence_lengths is None else sentence_lengths
+
+    @classmethod
+    def split(cls, text: str) -> SegmentedText:
+        """``text`` cut into words by nertron's segmentation (see the module docstring)."""
+        offsets = array("q")
+        for match in _TOKEN.finditer(text):
+            offsets.extend(match.span())
+        spans = np.frombuffer(offsets, dtype=np.int64).reshape(-1, 2) if offsets else np.zeros((0, 2), np.int64)
+        return cls(text, spans[:, 0], spans[:, 1])
+
+    @classmethod
+    def join(cls, sentences: Sequence[Sequence[str]]) -> SegmentedText:
+        """Pre-split sentences as one text: words joined by a space, sentences by a newline."""
+        lengths = np.fromiter((len(s) for s in sentences), dtype=np.int64, count=len(sentences))
+        sizes = np.fromiter((len(w) for s in sentences for w in s), dtype=np.int64, count=int(lengths.sum()))
+        # Each word is followed by one separator: a space, or the newline after its sentence.
+        steps = sizes + 1
+        empty_before = np.repeat(np.cumsum(lengths == 0) - (lengths == 0), lengths)  # an empty sentence is "\n"
+        starts = np.concatenate(([0], np.cumsum(steps)[:-1])).astype(np.int64) + empty_before
+        text = "\n".join(" ".join(s) for s in sentences)
+        return cls(text, starts, starts + sizes, lengths)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            text = self.text
+            return [text[s:e] for s, e in zip(self.starts[index].tolist(), self.ends[index].tolist(), strict=True)]
+        return self.text[int(self.starts[index]) : int(self.ends[index])]

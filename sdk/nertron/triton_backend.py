@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .bundle import Bundle
+from .errors import TritonError
 from .extras import require
 from .onnx_backend import OnnxRuntimeBackend
 
@@ -46,10 +47,6 @@ class LocalBackend(Protocol):
     """What a fallback needs: ``(input_ids, attention_mask) -> logits``, e.g. ``OnnxRuntimeBackend``."""
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray: ...
-
-
-class TritonError(RuntimeError):
-    """Triton could not serve a request (or is not usable) and there is no fallback."""
 
 
 class _Unusable(Exception):
@@ -168,7 +165,7 @@ class TritonBackend:
         ``providers`` as in ``OnnxRuntimeBackend``). ``options`` go to the constructor."""
         bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
         local = _LazyOnnxRuntime(bundle.model_path, threads, providers) if fallback else None
-        options = {"pad_id": bundle.special_tokens["pad"], "max_length": bundle.max_length, **options}
+        options = {"pad_id": bundle.special_tokens.pad, "max_length": bundle.max_length, **options}
         return cls(url, fallback=local, **options)
 
     @property

@@ -47,13 +47,19 @@ class TritonPythonModel:
             threads = max(1, (os.cpu_count() or 1) // instances)
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        model_path = str(version_dir / manifest["model_file"])
-        self.session = ort.InferenceSession(
-            model_path,
-            sess_options=options,
-            providers=["CPUExecutionProvider"],
-            disabled_optimizers=["SkipLayerNormFusion"],  # slower on CPU, see nertron.onnx_backend
-        )
+        model_path = (version_dir / manifest["model_file"]).resolve()  # the bundle's file, if linked
+        try:
+            self.session = ort.InferenceSession(
+                str(model_path),
+                sess_options=options,
+                providers=["CPUExecutionProvider"],
+                disabled_optimizers=["SkipLayerNormFusion"],  # slower on CPU, see nertron.onnx_backend
+            )
+        except Exception as error:  # onnxruntime's errors share no base class
+            reason = " ".join(str(error).split())[:300]
+            raise RuntimeError(
+                f"{model_path}: onnxruntime cannot load it ({reason}); the file is damaged or not an ONNX model"
+            ) from None
         session_inputs = {i.name for i in self.session.get_inputs()}
         self.feed_inputs = [name for name in self.inputs if name in session_inputs]
 

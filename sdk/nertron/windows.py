@@ -1,15 +1,18 @@
-"""Subword tokenisation of word lists into model windows.
+"""Subword tokenisation of documents into model windows.
 
 A document whose subwords do not fit in one model input (``max_length`` including ``<s>`` and ``</s>``)
 is cut into overlapping windows of whole words; consecutive windows share about ``stride`` subwords of
 context. Nothing is dropped: every word is in at least one window. The only cut is inside a single word
 longer than a whole window, which keeps its first ``max_length - 2`` subwords (its label comes from
 those).
+
+Windows are cut as the document is read: its words are tokenised ``block_words`` at a time, so a document
+of any length is held as subwords only a few windows ahead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +29,7 @@ class Window:
     num_words: int
     input_ids: np.ndarray  # int64, with <s> and </s>
     word_ids: np.ndarray  # int64, word index within the window, -1 for <s>/</s>
+    new_words: int  # words that no earlier window of the document covered (for progress)
 
 
 @dataclass
@@ -39,63 +43,87 @@ class PaddedBatch:
     num_words: np.ndarray  # [batch] int64
 
 
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """A ``tokenizers`` file; ``ValueError`` naming the file if it is not one."""
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as error:  # tokenizers raises a bare Exception
+        raise ValueError(f"{path}: not a valid tokenizer file ({error}); re-export the bundle or restore it") from None
+
+
 class SubwordEncoder:
-    """Turns pre-split words into windows of subword ids with exact word ids."""
+    """Turns documents (sequences of words) into windows of subword ids with exact word ids."""
 
     def __init__(
-        self, tokenizer_file: str | Path, *, bos: int, eos: int, pad: int, max_length: int, stride: int
+        self,
+        tokenizer: Tokenizer,
+        *,
+        bos: int,
+        eos: int,
+        pad: int,
+        max_length: int,
+        stride: int,
+        block_words: int = 4096,
     ) -> None:
         if max_length < 3:
             raise ValueError(f"max_length must be at least 3 (<s>, one subword, </s>), got {max_length}")
         if not 0 <= stride < max_length - 2:
             raise ValueError(f"stride must be in [0, {max_length - 2}), got {stride}")
-        self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        self.tokenizer = tokenizer
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
         self.bos_id, self.eos_id, self.pad_id = bos, eos, pad
         self.max_length = max_length
         self.stride = stride
+        self.block_words = block_words
 
-    def windows(self, docs: Sequence[Sequence[str]]) -> list[Window]:
-        """Tokenises documents (lists of words) in one batched call and cuts them into windows."""
-        encodings = self.tokenizer.encode_batch(
-            [list(words) for words in docs], is_pretokenized=True, add_special_tokens=False
-        )
-        out: list[Window] = []
-        for doc, (words, encoding) in enumerate(zip(docs, encodings, strict=True)):
-            ids = np.asarray(encoding.ids, dtype=np.int64)
-            word_ids = np.asarray(encoding.word_ids, dtype=np.int64)
-            out.extend(self._cut(doc, len(words), ids, word_ids))
-        return out
-
-    def _cut(self, doc: int, num_words: int, ids: np.ndarray, word_ids: np.ndarray) -> list[Window]:
+    def windows(self, doc: int, words: Sequence[str]) -> Iterator[Window]:
+        """The windows of document ``doc`` (its id in the caller's numbering), in word order."""
         budget = self.max_length - 2
-        if ids.size <= budget:
-            return [self._window(doc, 0, num_words, ids, word_ids)]
-        # first_token[w] = index of word w's first subword; a word may have none.
-        first_token = np.searchsorted(word_ids, np.arange(num_words + 1), side="left")
-        windows: list[Window] = []
-        start = 0
-        while True:
+        num_words = len(words)
+        # Subwords of the words read so far, from the current window's first word on: ids and word index.
+        ids = np.zeros(0, np.int64)
+        word_ids = np.zeros(0, np.int64)
+        loaded = start = covered = 0
+        while start < num_words:
+            first_token = np.searchsorted(word_ids, np.arange(start, loaded + 1), side="left")
+            # Enough subwords to place this window's end, unless the document ends first.
+            if loaded < num_words and first_token[-1] - first_token[0] <= budget:
+                block_ids, block_word_ids = self._tokenize(words[loaded : loaded + self.block_words], loaded)
+                keep = first_token[0]
+                ids = np.concatenate((ids[keep:], block_ids))
+                word_ids = np.concatenate((word_ids[keep:], block_word_ids))
+                loaded = min(num_words, loaded + self.block_words)
+                continue
             # The longest run of whole words from `start` that fits, at least one word.
-            end = int(np.searchsorted(first_token, first_token[start] + budget, side="right")) - 1
-            end = min(max(end, start + 1), num_words)
-            lo, hi = first_token[start], min(first_token[end], first_token[start] + budget)
-            windows.append(self._window(doc, start, end - start, ids[lo:hi], word_ids[lo:hi] - start))
+            end = int(np.searchsorted(first_token, first_token[0] + budget, side="right")) - 1
+            end = start + min(max(end, 1), num_words - start)
+            lo, hi = first_token[0], min(first_token[end - start], first_token[0] + budget)
+            yield self._window(doc, start, end - start, ids[lo:hi], word_ids[lo:hi] - start, end - covered)
+            covered = end
             if end >= num_words:
-                return windows
+                return
             # Next window starts so that about `stride` subwords of context overlap, and moves on.
-            overlap_start = int(np.searchsorted(first_token, first_token[end] - self.stride, side="left"))
-            start = min(max(overlap_start, start + 1), end)
+            overlap = int(np.searchsorted(first_token, first_token[end - start] - self.stride, side="left"))
+            start = min(max(start + overlap, start + 1), end)
 
-    def _window(self, doc: int, word_start: int, num_words: int, ids: np.ndarray, word_ids: np.ndarray) -> Window:
+    def _tokenize(self, words: Sequence[str], first_word: int) -> tuple[np.ndarray, np.ndarray]:
+        (encoding,) = self.tokenizer.encode_batch([list(words)], is_pretokenized=True, add_special_tokens=False)
+        return (
+            np.asarray(encoding.ids, dtype=np.int64),
+            np.asarray(encoding.word_ids, dtype=np.int64) + first_word,
+        )
+
+    def _window(
+        self, doc: int, word_start: int, num_words: int, ids: np.ndarray, word_ids: np.ndarray, new_words: int
+    ) -> Window:
         input_ids = np.concatenate(([self.bos_id], ids, [self.eos_id])).astype(np.int64)
         local = np.concatenate(([-1], word_ids, [-1])).astype(np.int64)
-        return Window(doc, word_start, num_words, input_ids, local)
+        return Window(doc, word_start, num_words, input_ids, local, new_words)
 
-    def pad(self, windows: Sequence[Window]) -> PaddedBatch:
-        """Pads windows to the longest among them."""
-        seq = max(w.input_ids.size for w in windows)
+    def pad(self, windows: Sequence[Window], length: int | None = None) -> PaddedBatch:
+        """Pads windows to the longest among them (or to ``length``, if longer)."""
+        seq = max(length or 0, *(w.input_ids.size for w in windows))
         input_ids = np.full((len(windows), seq), self.pad_id, dtype=np.int64)
         attention_mask = np.zeros((len(windows), seq), dtype=np.int64)
         word_ids = np.full((len(windows), seq), -1, dtype=np.int64)

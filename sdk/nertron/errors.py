@@ -1,0 +1,15 @@
+"""nertron's own exceptions, importable without the optional dependencies of the features that raise them.
+
+Bad arguments raise ``TypeError``/``ValueError`` naming the argument, and unusable files ``ValueError`` or
+``FileNotFoundError`` naming the file; these are for what only happens at run time.
+"""
+
+from __future__ import annotations
+
+
+class TritonError(RuntimeError):
+    """Triton could not serve a request (or is not usable) and there is no fallback."""
+
+
+class TritonServerError(RuntimeError):
+    """A ``tritonserver`` could not start, exited early or did not become ready; the message quotes its log."""

@@ -1,0 +1,203 @@
+"""Bad input and unusable files end in one clear line and exit status 2 (CLI) or a named TypeError/ValueError
+(SDK), never a traceback; work finished before a failure is kept."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import string
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from nertron import NER
+from nertron.cli import main
+from nertron.server import free_port
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def one_line_error(err: str, *fragments: str) -> str:
+    """The single error line of ``err`` (besides progress output); checks that it holds ``fragments``."""
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def bundle_copy(tiny_bundle: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, copy)
+    return copy
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "garbage"])
+def test_damaged_model_file(
+    bundle_copy: Path, damage: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = bundle_copy / "model.onnx"
+    data = model.read_bytes()
+    model.write_bytes({"empty": b"", "truncated": data[: len(data) // 2], "garbage": b"\x07" * len(data)}[damage])
+    code, _, err = run(capsys, "ner", "-m", str(bundle_copy), "Paris")
+    assert code == 2
+    one_line_error(err, str(model), "re-export the bundle")
+    monkeypatch.setenv("NERTRON_MODEL", str(bundle_copy))  # the same through the environment
+    code, _, err = run(capsys, "ner", "Paris")
+    assert code == 2
+    one_line_error(err, str(model))
+    with pytest.raises(ValueError, match="model.onnx"):
+        NER(bundle_copy)
+
+
+def test_garbage_tokenizer_and_manifest_name_their_file(bundle_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tokenizer = bundle_copy / "tokenizer.json"
+    original = tokenizer.read_text()
+    tokenizer.write_text("this is not json")
+    code, _, err = run(capsys, "ner", "-m", str(bundle_copy), "Paris")
+    assert code == 2
+    one_line_error(err, str(tokenizer), "not a valid tokenizer file")
+    tokenizer.write_text(original)
+    manifest = bundle_copy / "manifest.json"
+    good = json.loads(manifest.read_text())
+    for content, why in [
+        ("{not json", "not valid JSON"),
+        (json.dumps({**good, "labels": "O"}), "field 'labels' must be a list of str"),
+        (json.dumps({k: v for k, v in good.items() if k != "max_length"}), "field 'max_length' is missing"),
+        (json.dumps({**good, "labels": ["O", "X-PER"]}), "label 1 ('X-PER') is not O"),
+        (json.dumps({**good, "special_tokens": {"bos": 0}}), "field 'eos' is missing"),
+    ]:
+        manifest.write_text(content)
+        code, _, err = run(capsys, "ner", "-m", str(bundle_copy), "Paris")
+        assert code == 2
+        one_line_error(err, str(manifest), why)
+
+
+def test_missing_paths(tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "ner", "-m", str(tmp_path / "nonexistent"), "Paris")
+    assert code == 2
+    one_line_error(err, str(tmp_path / "nonexistent"), "does not exist")
+    code, _, err = run(capsys, "ner", "-m", str(tiny_bundle), "-i", str(tmp_path))
+    assert code == 2
+    one_line_error(err, str(tmp_path), "is a directory")
+    code, _, err = run(capsys, "ner", "-m", str(tiny_bundle), "-i", str(tmp_path / "missing.txt"))
+    assert code == 2
+    one_line_error(err, "missing.txt", "does not exist")
+    (tmp_path / "in.txt").write_text("Paris\n")
+    code, _, err = run(capsys, "ner", "-m", str(tiny_bundle), "-i", str(tmp_path / "in.txt"), "-o", str(tmp_path))
+    assert code == 2
+    one_line_error(err, "-o", "is a directory")
+    code, _, err = run(capsys, "ner", "-m", str(tiny_bundle), "-o", str(tmp_path / "no" / "such" / "o.jsonl"), "x")
+    assert code == 2
+    one_line_error(err, "does not exist")
+
+
+def test_unreachable_server_without_fallback(tiny_bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"127.0.0.1:{free_port()}"
+    code, out, err = run(capsys, "ner", "-m", str(tiny_bundle), "--url", url, "--no-fallback", "Paris")
+    assert code == 2 and out == ""
+    one_line_error(err, f"Triton at {url}", "nertron serve", "--no-fallback")
+
+
+def test_a_busy_port_is_an_error_before_anything_starts(
+    tiny_bundle: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, _, err = run(
+            capsys, "serve", "-m", str(tiny_bundle), "--grpc-port", str(port), "--http-port", "0", "--metrics-port", "0"
+        )
+    assert code == 2
+    one_line_error(err, f"port {port} on 127.0.0.1 is in use", "--grpc-port")
+    assert "ready" not in err
+
+
+def test_python_api_checks_its_arguments(tiny_bundle: Path) -> None:
+    ner = NER(tiny_bundle)
+    with pytest.raises(TypeError, match="texts must be a sequence of str, got a single str"):
+        ner.batch("Angela Merkel in Paris.")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="texts must be an iterable of str"):
+        list(ner.pipe("Angela Merkel in Paris."))  # type: ignore[arg-type]
+    for bad, error in ((0, ValueError), (-1, ValueError), (2.5, TypeError), ("a", TypeError), (True, TypeError)):
+        with pytest.raises(error, match="batch_size"):
+            ner.batch(["a"], batch_size=bad)  # type: ignore[arg-type]
+        with pytest.raises(error, match="batch_size"):
+            NER(tiny_bundle, batch_size=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"precision must be one of \('int8', 'fp32', 'bf16'\), got 'fp64'"):
+        NER(precision="fp64")
+
+
+# -- fuzzing: random input never gives a traceback, and offsets are exact ----------------------------------
+
+PRINTABLE_AND_MORE = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)) | st.sampled_from(string.printable),
+    max_size=60,
+)
+LINES = st.one_of(
+    PRINTABLE_AND_MORE,
+    st.builds(lambda t, i: json.dumps({"id": i, "text": t}), PRINTABLE_AND_MORE, st.integers()),
+    st.sampled_from(["{", "[]", '{"text": 3}', '{"id": 1}', "null", "-DOCSTART- -X- O", "", "Paris NNP B-LOC"]),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    lines=st.lists(st.one_of(LINES.map(str.encode), st.binary(max_size=40)), max_size=8),
+    input_format=st.sampled_from(["txt", "jsonl", "conll"]),
+    on_error=st.sampled_from(["fail", "skip"]),
+    output_format=st.sampled_from(["jsonl", "conll"]),
+)
+def test_cli_on_random_input(
+    tiny_bundle: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    lines: list[bytes],
+    input_format: str,
+    on_error: str,
+    output_format: str,
+) -> None:
+    source, out = tmp_path / "in", tmp_path / "out"
+    source.write_bytes(b"\n".join(lines))
+    code, _, err = run(
+        capsys,
+        "ner", "-m", str(tiny_bundle), "-i", str(source), "--input-format", input_format,
+        "--on-error", on_error, "--format", output_format, "-o", str(out),
+    )  # fmt: skip
+    assert code in (0, 2), err
+    assert "Traceback" not in err and "internal error" not in err
+    if code == 2:
+        one_line_error(err, f"{source}:")
+    if output_format == "jsonl":
+        for row in map(json.loads, out.read_text(encoding="utf-8").splitlines()):
+            for entity in row["entities"]:
+                assert row["text"][entity["start"] : entity["end"]] == entity["text"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(texts=st.lists(st.text(max_size=80), max_size=6))
+def test_sdk_on_random_text(tiny_bundle: Path, texts: list[str]) -> None:
+    ner = _fuzz_ner(tiny_bundle)
+    for text, entities in zip(texts, ner.batch(texts), strict=True):
+        for entity in entities:
+            assert text[entity.start : entity.end] == entity.text and entity.start < entity.end
+            assert entity.text == entity.text.strip() or not entity.text.strip()
+
+
+_NERS: dict[Path, NER] = {}
+
+
+def _fuzz_ner(bundle: Path) -> NER:
+    if bundle not in _NERS:  # hypothesis reruns the test body; one engine, with small windows to cut often
+        _NERS[bundle] = NER(bundle, max_length=12, stride=3, batch_size=3)
+    return _NERS[bundle]
