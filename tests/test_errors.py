@@ -53,7 +53,7 @@ def test_damaged_model_file(
     code, _, err = run(capsys, "ner", "Paris")
     assert code == 2
     one_line_error(err, str(model))
-    with pytest.raises(ValueError, match="model.onnx"):
+    with pytest.raises(ValueError, match=r"model\.onnx"):
         NER(bundle_copy)
 
 
