@@ -9,8 +9,9 @@ Sections (CoNLL-2003 test sentences, the embedded default model):
                CPU has native bf16) vs the HF pipeline (PyTorch fp32, same
                weights, aggregation "first", batch 32): sentences/s, words/s, entity F1
   ceiling      the encoder's FLOPs per token vs this CPU's measured matmul peaks
-  scaling      throughput and peak memory vs document length (10 to 10,000 words)
-Writes perf/results/<name>.{md,json,png}; the machine is noisy, so read the ratios.
+  scaling      throughput and peak memory vs document length (10 to 1,000,000 words, one document)
+Writes perf/results/<name>.{md,json,png}; the machine is noisy, so read the ratios. Every result names the
+machine and the CPU's instruction sets (int8 speed and even int8 results depend on them).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "perf")]
 
-from nertron import NER, _native  # noqa: E402
+from nertron import NER  # noqa: E402
 from nertron.conll import read_conll  # noqa: E402
 from nertron.default_model import default_bundle  # noqa: E402
 from nertron.openvino_backend import has_native_bf16  # noqa: E402
@@ -62,15 +63,39 @@ def interleaved(systems: dict[str, Callable[[], Any]], repeats: int) -> dict[str
 
 
 # ---------------------------------------------------------------------------------------------- data
+# The instruction sets that decide which int8 and bf16 kernels onnxruntime and OpenVINO use.
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_flags() -> list[str]:
+    """Of ``ISA_FLAGS``, those this CPU has (from /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            flags = set(next(line for line in cpuinfo if line.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        return []
+    return [flag for flag in ISA_FLAGS if flag in flags]
+
+
+def cpu_kind() -> str:
+    """``AVX-512 VNNI`` or ``AVX2 only`` (or what the CPU is): the two kinds this project's machines come in."""
+    flags = cpu_flags()
+    if "avx512_vnni" in flags:
+        return "AVX-512 VNNI" + (" + AMX" if "amx_int8" in flags else "")
+    if "avx2" in flags:
+        return "AVX2 + AVX-VNNI" if "avx_vnni" in flags else "AVX2 only"
+    return "no AVX2"
+
+
 def machine() -> str:
-    """CPU model, count and OS: the machine changes between runs, so every result names its own."""
+    """CPU model, count, instruction sets and OS: the machine changes between runs, so every result names its own."""
     model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
             model = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"{model}, {os.cpu_count()} CPUs, {platform.platform()}"
+    return f"{model} ({cpu_kind()}: {' '.join(cpu_flags())}), {os.cpu_count()} CPUs, {platform.platform()}"
 
 
 def load_sentences(limit: int) -> list[tuple[list[str], list[str]]]:
@@ -120,11 +145,11 @@ def bench_postprocess(ner: NER, sentences: list, repeats: int) -> dict[str, Any]
     from transformers.pipelines import AggregationStrategy, TokenClassificationPipeline
 
     docs = [words for words, _ in sentences]
-    windows = ner.encoder.windows(docs)
+    windows = [w for d, words in enumerate(docs) for w in ner.encoder.windows(d, words)]
     batches = [ner.encoder.pad(windows[b : b + 32]) for b in range(0, len(windows), 32)]
     logits = [ner.backend(b.input_ids, b.attention_mask) for b in batches]
     names = ner.labels
-    prefix, type_id = ner.label_set.prefix, ner.label_set.type_id
+    postprocessor = ner.postprocessor
     offsets = [as_text(words)[1] for words in docs]
     starts = np.array([s for w in offsets for s in w.starts], np.int64)
     ends = np.array([e for w in offsets for e in w.ends], np.int64)
@@ -132,20 +157,16 @@ def bench_postprocess(ner: NER, sentences: list, repeats: int) -> dict[str, Any]
     def native() -> list:
         out = []
         for batch, lg in zip(batches, logits, strict=True):
-            labels, scores, _ = _native.align_words(lg, batch.word_ids, batch.num_words, "first")
-            out.append(_native.decode_spans(labels, scores, batch.num_words, prefix, type_id))
+            labels, scores = postprocessor.align(lg, batch.word_ids, batch.num_words)
+            out.append(postprocessor.decode(labels, scores, batch.num_words))
         return out
 
-    def native_with_offsets() -> dict:
-        parts = [
-            _native.align_words(lg, b.word_ids, b.num_words, "first") for b, lg in zip(batches, logits, strict=True)
-        ]
-        return _native.decode_spans(
+    def native_with_offsets() -> Any:
+        parts = [postprocessor.align(lg, b.word_ids, b.num_words) for b, lg in zip(batches, logits, strict=True)]
+        return postprocessor.decode(
             np.concatenate([p[0] for p in parts]),
             np.concatenate([p[1] for p in parts]),
             np.array([len(d) for d in docs]),
-            prefix,
-            type_id,
             starts,
             ends,
         )
@@ -213,8 +234,8 @@ def bench_postprocess(ner: NER, sentences: list, repeats: int) -> dict[str, Any]
     # Identical spans: C++ vs numpy vs reference (exact), and vs HF "first" (character spans).
     spans = native_with_offsets()
     ours = [set() for _ in docs]
-    for r, t, s, e in zip(spans["row"], spans["type"], spans["start_char"], spans["end_char"], strict=True):
-        ours[r].add((int(s), int(e), ner.label_set.types[t]))
+    for r, t, s, e in zip(spans.row, spans.type, spans.start_char, spans.end_char, strict=True):
+        ours[r].add((int(s), int(e), postprocessor.types[t]))
     numpy_spans = numpy_python()
     same_numpy = all(
         {(w.starts[f], w.ends[e - 1], t) for t, f, e, _ in spans_np} == o
@@ -362,12 +383,23 @@ def _peak_of(system: str) -> str:
 
 
 # -------------------------------------------------------------------------------------------- scaling
+SCALING_SIZES = (10, 100, 1000, 10_000, 100_000, 1_000_000)
+
+
 def bench_scaling(repeats: int) -> list[dict[str, float]]:
-    """Each size in a fresh process, so that its peak RSS is nertron's alone."""
+    """Each size in a fresh process, so that its peak RSS is nertron's alone; documents of 100,000 words
+    and more run once (a 1,000,000-word document is about 5.3 MB of text and takes minutes)."""
     rows = []
-    for size in (10, 100, 1000, 10_000):
+    for size in SCALING_SIZES:
         child = subprocess.run(
-            [sys.executable, __file__, "--scaling-child", str(size), "--repeats", str(repeats)],
+            [
+                sys.executable,
+                __file__,
+                "--scaling-child",
+                str(size),
+                "--repeats",
+                str(repeats if size < 100_000 else 1),
+            ],
             capture_output=True,
             text=True,
             check=True,
@@ -381,12 +413,13 @@ def scaling_child(size: int, repeats: int) -> None:
     pool = [w for words, _ in load_sentences(4000) for w in words]
     text = " ".join((pool * (size // len(pool) + 1))[:size])
     loaded = peak_rss_mib()
-    ner(text)  # warm-up
+    ner(text[:100_000])  # warm-up
     seconds = statistics.median(timed(lambda: ner(text)) for _ in range(repeats))
     print(
         json.dumps(
             {
                 "words": size,
+                "megabytes": len(text.encode()) / 1e6,
                 "precision": ner.precision,
                 "seconds": seconds,
                 "words_per_s": size / seconds,
@@ -473,11 +506,11 @@ def write_report(name: str, results: dict[str, Any]) -> str:
             f"## Scaling (nertron {results['scaling'][0]['precision']}, the default precision; one document, "
             "each size in a fresh process)",
             "",
-            "| words | seconds | words/s | peak RSS MiB (after loading) |",
-            "|---|---|---|---|",
+            "| words | MB of text | seconds | words/s | peak RSS MiB (after loading) |",
+            "|---|---|---|---|---|",
         ]
         lines += [
-            f"| {r['words']} | {r['seconds']:.3f} | {r['words_per_s']:.0f} | "
+            f"| {r['words']:,} | {r['megabytes']:.2f} | {r['seconds']:.3f} | {r['words_per_s']:.0f} | "
             f"{r['peak_rss_mib']:.0f} ({r['rss_after_load_mib']:.0f}) |"
             for r in results["scaling"]
         ]
@@ -537,7 +570,7 @@ def main() -> None:
     if "e2e" in sections:
         results["e2e"] = bench_e2e(sentences, max(1, args.repeats // 2), ners)
     if "ceiling" in sections and "e2e" in sections:
-        windows = ners["int8"].encoder.windows([w for w, _ in sentences])
+        windows = [w for d, (words, _) in enumerate(sentences) for w in ners["int8"].encoder.windows(d, words)]
         tokens = sum(w.input_ids.size for w in windows)
         mean_length = tokens / len(windows)
         per_second = {f"nertron {k}": tokens / results["e2e"]["systems"][f"nertron {k}"]["seconds"] for k in ners}

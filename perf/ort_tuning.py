@@ -39,9 +39,7 @@ def session(model: Path, disabled: list[str], profile_dir: str | None = None) ->
     if profile_dir:
         options.enable_profiling = True
         options.profile_file_prefix = f"{profile_dir}/ort"
-    return ort.InferenceSession(
-        str(model), options, providers=["CPUExecutionProvider"], disabled_optimizers=disabled
-    )
+    return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
 
 
 def operator_shares(model: Path, disabled: list[str], feeds: list[dict[str, Any]]) -> dict[str, float]:
@@ -68,7 +66,10 @@ def main() -> None:
     sentences = load_sentences(args.sentences)
     texts = [as_text(words)[0] for words, _ in sentences]
     ner = NER(bundle)
-    windows = sorted(ner.encoder.windows([w for w, _ in sentences]), key=lambda w: w.input_ids.size)
+    windows = sorted(
+        [w for d, (words, _) in enumerate(sentences) for w in ner.encoder.windows(d, words)],
+        key=lambda w: w.input_ids.size,
+    )
     feeds = [
         {"input_ids": b.input_ids, "attention_mask": b.attention_mask}
         for b in (ner.encoder.pad(windows[i : i + 16]) for i in range(0, len(windows), 16))

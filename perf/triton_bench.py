@@ -45,7 +45,7 @@ Request = tuple[np.ndarray, np.ndarray]
 
 
 def make_requests(ner: NER, sentences: list) -> list[Request]:
-    windows = ner.encoder.windows([words for words, _ in sentences])
+    windows = [w for d, (words, _) in enumerate(sentences) for w in ner.encoder.windows(d, words)]
     return [(b.input_ids, b.attention_mask) for b in (ner.encoder.pad([w]) for w in windows)]
 
 
@@ -113,7 +113,10 @@ def batching_ceiling(
 ) -> dict[str, float]:
     """The same requests (one window each) in-process as length-sorted batches of ``size`` vs one by one
     (8 threads), interleaved: the most that any batching, Triton's included, can gain on this machine."""
-    windows = sorted(ner.encoder.windows([words for words, _ in sentences]), key=lambda w: w.input_ids.size)
+    windows = sorted(
+        [w for d, (words, _) in enumerate(sentences) for w in ner.encoder.windows(d, words)],
+        key=lambda w: w.input_ids.size,
+    )
     padded = [ner.encoder.pad(windows[start : start + size]) for start in range(0, len(windows), size)]
     batches = [(b.input_ids, b.attention_mask) for b in padded]
     list(backend.map(batches))  # warm-up
