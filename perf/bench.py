@@ -35,9 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "perf")]
 
 from nertron import NER  # noqa: E402
-from nertron.conll import read_conll  # noqa: E402
-from nertron.default_model import default_bundle  # noqa: E402
-from nertron.openvino_backend import has_native_bf16  # noqa: E402
+from nertron.backends.openvino import has_native_bf16  # noqa: E402
+from nertron.io.conll import read_conll  # noqa: E402
+from nertron.model.default import default_bundle  # noqa: E402
 from nertron.text import Words  # noqa: E402
 
 from tests import reference  # noqa: E402

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from nertron.bundle import Bundle
+from nertron.model.bundle import Bundle
 from onnx import numpy_helper
 from transformers import XLMRobertaConfig, XLMRobertaForTokenClassification, XLMRobertaTokenizerFast
 

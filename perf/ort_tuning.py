@@ -28,8 +28,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "perf")]
 
 from bench import as_text, interleaved, load_sentences, timed  # noqa: E402
 from nertron import NER  # noqa: E402
-from nertron.default_model import default_bundle  # noqa: E402
-from nertron.onnx_backend import OnnxRuntimeBackend  # noqa: E402
+from nertron.backends.onnxruntime import OnnxRuntimeBackend  # noqa: E402
+from nertron.model.default import default_bundle  # noqa: E402
 
 
 def session(model: Path, disabled: list[str], profile_dir: str | None = None) -> ort.InferenceSession:

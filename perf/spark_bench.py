@@ -1,9 +1,9 @@
-"""nertron.spark throughput with 1 vs 2 local executor cores, beside the SDK in-process.
+"""nertron.integrations.spark throughput with 1 vs 2 local executor cores, beside the SDK in-process.
 
     python perf/spark_bench.py --name cpu-2core [--sentences 3000] [--repeats 3] [--precision int8]
 
 CoNLL-2003 test sentences (raw text joined from the gold words) in a DataFrame of 8 partitions are
-annotated by ``nertron.spark.annotate`` on ``local[1]`` (one task at a time, onnxruntime with 1 thread),
+annotated by ``nertron.integrations.spark.annotate`` on ``local[1]`` (one task at a time, onnxruntime with 1 thread),
 ``local[1]`` with 2 onnxruntime threads, and ``local[2]`` (two tasks at once, 1 thread each); the output
 is written to Spark's ``noop`` sink so that every row is computed and nothing is collected. Each
 configuration runs in its own Spark session; a warm-up job first builds the engines in the Python workers,
@@ -27,8 +27,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "perf")]
 
 from bench import as_text, load_sentences  # noqa: E402
 from nertron import NER  # noqa: E402
-from nertron.default_model import default_bundle  # noqa: E402
-from nertron.spark import annotate  # noqa: E402
+from nertron.backends import OnnxRuntime  # noqa: E402
+from nertron.integrations.spark import annotate  # noqa: E402
+from nertron.model.default import default_bundle  # noqa: E402
 
 CONFIGS = {  # name: (Spark master, onnxruntime threads per engine)
     "local[1], 1 thread": ("local[1]", 1),
@@ -54,10 +55,11 @@ def spark_seconds(master: str, threads: int, texts: list[str], bundle: Path) -> 
         df = spark.createDataFrame([(i, t) for i, t in enumerate(texts)], "id long, text string")
         df = df.repartition(PARTITIONS).cache()
         df.count()
-        warm = annotate(df.limit(64).repartition(PARTITIONS), "text", model=bundle, threads=threads)
+        engine = OnnxRuntime(threads=threads)
+        warm = annotate(df.limit(64).repartition(PARTITIONS), "text", model=bundle, backend=engine)
         warm.write.format("noop").mode("overwrite").save()
         started = time.perf_counter()
-        annotate(df, "text", model=bundle, threads=threads).write.format("noop").mode("overwrite").save()
+        annotate(df, "text", model=bundle, backend=engine).write.format("noop").mode("overwrite").save()
         return time.perf_counter() - started
     finally:
         spark.stop()
@@ -76,7 +78,7 @@ def main() -> None:
     texts = [as_text(words)[0] for words, _ in sentences]
     words = sum(len(w) for w, _ in sentences)
 
-    sdk = NER(bundle, threads=2)
+    sdk = NER(bundle, backend=OnnxRuntime(threads=2))
     sdk.batch(texts[:64])
     times: dict[str, list[float]] = {name: [] for name in ["SDK in-process, 2 threads", *CONFIGS]}
     for round_index in range(args.repeats):
@@ -111,7 +113,7 @@ def main() -> None:
         "rows": rows,
     }
     lines = [
-        f"# nertron.spark: 1 vs 2 local executor cores ({args.precision})",
+        f"# nertron.integrations.spark: 1 vs 2 local executor cores ({args.precision})",
         "",
         f"`{result['command']}` on {result['machine']}; {len(texts)} CoNLL-2003 test sentences ({words} words),",
         f"{PARTITIONS} partitions, noop sink, median of {args.repeats} interleaved rounds after a warm-up job.",

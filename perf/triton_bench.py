@@ -5,7 +5,7 @@
 A real Triton server (the default int8 model's CPU repository) serves two models: ``nertron`` with
 dynamic (ragged) batching and ``nertron_nobatch`` without. Each CoNLL-2003 test sentence is one request
 (input_ids, attention_mask of one row). At each concurrency level, as many client threads send the
-requests through the SDK's gRPC client (``TritonBackend``), and through the same SDK in-process
+requests through the SDK's gRPC client (``TritonClient``), and through the same SDK in-process
 (``OnnxRuntimeBackend``, one shared session). Systems run interleaved, ``--rounds`` times per level: the
 tables show medians, and ratios are medians of each round's ratio (the machine's speed drifts between
 rounds). At concurrency >= 8 the same is measured a level up, text in and entities out, one text per call:
@@ -35,11 +35,13 @@ sys.path[:0] = [str(ROOT), str(ROOT / "perf")]
 
 from bench import as_text, load_sentences, machine, timed  # noqa: E402
 from nertron import NER  # noqa: E402
-from nertron.default_model import default_bundle  # noqa: E402
-from nertron.onnx_backend import OnnxRuntimeBackend  # noqa: E402
-from nertron.repository import ConfigOptions, write_repository  # noqa: E402
-from nertron.server import TritonServer  # noqa: E402
-from nertron.triton_backend import TritonBackend  # noqa: E402
+from nertron.backends import Triton  # noqa: E402
+from nertron.backends.onnxruntime import OnnxRuntimeBackend  # noqa: E402
+from nertron.backends.triton import TritonClient  # noqa: E402
+from nertron.model.default import default_bundle  # noqa: E402
+from nertron.serving.options import ConfigOptions  # noqa: E402
+from nertron.serving.repository import write_repository  # noqa: E402
+from nertron.serving.server import TritonServer  # noqa: E402
 
 Request = tuple[np.ndarray, np.ndarray]
 
@@ -184,8 +186,8 @@ def main() -> None:
         )
         with TritonServer(repository) as server:
             in_process = OnnxRuntimeBackend(local_ner.bundle.model_path)
-            batching = TritonBackend(server.grpc_url, max_in_flight=64)
-            unbatched = TritonBackend(server.grpc_url, model="nertron_nobatch", max_in_flight=64)
+            batching = TritonClient(Triton(server.grpc_url, max_in_flight=64, fallback=None))
+            unbatched = TritonClient(Triton(server.grpc_url, model="nertron_nobatch", max_in_flight=64, fallback=None))
             systems = {"in-process": in_process, "triton, dynamic batching": batching, "triton, no batching": unbatched}
             for call in systems.values():  # warm-up
                 run_level(call, requests[:32], 4)
@@ -199,7 +201,7 @@ def main() -> None:
                 m: {"inferences": after[m][0] - before[m][0], "executions": after[m][1] - before[m][1]} for m in after
             }
             texts = [as_text(words)[0] for words, _ in sentences]
-            served_ner = NER(bundle, url=server.grpc_url, fallback=False, triton_options={"max_in_flight": 8})
+            served_ner = NER(bundle, backend=Triton(server.grpc_url, max_in_flight=8, fallback=None))
             sdk_systems = {"SDK in-process": local_ner, "SDK via Triton": served_ner}
             results["sdk_levels"] = {}
             for level in (level for level in levels if level >= 8):

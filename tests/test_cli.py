@@ -32,9 +32,7 @@ def test_ner_on_jsonl_file_keeps_ids_and_order(tiny_bundle: Path, tmp_path: Path
     assert [r["text"] for r in results] == [r["body"] for r in records]
 
 
-def test_ner_on_stdin(
-    tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_ner_on_stdin(tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO("first line\n\nthird line in Paris\n"))
     assert main(["ner", "-m", str(tiny_bundle)]) == 0
     assert [json.loads(line)["text"] for line in capsys.readouterr().out.splitlines()] == [
@@ -44,9 +42,7 @@ def test_ner_on_stdin(
     ]
 
 
-def test_malformed_jsonl_names_the_line(
-    tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_malformed_jsonl_names_the_line(tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     source = tmp_path / "bad.jsonl"
     source.write_text('{"text": "ok"}\n{not json\n')
     assert main(["ner", "-m", str(tiny_bundle), "-i", str(source), "-o", str(tmp_path / "o.jsonl")]) == 2

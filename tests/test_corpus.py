@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from nertron import NER, Entity
 from nertron.cli import main
-from nertron.conll import DOCSTART, read_conll
-from nertron.corpus import ErrorPolicy, Record, conll_block, detect_format, jsonl_line, read_corpus, tag_corpus
+from nertron.io.conll import DOCSTART, read_conll
+from nertron.io.corpus import ErrorPolicy, Record, conll_block, detect_format, jsonl_line, read_corpus, tag_corpus
+from nertron.io.html import HtmlWriter, label_colour, render_document, render_html
 from nertron.tags import iob1_to_iob2
 from nertron.text import split_words
-from nertron.visualize import HtmlWriter, label_colour, render_document, render_html
 
 CONLL = f"""{DOCSTART} -X- -X- O
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 from nertron import NER
-from nertron.bundle import Bundle
-from nertron.default_model import PACKAGE_DIR, WEIGHTS_FILE, assemble, embedded_spec
-from nertron.openvino_backend import has_native_bf16
-from nertron.pipeline import resolve_model
+from nertron.backends.openvino import has_native_bf16
+from nertron.model.bundle import Bundle
+from nertron.model.default import PACKAGE_DIR, WEIGHTS_FILE, assemble, embedded_spec
+from nertron.ner import resolve_model
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +60,7 @@ def test_english(default_ner: NER) -> None:
         ),
     ],
 )
-def test_cross_lingual_persons_and_places(
-    default_ner: NER, text: str, expected: set[tuple[str, str]]
-) -> None:
+def test_cross_lingual_persons_and_places(default_ner: NER, text: str, expected: set[tuple[str, str]]) -> None:
     found = entities_of(default_ner, text)
     # Loose: most of the obvious persons and places, with the right type.
     assert len(expected & found) >= len(expected) - 1, found

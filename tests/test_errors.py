@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nertron import NER
 from nertron.cli import main
-from nertron.server import free_port
+from nertron.serving.processes import free_port
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -106,9 +106,7 @@ def test_unreachable_server_without_fallback(tiny_bundle: Path, capsys: pytest.C
     one_line_error(err, f"Triton at {url}", "nertron serve", "--no-fallback")
 
 
-def test_a_busy_port_is_an_error_before_anything_starts(
-    tiny_bundle: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_busy_port_is_an_error_before_anything_starts(tiny_bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import socket
 
     with socket.socket() as busy:

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nertron.cli import main
-from nertron.conll import DOCSTART, read_conll
 from nertron.evaluation import evaluate, score
+from nertron.io.conll import DOCSTART, read_conll
 from seqeval.metrics import f1_score, precision_score, recall_score
 from sklearn.metrics import classification_report
 
@@ -33,18 +33,12 @@ def test_entity_scores_equal_seqeval(gold: list[list[str]], data: st.DataObject)
 @given(sentences, st.data())
 def test_token_scores_equal_scikit_learn(gold: list[list[str]], data: st.DataObject) -> None:
     gold = [
-        [
-            "B" + t[1:] if t.startswith("I") and (i == 0 or s[i - 1][2:] != t[2:]) else t
-            for i, t in enumerate(s)
-        ]
+        ["B" + t[1:] if t.startswith("I") and (i == 0 or s[i - 1][2:] != t[2:]) else t for i, t in enumerate(s)]
         for s in gold
     ]  # well-formed IOB2, so conversion changes nothing
     predicted = [data.draw(st.lists(st.sampled_from(TAGS), min_size=len(s), max_size=len(s))) for s in gold]
     predicted = [
-        [
-            "B" + t[1:] if t.startswith("I") and (i == 0 or s[i - 1][2:] != t[2:]) else t
-            for i, t in enumerate(s)
-        ]
+        ["B" + t[1:] if t.startswith("I") and (i == 0 or s[i - 1][2:] != t[2:]) else t for i, t in enumerate(s)]
         for s in predicted
     ]
     report = score(gold, predicted)

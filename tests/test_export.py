@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from nertron import NER
-from nertron.bundle import Bundle, sha256_of
+from nertron.model.bundle import Bundle, sha256_of
 from nertron_export.onnx_export import ExportError, export_bundle
 from nertron_export.tiny import CONLL_LABELS
 from transformers import AutoModelForTokenClassification
@@ -26,9 +26,7 @@ def test_manifest_describes_the_bundle(tiny_bundle: Path) -> None:
     assert manifest["inputs"] == ["input_ids", "attention_mask"] and manifest["outputs"] == ["logits"]
     assert manifest["sha256"] == sha256_of(tiny_bundle / "model.onnx")
     model = onnx.load(str(tiny_bundle / "model.onnx"))
-    assert (
-        max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) == manifest["opset"] >= 17
-    )
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) == manifest["opset"] >= 17
 
 
 def test_dynamic_axes_match_pytorch(tiny_bundle: Path, tiny_checkpoint: Path) -> None:
@@ -87,7 +85,5 @@ def test_int8_f1_gate_refuses_a_lossy_model(tiny_checkpoint: Path, tmp_path: Pat
         export_bundle(tiny_checkpoint, tmp_path / "b", quantize="int8", gate_data=data, max_f1_loss=-1.0)
     assert not (tmp_path / "b" / "manifest.json").exists()
     assert not (tmp_path / "b" / "model.onnx").exists()
-    report = export_bundle(
-        tiny_checkpoint, tmp_path / "ok", quantize="int8", gate_data=data, max_f1_loss=100.0
-    )
+    report = export_bundle(tiny_checkpoint, tmp_path / "ok", quantize="int8", gate_data=data, max_f1_loss=100.0)
     assert Bundle.load(report.bundle).manifest.precision == "int8"

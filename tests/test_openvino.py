@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from nertron import NER
-from nertron.bundle import Bundle
-from nertron.onnx_backend import OnnxRuntimeBackend
-from nertron.openvino_backend import OpenVINOBackend, has_native_bf16
+from nertron.backends import OnnxRuntime, OpenVINO
+from nertron.backends.onnxruntime import OnnxRuntimeBackend
+from nertron.backends.openvino import OpenVINOBackend, has_native_bf16
+from nertron.model.bundle import Bundle
 
 
 def random_batches(count: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -32,7 +33,7 @@ def onnxruntime(tiny_bundle: Path) -> OnnxRuntimeBackend:
 
 
 def test_f32_equals_onnxruntime_over_dynamic_shapes(tiny_bundle: Path, onnxruntime: OnnxRuntimeBackend) -> None:
-    openvino = OpenVINOBackend(Bundle.load(tiny_bundle).model_path, threads=1, inference_precision="f32")
+    openvino = OpenVINOBackend(Bundle.load(tiny_bundle).model_path, threads=1, precision="fp32")
     for ids, mask in random_batches(12, seed=1):
         got = openvino(ids, mask)
         assert got.dtype == np.float32 and got.shape == (*ids.shape, 9)
@@ -41,7 +42,7 @@ def test_f32_equals_onnxruntime_over_dynamic_shapes(tiny_bundle: Path, onnxrunti
 
 @pytest.mark.skipif(not has_native_bf16(), reason="this CPU has no native bf16")
 def test_bf16_stays_close(tiny_bundle: Path, onnxruntime: OnnxRuntimeBackend) -> None:
-    openvino = OpenVINOBackend(Bundle.load(tiny_bundle).model_path, inference_precision="bf16")
+    openvino = OpenVINOBackend(Bundle.load(tiny_bundle).model_path, precision="bf16")
     for ids, mask in random_batches(6, seed=2):
         reference = onnxruntime(ids, mask)
         # bf16 keeps 8 bits of mantissa: relative error ~1e-2 of the logits' scale
@@ -49,7 +50,7 @@ def test_bf16_stays_close(tiny_bundle: Path, onnxruntime: OnnxRuntimeBackend) ->
 
 
 def test_concurrent_calls_equal_sequential(tiny_bundle: Path) -> None:
-    openvino = OpenVINOBackend(Bundle.load(tiny_bundle).model_path, threads=1, inference_precision="f32")
+    openvino = OpenVINOBackend(Bundle.load(tiny_bundle).model_path, threads=1, precision="fp32")
     batches = random_batches(16, seed=3)
     sequential = [openvino(*b) for b in batches]
     with ThreadPoolExecutor(4) as pool:
@@ -61,7 +62,7 @@ def test_concurrent_calls_equal_sequential(tiny_bundle: Path) -> None:
 
 def test_ner_on_openvino_equals_onnxruntime(tiny_bundle: Path) -> None:
     texts = ["Angela Merkel met Emmanuel Macron in Paris.", "", "EU rejects German call to boycott British lamb."]
-    backend = OpenVINOBackend(Bundle.load(tiny_bundle).model_path, inference_precision="f32")
+    backend = OpenVINOBackend(Bundle.load(tiny_bundle).model_path, precision="fp32")
     got = NER(tiny_bundle, backend=backend).batch(texts * 20)
     expected = NER(tiny_bundle).batch(texts * 20)
     assert [[(e.text, e.label, e.start, e.end) for e in row] for row in got] == [
@@ -69,21 +70,21 @@ def test_ner_on_openvino_equals_onnxruntime(tiny_bundle: Path) -> None:
     ]
     for row, reference in zip(got, expected, strict=True):
         assert [e.score for e in row] == pytest.approx([e.score for e in reference], abs=1e-5)
-    ner = NER(tiny_bundle, runtime="openvino")
-    assert ner.runtime == "openvino" and ner.precision == "fp32"
+    with NER(tiny_bundle, backend=OpenVINO(precision="fp32")) as ner:
+        assert ner.runtime == "openvino" and ner.precision == "fp32"
     assert NER(tiny_bundle, precision="bf16").precision == "bf16"
     assert NER(tiny_bundle).runtime == "onnxruntime"  # a bundle runs on onnxruntime unless asked
 
 
 def test_bad_arguments(tiny_bundle: Path) -> None:
     model = Bundle.load(tiny_bundle).model_path
-    with pytest.raises(ValueError, match="runtime must be one of"):
-        NER(tiny_bundle, runtime="tensorrt")
-    with pytest.raises(ValueError, match="runs on OpenVINO"):
-        NER(precision="bf16", runtime="onnxruntime")
-    with pytest.raises(ValueError, match="providers are onnxruntime's"):
-        NER(tiny_bundle, runtime="openvino", providers=["CPUExecutionProvider"])
-    with pytest.raises(ValueError, match="inference_precision must be one of"):
-        OpenVINOBackend(model, inference_precision="int4")
+    with pytest.raises(ValueError, match=r"precision='bf16' runs on OpenVINO\(precision='bf16'\); backend="):
+        NER(precision="bf16", backend=OnnxRuntime())
+    with pytest.raises(ValueError, match="precision='int8' contradicts backend=OpenVINO"):
+        NER(precision="int8", backend=OpenVINO())
+    with pytest.raises(ValueError, match="OpenVINO precision must be 'bf16' or 'fp32'"):
+        OpenVINO(precision="int4")
+    with pytest.raises(ValueError, match="precision must be 'bf16' or 'fp32'"):
+        OpenVINOBackend(model, precision="int4")
     with pytest.raises(ValueError, match="threads must be >= 1"):
         OpenVINOBackend(model, threads=0)

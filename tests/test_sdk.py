@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nertron import NER, Entity
-from nertron.bundle import Bundle
+from nertron.model.bundle import Bundle
 from nertron.text import split_words
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
@@ -208,18 +208,17 @@ def test_constructor_arguments_are_checked(tiny_bundle: Path) -> None:
 
 
 def test_model_resolution(tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from nertron.pipeline import resolve_model
-
     monkeypatch.setenv("NERTRON_MODEL", str(tiny_bundle))
     assert NER().bundle.path == tiny_bundle
-    with pytest.raises(ValueError, match="precision picks a variant of the embedded model"):
-        resolve_model(None, "fp32")
-    with pytest.raises(ValueError, match="precision picks a variant"):
+    assert NER(precision="fp32").bundle.path == tiny_bundle  # the bundle's own precision
+    with pytest.raises(ValueError, match="is a fp32 bundle; precision='int8' picks a variant of the embedded model"):
+        NER(precision="int8")
+    with pytest.raises(ValueError, match="precision='int8' picks a variant"):
         NER(tiny_bundle, precision="int8")
 
 
 def test_concurrent_batches_equal_sequential(tiny_bundle: Path) -> None:
-    from nertron.onnx_backend import OnnxRuntimeBackend
+    from nertron.backends.onnxruntime import OnnxRuntimeBackend
 
     model = Bundle.load(tiny_bundle).model_path
     rng = np.random.default_rng(5)
@@ -227,7 +226,7 @@ def test_concurrent_batches_equal_sequential(tiny_bundle: Path) -> None:
     batches = [(rng.integers(4, 190, size=shape), np.ones(shape, dtype=np.int64)) for shape in shapes]
     sequential = OnnxRuntimeBackend(model, threads=2, concurrent_batches=1)
     concurrent = OnnxRuntimeBackend(model, threads=2, concurrent_batches=2)
-    assert sequential.concurrent_batches == 1 and concurrent.concurrent_batches == 2
+    assert sequential.concurrency == 1 and concurrent.concurrency == 2
     expected = list(sequential.map(batches))
     got = list(concurrent.map(iter(batches)))  # in order, from a one-pass iterator
     assert len(got) == len(expected)

@@ -1,4 +1,4 @@
-"""nertron.spark on a real local Spark (local[2]): equal to the plain SDK, nulls, streaming, Triton URL."""
+"""nertron.integrations.spark on a real local Spark (local[2]): equal to the plain SDK, nulls, streaming, Triton URL."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from typing import Any
 import pyarrow as pa
 import pytest
 from nertron import NER, Entity
-from nertron.conll import read_conll
-from nertron.default_model import default_bundle
-from nertron.spark import EngineSpec, annotate, annotate_batches, engine, engine_builds, entities_column
+from nertron.backends import Triton
+from nertron.integrations.spark import annotate, annotate_batches, engine, engine_builds, entities_column
+from nertron.io.conll import read_conll
+from nertron.model.default import default_bundle
+from nertron.ner import NERConfig
 
 pyspark = pytest.importorskip("pyspark", reason="pip install 'nertron[spark]'")
 from pyspark.sql import DataFrame, SparkSession  # noqa: E402
@@ -99,9 +101,11 @@ def test_equals_sdk_with_nulls_empty_and_long_texts(spark: SparkSession, sdk: NE
 
 def test_sparknlp_schema_matches_ner_converter_chunks(spark: SparkSession, sdk: NER) -> None:
     texts = TRICKY + dev_texts(50)
-    rows = annotate(
-        frame(spark, texts), "text", output_col="ner_chunk", schema="sparknlp", precision="fp32"
-    ).orderBy("id").collect()
+    rows = (
+        annotate(frame(spark, texts), "text", output_col="ner_chunk", schema="sparknlp", precision="fp32")
+        .orderBy("id")
+        .collect()
+    )
     for row, entities in zip(rows, sdk.batch(texts), strict=True):
         assert len(row.ner_chunk) == len(entities)
         utf16 = row.text.encode("utf-16-le")
@@ -127,7 +131,7 @@ def test_one_partition_of_thousands_of_rows_streams(spark: SparkSession, sdk: NE
 
 
 def test_engine_loaded_once_per_worker_process(spark: SparkSession, default_model: Path) -> None:
-    spec = EngineSpec(model=str(default_model))
+    spec = NERConfig(model=str(default_model))
 
     def probe(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         first = engine(spec)
@@ -152,7 +156,7 @@ def test_annotate_batches_is_lazy_and_chunked(sdk: NER, default_model: Path) -> 
             pulled.append(start)
             yield pa.RecordBatch.from_pydict({"text": texts[start : start + 250]})
 
-    out = annotate_batches(source(), EngineSpec(model=str(default_model)), text_col="text", rows_per_chunk=100)
+    out = annotate_batches(source(), NERConfig(model=str(default_model)), text_col="text", rows_per_chunk=100)
     first = next(out)
     assert first.num_rows == 100 and pulled == [0]  # one input batch read, one chunk annotated
     rest = list(out)
@@ -186,13 +190,15 @@ def test_bad_arguments_fail_on_the_driver(spark: SparkSession) -> None:
 
 
 def test_triton_url_shared_by_executors(spark: SparkSession, tiny_bundle: Path, tmp_path: Path) -> None:
-    from nertron.repository import ConfigOptions, write_repository
-    from nertron.server import TritonServer
+    from nertron.serving.options import ConfigOptions
+    from nertron.serving.repository import write_repository
+    from nertron.serving.server import TritonServer
 
     write_repository(tiny_bundle, tmp_path, name="nertron", options=ConfigOptions(threads=1))
     texts = dev_texts(200)
     with TritonServer(tmp_path, startup_timeout=60, stop_timeout=15) as server:
-        served = annotate(frame(spark, texts), "text", model=tiny_bundle, url=server.grpc_url, fallback=False)
+        backend = Triton(server.grpc_url, fallback=None)
+        served = annotate(frame(spark, texts), "text", model=tiny_bundle, backend=backend)
         rows = served.orderBy("id").collect()
     expected = NER(tiny_bundle).batch(texts)
     assert_same_entities([[e.asDict() for e in r.entities] for r in rows], expected)

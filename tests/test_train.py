@@ -30,9 +30,26 @@ def test_train_resume_and_export(tiny_checkpoint: Path, tmp_path: Path) -> None:
     train = write_conll(tmp_path / "train.txt", 12)
     dev = write_conll(tmp_path / "dev.txt", 2)
     out = tmp_path / "run"
-    common = ["train", "--model", str(tiny_checkpoint), "--train", str(train), "--dev", str(dev),
-              "--out", str(out), "--batch-size", "4", "--lr", "3e-3", "--head-lr", "3e-3", "--fp32",
-              "--threads", "1"]
+    common = [
+        "train",
+        "--model",
+        str(tiny_checkpoint),
+        "--train",
+        str(train),
+        "--dev",
+        str(dev),
+        "--out",
+        str(out),
+        "--batch-size",
+        "4",
+        "--lr",
+        "3e-3",
+        "--head-lr",
+        "3e-3",
+        "--fp32",
+        "--threads",
+        "1",
+    ]
     assert main([*common, "--epochs", "1"]) == 0
     state = json.loads((out / "last" / "state.json").read_text())
     assert state["epoch"] == 1 and (out / "best" / "config.json").is_file()

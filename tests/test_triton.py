@@ -6,7 +6,6 @@ model without ragged batching, one that replies with the wrong shape and one tha
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib.util
 import itertools
@@ -27,24 +26,23 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from nertron import NER
-from nertron.bundle import Bundle
-from nertron.default_model import embedded_spec
-from nertron.onnx_backend import OnnxRuntimeBackend
-from nertron.repository import (
+from nertron.backends import TLS, OnnxRuntime, Triton, create_backend
+from nertron.backends.fallback import FallbackBackend
+from nertron.backends.onnxruntime import OnnxRuntimeBackend
+from nertron.backends.triton import TritonClient, TritonError
+from nertron.model.bundle import Bundle
+from nertron.model.default import embedded_spec
+from nertron.serving.config import CONFIG_FILE, config_text, model_config, parse_config
+from nertron.serving.options import DEPLOYMENTS, ConfigOptions, Signature
+from nertron.serving.processes import free_port
+from nertron.serving.repository import (
     BUILD_SCRIPT,
-    CONFIG_FILE,
-    DEPLOYMENTS,
     MODEL_TEMPLATE,
-    ConfigOptions,
-    Signature,
     build_script,
-    model_config,
-    parse_config,
     write_repositories,
     write_repository,
 )
-from nertron.server import TritonServer, TritonServerError, free_port
-from nertron.triton_backend import TritonBackend, TritonError
+from nertron.serving.server import TritonServer, TritonServerError
 from nertron_export.tiny import CONLL_LABELS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -143,6 +141,21 @@ def random_batches(count: int, seed: int, rows: tuple[int, int] = (1, 4)) -> lis
     return batches
 
 
+def client(url: str, max_length: int | None = None, **options: object) -> TritonClient:
+    """A client without fallback: failures raise ``TritonError``."""
+    return TritonClient(Triton(url, fallback=None, **options), max_length=max_length)  # type: ignore[arg-type]
+
+
+def with_fallback(url: str, local: OnnxRuntimeBackend, **options: object) -> FallbackBackend:
+    """A client that computes what the server does not answer with a backend like ``local`` (its own: the
+    fallback backend is closed with the client)."""
+    primary = TritonClient(Triton(url, **options))  # type: ignore[arg-type]
+    model = local.model_path
+    return FallbackBackend(
+        primary, lambda: OnnxRuntimeBackend(model, threads=1), probe_interval=primary.spec.probe_interval
+    )
+
+
 def triton_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "nertron.triton" and r.levelno == logging.WARNING]
 
@@ -199,7 +212,7 @@ def test_runs_are_planned_by_length(triton_model: types.ModuleType) -> None:
 @pytest.mark.parametrize("deployment", DEPLOYMENTS)
 def test_configs_parse_into_model_config(deployment: str) -> None:
     signature = Signature(num_labels=9, max_length=512)
-    config = parse_config(model_config(deployment, signature, ConfigOptions(max_batch_size=32)))
+    config = parse_config(config_text(model_config(deployment, signature, ConfigOptions(max_batch_size=32))))
     assert config.name == "nertron" and config.max_batch_size == 32
     assert [i.name for i in config.input] == ["input_ids", "attention_mask"]
     assert all(list(i.dims) == [-1] for i in config.input)
@@ -224,10 +237,10 @@ def test_configs_parse_into_model_config(deployment: str) -> None:
 
 def test_config_variants_parse() -> None:
     signature = Signature(num_labels=5, max_length=128, inputs=("input_ids",))
-    cpu = parse_config(model_config("cpu", signature, ConfigOptions(ragged=False, threads=2, instances=2)))
+    cpu = parse_config(config_text(model_config("cpu", signature, ConfigOptions(ragged=False, threads=2, instances=2))))
     assert not cpu.input[0].allow_ragged_batch and cpu.parameters["intra_op_threads"].string_value == "2"
     assert cpu.instance_group[0].count == 2
-    gpu = parse_config(model_config("onnx-gpu", signature, ConfigOptions(tensorrt=False)))
+    gpu = parse_config(config_text(model_config("onnx-gpu", signature, ConfigOptions(tensorrt=False))))
     assert not gpu.HasField("optimization")
     with pytest.raises(ValueError, match="deployment must be one of"):
         model_config("tpu", signature)
@@ -267,7 +280,7 @@ def test_checked_in_repository_matches_the_default_model(deployment: str) -> Non
     model_dir = REPO_ROOT / "model_repository" / deployment / "nertron"
     text = (model_dir / CONFIG_FILE).read_text()
     parse_config(text)
-    assert text == model_config(deployment, signature), "regenerate model_repository (see its README)"
+    assert text == config_text(model_config(deployment, signature)), "regenerate model_repository (see its README)"
     if deployment == "tensorrt":
         assert (model_dir / BUILD_SCRIPT).read_text() == build_script(signature)
 
@@ -289,8 +302,8 @@ def test_server_fails_clearly(tmp_path: Path, tiny_bundle: Path) -> None:
 def test_serve_stops_the_server_on_sigterm(tiny_bundle: Path, tmp_path: Path) -> None:
     write_repository(tiny_bundle, tmp_path, link=True)
     script = (
-        "import sys\nfrom nertron.server import TritonServer\n"
-        "sys.exit(TritonServer(sys.argv[1]).serve(lambda server: print(server.pid, flush=True)))\n"
+        "import sys\nfrom nertron.serving.server import TritonServer, serve\n"
+        "sys.exit(serve(TritonServer(sys.argv[1]), lambda server: print(server.pid, flush=True)))\n"
     )
     command = [sys.executable, "-c", script, str(tmp_path)]
     for when in ("ready", "starting"):
@@ -316,10 +329,10 @@ def test_serve_stops_the_server_on_sigterm(tiny_bundle: Path, tmp_path: Path) ->
 
 SIGNAL_DEFERRED_CHECK = """
 import signal
-from nertron.server import _signals_deferred
+from nertron.serving.processes import signals_deferred
 reached = False
 try:
-    with _signals_deferred():
+    with signals_deferred():
         signal.raise_signal(signal.SIGINT)
         reached = True  # raised here, the exception would orphan a started server
 except KeyboardInterrupt:
@@ -346,8 +359,9 @@ def processes_using(path: Path, besides: int = -1) -> list[int]:
 
 
 def test_triton_equals_local_inference(server: TritonServer, local: OnnxRuntimeBackend, tiny_bundle: Path) -> None:
-    with TritonBackend(server.grpc_url, max_in_flight=8) as backend:
-        assert backend.on_server and backend.info is not None and backend.info.num_labels == len(CONLL_LABELS)
+    with client(server.grpc_url, max_in_flight=8) as backend:
+        backend.connect()
+        assert backend.info is not None and backend.info.num_labels == len(CONLL_LABELS)
         batches = random_batches(40, seed=1)
         batches.append((np.tile(batches[0][0][:1, :], (150, 1)), np.ones((150, batches[0][0].shape[1]), np.int64)))
         for (ids, mask), logits in zip(batches, backend.map(batches), strict=True):
@@ -359,7 +373,6 @@ def test_triton_equals_local_inference(server: TritonServer, local: OnnxRuntimeB
         local_ner = NER(tiny_bundle, backend=local, batch_size=4)
         texts = [*TEXTS, " ".join(TEXTS) * 3]
         assert triton_ner.batch(texts) == local_ner.batch(texts)
-        assert backend.on_server
 
 
 def test_requests_of_different_lengths_batch(server: TritonServer, local: OnnxRuntimeBackend) -> None:
@@ -369,12 +382,12 @@ def test_requests_of_different_lengths_batch(server: TritonServer, local: OnnxRu
     cases = {
         "ragged": ("nertron", {}),
         "fixed": ("nertron_fixed", {}),
-        "fixed, length buckets": ("nertron_fixed", {"length_multiple": 16, "max_length": 64}),
+        "fixed, length buckets": ("nertron_fixed", {"length_multiple": 16, "max_length": 64}),  # type: ignore[dict-item]
     }
     executions = {}
     for case, (model, options) in cases.items():
         before = statistics(server, model)
-        with TritonBackend(server.grpc_url, model=model, max_in_flight=64, **options) as backend:
+        with client(server.grpc_url, model=model, max_in_flight=64, **options) as backend:
             for (ids, mask), logits in zip(batches, backend.map(batches), strict=True):
                 np.testing.assert_allclose(logits, local(ids, mask), rtol=0, atol=1e-5)
         after = statistics(server, model)
@@ -389,9 +402,9 @@ def test_requests_of_different_lengths_batch(server: TritonServer, local: OnnxRu
 def test_server_down_from_the_start(local: OnnxRuntimeBackend, caplog: pytest.LogCaptureFixture) -> None:
     url = f"127.0.0.1:{free_port()}"
     started = time.monotonic()
-    with pytest.raises(TritonError, match=f"Triton at {url} is not usable: cannot reach it"):
-        TritonBackend(url)
-    with TritonBackend(url, fallback=local, probe_interval=0.2) as backend:
+    with pytest.raises(TritonError, match=f"Triton at {url}, model 'nertron': cannot reach it"):
+        client(url).connect()
+    with with_fallback(url, local, probe_interval=0.2) as backend:
         assert not backend.on_server
         batches = random_batches(6, seed=2)
         for (ids, mask), logits in zip(batches, backend.map(batches), strict=True):
@@ -404,11 +417,13 @@ def test_server_down_from_the_start(local: OnnxRuntimeBackend, caplog: pytest.Lo
 def test_wrong_port_and_missing_model_fail_clearly(server: TritonServer, local: OnnxRuntimeBackend) -> None:
     started = time.monotonic()
     # The HTTP port speaks HTTP/1.1, not gRPC.
-    with pytest.raises(TritonError, match=f"Triton at 127.0.0.1:{server.http_port} is not usable"):
-        TritonBackend(f"127.0.0.1:{server.http_port}", probe_timeout=2)
-    with pytest.raises(TritonError, match=r"model 'missing' is not ready; models in the repository: .*nertron READY"):
-        TritonBackend(server.grpc_url, model="missing")
-    with TritonBackend(server.grpc_url, model="missing", fallback=local) as backend:
+    with pytest.raises(TritonError, match=f"Triton at 127.0.0.1:{server.http_port}, model 'nertron': cannot reach"):
+        client(f"127.0.0.1:{server.http_port}", probe_timeout=2).connect()
+    with pytest.raises(
+        TritonError, match=r"model 'missing': the model is not ready; models in the repository: .*nertron READY"
+    ):
+        client(server.grpc_url, model="missing").connect()
+    with with_fallback(server.grpc_url, local, model="missing") as backend:
         ids, mask = random_batches(1, seed=3)[0]
         np.testing.assert_array_equal(backend(ids, mask), local(ids, mask))
         assert not backend.on_server
@@ -417,12 +432,9 @@ def test_wrong_port_and_missing_model_fail_clearly(server: TritonServer, local: 
 
 def test_malformed_replies(server: TritonServer, local: OnnxRuntimeBackend, caplog: pytest.LogCaptureFixture) -> None:
     batches = random_batches(5, seed=4)
-    with (
-        TritonBackend(server.grpc_url, model="broken") as backend,
-        pytest.raises(TritonError, match="malformed reply"),
-    ):
+    with client(server.grpc_url, model="broken") as backend, pytest.raises(TritonError, match="malformed reply"):
         backend(*batches[0])
-    with TritonBackend(server.grpc_url, model="broken", fallback=local) as backend:
+    with with_fallback(server.grpc_url, local, model="broken") as backend:
         for (ids, mask), logits in zip(batches, backend.map(batches), strict=True):
             np.testing.assert_array_equal(logits, local(ids, mask))
     assert len(triton_warnings(caplog)) == 1 and "malformed reply" in triton_warnings(caplog)[0]
@@ -431,38 +443,20 @@ def test_malformed_replies(server: TritonServer, local: OnnxRuntimeBackend, capl
 def test_late_replies_time_out(server: TritonServer, local: OnnxRuntimeBackend) -> None:
     ids, mask = random_batches(1, seed=5)[0]
     started = time.monotonic()
-    with (
-        TritonBackend(server.grpc_url, model="slow", timeout=0.3) as backend,
-        pytest.raises(TritonError, match="Deadline"),
-    ):
+    with client(server.grpc_url, model="slow", timeout=0.3) as backend, pytest.raises(TritonError, match="Deadline"):
         backend(ids, mask)
-    with TritonBackend(server.grpc_url, model="slow", timeout=0.3, fallback=local) as backend:
+    with with_fallback(server.grpc_url, local, model="slow", timeout=0.3) as backend:
         np.testing.assert_array_equal(backend(ids, mask), local(ids, mask))
     assert time.monotonic() - started < 5
-
-
-def test_asyncio_api(server: TritonServer, local: OnnxRuntimeBackend) -> None:
-    batches = random_batches(20, seed=6)
-
-    async def run(model: str) -> tuple[list[np.ndarray], np.ndarray]:
-        backend = TritonBackend(server.grpc_url, model=model, max_in_flight=8, fallback=local)
-        try:
-            results = [logits async for logits in backend.map_async(batches)]
-            return results, await backend.infer_async(*batches[0])
-        finally:
-            await backend.aclose()
-
-    for model in ("nertron", "broken"):  # served, and computed by the fallback
-        results, single = asyncio.run(run(model))
-        for (ids, mask), logits in zip(batches, results, strict=True):
-            np.testing.assert_allclose(logits, local(ids, mask), rtol=0, atol=1e-5)
-        np.testing.assert_allclose(single, results[0], rtol=0, atol=1e-5)
 
 
 class KillAt:
     """Wraps a backend; runs ``action`` when the ``at``-th batch is taken (mid-run, requests in flight)."""
 
-    def __init__(self, backend: TritonBackend, at: int, action: Callable[[], None]) -> None:
+    runtime = "triton"
+    concurrency = 4
+
+    def __init__(self, backend: FallbackBackend, at: int, action: Callable[[], None]) -> None:
         self.backend, self.at, self.action = backend, at, action
         self.rows = self.batches = 0
 
@@ -480,6 +474,9 @@ class KillAt:
 
         return self.backend.map(counted())
 
+    def close(self) -> None:
+        self.backend.close()
+
 
 def test_server_killed_mid_run_then_restarted(
     server: TritonServer, local: OnnxRuntimeBackend, tiny_bundle: Path, caplog: pytest.LogCaptureFixture
@@ -488,7 +485,9 @@ def test_server_killed_mid_run_then_restarted(
     words = " ".join(TEXTS).split()
     docs = [" ".join(rng.choice(words, size=int(rng.integers(1, 30)))) for _ in range(2000)]
     expected = NER(tiny_bundle, backend=local).batch(docs)
-    backend = TritonBackend.for_bundle(tiny_bundle, server.grpc_url, threads=1, probe_interval=0.2)
+    spec = Triton(server.grpc_url, probe_interval=0.2, fallback=OnnxRuntime(threads=1))
+    backend = create_backend(spec, Bundle.load(tiny_bundle))
+    assert isinstance(backend, FallbackBackend)
     try:
         killing = KillAt(backend, at=20, action=server.kill)
         results = NER(tiny_bundle, backend=killing).batch(docs)
@@ -532,25 +531,26 @@ def test_tls_and_auth_headers(repository: Path, tmp_path: Path, local: OnnxRunti
     )
     with tls:
         headers = {"triton-grpc-protocol-x-nertron-key": "secret"}  # Triton prefixes gRPC keys so
-        with TritonBackend(tls.grpc_url, ssl=True, root_certificates=cert, headers=headers) as backend:
+        trusted = TLS(root_certificates=str(cert))
+        with client(tls.grpc_url, tls=trusted, headers=headers) as backend:
             ids, mask = random_batches(1, seed=8)[0]
             np.testing.assert_allclose(backend(ids, mask), local(ids, mask), rtol=0, atol=1e-5)
-        with pytest.raises(TritonError, match="not usable"):
-            TritonBackend(tls.grpc_url, ssl=True, root_certificates=cert)  # no auth header
-        with pytest.raises(TritonError, match="not usable"):
-            TritonBackend(tls.grpc_url, headers=headers, probe_timeout=1)  # plaintext to a TLS port
+        with pytest.raises(TritonError, match="cannot reach it"):
+            client(tls.grpc_url, tls=trusted).connect()  # no auth header
+        with pytest.raises(TritonError, match="cannot reach it"):
+            client(tls.grpc_url, headers=headers, probe_timeout=1).connect()  # plaintext to a TLS port
 
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "conll2003" / "dev.txt"
 
 
 def test_ner_url_equals_local_on_conll_dev(server: TritonServer, tiny_bundle: Path) -> None:
-    from nertron.conll import read_conll
+    from nertron.io.conll import read_conll
 
     sentences = [" ".join(s.words) for d in read_conll(DEV) for s in d.sentences][:200]
-    served = NER(tiny_bundle, url=server.grpc_url, fallback=False, batch_size=8)
-    assert served.batch(sentences) == NER(tiny_bundle, batch_size=8).batch(sentences)
-    assert served.backend.on_server
+    with NER(tiny_bundle, backend=Triton(server.grpc_url, fallback=None), batch_size=8) as served:
+        assert served.runtime == "triton"
+        assert served.batch(sentences) == NER(tiny_bundle, batch_size=8).batch(sentences)
 
 
 def test_cli_ner_url_and_repository(
@@ -569,10 +569,10 @@ def test_cli_ner_url_and_repository(
 
 
 def test_dynamic_batching_can_be_switched_off() -> None:
-    text = model_config("cpu", Signature(9, 256), ConfigOptions(dynamic_batching=False))
+    text = config_text(model_config("cpu", Signature(9, 256), ConfigOptions(dynamic_batching=False)))
     assert "dynamic_batching" not in text
     assert not parse_config(text).HasField("dynamic_batching")
-    assert parse_config(model_config("cpu", Signature(9, 256))).HasField("dynamic_batching")
+    assert parse_config(config_text(model_config("cpu", Signature(9, 256)))).HasField("dynamic_batching")
 
 
 def test_cli_keeps_the_rows_finished_before_the_server_dies(
@@ -679,3 +679,44 @@ def test_serve_killed_takes_its_server_along(tiny_bundle: Path) -> None:
             serving.kill()
             with contextlib.suppress(ProcessLookupError):
                 os.kill(tritonserver, signal.SIGKILL)
+
+
+def established_connections(port: int) -> int:
+    """TCP connections of this process to ``port`` on this machine (from /proc)."""
+    inodes = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            link = os.readlink(fd)
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for row in Path(table).read_text().splitlines()[1:]:
+                fields = row.split()
+                remote_port, state, inode = int(fields[2].rsplit(":", 1)[1], 16), fields[3], fields[9]
+                count += remote_port == port and state == "01" and inode in inodes
+    return count
+
+
+def test_closing_releases_threads_and_channels(server: TritonServer, tiny_bundle: Path) -> None:
+    import threading
+
+    def ours() -> set[str]:
+        return {t.name for t in threading.enumerate() if t.name.startswith("nertron")}
+
+    before, connections = ours(), established_connections(server.grpc_port)  # other tests' clients may be open
+    served = NER(tiny_bundle, backend=Triton(server.grpc_url))
+    assert served.batch(TEXTS) and established_connections(server.grpc_port) == connections + 1
+    unreachable = NER(tiny_bundle, backend=Triton(f"127.0.0.1:{free_port()}", probe_interval=0.1))
+    assert unreachable.batch(TEXTS) == served.batch(TEXTS)  # computed by the fallback, with its threads
+    with NER(tiny_bundle) as local:
+        assert local.batch(TEXTS * 10)
+        assert "nertron-ort_0" in ours()
+    assert "nertron-triton-probe" in ours()
+    served.close()
+    unreachable.close()
+    assert established_connections(server.grpc_port) == connections
+    assert ours() == before
+    with pytest.raises(RuntimeError, match="closed"):
+        served("Paris")

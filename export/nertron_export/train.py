@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from nertron.conll import Document, read_conll
 from nertron.evaluation import score
+from nertron.io.conll import Document, read_conll
 from tokenizers import Tokenizer
 from tqdm import tqdm
 from transformers import AutoModelForTokenClassification, AutoTokenizer

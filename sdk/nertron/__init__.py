@@ -1,12 +1,18 @@
 """nertron: named-entity recognition with XLM-RoBERTa token classifiers.
 
 >>> from nertron import NER
->>> ner = NER("bundle/")                     # doctest: +SKIP
->>> ner("Angela Merkel met Emmanuel Macron in Paris.")  # doctest: +SKIP
+>>> with NER() as ner:                                     # doctest: +SKIP
+...     ner("Angela Merkel met Emmanuel Macron in Paris.")
+[Entity(text='Angela Merkel', label='PER', start=0, end=13, score=0.99...), ...]
+
+What runs the model is a backend spec: ``NER(backend=OnnxRuntime(threads=2))``, ``OpenVINO(precision="bf16")``
+or ``Triton("host:8001")`` (``nertron.backends``).
 """
 
-from .entity import Entity
-from .pipeline import NER
+from nertron.backends import TLS, OnnxRuntime, OpenVINO, Triton
+from nertron.entity import Entity
+from nertron.errors import MissingExtra, TritonError
+from nertron.ner import NER, NERConfig
 
-__all__ = ["NER", "Entity"]
+__all__ = ["NER", "TLS", "Entity", "MissingExtra", "NERConfig", "OnnxRuntime", "OpenVINO", "Triton", "TritonError"]
 __version__ = "0.1.0"

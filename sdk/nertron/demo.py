@@ -11,11 +11,12 @@ import sys
 import tempfile
 import time
 
-from . import NER
-from .default_model import default_bundle
-from .extras import require
-from .repository import write_repository
-from .server import TritonServer
+from nertron import NER
+from nertron.backends import Triton
+from nertron.extras import require
+from nertron.model.default import default_bundle
+from nertron.serving.repository import write_repository
+from nertron.serving.server import TritonServer
 
 SAMPLES = [
     "Angela Merkel met Emmanuel Macron in Paris on Tuesday.",
@@ -40,7 +41,7 @@ def main() -> int:
         write_repository(bundle, repository, link=True)
         with TritonServer(repository) as server:
             print(f"Triton {server.grpc_url} ready in {server.startup_seconds:.1f} s (model 'nertron', CPU)")
-            served = NER(bundle, url=server.grpc_url, fallback=False)
+            served = NER(bundle, backend=Triton(server.grpc_url, fallback=None))
             started = time.perf_counter()
             results = served.batch(SAMPLES * 20, batch_size=8)  # 120 texts: several requests in flight
             seconds = time.perf_counter() - started

@@ -13,3 +13,7 @@ class TritonError(RuntimeError):
 
 class TritonServerError(RuntimeError):
     """A ``tritonserver`` could not start, exited early or did not become ready; the message quotes its log."""
+
+
+class MissingExtra(ImportError):
+    """An optional dependency of a feature is not installed; the message says which extra brings it."""

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from ._native import PostProcessor
-from .conll import Document
-from .tags import to_iob2
+from nertron._native import PostProcessor
+from nertron.io.conll import Document
+from nertron.tags import to_iob2
 
 CONTEXTS = ("sentence", "document")
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from nertron.errors import MissingExtra
+
 # The extra that brings each optional top-level module (see pyproject.toml).
 EXTRAS = {
     "tritonclient": "triton",
@@ -17,10 +19,6 @@ EXTRAS = {
     "pyarrow": "spark",
     "openvino": "openvino",
 }
-
-
-class MissingExtra(ImportError):
-    """An optional dependency of a feature is not installed; the message says which extra brings it."""
 
 
 def require(module: str, feature: str) -> ModuleType:

@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
-from ._native import PostProcessor, Spans, WindowMerger
-from .entity import Entity
-from .text import SegmentedText
-from .windows import SubwordEncoder, Window
+from nertron._native import PostProcessor, Spans, WindowMerger
+from nertron.backends.base import Backend
+from nertron.entity import Entity
+from nertron.text import SegmentedText
+from nertron.windows import SubwordEncoder, Window
 
 # Windows sorted together: enough for batches of similar lengths, few enough that documents come back
 # soon (a failure loses at most this much work; progress moves at least this often).
@@ -28,16 +28,6 @@ LOOKAHEAD_WINDOWS = 256
 # document 3,933 vs 3,765 words/s) and it bounds the activations, so peak memory no longer grows with
 # the batch size.
 MAX_BATCH_TOKENS = 768
-
-
-class Backend(Protocol):
-    """What runs the model: (input_ids, attention_mask) int64 [batch, seq] -> logits float32."""
-
-    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray: ...
-
-    def map(self, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[np.ndarray]:
-        """Logits of each batch, in order (a backend may compute several at once)."""
-        ...
 
 
 @dataclass

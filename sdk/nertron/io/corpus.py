@@ -18,10 +18,10 @@ from typing import IO, Any
 
 import numpy as np
 
-from .conll import DOCSTART
-from .entity import Entity
-from .pipeline import NER
-from .text import SegmentedText
+from nertron.entity import Entity
+from nertron.io.conll import DOCSTART
+from nertron.ner import NER
+from nertron.text import SegmentedText
 
 INPUT_FORMATS = ("txt", "jsonl", "conll")
 CONLL_SUFFIXES = (".conll", ".iob", ".iob2", ".bio", ".bioes")

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._native import PostProcessor
-from .tags import check_scheme
+from nertron._native import PostProcessor
+from nertron.tags import check_scheme
 
 MANIFEST = "manifest.json"
 FORMAT = "nertron-bundle"

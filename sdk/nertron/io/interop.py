@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .entity import Entity
+from nertron.entity import Entity
 
 
 def to_displacy(text: str, entities: Iterable[Entity], title: str | None = None) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .tags import to_iob2
+from nertron.tags import to_iob2
 
 DOCSTART = "-DOCSTART-"
 

@@ -12,10 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from .extras import require
-from .onnx_backend import unloadable
-
-INFERENCE_PRECISIONS = ("bf16", "f32")
+from nertron.backends.base import Closable
+from nertron.backends.onnxruntime import unloadable
+from nertron.extras import require
 
 
 def _openvino() -> Any:
@@ -32,42 +31,40 @@ def has_native_bf16() -> bool:
     return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-class OpenVINOBackend:
+class OpenVINOBackend(Closable):
     """Runs an exported token-classification model with OpenVINO: (input_ids, attention_mask) -> logits.
 
-    ``inference_precision`` is OpenVINO's ``INFERENCE_PRECISION_HINT``: ``"bf16"`` (matrix multiplies in
-    bfloat16, accumulation in fp32) or ``"f32"``. Thread-safe: concurrent calls use separate infer requests.
+    ``precision`` sets OpenVINO's ``INFERENCE_PRECISION_HINT``: ``"bf16"`` (matrix multiplies in bfloat16,
+    accumulation in fp32) or ``"fp32"``. Thread-safe: concurrent calls use separate infer requests.
     """
 
     runtime = "openvino"
+    concurrency = 1
 
     def __init__(
-        self,
-        model_path: str | Path,
-        *,
-        threads: int | None = None,
-        inference_precision: str = "bf16",
-        device: str = "CPU",
+        self, model_path: str | Path, *, threads: int | None = None, precision: str = "bf16", device: str = "CPU"
     ) -> None:
-        if inference_precision not in INFERENCE_PRECISIONS:
-            raise ValueError(f"inference_precision must be one of {INFERENCE_PRECISIONS}, got {inference_precision!r}")
+        if precision not in ("bf16", "fp32"):
+            raise ValueError(f"precision must be 'bf16' or 'fp32', got {precision!r}")
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         openvino = _openvino()
         core = openvino.Core()
-        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": inference_precision}
+        hint = "bf16" if precision == "bf16" else "f32"
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = threads
         try:
             self.compiled = core.compile_model(core.read_model(str(model_path)), device, config)
         except RuntimeError as error:
             raise unloadable(model_path, "OpenVINO", error) from None
-        self.inference_precision = inference_precision
+        self.precision = precision
         self.input_names = {name for port in self.compiled.inputs for name in port.get_names()}
         self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Logits ``[batch, seq, labels]`` as float32."""
+        self.check_open()
         feed = {"input_ids": input_ids, "attention_mask": attention_mask}
         inputs = {k: np.ascontiguousarray(v, dtype=np.int64) for k, v in feed.items() if k in self.input_names}
         try:
@@ -87,3 +84,9 @@ class OpenVINOBackend:
         """Logits of each batch, in order."""
         for input_ids, attention_mask in batches:
             yield self(input_ids, attention_mask)
+
+    def close(self) -> None:
+        """Releases the compiled model and its infer requests."""
+        super().close()
+        self._requests = queue.SimpleQueue()
+        self.compiled = None

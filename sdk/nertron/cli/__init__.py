@@ -1,0 +1,67 @@
+"""The ``nertron`` command line: ``ner``, ``eval``, ``export``, ``train``, ``serve`` and ``repository``.
+
+Every expected failure (bad input, an unusable model or file, a missing extra, an unreachable server) ends
+in one line on stderr, ``nertron COMMAND: error: ...``, and exit status 2; output written before it is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from nertron.cli import evaluate, export, ner, serve
+from nertron.errors import TritonError, TritonServerError
+
+# What a user can cause and fix: reported in one line with exit status 2.
+EXPECTED_ERRORS = (ValueError, TypeError, OSError, ImportError, TritonError, TritonServerError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nertron", description="Named-entity recognition with XLM-R.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    ner.add(commands.add_parser("ner", help="find entities in text, files or stdin"))
+    evaluate.add(commands.add_parser("eval", help="score a model on a CoNLL file (token and entity level)"))
+    export.add_export(commands.add_parser("export", help="export an HF checkpoint to a nertron bundle"))
+    serve.add_serve(commands.add_parser("serve", help="serve a model with a real Triton server"))
+    serve.add_repository(commands.add_parser("repository", help="write Triton model repositories for a model"))
+    export.add_train(
+        commands.add_parser("train", help="fine-tune an HF checkpoint on CoNLL files (needs torch)", add_help=False)
+    )
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:  # train parses its own options (and imports torch) only when asked for
+        argv = ["train", "--", *argv[1:]]
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args))
+    except KeyboardInterrupt:
+        print(f"nertron {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `nertron ner ... | head`: the reader is gone, so stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except TritonServerError as error:  # its first line says what happened, the rest quotes the server's log
+        first, *log = str(error).splitlines()
+        print(f"nertron {args.command}: error: {first}", *(f"  {line}" for line in log), sep="\n", file=sys.stderr)
+        return 2
+    except EXPECTED_ERRORS as error:
+        print(f"nertron {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        return 2
+    except Exception as error:  # a bug: still one line, unless asked for the traceback
+        if os.environ.get("NERTRON_DEBUG"):
+            traceback.print_exc()
+        print(
+            f"nertron {args.command}: internal error: {type(error).__name__}: {_one_line(error)} "
+            "(NERTRON_DEBUG=1 prints the traceback; please report it)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _one_line(error: BaseException) -> str:
+    """The message of ``error`` on one line (an OSError names its file)."""
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    return " ".join(str(error).split()) or type(error).__name__

@@ -1,0 +1,63 @@
+"""``nertron export`` (an HF checkpoint to a bundle) and ``nertron train`` (fine-tuning); both need
+``pip install "nertron[export]"``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from nertron.extras import missing
+
+
+def add_train(parser: argparse.ArgumentParser) -> None:
+    # Parsed by nertron_export.train itself, so that torch is imported only when training.
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="see `nertron train --help`")
+    parser.set_defaults(run=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    try:
+        from nertron_export.train import main as train_main
+    except ImportError as error:
+        raise missing("torch", "nertron train", error) from None
+    return train_main([a for i, a in enumerate(args.args) if i or a != "--"])
+
+
+def add_export(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="HF checkpoint directory or hub id")
+    parser.add_argument("--out", required=True, type=Path, help="bundle directory to write")
+    parser.add_argument("--opset", type=int, default=17)
+    parser.add_argument("--optimize", action="store_true", help="onnxruntime transformer optimizer")
+    parser.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantisation")
+    parser.add_argument("--fp16", action="store_true", help="fp16 weights (for GPUs)")
+    parser.add_argument("--scheme", help="tag scheme: IOB1, IOB2 or BIOES (default: from the labels)")
+    parser.add_argument("--max-length", type=int, help="subwords per window (default: the model's)")
+    parser.add_argument("--atol", type=float, default=1e-4, help="max |ONNX - PyTorch| logits (fp32)")
+    parser.add_argument("--gate-data", type=Path, help="CoNLL file: refuse an int8 model that loses F1 on it")
+    parser.add_argument("--max-f1-loss", type=float, default=0.3, help="F1 points int8 may lose (default 0.3)")
+    parser.set_defaults(run=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    try:
+        from nertron_export.onnx_export import ExportError, export_bundle
+    except ImportError as error:
+        raise missing("torch", "nertron export", error) from None
+    try:
+        report = export_bundle(
+            args.model,
+            args.out,
+            opset=args.opset,
+            optimize=args.optimize,
+            quantize=args.quantize,
+            fp16=args.fp16,
+            scheme=args.scheme,
+            max_length=args.max_length,
+            atol=args.atol,
+            gate_data=args.gate_data,
+            max_f1_loss=args.max_f1_loss,
+        )
+    except ExportError as error:
+        raise ValueError(str(error)) from None
+    print(report.summary())
+    return 0

@@ -1,0 +1,148 @@
+"""``nertron ner``: entities in texts, files (text, JSONL, CoNLL) or stdin, as JSONL, CoNLL or HTML."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from tqdm import tqdm
+
+from nertron.cli.options import add_engine_options, config_from_args
+from nertron.errors import TritonError
+
+if TYPE_CHECKING:
+    from nertron.io.corpus import ErrorPolicy, Record
+
+
+def add(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("text", nargs="*", help="texts to tag (else --input, else stdin)")
+    add_engine_options(parser)
+    parser.add_argument("-i", "--input", type=Path, help="corpus file: .txt (a document per line), .jsonl or CoNLL")
+    parser.add_argument(
+        "--input-format",
+        choices=["auto", "txt", "jsonl", "conll"],
+        default="auto",
+        help="auto: from the suffix (.jsonl; .conll .iob .iob2 .bio .bioes; else txt); stdin is txt",
+    )
+    parser.add_argument("--field", default="text", help="JSONL field holding the text (default: text)")
+    parser.add_argument("--id-field", default="id", help="JSONL field carried over as `id` (default: id)")
+    parser.add_argument("--keep-fields", action="store_true", help="JSONL: carry all other input fields over")
+    parser.add_argument(
+        "--context",
+        choices=["document", "sentence"],
+        default="document",
+        help="CoNLL input: tag whole documents (between -DOCSTART- lines) or each sentence alone",
+    )
+    parser.add_argument(
+        "--on-error",
+        choices=["fail", "skip"],
+        default="fail",
+        help="a malformed input line stops the run (exit 2), or is reported on stderr, skipped and counted",
+    )
+    parser.add_argument("-o", "--output", type=Path, help="output file (default: stdout)")
+    parser.add_argument(
+        "--format",
+        choices=["jsonl", "conll"],
+        default="jsonl",
+        help="jsonl: id, text, entities; conll: `token tag` rows (IOB2), blank line between sentences",
+    )
+    parser.add_argument("--html", type=Path, help="also write the entities highlighted in an HTML page")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nertron.io.corpus import ErrorPolicy, conll_block, jsonl_line, tag_corpus
+    from nertron.io.html import HtmlWriter
+
+    if args.input is not None:
+        _check_readable(args.input, "--input")
+    for option, path in (("-o", args.output), ("--html", args.html)):
+        if path is not None:
+            _check_writable(path, option)
+    hint = "; start the server (nertron serve) or leave out --no-fallback to compute locally"
+    try:
+        ner = config_from_args(args).build()
+    except TritonError as error:
+        raise TritonError(f"{error}{hint}") from None
+    progress = bool(args.input) and not args.text
+    written = 0
+    last_line: int | None = None
+    with ExitStack() as stack:
+        stack.enter_context(ner)
+        bar = stack.enter_context(
+            tqdm(desc="ner", unit=" words", unit_scale=True, disable=not progress, file=sys.stderr, mininterval=0.5)
+        )
+        errors = ErrorPolicy(args.on_error, report=lambda message: bar.write(message, file=sys.stderr))
+        records = _ner_records(args, stack, errors)
+        output = stack.enter_context(args.output.open("w", encoding="utf-8")) if args.output else sys.stdout
+        page = (
+            stack.enter_context(HtmlWriter(stack.enter_context(args.html.open("w", encoding="utf-8"))))
+            if args.html
+            else None
+        )
+        try:
+            for annotation in tag_corpus(ner, records, batch_size=args.batch_size, on_words=bar.update):
+                if args.format == "conll":
+                    output.write(conll_block(annotation, docstart=annotation.record.docstart))
+                else:
+                    output.write(jsonl_line(annotation))
+                if page is not None:
+                    doc_id = annotation.record.fields.get("id")
+                    page.add(annotation.text, annotation.entities, None if doc_id is None else str(doc_id))
+                output.flush()  # what is finished stays written, whatever happens next
+                written += 1
+                last_line = annotation.record.line
+                if progress:
+                    bar.set_postfix_str(f"{written} docs", refresh=False)
+        except TritonError as error:
+            last = f", the last from input line {last_line}" if last_line is not None else ""
+            where = f" to {args.output}" if args.output else ""
+            raise TritonError(f"{error}; {written} document(s) were written{where} before it{last}{hint}") from None
+    if errors.skipped:
+        print(f"nertron ner: skipped {errors.skipped} malformed line(s)", file=sys.stderr)
+    return 0
+
+
+def _check_readable(path: Path, option: str) -> None:
+    if path.is_dir():
+        raise IsADirectoryError(f"{option} {path} is a directory, not a file")
+    if not path.exists():
+        raise FileNotFoundError(f"{option} {path} does not exist")
+
+
+def _check_writable(path: Path, option: str) -> None:
+    if path.is_dir():
+        raise IsADirectoryError(f"{option} {path} is a directory, not a file")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{option} {path}: its directory {path.parent} does not exist")
+
+
+def _ner_records(args: argparse.Namespace, stack: ExitStack, errors: ErrorPolicy) -> Iterable[Record]:
+    """Text arguments, else the --input file, else stdin (txt unless --input-format says otherwise)."""
+    from nertron.io.corpus import Record, detect_format, read_corpus
+
+    if args.text:
+        return [Record(text=text) for text in args.text]
+    input_format = args.input_format
+    if args.input:
+        lines: IO[bytes] | IO[str] = stack.enter_context(args.input.open("rb"))
+        source = str(args.input)
+        input_format = detect_format(args.input) if input_format == "auto" else input_format
+    else:
+        lines = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else sys.stdin
+        source = "<stdin>"
+        input_format = "txt" if input_format == "auto" else input_format
+    return read_corpus(
+        lines,
+        input_format,
+        source=source,
+        errors=errors,
+        field=args.field,
+        id_field=args.id_field,
+        keep_fields=args.keep_fields,
+        context=args.context,
+    )

@@ -1,0 +1,100 @@
+"""``nertron serve`` (a real Triton server for a bundle or a repository) and ``nertron repository``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from nertron.cli.options import add_model_options
+from nertron.ner import resolve_model
+from nertron.serving.options import DEPLOYMENTS, ConfigOptions
+
+
+def add_serve(parser: argparse.ArgumentParser) -> None:
+    add_model_options(parser, precisions=("int8", "fp32"))
+    parser.add_argument("--repository", type=Path, help="serve this model repository as it is (see `repository`)")
+    parser.add_argument("--tritonserver", help="tritonserver binary (default: the one in nvidia-pytriton)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--grpc-port", type=int, default=8001, help="0 picks a free port")
+    parser.add_argument("--http-port", type=int, default=8000, help="0 picks a free port")
+    parser.add_argument("--metrics-port", type=int, default=8002, help="0 picks a free port")
+    parser.add_argument("--threads", type=int, help="onnxruntime threads per model instance")
+    parser.add_argument("--max-batch-size", type=int, default=64)
+    parser.add_argument("--max-queue-delay-us", type=int, default=ConfigOptions.max_queue_delay_us)
+    parser.add_argument("--instances", type=int, default=ConfigOptions.instances, help="model instances")
+    parser.set_defaults(run=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from nertron.serving.config import describe_models
+    from nertron.serving.repository import write_repository
+    from nertron.serving.server import TritonServer, serve
+
+    options = ConfigOptions(
+        max_batch_size=args.max_batch_size,
+        max_queue_delay_us=args.max_queue_delay_us,
+        threads=args.threads,
+        instances=args.instances,
+    )
+    with tempfile.TemporaryDirectory(prefix="nertron-repository-") as generated:
+        if args.repository:
+            repository, what = args.repository, f"repository {args.repository}"
+        else:
+            bundle = resolve_model(args.model, args.precision)
+            write_repository(bundle, generated, options=options, link=True)
+            repository, what = Path(generated), f"model 'nertron' ({bundle})"
+        server = TritonServer(
+            repository,
+            tritonserver=args.tritonserver,
+            host=args.host,
+            grpc_port=args.grpc_port,
+            http_port=args.http_port,
+            metrics_port=args.metrics_port,
+        )
+
+        def ready(s: TritonServer) -> None:
+            models = "".join(f"  {line}\n" for line in describe_models(repository))
+            print(
+                f"nertron serve: {what} ready in {s.startup_seconds:.1f} s\n{models}"
+                f"  gRPC    {s.grpc_url}   (nertron ner --url {s.grpc_url} ...)\n"
+                f"  HTTP    {s.http_url}\n  metrics {s.metrics_url}\nCtrl-C stops it.",
+                file=sys.stderr,
+                flush=True,
+            )
+
+        return serve(server, ready=ready)
+
+
+def add_repository(parser: argparse.ArgumentParser) -> None:
+    add_model_options(parser, precisions=("int8", "fp32"))
+    parser.add_argument("--out", required=True, type=Path, help="root folder: one repository per deployment")
+    parser.add_argument(
+        "--deployment",
+        action="append",
+        choices=DEPLOYMENTS,
+        help="cpu (python backend + onnxruntime), onnx-gpu, tensorrt (default: all)",
+    )
+    parser.add_argument("--max-batch-size", type=int, default=64)
+    parser.add_argument("--max-queue-delay-us", type=int, default=ConfigOptions.max_queue_delay_us)
+    parser.add_argument("--instances", type=int, default=ConfigOptions.instances)
+    parser.set_defaults(run=run_repository)
+
+
+def run_repository(args: argparse.Namespace) -> int:
+    from nertron.serving.repository import write_repositories
+
+    options = ConfigOptions(
+        max_batch_size=args.max_batch_size, max_queue_delay_us=args.max_queue_delay_us, instances=args.instances
+    )
+    deployments = args.deployment or list(DEPLOYMENTS)
+    written = []
+    for deployment in deployments:
+        # The embedded model serves int8 on CPU; GPUs get fp32 (dynamic int8 is a CPU format).
+        precision = None if args.model else ("int8" if deployment == "cpu" else "fp32")
+        written += write_repositories(resolve_model(args.model, precision), args.out, [deployment], options=options)
+    for path in written:
+        print(f"wrote {path}")
+    return 0

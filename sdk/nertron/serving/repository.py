@@ -1,0 +1,109 @@
+"""Triton model repositories for a bundle: one repository per deployment (see ``nertron.serving.config``),
+the model named ``nertron``."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+
+from nertron.model.bundle import Bundle
+from nertron.serving.config import CONFIG_FILE, check_deployment, config_text, model_config, shape_profiles
+from nertron.serving.options import DEPLOYMENTS, MODEL_NAME, ConfigOptions, Signature
+
+BUILD_SCRIPT = "build_engine.sh"
+MODEL_TEMPLATE = Path(__file__).with_name("triton_model.py")
+# The TensorRT container whose TensorRT (10.5) matches Triton 24.10 (2.51): a plan only loads
+# into the TensorRT version (and GPU type) that built it.
+TENSORRT_IMAGE = "nvcr.io/nvidia/tensorrt:24.10-py3"
+
+
+def trtexec_command(signature: Signature, options: ConfigOptions | None = None) -> list[str]:
+    """The trtexec call that builds ``1/model.plan`` from ``1/model.onnx`` (run in the model directory)."""
+    options = options or ConfigOptions()
+    low, opt, high = shape_profiles(signature, options.max_batch_size)
+    command = ["trtexec", "--onnx=1/model.onnx", "--saveEngine=1/model.plan"]
+    if options.fp16:
+        command.append("--fp16")
+    return [*command, f"--minShapes={low}", f"--optShapes={opt}", f"--maxShapes={high}"]
+
+
+def build_script(signature: Signature, options: ConfigOptions | None = None) -> str:
+    """``build_engine.sh`` of the tensorrt deployment."""
+    command = " \\\n  ".join(trtexec_command(signature, options))
+    return (
+        "#!/bin/sh\n"
+        "# Builds 1/model.plan from 1/model.onnx. Run it on the GPU type that will serve the model,\n"
+        "# with the TensorRT of the Triton release that loads it (10.5 for Triton 24.10 = 2.51), e.g.\n"
+        f'#   docker run --rm --gpus all -v "$PWD":/model -w /model {TENSORRT_IMAGE} sh {BUILD_SCRIPT}\n'
+        "# The max batch of the profile must be >= max_batch_size in config.pbtxt.\n"
+        "# TensorRT >= 10 takes the int64 inputs as they are.\n"
+        "set -eu\n"
+        'cd "$(dirname "$0")"\n'
+        f"{command}\n"
+    )
+
+
+def write_repository(
+    bundle: str | Path | Bundle,
+    repository: str | Path,
+    *,
+    deployment: str = "cpu",
+    options: ConfigOptions | None = None,
+    name: str = MODEL_NAME,
+    link: bool = False,
+) -> Path:
+    """Writes ``repository/<name>/``: config.pbtxt and ``1/`` with the model files; returns that directory.
+
+    The cpu deployment's ``1/`` is a complete bundle (model.onnx, tokenizer.json, manifest.json) plus
+    model.py; onnx-gpu and tensorrt get model.onnx (tensorrt also ``build_engine.sh``). ``link=True``
+    symlinks the bundle's files instead of copying them: for a repository served on this machine only.
+    """
+    check_deployment(deployment)
+    bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+    options = options or ConfigOptions()
+    signature = Signature.of(bundle)
+    model_dir = Path(repository) / name
+    version_dir = model_dir / "1"
+    config = config_text(model_config(deployment, signature, options, name=name))
+    if version_dir.exists():
+        shutil.rmtree(version_dir)
+    version_dir.mkdir(parents=True)
+    (model_dir / CONFIG_FILE).write_text(config, encoding="utf-8")
+    _place(bundle.model_path, version_dir / "model.onnx", link)
+    external = bundle.model_path.with_name(bundle.model_path.name + ".data")
+    if external.is_file():  # external data keeps the file name that the graph refers to
+        _place(external, version_dir / external.name, link)
+    if deployment == "cpu":
+        shutil.copyfile(MODEL_TEMPLATE, version_dir / "model.py")
+        _place(bundle.tokenizer_path, version_dir / "tokenizer.json", link)
+        dataclasses.replace(bundle.manifest, model_file="model.onnx", tokenizer_file="tokenizer.json").write(
+            version_dir
+        )
+    if deployment == "tensorrt":
+        script = model_dir / BUILD_SCRIPT
+        script.write_text(build_script(signature, options), encoding="utf-8")
+        script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return model_dir
+
+
+def write_repositories(
+    bundle: str | Path | Bundle,
+    root: str | Path,
+    deployments: Sequence[str] = DEPLOYMENTS,
+    *,
+    options: ConfigOptions | None = None,
+    name: str = MODEL_NAME,
+) -> list[Path]:
+    """One repository per deployment, ``root/<deployment>/<name>/``; returns the model directories."""
+    bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+    return [write_repository(bundle, Path(root) / d, deployment=d, options=options, name=name) for d in deployments]
+
+
+def _place(source: Path, target: Path, link: bool) -> None:
+    if link:
+        target.symlink_to(source.resolve())
+    else:
+        shutil.copyfile(source, target)

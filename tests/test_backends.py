@@ -1,0 +1,90 @@
+"""Backend specs and NERConfig: typed, frozen, hashable, picklable; contradictions raise ValueError."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from pathlib import Path
+
+import pytest
+from nertron import NER, NERConfig
+from nertron.backends import TLS, OnnxRuntime, OpenVINO, Triton, create_backend
+from nertron.backends.fallback import FallbackBackend
+from nertron.backends.onnxruntime import OnnxRuntimeBackend
+from nertron.model.bundle import Bundle
+
+
+def test_specs_are_frozen_hashable_and_picklable() -> None:
+    specs = [
+        OnnxRuntime(),
+        OnnxRuntime(threads=2, providers=["CPUExecutionProvider"], concurrent_batches=1),
+        OnnxRuntime(providers=[("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]),
+        OpenVINO(precision="fp32", threads=1),
+        Triton("host:8001", timeout=5, headers={"authorization": "Bearer x"}, tls=TLS(root_certificates="ca.pem")),
+        Triton("host:8001", fallback=None),
+    ]
+    assert len(set(specs)) == len(specs)
+    for spec in specs:
+        assert pickle.loads(pickle.dumps(spec)) == spec and hash(spec) == hash(pickle.loads(pickle.dumps(spec)))
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            spec.threads = 3  # type: ignore[misc, union-attr]
+    assert Triton(headers={"b": "2", "a": "1"}) == Triton(headers=(("a", "1"), ("b", "2")))
+    cuda = OnnxRuntime(providers=[("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"])
+    assert cuda.provider_list() == [("CUDAExecutionProvider", {"device_id": "1"}), "CPUExecutionProvider"]
+    config = NERConfig(model="bundle", backend=specs[4])
+    assert pickle.loads(pickle.dumps(config)) == config and {config: 1}[config] == 1
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (lambda: OnnxRuntime(threads=0), ValueError, "threads must be >= 1"),
+        (lambda: OnnxRuntime(threads=1.5), TypeError, "threads must be an int"),  # type: ignore[arg-type]
+        (lambda: OnnxRuntime(providers="CPUExecutionProvider"), TypeError, "providers must be a sequence"),
+        (lambda: OpenVINO(precision="int8"), ValueError, "OpenVINO precision must be 'bf16' or 'fp32'"),
+        (lambda: Triton(""), ValueError, "url must be 'host:port'"),
+        (lambda: Triton(timeout=0), ValueError, "timeout must be > 0"),
+        (lambda: Triton(retries=-1), ValueError, "retries"),
+        (lambda: Triton(max_in_flight=0), ValueError, "max_in_flight must be >= 1"),
+        (lambda: Triton(fallback=Triton()), TypeError, "fallback must be"),  # type: ignore[arg-type]
+        (lambda: NERConfig(precision="fp64"), ValueError, r"precision must be one of \('int8', 'fp32', 'bf16'\)"),
+        (lambda: NERConfig(aggregation="mean"), ValueError, "aggregation must be one of"),
+        (lambda: NERConfig(batch_size=0), ValueError, "batch_size must be >= 1"),
+        (lambda: NERConfig(backend="onnxruntime"), TypeError, "backend must be"),  # type: ignore[arg-type]
+        (lambda: NERConfig(precision="bf16", backend=OnnxRuntime()), ValueError, "precision='bf16' runs on OpenVINO"),
+        (lambda: NERConfig(precision="bf16", backend=OpenVINO(precision="fp32")), ValueError, "runs on OpenVINO"),
+        (lambda: NERConfig(precision="int8", backend=OpenVINO()), ValueError, "contradicts backend=OpenVINO"),
+        (lambda: NERConfig(precision="fp32", backend=Triton(fallback=OpenVINO())), ValueError, "contradicts"),
+    ],
+)
+def test_contradictions_and_bad_values_raise(make: object, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        make()  # type: ignore[operator]
+
+
+def test_config_decides_the_backend_and_the_variant() -> None:
+    assert NERConfig().backend_spec == OnnxRuntime() and NERConfig().variant is None
+    assert NERConfig(precision="bf16").backend_spec == OpenVINO(precision="bf16")
+    assert NERConfig(precision="bf16").variant == "fp32"  # OpenVINO runs the fp32 weights
+    assert NERConfig(backend=OpenVINO(precision="fp32")).variant == "fp32"
+    assert NERConfig(precision="int8", backend=Triton(fallback=OnnxRuntime(threads=1))).variant == "int8"
+    assert NERConfig(precision="bf16", backend=Triton(fallback=OpenVINO())).local_spec == OpenVINO()
+
+
+def test_config_builds_the_same_ner(tiny_bundle: Path) -> None:
+    config = NERConfig(model=str(tiny_bundle), aggregation="max", batch_size=3, backend=OnnxRuntime(threads=1))
+    with config.build() as built, NER(tiny_bundle, aggregation="max", batch_size=3) as direct:
+        assert built.config == config
+        text = "Angela Merkel met Emmanuel Macron in Paris."
+        assert built(text) == direct(text)
+        assert isinstance(built.backend, OnnxRuntimeBackend) and built.backend.concurrency == 1
+
+
+def test_factory_builds_each_kind(tiny_bundle: Path) -> None:
+    bundle = Bundle.load(tiny_bundle)
+    with create_backend(OnnxRuntime(threads=1), bundle) as local:
+        assert local.runtime == "onnxruntime"
+    with create_backend(Triton("127.0.0.1:1", probe_interval=5), bundle) as remote:
+        assert isinstance(remote, FallbackBackend) and not remote.on_server and remote.runtime == "triton"
+    with pytest.raises(TypeError, match="backend must be"):
+        create_backend("onnxruntime", bundle)  # type: ignore[arg-type]
