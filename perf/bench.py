@@ -45,6 +45,9 @@ from tests import reference  # noqa: E402
 DATA = ROOT.parent / "shared" / "data" / "conll2003" / "test.txt"
 
 
+SECTIONS = ("postprocess", "e2e", "ceiling", "scaling")
+
+
 def timed(fn: Callable[[], Any]) -> float:
     started = time.perf_counter()
     fn()
@@ -412,7 +415,8 @@ def scaling_child(size: int, repeats: int) -> None:
     ner = NER()  # the default precision (int8)
     pool = [w for words, _ in load_sentences(4000) for w in words]
     text = " ".join((pool * (size // len(pool) + 1))[:size])
-    loaded = peak_rss_mib()
+    loading_peak, loaded = peak_rss_mib(), rss_mib()
+    reset_peak_rss()  # from here the peak is the document's, on top of the loaded model
     ner(text[:100_000])  # warm-up
     seconds = statistics.median(timed(lambda: ner(text)) for _ in range(repeats))
     print(
@@ -425,6 +429,7 @@ def scaling_child(size: int, repeats: int) -> None:
                 "words_per_s": size / seconds,
                 "peak_rss_mib": peak_rss_mib(),
                 "rss_after_load_mib": loaded,
+                "loading_peak_rss_mib": loading_peak,
             }
         )
     )
@@ -432,8 +437,22 @@ def scaling_child(size: int, repeats: int) -> None:
 
 def peak_rss_mib() -> float:
     """This process's RSS high-water mark (VmHWM; unlike ru_maxrss it does not survive exec)."""
+    return _status_mib("VmHWM:")
+
+
+def rss_mib() -> float:
+    """This process's resident memory now."""
+    return _status_mib("VmRSS:")
+
+
+def reset_peak_rss() -> None:
+    """Resets VmHWM to the current RSS (Linux: writing 5 to /proc/self/clear_refs)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def _status_mib(field: str) -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -451,6 +470,9 @@ def write_report(name: str, results: dict[str, Any]) -> str:
         f"Date: {results['date']}",
         "",
     ]
+    if "earlier" in results:
+        e = results["earlier"]
+        lines += [f"Sections {', '.join(e['sections'])} from an earlier run: `{e['command']}`, {e['date']}.", ""]
     if "postprocess" in results:
         p = results["postprocess"]
         lines += [
@@ -506,12 +528,17 @@ def write_report(name: str, results: dict[str, Any]) -> str:
             f"## Scaling (nertron {results['scaling'][0]['precision']}, the default precision; one document, "
             "each size in a fresh process)",
             "",
-            "| words | MB of text | seconds | words/s | peak RSS MiB (after loading) |",
-            "|---|---|---|---|---|",
+            "RSS after loading the model, the peak while tagging the document (VmHWM reset after loading), and the "
+            "difference: what the document costs on top of the loaded model.",
+            "",
+            "| words | MB of text | seconds | words/s | RSS after loading MiB | peak while tagging MiB | document "
+            "MiB |",
+            "|---|---|---|---|---|---|---|",
         ]
         lines += [
             f"| {r['words']:,} | {r['megabytes']:.2f} | {r['seconds']:.3f} | {r['words_per_s']:.0f} | "
-            f"{r['peak_rss_mib']:.0f} ({r['rss_after_load_mib']:.0f}) |"
+            f"{r['rss_after_load_mib']:.0f} | {r['peak_rss_mib']:.0f} | "
+            f"{r['peak_rss_mib'] - r['rss_after_load_mib']:.0f} |"
             for r in results["scaling"]
         ]
         lines.append("")
@@ -548,7 +575,8 @@ def main() -> None:
     parser.add_argument("--name", default="local")
     parser.add_argument("--sentences", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--sections", default="postprocess,e2e,ceiling,scaling")
+    parser.add_argument("--sections", default=",".join(SECTIONS))
+    parser.add_argument("--update", action="store_true", help="keep the other sections of an earlier run of --name")
     parser.add_argument("--scaling-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.scaling_child:
@@ -577,6 +605,12 @@ def main() -> None:
         results["ceiling"] = bench_ceiling(per_second, encoder_flops_per_token(ners["int8"], mean_length))
     if "scaling" in sections:
         results["scaling"] = bench_scaling(args.repeats)
+    earlier = ROOT / "perf" / "results" / f"{args.name}.json"
+    if args.update and earlier.is_file():  # the sections not re-run, with the run that measured them
+        previous = json.loads(earlier.read_text())
+        kept = {k: previous[k] for k in SECTIONS if k in previous and k not in results}
+        results["earlier"] = {"command": previous["command"], "date": previous["date"], "sections": sorted(kept)}
+        results.update(kept)
     print(write_report(args.name, results))
 
 

@@ -10,7 +10,7 @@ import pytest
 from nertron import NER
 from nertron.backends.openvino import has_native_bf16
 from nertron.model.bundle import Bundle
-from nertron.model.default import PACKAGE_DIR, WEIGHTS_FILE, assemble, embedded_spec
+from nertron.model.default import PACKAGE_DIR, WEIGHTS_FILE, assemble, cache_damage, embedded_spec
 from nertron.ner import resolve_model
 
 
@@ -98,3 +98,24 @@ def test_tampered_weights_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="does not match the sha256"):
         assemble(package, tmp_path / "out", "fp32", log=lambda _: None)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_damaged_cache_entry_is_assembled_again(
+    default_ner: NER, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    entry = tmp_path / default_ner.bundle.path.name
+    shutil.copytree(default_ner.bundle.path, entry)  # a cache of our own: default_ner keeps its files
+    model = entry / "model.onnx"
+    with model.open("r+b") as f:
+        f.truncate(model.stat().st_size // 3)
+    assert cache_damage(entry) is not None
+    monkeypatch.setenv("NERTRON_CACHE", str(tmp_path))
+    monkeypatch.delenv("NERTRON_MODEL", raising=False)
+    capsys.readouterr()
+    assert resolve_model(None, default_ner.precision) == entry
+    err = capsys.readouterr().err
+    assert f"the cached default model in {entry} is damaged" in err and "assembling it again" in err
+    assert cache_damage(entry) is None
+    assert entities_of(NER(), "Angela Merkel met Emmanuel Macron in Paris.") == entities_of(
+        default_ner, "Angela Merkel met Emmanuel Macron in Paris."
+    )

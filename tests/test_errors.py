@@ -199,3 +199,48 @@ def _fuzz_ner(bundle: Path) -> NER:
     if bundle not in _NERS:  # hypothesis reruns the test body; one engine, with small windows to cut often
         _NERS[bundle] = NER(bundle, max_length=12, stride=3, batch_size=3)
     return _NERS[bundle]
+
+
+MISSING = """
+import sys
+for module in sys.argv[1].split(","):
+    sys.modules[module] = None  # as if not installed
+from nertron.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("absent", "argv", "extra"),
+    [
+        ("tritonclient", ["ner", "--url", "127.0.0.1:1", "Paris"], "triton"),
+        ("pytriton", ["serve"], "server"),
+        ("tritonclient,google", ["repository", "--out", "repo"], "triton"),
+        ("openvino", ["ner", "--precision", "bf16", "Paris"], "openvino"),
+        ("torch", ["export", "--model", "m", "--out", "o"], "export"),
+    ],
+)
+def test_a_missing_extra_names_its_install(
+    tiny_bundle: Path, tmp_path: Path, absent: str, argv: list[str], extra: str
+) -> None:
+    import subprocess
+    import sys
+
+    if argv[0] in ("ner", "repository"):
+        argv = [*argv[:1], "-m", str(tiny_bundle), *argv[1:]]
+    done = subprocess.run(
+        [sys.executable, "-c", MISSING, absent, *argv], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert done.returncode == 2, done.stderr
+    one_line_error(done.stderr, f'pip install "nertron[{extra}]"')
+
+
+def test_serve_names_the_bundle_whose_model_cannot_load(bundle_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = bundle_copy / "model.onnx"
+    model.write_bytes(b"\x07" * model.stat().st_size)  # same size: only loading it tells
+    code, _, err = run(capsys, "serve", "-m", str(bundle_copy), "--grpc-port", "0", "--http-port", "0",
+                       "--metrics-port", "0")  # fmt: skip
+    assert code == 2 and "Traceback" not in err.splitlines()[0]
+    first = err.splitlines()[0]
+    assert first.startswith("nertron serve: error: tritonserver exited with code 1 during start-up"), err
+    assert f"{model.resolve()}: onnxruntime cannot load it" in err and "whole log: " in err

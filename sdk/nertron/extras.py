@@ -29,8 +29,13 @@ def require(module: str, feature: str) -> ModuleType:
         raise missing(module, feature, error) from None
 
 
+# Distribution names where they differ from the module's.
+DISTRIBUTIONS = {"pytriton": "nvidia-pytriton", "google": "protobuf"}
+
+
 def missing(module: str, feature: str, error: ImportError | None = None) -> MissingExtra:
     """The ``MissingExtra`` for ``module`` not importable for ``feature``."""
-    extra = EXTRAS.get(module) or EXTRAS[module.split(".")[0]]
-    name = error.name if error is not None and error.name else module
+    extra = next(EXTRAS[key] for key in sorted(EXTRAS, key=len, reverse=True) if f"{module}.".startswith(f"{key}."))
+    name = (error.name if error is not None and error.name else module).split(".")[0]
+    name = DISTRIBUTIONS.get(name, name)
     return MissingExtra(f'{feature} needs {name}, which is not installed: pip install "nertron[{extra}]"')

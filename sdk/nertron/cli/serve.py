@@ -29,6 +29,10 @@ def add_serve(parser: argparse.ArgumentParser) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     import tempfile
 
+    from nertron.serving.binary import bundled_tritonserver
+
+    if args.tritonserver is None:
+        bundled_tritonserver()  # without nvidia-pytriton, the error names nertron[server] before anything else
     from nertron.serving.config import describe_models
     from nertron.serving.repository import write_repository
     from nertron.serving.server import TritonServer, serve

@@ -23,7 +23,7 @@ def bundled_tritonserver() -> Path:
     """The ``tritonserver`` binary of the installed nvidia-pytriton wheel."""
     spec = importlib.util.find_spec("pytriton")
     if spec is None or not spec.submodule_search_locations:
-        raise missing("pytriton", "the bundled tritonserver (or pass the path of a tritonserver binary)")
+        raise missing("pytriton", "the bundled tritonserver (or give the path of one)")
     binary = Path(next(iter(spec.submodule_search_locations))) / "tritonserver" / "bin" / "tritonserver"
     if not binary.is_file():
         raise FileNotFoundError(f"nvidia-pytriton has no tritonserver binary at {binary}")
