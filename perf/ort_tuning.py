@@ -7,6 +7,7 @@
 2. End to end (raw text in, entities out): one batch at a time on 2 threads, batch 32 (the earlier default)
    vs two batches at once on one thread each, batch 16 and 32.
 3. Latency of one sentence with ``concurrent_batches=1`` and 2.
+4. The cap on padded subwords per batch (``Tagger.max_batch_tokens``): sentences and a 10,000-word document.
 Prints the tables; the machine is noisy, so runs are interleaved and medians reported.
 """
 
@@ -60,7 +61,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sentences", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--sections", default="1,2,3,4", help="which of the tables, e.g. 4")
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
     bundle = default_bundle("int8")
     model = bundle / "model.onnx"
     sentences = load_sentences(args.sentences)
@@ -75,6 +78,15 @@ def main() -> None:
         for b in (ner.encoder.pad(windows[i : i + 16]) for i in range(0, len(windows), 16))
     ]
 
+    if "1" in sections:
+        operators(model, feeds, texts, args.repeats)
+    if "2" in sections or "3" in sections:
+        concurrency(bundle, model, texts, args.repeats, sections)
+    if "4" in sections:
+        token_cap(ner, texts, args.repeats)
+
+
+def operators(model: Path, feeds: list[dict[str, Any]], texts: list[str], repeats: int) -> None:
     variants = {"SkipLayerNorm fused (onnxruntime default)": [], "no SkipLayerNorm fusion": ["SkipLayerNormFusion"]}
     print("## 1. Operator shares, int8, 1 thread (onnxruntime profiler)\n")
     for name, disabled in variants.items():
@@ -82,11 +94,13 @@ def main() -> None:
         print(f"- {name}: {shares}")
     sessions = {name: session(model, disabled) for name, disabled in variants.items()}
     seconds = interleaved(
-        {name: (lambda s=s: [s.run(None, f) for f in feeds]) for name, s in sessions.items()}, args.repeats
+        {name: (lambda s=s: [s.run(None, f) for f in feeds]) for name, s in sessions.items()}, repeats
     )
     for name, s in seconds.items():
         print(f"- {name}: {len(texts) / s:.0f} sentences/s (model only, batches of 16)")
 
+
+def concurrency(bundle: Path, model: Path, texts: list[str], repeats: int, sections: set[str]) -> None:
     print("\n## 2. End to end, int8, 2 threads\n")
     sequential = OnnxRuntimeBackend(model, threads=2, concurrent_batches=1)
     concurrent = OnnxRuntimeBackend(model, threads=2, concurrent_batches=2)
@@ -95,11 +109,16 @@ def main() -> None:
         "two batches at once, 1 thread each, batch 32": NER(bundle, backend=concurrent, batch_size=32),
         "two batches at once, 1 thread each, batch 16 (default)": NER(bundle, backend=concurrent, batch_size=16),
     }
-    seconds = interleaved({name: (lambda n=n: n.batch(texts)) for name, n in systems.items()}, args.repeats)
-    base = seconds["one batch at a time, 2 threads, batch 32"]
-    for name, s in seconds.items():
-        print(f"- {name}: {len(texts) / s:.0f} sentences/s ({base / s:.2f}x)")
+    if "2" in sections:
+        seconds = interleaved({name: (lambda n=n: n.batch(texts)) for name, n in systems.items()}, repeats)
+        base = seconds["one batch at a time, 2 threads, batch 32"]
+        for name, s in seconds.items():
+            print(f"- {name}: {len(texts) / s:.0f} sentences/s ({base / s:.2f}x)")
+    if "3" in sections:
+        latency(bundle, sequential, concurrent)
 
+
+def latency(bundle: Path, sequential: OnnxRuntimeBackend, concurrent: OnnxRuntimeBackend) -> None:
     print("\n## 3. One sentence, latency (median of 200)\n")
     text = "Angela Merkel met Emmanuel Macron in Paris on Tuesday."
     for name, backend in (("concurrent_batches=1", sequential), ("concurrent_batches=2 (default)", concurrent)):
@@ -107,6 +126,25 @@ def main() -> None:
         for _ in range(20):
             single(text)
         print(f"- {name}: {1000 * statistics.median(timed(lambda n=single: n(text)) for _ in range(200)):.2f} ms")
+
+
+def token_cap(ner: NER, texts: list[str], repeats: int) -> None:
+    print("\n## 4. Padded subwords per batch, at most (int8, default backend, batch_size 16)\n")
+    pool = " ".join(texts).split()
+    document = " ".join((pool * (10_000 // len(pool) + 1))[:10_000])
+    caps = {"512": 512, "768 (default)": 768, "1,024": 1024, "1,536": 1536, "unbounded": 1 << 30}
+
+    def run(cap: int, inputs: list[str]) -> None:
+        ner.tagger.max_batch_tokens = cap
+        ner.batch(inputs)
+
+    sentences = interleaved({name: (lambda c=c: run(c, texts)) for name, c in caps.items()}, repeats)
+    long = interleaved({name: (lambda c=c: run(c, [document])) for name, c in caps.items()}, repeats)
+    for name in caps:
+        print(
+            f"- {name}: {len(texts) / sentences[name]:.0f} sentences/s; "
+            f"a 10,000-word document {10_000 / long[name]:.0f} words/s"
+        )
 
 
 if __name__ == "__main__":

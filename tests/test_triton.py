@@ -720,3 +720,13 @@ def test_closing_releases_threads_and_channels(server: TritonServer, tiny_bundle
     assert ours() == before
     with pytest.raises(RuntimeError, match="closed"):
         served("Paris")
+
+
+def test_a_fresh_client_shared_by_many_threads(server: TritonServer, local: OnnxRuntimeBackend) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    batches = random_batches(48, seed=9)
+    with client(server.grpc_url) as shared, ThreadPoolExecutor(16) as pool:  # all connect at their first call
+        results = list(pool.map(lambda batch: shared(*batch), batches))
+    for (ids, mask), logits in zip(batches, results, strict=True):
+        np.testing.assert_allclose(logits, local(ids, mask), rtol=0, atol=1e-5)

@@ -65,6 +65,7 @@ class TritonClient(Closable):
         self.concurrency = spec.max_in_flight
         self.headers = dict(spec.headers) or None
         self._lock = threading.Lock()
+        self._connecting = threading.Lock()  # one connect at a time from _connected
         self._client: Any = None  # grpcclient.InferenceServerClient, once connected
         self._info: ModelInfo | None = None
 
@@ -113,10 +114,15 @@ class TritonClient(Closable):
             old.close()
 
     def _connected(self) -> tuple[Any, ModelInfo]:
+        """The open channel, connecting first if there is none (once, however many threads ask at once)."""
         with self._lock:
             client, info = self._client, self._info
         if client is None or info is None:
-            self.connect()
+            with self._connecting:
+                with self._lock:
+                    connected = self._client is not None and self._info is not None
+                if not connected:
+                    self.connect()
             return self._connected()
         return client, info
 
