@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "perf")]
 
-from bench import as_text, load_sentences  # noqa: E402
+from bench import as_text, load_sentences, machine  # noqa: E402
 from nertron import NER  # noqa: E402
 from nertron.backends import OnnxRuntime  # noqa: E402
 from nertron.integrations.spark import annotate  # noqa: E402
@@ -104,7 +103,7 @@ def main() -> None:
             }
         )
     result = {
-        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": machine(),
         "command": " ".join(["python", "perf/spark_bench.py", *sys.argv[1:]]),
         "precision": args.precision,
         "sentences": len(texts),

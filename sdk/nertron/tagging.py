@@ -23,10 +23,9 @@ from nertron.windows import SubwordEncoder, Window
 # Windows sorted together: enough for batches of similar lengths, few enough that documents come back
 # soon (a failure loses at most this much work; progress moves at least this often).
 LOOKAHEAD_WINDOWS = 256
-# Padded tokens per batch, at most: long windows go in smaller batches. On CPU that is faster (int8,
-# 1,000 CoNLL sentences: 459 sentences/s at 768 tokens, 388 at 1,536, ~350 unbounded; a 10,000-word
-# document 3,933 vs 3,765 words/s) and it bounds the activations, so peak memory no longer grows with
-# the batch size.
+# Padded subwords per batch, at most: long windows go in smaller batches. On CPU that is faster (int8,
+# `python perf/ort_tuning.py --sections 4`: 518 CoNLL sentences/s at 768 vs 376 unbounded; a 10,000-word
+# document 3,703 vs 3,381 words/s), and it bounds the activations, so memory no longer grows with the batch.
 MAX_BATCH_TOKENS = 768
 
 
