@@ -119,3 +119,30 @@ def test_a_damaged_cache_entry_is_assembled_again(
     assert entities_of(NER(), "Angela Merkel met Emmanuel Macron in Paris.") == entities_of(
         default_ner, "Angela Merkel met Emmanuel Macron in Paris."
     )
+
+
+DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "conll2003" / "dev.txt"
+
+
+def test_a_text_gets_the_same_entities_however_it_is_batched(default_ner: NER) -> None:
+    import random
+
+    from nertron.io.conll import read_conll
+
+    assert default_ner.precision == "int8"
+    sentences = [" ".join(s.words) for d in read_conll(DEV) for s in d.sentences][:2000]
+    alone = default_ner.batch(sentences, batch_size=1)  # each window its own batch
+    rng = random.Random(0)
+    for _ in range(2):
+        order = list(range(len(sentences)))
+        rng.shuffle(order)
+        start = 0
+        while start < len(order):  # random groups of random sizes, each with a random batch size
+            group = order[start : start + rng.randint(1, 200)]
+            start += len(group)
+            batched = default_ner.batch([sentences[i] for i in group], batch_size=rng.choice([2, 5, 16, 64]))
+            for i, entities in zip(group, batched, strict=True):
+                assert [(e.text, e.label, e.start, e.end) for e in entities] == [
+                    (e.text, e.label, e.start, e.end) for e in alone[i]
+                ], sentences[i]
+                assert [e.score for e in entities] == pytest.approx([e.score for e in alone[i]], abs=1e-5, rel=0)

@@ -85,6 +85,17 @@ def test_tensor_shapes(e5: E5File) -> None:
     assert e5.tensor_shape("l3.oln.w") == (384,)
 
 
+def test_q4_blocks_are_the_stored_values(e5: E5File) -> None:
+    packed, scales = e5.q4_blocks("emb.word", 3000)  # the rows the default model's GatherBlockQuantized reads
+    assert packed.shape == (3000, 192) and packed.dtype == np.uint8 and scales.shape == (3000, 12)
+    values = np.empty((3000, 384), np.float32)
+    values[:, 0::2], values[:, 1::2] = packed & 0x0F, packed >> 4  # element 2i low, 2i + 1 high
+    dequantized = (values - 8) * np.repeat(scales, 32, axis=1)
+    np.testing.assert_array_equal(dequantized, e5.tensor("emb.word")[:3000])
+    with pytest.raises(KeyError, match="no Q4_0 tensor"):
+        e5.q4_blocks("emb.pos")
+
+
 def test_q4_dequantization_matches_e5c(e5: E5File) -> None:
     """Element-by-element transcription of e5.c's deq_row."""
     info = e5.directory["l0.q.w"]

@@ -26,15 +26,12 @@ ARROW_BATCH_ROWS = 500
 
 @pytest.fixture(scope="module")
 def default_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The embedded model (fp32) assembled into a private cache that the Spark workers inherit.
-
-    fp32, because int8's dynamic quantisation scales each MatMul input by the range of the whole batch:
-    a text's scores then depend on the texts it shares a batch with, and Spark's partitions batch
-    differently from a single SDK call."""
+    """The embedded model at its default precision (static int8) assembled into a private cache that the
+    Spark workers inherit. Its results do not depend on how Spark's partitions batch the texts."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("NERTRON_CACHE", str(tmp_path_factory.mktemp("cache")))
         patch.delenv("NERTRON_MODEL", raising=False)
-        yield default_bundle("fp32", quiet=True)
+        yield default_bundle(quiet=True)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +86,7 @@ def frame(spark: SparkSession, texts: list[str | None], partitions: int = 2) -> 
 def test_equals_sdk_with_nulls_empty_and_long_texts(spark: SparkSession, sdk: NER) -> None:
     long_document = " ".join(dev_texts(400))  # several windows: merged, never truncated
     texts: list[str | None] = [*dev_texts(300), None, *TRICKY, long_document, None]
-    rows = annotate(frame(spark, texts, partitions=3), "text", precision="fp32").orderBy("id").collect()
+    rows = annotate(frame(spark, texts, partitions=3), "text").orderBy("id").collect()
     assert [r.id for r in rows] == list(range(len(texts)))
     expected = sdk.batch([t for t in texts if t is not None])
     got = [r.entities for r in rows if r.text is not None]
@@ -101,11 +98,7 @@ def test_equals_sdk_with_nulls_empty_and_long_texts(spark: SparkSession, sdk: NE
 
 def test_sparknlp_schema_matches_ner_converter_chunks(spark: SparkSession, sdk: NER) -> None:
     texts = TRICKY + dev_texts(50)
-    rows = (
-        annotate(frame(spark, texts), "text", output_col="ner_chunk", schema="sparknlp", precision="fp32")
-        .orderBy("id")
-        .collect()
-    )
+    rows = annotate(frame(spark, texts), "text", output_col="ner_chunk", schema="sparknlp").orderBy("id").collect()
     for row, entities in zip(rows, sdk.batch(texts), strict=True):
         assert len(row.ner_chunk) == len(entities)
         utf16 = row.text.encode("utf-16-le")
@@ -124,7 +117,7 @@ def test_one_partition_of_thousands_of_rows_streams(spark: SparkSession, sdk: NE
     texts = dev_texts(3000)
     df = frame(spark, texts, partitions=1)
     assert df.rdd.getNumPartitions() == 1
-    rows = annotate(df, "text", precision="fp32", rows_per_chunk=128).orderBy("id").collect()
+    rows = annotate(df, "text", rows_per_chunk=128).orderBy("id").collect()
     assert len(rows) == 3000 > 5 * ARROW_BATCH_ROWS
     expected = sdk.batch(texts)
     assert_same_entities([[e.asDict() for e in r.entities] for r in rows], expected)

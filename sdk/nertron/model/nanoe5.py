@@ -111,6 +111,28 @@ class E5File:
             return raw.view("<f4").astype(np.float32).reshape(shape)
         return _dequantize_q4_0(raw, shape)
 
+    def q4_blocks(self, name: str, rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """A Q4_0 matrix as it is stored, its first ``rows`` rows: 4-bit values packed two per byte and one
+        scale per block of 32 (see ``_q4_0_blocks``); ``(nibble - 8) * scale`` is ``tensor(name)``."""
+        info = self.directory.get(name)
+        if info is None or info.dtype != DTYPE_Q4_0:
+            raise KeyError(f"{self.path}: no Q4_0 tensor {name!r}")
+        total, columns = self.tensor_shape(name)
+        rows = total if rows is None else rows
+        raw = self._data[info.offset : info.offset + rows * columns // Q4_BLOCK * Q4_BLOCK_BYTES]
+        return _q4_0_blocks(raw, rows, columns)
+
+
+def _q4_0_blocks(raw: np.ndarray, rows: int, columns: int) -> tuple[np.ndarray, np.ndarray]:
+    """Q4_0 bytes as (packed, scales): uint8 ``[rows, columns / 2]`` holding element ``2i`` in the low nibble
+    and ``2i + 1`` in the high one (onnxruntime's 4-bit order), and float32 ``[rows, columns / 32]``."""
+    blocks = raw.reshape(-1, Q4_BLOCK_BYTES)
+    scales = blocks[:, :2].copy().view("<f2").astype(np.float32).reshape(rows, columns // Q4_BLOCK)
+    nibbles = blocks[:, 2:]
+    elements = np.concatenate((nibbles & 0x0F, nibbles >> 4), axis=1)  # Q4_0: elements 0-15 low, 16-31 high
+    packed = elements[:, 0::2] | (elements[:, 1::2] << 4)
+    return packed.astype(np.uint8).reshape(rows, columns // 2), scales
+
 
 def _dequantize_q4_0(raw: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Dequantise Q4_0 bytes into a float32 array of ``shape``."""

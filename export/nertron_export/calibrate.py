@@ -1,0 +1,133 @@
+"""Calibrates the embedded default model's int8 variant and gates it.
+
+    python -m nertron_export.calibrate --train ../shared/data/conll2003/train.txt \\
+        --dev ../shared/data/conll2003/dev.txt
+
+The fp32 model runs over windows of CoNLL-2003 *train* text (sentences alone and whole documents, as the
+SDK cuts them); the range of each activation that feeds an int8 MatMul is stored in ``embedded.json``.
+These are statistics (two numbers per tensor); no text ships. Then both variants are assembled exactly as
+users get them and scored on dev in both contexts; int8 is the default only if it loses at most
+``--max-f1-loss`` F1 points to fp32 in each, on this CPU (the 7-bit weights make int8 compute the same
+integers on AVX2-only and AVX-512 VNNI CPUs, so the gate holds on both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from nertron import NER
+from nertron.evaluation import evaluate
+from nertron.io.conll import read_conll
+from nertron.model.default import PACKAGE_DIR, SPEC_FILE, assemble, embedded_spec
+from nertron.model.quantization import calibrate
+
+from .onnx_export import check_f1_loss
+
+PERCENTILE = 99.999
+
+
+def calibration_feeds(
+    bundle: Path, train: Path, sentences: int, documents: int, seed: int
+) -> tuple[list[dict[str, np.ndarray]], int]:
+    """Length-sorted batches of 16 windows of train text, in the two ways the SDK and ``nertron eval`` tag:
+    ``sentences`` sentences alone and ``documents`` documents whole, from the documents in a random order.
+    Returns the feeds and the number of windows."""
+    ner = NER(bundle)
+    corpus = read_conll(train)
+    shuffled = [corpus[i] for i in np.random.default_rng(seed).permutation(len(corpus))]
+    texts = [s.words for d in shuffled for s in d.sentences][:sentences] + [d.words for d in shuffled[:documents]]
+    windows = sorted(
+        (w for i, words in enumerate(texts) for w in ner.encoder.windows(i, words)), key=lambda w: w.input_ids.size
+    )
+    batches = (ner.encoder.pad(windows[b : b + 16]) for b in range(0, len(windows), 16))
+    return [{"input_ids": b.input_ids, "attention_mask": b.attention_mask} for b in batches], len(windows)
+
+
+def calibrate_default(
+    train: Path, dev: Path, *, package_dir: Path = PACKAGE_DIR, sentences: int = 1200, documents: int = 150,
+    seed: int = 0, max_f1_loss: float = 0.3,
+) -> dict[str, Any]:  # fmt: skip
+    """Measures the activation ranges, stores them in ``embedded.json``, scores both variants on ``dev`` and
+    sets the default precision by the gate; returns the updated spec."""
+    spec = embedded_spec(package_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "fp32"
+        assemble(package_dir, fp32, "fp32", log=lambda m: print(m, flush=True))
+        feeds, windows = calibration_feeds(fp32, train, sentences, documents, seed)
+        spec["activation_ranges"] = {
+            name: [round(low, 6), round(high, 6)]
+            for name, (low, high) in calibrate(
+                onnx.load(str(fp32 / "model.onnx")), feeds, percentile=PERCENTILE
+            ).items()
+        }
+        spec["calibration"] = {
+            "data": f"CoNLL-2003 {train.name}, documents in a random order (seed {seed}): {sentences} sentences "
+            f"alone and {documents} documents whole; {windows} windows",
+            "method": f"fp32 activations, the {PERCENTILE} and {100 - PERCENTILE:.3f} percentiles, widened to 0",
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        _write(package_dir, spec)
+        scores = {"fp32": score_bundle(fp32, dev)}
+        int8 = Path(tmp) / "int8"
+        assemble(package_dir, int8, "int8", log=lambda m: print(m, flush=True))
+        scores["int8"] = score_bundle(int8, dev)
+    spec["precisions"] = scores
+    reasons = [
+        check_f1_loss(scores["fp32"][key], scores["int8"][key], max_f1_loss, raise_error=False)
+        for key in ("dev_f1_sentence", "dev_f1_document")
+    ]
+    failed = next((r for r in reasons if r), None)
+    spec["default_precision"] = "int8" if failed is None else "fp32"
+    if failed:
+        print(f"int8 is not the default: {failed}", flush=True)
+    _write(package_dir, spec)
+    return spec
+
+
+def score_bundle(bundle: Path, dev: Path) -> dict[str, float]:
+    """Entity F1 on ``dev`` (sentences alone, whole documents) and the seconds each took."""
+    documents = read_conll(dev)
+    out: dict[str, float] = {}
+    with NER(bundle) as ner:
+        for context in ("sentence", "document"):
+            started = time.perf_counter()
+            report = evaluate(ner, documents, context=context)
+            out[f"dev_f1_{context}"] = round(100 * report.entity.f1, 2)
+            out[f"dev_seconds_{context}"] = round(time.perf_counter() - started, 1)
+    return out
+
+
+def _write(package_dir: Path, spec: dict[str, Any]) -> None:
+    (package_dir / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train", required=True, type=Path, help="CoNLL file the ranges are measured on")
+    parser.add_argument("--dev", required=True, type=Path, help="CoNLL file both variants are scored on")
+    parser.add_argument("--sentences", type=int, default=1200, help="train sentences to calibrate on, alone")
+    parser.add_argument("--documents", type=int, default=150, help="train documents to calibrate on, whole")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-f1-loss", type=float, default=0.3, help="F1 points int8 may lose vs fp32")
+    args = parser.parse_args()
+    spec = calibrate_default(
+        args.train,
+        args.dev,
+        sentences=args.sentences,
+        documents=args.documents,
+        seed=args.seed,
+        max_f1_loss=args.max_f1_loss,
+    )
+    print(json.dumps(spec["precisions"], indent=2))
+
+
+if __name__ == "__main__":
+    main()
