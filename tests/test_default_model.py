@@ -6,6 +6,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from nertron import NER
 from nertron.backends.openvino import has_native_bf16
@@ -146,3 +147,42 @@ def test_a_text_gets_the_same_entities_however_it_is_batched(default_ner: NER) -
                     (e.text, e.label, e.start, e.end) for e in alone[i]
                 ], sentences[i]
                 assert [e.score for e in entities] == pytest.approx([e.score for e in alone[i]], abs=1e-5, rel=0)
+
+
+def test_the_sentencepiece_form_of_the_tokenizer_agrees_with_tokenizers(default_ner: NER) -> None:
+    import itertools
+    import random
+    import unicodedata
+
+    from nertron.io.conll import read_conll
+    from nertron.subwords import HFTokenizer, SentencePieceTokenizer
+    from nertron.text import split_words
+
+    assert isinstance(default_ner.encoder.tokenizer, SentencePieceTokenizer)
+    lean, reference = default_ner.encoder.tokenizer, HFTokenizer(default_ner.bundle.tokenizer_path)
+
+    def same(words: list[str]) -> bool:
+        return all(
+            np.array_equal(a, b) for a, b in zip(lean.encode_words(words), reference.encode_words(words), strict=True)
+        )
+
+    def compatibility_then_mark(word: str) -> bool:
+        """A known divergence: for a character with a compatibility decomposition (⒥, ½, ⑴) followed by a
+        combining mark, tokenizers' normaliser drops the mark; SentencePiece keeps it."""
+        return any(
+            unicodedata.decomposition(a).startswith("<") and unicodedata.category(b) in ("Mn", "Me")
+            for a, b in itertools.pairwise(word)
+        )
+
+    assert same([w for d in read_conll(DEV) for w in d.words])
+    rng = random.Random(0)
+    alphabet = [chr(c) for c in rng.sample(range(0x20, 0x30000), 3000) if not 0xD800 <= c <= 0xDFFF]
+    texts = ["".join(rng.choice([*alphabet, *"abc Üé ß"]) for _ in range(rng.randint(1, 30))) for _ in range(500)]
+    words = [w for t in texts for w in split_words(t).words]
+    assert same([w for w in words if not compatibility_then_mark(w)])
+    diverging = [w for w in words if compatibility_then_mark(w)] + ["\u24a5\u034f", "\u00bd\u0301"]
+    for word in diverging:
+        kept, dropped = lean.encode_words([word])[0], reference.encode_words([word])[0]
+        assert len(kept) > len(dropped) and list(kept[: len(dropped)]) == list(dropped)
+    single = [chr(c) for c in range(0x20, 0x30000) if not 0xD800 <= c <= 0xDFFF]
+    assert same([w for w in single if split_words(w).words == [w]])  # every code point that can be a word

