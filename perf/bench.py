@@ -10,6 +10,8 @@ Sections (CoNLL-2003 test sentences, the embedded default model):
                weights, aggregation "first", batch 32): sentences/s, words/s, entity F1
   ceiling      the encoder's FLOPs per token vs this CPU's measured matmul peaks
   scaling      throughput and peak memory vs document length (10 to 1,000,000 words, one document)
+  startup      the default model: first use (assembly), NER() from the cache (seconds, RSS, peak), the
+               bundle on disk, and `nertron ner "one sentence"` (wall seconds, peak), each in fresh processes
 Writes perf/results/<name>.{md,json,png}; the machine is noisy, so read the ratios. Every result names the
 machine and the CPU's instruction sets (int8 speed and even int8 results depend on them).
 """
@@ -45,7 +47,7 @@ from tests import reference  # noqa: E402
 DATA = ROOT.parent / "shared" / "data" / "conll2003" / "test.txt"
 
 
-SECTIONS = ("postprocess", "e2e", "ceiling", "scaling")
+SECTIONS = ("postprocess", "e2e", "ceiling", "scaling", "startup")
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -435,6 +437,76 @@ def scaling_child(size: int, repeats: int) -> None:
     )
 
 
+STARTUP_CHILD = """
+import json, sys, time
+started = time.perf_counter()
+from nertron import NER
+imported = time.perf_counter()
+ner = NER()
+loaded = time.perf_counter()
+ner("Angela Merkel met Emmanuel Macron in Paris.")
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+mib = lambda field: int(status[field].split()[0]) / 1024
+print(json.dumps({"import_s": imported - started, "ner_s": loaded - imported, "rss_mib": mib("VmRSS"),
+                  "peak_mib": mib("VmHWM"), "bundle": str(ner.bundle.path)}))
+"""
+
+
+def bench_startup(repeats: int) -> dict[str, Any]:
+    """First use into an empty cache once, then NER() from that cache and the CLI on one sentence, each
+    ``repeats`` times in fresh processes (medians)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NERTRON_CACHE": cache}
+        env.pop("NERTRON_MODEL", None)
+        first = _child(STARTUP_CHILD, env)
+        warm = [_child(STARTUP_CHILD, env) for _ in range(repeats)]
+        bundle = Path(first["bundle"])
+        cli = [sys.executable, "-m", "nertron.cli", "ner", "Angela Merkel met Emmanuel Macron in Paris."]
+        runs = [_timed_process(cli, env) for _ in range(repeats)]
+        return {
+            "first_use_s": first["import_s"] + first["ner_s"],
+            "first_use_peak_mib": first["peak_mib"],
+            "ner_s": statistics.median(w["ner_s"] for w in warm),
+            "import_s": statistics.median(w["import_s"] for w in warm),
+            "rss_mib": statistics.median(w["rss_mib"] for w in warm),
+            "peak_mib": statistics.median(w["peak_mib"] for w in warm),
+            "bundle_mb": sum(f.stat().st_size for f in bundle.iterdir()) / 1e6,
+            "cli_wall_s": statistics.median(r[0] for r in runs),
+            "cli_peak_mib": statistics.median(r[1] for r in runs),
+        }
+
+
+def _child(code: str, env: dict[str, str]) -> dict[str, Any]:
+    return _child_run([sys.executable, "-c", code], env)
+
+
+# Runs a command and reports its wall time and peak RSS. A separate small process: Linux carries a parent's
+# RSS high-water mark into a forked child, so measured from this (large) process the peak would be ours.
+TIMED_RUN = """
+import json, os, subprocess, sys, time
+started = time.perf_counter()
+process = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+_, status, usage = os.wait4(process.pid, 0)
+print(json.dumps({"wall_s": time.perf_counter() - started, "peak_mib": usage.ru_maxrss / 1024,
+                  "code": os.waitstatus_to_exitcode(status)}))
+"""
+
+
+def _timed_process(command: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one run of ``command``."""
+    run = _child_run([sys.executable, "-c", TIMED_RUN, *command], env)
+    if run["code"] != 0:
+        raise RuntimeError(f"{command} exited with {run['code']}")
+    return run["wall_s"], run["peak_mib"]
+
+
+def _child_run(command: list[str], env: dict[str, str]) -> dict[str, Any]:
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+    return json.loads(done.stdout.splitlines()[-1])
+
+
 def peak_rss_mib() -> float:
     """This process's RSS high-water mark (VmHWM; unlike ru_maxrss it does not survive exec)."""
     return _status_mib("VmHWM:")
@@ -542,6 +614,22 @@ def write_report(name: str, results: dict[str, Any]) -> str:
             for r in results["scaling"]
         ]
         lines.append("")
+    if "startup" in results:
+        r = results["startup"]
+        lines += [
+            "## Start-up and memory (the default model, fresh processes, medians)",
+            "",
+            "| what | measured |",
+            "|---|---|",
+            f"| first use (assembly into an empty cache), `NER()` | {r['first_use_s']:.1f} s, "
+            f"peak {r['first_use_peak_mib']:.0f} MiB |",
+            f"| `NER()` from the cache (after importing nertron in {r['import_s']:.2f} s) | {r['ner_s']:.2f} s |",
+            f"| resident memory after `NER()` and one sentence / peak | {r['rss_mib']:.0f} MiB / "
+            f"{r['peak_mib']:.0f} MiB |",
+            f"| the assembled bundle on disk | {r['bundle_mb']:.0f} MB |",
+            f'| `nertron ner "one sentence"` | {r["cli_wall_s"]:.2f} s wall, peak {r["cli_peak_mib"]:.0f} MiB |',
+            "",
+        ]
     text = "\n".join(lines)
     (out / f"{name}.md").write_text(text)
     _plot(out / f"{name}.png", results)
@@ -585,9 +673,11 @@ def main() -> None:
     warnings.filterwarnings("ignore", message="Tokenizer does not support real words")
     sections = set(args.sections.split(","))
     sentences = load_sentences(args.sentences)
-    ners = {"int8": NER(precision="int8"), "fp32": NER(precision="fp32")}
-    if has_native_bf16():
-        ners["bf16"] = NER(precision="bf16")
+    ners: dict[str, NER] = {}
+    if sections & {"postprocess", "e2e", "ceiling"}:
+        ners = {"int8": NER(precision="int8"), "fp32": NER(precision="fp32")}
+        if has_native_bf16():
+            ners["bf16"] = NER(precision="bf16")
     results: dict[str, Any] = {
         "command": "python perf/bench.py " + " ".join(sys.argv[1:]),
         "machine": machine(),
@@ -605,6 +695,8 @@ def main() -> None:
         results["ceiling"] = bench_ceiling(per_second, encoder_flops_per_token(ners["int8"], mean_length))
     if "scaling" in sections:
         results["scaling"] = bench_scaling(args.repeats)
+    if "startup" in sections:
+        results["startup"] = bench_startup(args.repeats)
     earlier = ROOT / "perf" / "results" / f"{args.name}.json"
     if args.update and earlier.is_file():  # the sections not re-run, with the run that measured them
         previous = json.loads(earlier.read_text())
