@@ -8,6 +8,7 @@
    vs two batches at once on one thread each, batch 16 and 32.
 3. Latency of one sentence with ``concurrent_batches=1`` and 2.
 4. The cap on padded subwords per batch (``Tagger.max_batch_tokens``): sentences and a 10,000-word document.
+5. int8 static (the default: fixed activation scales) vs dynamic (a scale per batch), end to end.
 Prints the tables; the machine is noisy, so runs are interleaved and medians reported.
 """
 
@@ -61,7 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sentences", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=4)
-    parser.add_argument("--sections", default="1,2,3,4", help="which of the tables, e.g. 4")
+    parser.add_argument("--sections", default="1,2,3,4,5", help="which of the tables, e.g. 4")
     args = parser.parse_args()
     sections = set(args.sections.split(","))
     bundle = default_bundle("int8")
@@ -84,6 +85,8 @@ def main() -> None:
         concurrency(bundle, model, texts, args.repeats, sections)
     if "4" in sections:
         token_cap(ner, texts, args.repeats)
+    if "5" in sections:
+        static_vs_dynamic(texts, args.repeats)
 
 
 def operators(model: Path, feeds: list[dict[str, Any]], texts: list[str], repeats: int) -> None:
@@ -145,6 +148,21 @@ def token_cap(ner: NER, texts: list[str], repeats: int) -> None:
             f"- {name}: {len(texts) / sentences[name]:.0f} sentences/s; "
             f"a 10,000-word document {10_000 / long[name]:.0f} words/s"
         )
+
+
+def static_vs_dynamic(texts: list[str], repeats: int) -> None:
+    from determinism import dynamic_int8
+
+    print("\n## 5. int8, static (default) vs dynamic, end to end, default backend\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        ners = {
+            "static (fixed scales)": NER(default_bundle("int8")),
+            "dynamic (a scale per batch)": NER(dynamic_int8(default_bundle("fp32"), Path(tmp) / "dynamic")),
+        }
+        seconds = interleaved({name: (lambda n=n: n.batch(texts)) for name, n in ners.items()}, repeats)
+    base = seconds["dynamic (a scale per batch)"]
+    for name, s in seconds.items():
+        print(f"- {name}: {len(texts) / s:.0f} sentences/s ({base / s:.2f}x dynamic)")
 
 
 if __name__ == "__main__":
