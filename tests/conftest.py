@@ -25,3 +25,13 @@ def tiny_bundle(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory)
     out = tmp_path_factory.mktemp("tiny-bundle")
     export_bundle(tiny_checkpoint, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def default_int8(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded model at its default precision (static int8), assembled into a private cache."""
+    from nertron.model.default import default_bundle
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NERTRON_CACHE", str(tmp_path_factory.mktemp("cache")))
+        return default_bundle("int8", quiet=True)

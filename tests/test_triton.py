@@ -7,6 +7,7 @@ model without ragged batching, one that replies with the wrong shape and one tha
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import itertools
 import json
@@ -32,18 +33,20 @@ from nertron.backends.onnxruntime import OnnxRuntimeBackend
 from nertron.backends.triton import TritonClient, TritonError
 from nertron.model.bundle import Bundle
 from nertron.model.default import embedded_spec
-from nertron.serving.config import CONFIG_FILE, config_text, model_config, parse_config
-from nertron.serving.options import DEPLOYMENTS, ConfigOptions, Signature
+from nertron.serving.config import CONFIG_FILE, config_text, model_config, parse_config, text_model_config
+from nertron.serving.options import DEPLOYMENTS, TEXT_MODEL_NAME, ConfigOptions, Signature
 from nertron.serving.processes import free_port
 from nertron.serving.repository import (
     BUILD_SCRIPT,
     MODEL_TEMPLATE,
+    TEXT_MODEL_TEMPLATE,
     build_script,
     write_repositories,
     write_repository,
 )
 from nertron.serving.server import TritonServer, TritonServerError
 from nertron_export.tiny import CONLL_LABELS
+from tritonclient.grpc.model_config_pb2 import TYPE_STRING
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEXTS = [
@@ -86,7 +89,7 @@ TritonPythonModel.execute = _slow_execute
 
 
 def add_model(repository: Path, bundle: Path, name: str, model_py: str | None, options: ConfigOptions) -> None:
-    model_dir = write_repository(bundle, repository, name=name, options=options)
+    model_dir = write_repository(bundle, repository, name=name, options=options, text_model=False)
     if model_py is not None:
         (model_dir / "1" / "model.py").write_text(model_py)
 
@@ -235,6 +238,21 @@ def test_configs_parse_into_model_config(deployment: str) -> None:
         assert config.platform == "tensorrt_plan"
 
 
+@pytest.mark.parametrize("deployment", DEPLOYMENTS)
+def test_text_model_configs_parse_into_model_config(deployment: str) -> None:
+    signature = Signature(num_labels=3, max_length=512, labels=("O", "B-PER", "I-PER"), scheme="IOB2")
+    config = parse_config(config_text(text_model_config(deployment, signature, ConfigOptions(max_batch_size=32))))
+    assert (config.name, config.backend, config.max_batch_size) == (TEXT_MODEL_NAME, "python", 32)
+    assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [("TEXT", TYPE_STRING, [1])]
+    assert [(o.name, o.data_type, list(o.dims)) for o in config.output] == [("ENTITIES", TYPE_STRING, [1])]
+    assert config.HasField("dynamic_batching") and config.instance_group[0].kind == config.instance_group[0].KIND_CPU
+    assert json.loads(config.parameters["labels"].string_value) == ["O", "B-PER", "I-PER"]
+    assert config.parameters["scheme"].string_value == "IOB2"
+    # on GPU the encoder stays on the GPU, in the other model, called through BLS
+    encoder = config.parameters["encoder_model"].string_value if "encoder_model" in config.parameters else None
+    assert encoder == (None if deployment == "cpu" else "nertron")
+
+
 def test_config_variants_parse() -> None:
     signature = Signature(num_labels=5, max_length=128, inputs=("input_ids",))
     cpu = parse_config(config_text(model_config("cpu", signature, ConfigOptions(ragged=False, threads=2, instances=2))))
@@ -265,6 +283,14 @@ def test_write_repositories(tiny_bundle: Path, tmp_path: Path) -> None:
         config = parse_config((model_dir / CONFIG_FILE).read_text())
         assert list(config.output[0].dims) == [-1, len(CONLL_LABELS)]
         assert (model_dir / "1" / "model.onnx").read_bytes() == Bundle.load(tiny_bundle).model_path.read_bytes()
+        text_dir = model_dir.parent / TEXT_MODEL_NAME
+        text_config = parse_config((text_dir / CONFIG_FILE).read_text())
+        assert text_config.name == TEXT_MODEL_NAME and json.loads(text_config.parameters["labels"].string_value) == [
+            *CONLL_LABELS
+        ]
+        assert (text_dir / "1" / "model.py").read_text() == TEXT_MODEL_TEMPLATE.read_text()
+        text_bundle = Bundle.load(text_dir / "1", verify=True)  # complete: on GPU its model.onnx links the encoder's
+        assert text_bundle.model_path.read_bytes() == Bundle.load(tiny_bundle).model_path.read_bytes()
     cpu = tmp_path / "cpu" / "nertron" / "1"
     assert (cpu / "model.py").read_text() == MODEL_TEMPLATE.read_text()
     assert Bundle.load(cpu, verify=True).labels == list(CONLL_LABELS)  # the version dir is a bundle
@@ -281,6 +307,9 @@ def test_checked_in_repository_matches_the_default_model(deployment: str) -> Non
     text = (model_dir / CONFIG_FILE).read_text()
     parse_config(text)
     assert text == config_text(model_config(deployment, signature)), "regenerate model_repository (see its README)"
+    text_config = (REPO_ROOT / "model_repository" / deployment / TEXT_MODEL_NAME / CONFIG_FILE).read_text()
+    signature = dataclasses.replace(signature, labels=tuple(spec["labels"]), scheme=spec["scheme"])
+    assert text_config == config_text(text_model_config(deployment, signature)), "regenerate model_repository"
     if deployment == "tensorrt":
         assert (model_dir / BUILD_SCRIPT).read_text() == build_script(signature)
 
@@ -730,16 +759,6 @@ def test_a_fresh_client_shared_by_many_threads(server: TritonServer, local: Onnx
         results = list(pool.map(lambda batch: shared(*batch), batches))
     for (ids, mask), logits in zip(batches, results, strict=True):
         np.testing.assert_allclose(logits, local(ids, mask), rtol=0, atol=1e-5)
-
-
-@pytest.fixture(scope="module")
-def default_int8(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The embedded model at its default precision (static int8), assembled into a private cache."""
-    from nertron.model.default import default_bundle
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("NERTRON_CACHE", str(tmp_path_factory.mktemp("cache")))
-        return default_bundle("int8", quiet=True)
 
 
 def test_the_default_model_through_triton_equals_in_process_across_a_kill(default_int8: Path, tmp_path: Path) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
@@ -21,6 +22,9 @@ from nertron.subwords import load_tokenizer
 from nertron.tagging import TaggedDocuments, Tagger
 from nertron.text import SegmentedText
 from nertron.windows import SubwordEncoder
+
+if TYPE_CHECKING:
+    from nertron.backends.triton_text import ServerSideTexts
 
 AGGREGATIONS = ("first", "average", "max")
 PRECISIONS = ("int8", "fp32", "bf16")
@@ -163,11 +167,20 @@ class NER(Closable):
         self.tagger = Tagger(
             self.encoder, self.backend, self.postprocessor, concurrent_batches=self.backend.concurrency
         )
+        self.server_side: ServerSideTexts | None = None
+        """Where texts go whole to the server's text model (``Triton(text_model=...)``)."""
+        if isinstance(spec, Triton) and spec.text_model is not None and built is None:
+            from nertron.backends.triton_text import ServerSideTexts, TritonTextClient
+
+            local = None if spec.fallback is None else lambda texts: list(self._pipe_here(texts))
+            self.server_side = ServerSideTexts(TritonTextClient(spec), local, probe_interval=spec.probe_interval)
 
     def close(self) -> None:
         """Releases the backend (sessions, threads, channels); the recogniser cannot be used afterwards."""
         super().close()
         self.backend.close()
+        if self.server_side is not None:
+            self.server_side.client.close()
 
     @property
     def labels(self) -> list[str]:
@@ -201,9 +214,29 @@ class NER(Closable):
         size = self.batch_size if batch_size is None else check_batch_size(batch_size)
         # a bar only when asked: building one costs ~40 us per call
         with tqdm(desc="ner", unit=" words", unit_scale=True) if progress else nullcontext() as bar:
-            segmented = (SegmentedText.split(_check_str(text, index)) for index, text in enumerate(texts))
-            for tagged in self.tagger.tag(segmented, size, None if bar is None else bar.update):
-                yield from tagged.entities(self.postprocessor)
+            checked = (_check_str(text, index) for index, text in enumerate(texts))
+            if self.server_side is None:
+                yield from self._pipe_here(checked, size, None if bar is None else bar.update)
+                return
+            words: deque[int] = deque()  # of the texts sent and not yet answered, for the progress bar
+
+            def counted(texts: Iterable[str]) -> Iterator[str]:
+                for text in texts:
+                    words.append(len(text.split()))
+                    yield text
+
+            for entities in self.server_side.pipe(counted(checked), self.aggregation, size):
+                if bar is not None:
+                    bar.update(words.popleft())
+                yield entities
+
+    def _pipe_here(
+        self, texts: Iterable[str], batch_size: int | None = None, on_words: Callable[[int], object] | None = None
+    ) -> Iterator[list[Entity]]:
+        """Entities per text, tokenised and decoded in this process (the model runs wherever the backend does)."""
+        segmented = (SegmentedText.split(text) for text in texts)
+        for tagged in self.tagger.tag(segmented, batch_size or self.batch_size, on_words):
+            yield from tagged.entities(self.postprocessor)
 
     def stream(
         self,

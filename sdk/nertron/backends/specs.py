@@ -87,7 +87,11 @@ class TLS:
 
 @dataclass(frozen=True)
 class Triton:
-    """The model on a Triton server (``host:port`` of its gRPC endpoint); the client tokenises and decodes.
+    """The model on a Triton server (``host:port`` of its gRPC endpoint).
+
+    ``text_model``: the served text-level model (text in, entities out) that texts go to whole; the server
+    does everything. ``None``: the client tokenises, sends token ids to ``model`` and decodes its logits.
+    Pre-split words (``NER.tag``, corpora) always take that path.
 
     ``timeout``: seconds per request. ``retries``: resends of a request that failed with a transient
     error (server unavailable or overloaded), ``retry_backoff`` s apart, doubling. ``max_in_flight``:
@@ -99,6 +103,7 @@ class Triton:
 
     url: str = "127.0.0.1:8001"
     model: str = "nertron"
+    text_model: str | None = None
     model_version: str = ""
     timeout: float = 30.0
     retries: int = 2
@@ -115,6 +120,8 @@ class Triton:
     def __post_init__(self) -> None:
         if not isinstance(self.url, str) or not self.url:
             raise ValueError(f"url must be 'host:port', got {self.url!r}")
+        if self.text_model is not None and (not isinstance(self.text_model, str) or not self.text_model):
+            raise ValueError(f"text_model must be a model name or None, got {self.text_model!r}")
         if isinstance(self.headers, Mapping):
             object.__setattr__(self, "headers", tuple(sorted(self.headers.items())))
         for name in ("timeout", "probe_interval", "probe_timeout"):

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -53,6 +53,12 @@ class Pending:
     parts: list[tuple[slice, Future[np.ndarray]]] = field(default_factory=list)
 
 
+class Resend(Protocol):
+    """Sends a request again, on the connected channel; its reply as a future."""
+
+    def __call__(self, client: Any, info: ModelInfo) -> Future[Any]: ...
+
+
 class TritonClient(Closable):
     """``(input_ids, attention_mask)`` int64 -> logits float32 from the model ``spec.model`` on a Triton
     server; a ``Backend``. ``connect()`` (also done by the first request) reads the model's config."""
@@ -61,6 +67,7 @@ class TritonClient(Closable):
 
     def __init__(self, spec: Triton, *, pad_id: int = 1, max_length: int | None = None) -> None:
         self.spec = spec
+        self.model = spec.model
         self.pad_id, self.max_length = pad_id, max_length
         self.concurrency = spec.max_in_flight
         self.headers = dict(spec.headers) or None
@@ -79,7 +86,7 @@ class TritonClient(Closable):
         return self._info
 
     def describe(self, reason: str) -> str:
-        return f"Triton at {self.spec.url}, model {self.spec.model!r}: {reason}"
+        return f"Triton at {self.spec.url}, model {self.model!r}: {reason}"
 
     # -- connection -------------------------------------------------------------------------------------
 
@@ -91,10 +98,10 @@ class TritonClient(Closable):
         try:
             if not client.is_server_live(**options):
                 raise TritonError(self.describe("the server is not live"))
-            if not client.is_model_ready(self.spec.model, self.spec.model_version, **options):
+            if not client.is_model_ready(self.model, self.spec.model_version, **options):
                 raise TritonError(self.describe(f"the model is not ready; {self._repository_states(client)}"))
-            config = client.get_model_config(self.spec.model, self.spec.model_version, as_json=True, **options)
-            info = _model_info(config["config"])
+            config = client.get_model_config(self.model, self.spec.model_version, as_json=True, **options)
+            info = self._model_info(config["config"])
         except InferenceServerException as error:
             client.close()
             raise TritonError(self.describe(f"cannot reach it: {error}")) from None
@@ -189,15 +196,23 @@ class TritonClient(Closable):
         """The logits of a submitted batch; transient failures are sent again. ``TritonError`` if it fails."""
         if not len(pending.input_ids):
             return np.zeros((*pending.input_ids.shape, max(self._info.num_labels if self._info else 0, 0)), np.float32)
-        parts = [self._result(future, pending, rows) for rows, future in pending.parts]
+        parts = [
+            self._result(
+                future,
+                lambda client, info, rows=rows: self._send(  # type: ignore[misc]
+                    client, info, pending.input_ids[rows], pending.attention_mask[rows]
+                ),
+            )
+            for rows, future in pending.parts
+        ]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-    def _result(self, future: Future[np.ndarray], pending: Pending, rows: slice) -> np.ndarray:
+    def _result(self, future: Future[Any], resend: Resend) -> Any:
+        """The reply of a request; one that failed transiently is sent again (``retries`` times)."""
         for attempt in range(self.spec.retries + 1):
             if attempt:
                 time.sleep(self.spec.retry_backoff * 2 ** (attempt - 1))
-                client, info = self._connected()
-                future = self._send(client, info, pending.input_ids[rows], pending.attention_mask[rows])
+                future = resend(*self._connected())
             try:
                 return future.result(timeout=self.spec.timeout + 1.0)
             except FutureTimeout:
@@ -233,7 +248,7 @@ class TritonClient(Closable):
                 future.set_result(logits)
 
         request = {
-            "model_name": self.spec.model,
+            "model_name": self.model,
             "inputs": self._inputs(info, ids, mask),
             "model_version": self.spec.model_version,
             "outputs": [grpcclient.InferRequestedOutput(OUTPUT)],
@@ -283,6 +298,10 @@ class TritonClient(Closable):
                 )
             )
         return logits if length == shape[1] else np.ascontiguousarray(logits[:, :length])
+
+    def _model_info(self, config: Mapping[str, Any]) -> ModelInfo:
+        """What this client needs of the served model's (JSON) config; ``TritonError`` if it does not fit."""
+        return _model_info(config)
 
     def close(self) -> None:
         """Closes the gRPC channel."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from nertron.cli.options import add_model_options
 from nertron.ner import resolve_model
-from nertron.serving.options import DEPLOYMENTS, ConfigOptions
+from nertron.serving.options import DEPLOYMENTS, TEXT_MODEL_NAME, ConfigOptions
 
 
 def add_serve(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +49,7 @@ def run_serve(args: argparse.Namespace) -> int:
         else:
             bundle = resolve_model(args.model, args.precision)
             write_repository(bundle, generated, options=options, link=True)
-            repository, what = Path(generated), f"model 'nertron' ({bundle})"
+            repository, what = Path(generated), f"{bundle}"
         server = TritonServer(
             repository,
             tritonserver=args.tritonserver,
@@ -64,7 +64,8 @@ def run_serve(args: argparse.Namespace) -> int:
             print(
                 f"nertron serve: {what} ready in {s.startup_seconds:.1f} s\n{models}"
                 f"  gRPC    {s.grpc_url}   (nertron ner --url {s.grpc_url} ...)\n"
-                f"  HTTP    {s.http_url}\n  metrics {s.metrics_url}\nCtrl-C stops it.",
+                f"  HTTP    {s.http_url}   (text in, entities out: POST /v2/models/{TEXT_MODEL_NAME}/infer)\n"
+                f"  metrics {s.metrics_url}   (Prometheus)\nCtrl-C stops it.",
                 file=sys.stderr,
                 flush=True,
             )
@@ -100,5 +101,5 @@ def run_repository(args: argparse.Namespace) -> int:
         precision = None if args.model else ("int8" if deployment == "cpu" else "fp32")
         written += write_repositories(resolve_model(args.model, precision), args.out, [deployment], options=options)
     for path in written:
-        print(f"wrote {path}")
+        print(f"wrote {path} (token ids in, logits out) and {path.with_name(TEXT_MODEL_NAME)} (text in, entities out)")
     return 0

@@ -14,11 +14,12 @@ Every deployment serves the same signature: ``input_ids``/``attention_mask`` int
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from nertron.extras import require
-from nertron.serving.options import DEPLOYMENTS, MODEL_NAME, ConfigOptions, Signature
+from nertron.serving.options import DEPLOYMENTS, MODEL_NAME, TEXT_MODEL_NAME, ConfigOptions, Signature
 
 text_format = require("google.protobuf.text_format", "Triton model configs")
 model_config_pb2 = require("tritonclient.grpc.model_config_pb2", "Triton model configs")
@@ -58,6 +59,29 @@ def model_config(
         config.parameters["intra_op_threads"].string_value = str(options.threads)
     if deployment == "onnx-gpu" and options.tensorrt:
         _add_tensorrt_accelerator(config, signature, options)
+    return config
+
+
+def text_model_config(
+    deployment: str, signature: Signature, options: ConfigOptions | None = None, *, name: str = TEXT_MODEL_NAME
+) -> Any:
+    """The ``ModelConfig`` of the text model (see ``nertron.serving.text_model``): TEXT in, ENTITIES out, the
+    model's labels and tag scheme published as parameters. On GPU deployments it runs its encoder through
+    BLS on the ``nertron`` model (``encoder_model``); on CPU in its own process."""
+    check_deployment(deployment)
+    options = options or ConfigOptions()
+    config = ModelConfig(name=name, backend="python", max_batch_size=options.max_batch_size)
+    config.input.add(name="TEXT", data_type=model_config_pb2.TYPE_STRING, dims=[1])
+    config.output.add(name="ENTITIES", data_type=model_config_pb2.TYPE_STRING, dims=[1])
+    if options.dynamic_batching:
+        config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
+    config.instance_group.add(count=options.instances, kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
+    config.parameters["labels"].string_value = json.dumps(list(signature.labels))
+    config.parameters["scheme"].string_value = signature.scheme
+    if deployment != "cpu":
+        config.parameters["encoder_model"].string_value = MODEL_NAME
+    elif options.threads is not None:
+        config.parameters["intra_op_threads"].string_value = str(options.threads)
     return config
 
 

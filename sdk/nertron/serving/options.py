@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from nertron.model.bundle import Bundle
 
 DEPLOYMENTS = ("cpu", "onnx-gpu", "tensorrt")
-MODEL_NAME = "nertron"
+MODEL_NAME = "nertron"  # ids in, logits out: for nertron's own clients, which tokenise and decode
+TEXT_MODEL_NAME = "nertron_text"  # text in, entities out: for any client
 
 
 @dataclass(frozen=True)
@@ -17,10 +21,22 @@ class Signature:
     num_labels: int
     max_length: int
     inputs: tuple[str, ...] = ("input_ids", "attention_mask")
+    labels: tuple[str, ...] = ()
+    scheme: str = "IOB2"
 
     @classmethod
     def of(cls, bundle: Bundle) -> Signature:
-        return cls(len(bundle.labels), bundle.max_length, bundle.manifest.inputs)
+        return cls(len(bundle.labels), bundle.max_length, bundle.manifest.inputs, tuple(bundle.labels), bundle.scheme)
+
+
+def threads_per_instance(config: Mapping[str, Any]) -> int:
+    """onnxruntime threads for one instance of a model whose (JSON) Triton config is ``config``: its
+    ``intra_op_threads`` parameter, else the server's CPUs divided among the model's instances."""
+    threads = int(config.get("parameters", {}).get("intra_op_threads", {}).get("string_value", "0"))
+    if threads > 0:
+        return threads
+    instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
+    return max(1, (os.cpu_count() or 1) // instances)
 
 
 @dataclass(frozen=True)

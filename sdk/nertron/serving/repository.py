@@ -1,5 +1,5 @@
 """Triton model repositories for a bundle: one repository per deployment (see ``nertron.serving.config``),
-the model named ``nertron``."""
+each with two models: ``nertron`` (ids in, logits out) and ``nertron_text`` (text in, entities out)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nertron.model.bundle import Bundle
-from nertron.serving.config import CONFIG_FILE, check_deployment, config_text, model_config, shape_profiles
-from nertron.serving.options import DEPLOYMENTS, MODEL_NAME, ConfigOptions, Signature
+from nertron.serving.config import (
+    CONFIG_FILE,
+    check_deployment,
+    config_text,
+    model_config,
+    shape_profiles,
+    text_model_config,
+)
+from nertron.serving.options import DEPLOYMENTS, MODEL_NAME, TEXT_MODEL_NAME, ConfigOptions, Signature
 
 BUILD_SCRIPT = "build_engine.sh"
 MODEL_TEMPLATE = Path(__file__).with_name("triton_model.py")
+TEXT_MODEL_TEMPLATE = Path(__file__).with_name("text_model.py")
 # The TensorRT container whose TensorRT (10.5) matches Triton 24.10 (2.51): a plan only loads
 # into the TensorRT version (and GPU type) that built it.
 TENSORRT_IMAGE = "nvcr.io/nvidia/tensorrt:24.10-py3"
@@ -53,40 +61,63 @@ def write_repository(
     deployment: str = "cpu",
     options: ConfigOptions | None = None,
     name: str = MODEL_NAME,
+    text_model: bool = True,
     link: bool = False,
 ) -> Path:
-    """Writes ``repository/<name>/``: config.pbtxt and ``1/`` with the model files; returns that directory.
+    """Writes ``repository/<name>/`` (ids in, logits out) and, with ``text_model``, ``repository/nertron_text/``
+    (text in, entities out): each a config.pbtxt and ``1/``; returns the first model's directory.
 
-    The cpu deployment's ``1/`` is a complete bundle (model.onnx, tokenizer.json, manifest.json) plus
-    model.py; onnx-gpu and tensorrt get model.onnx (tensorrt also ``build_engine.sh``). ``link=True``
-    symlinks the bundle's files instead of copying them: for a repository served on this machine only.
+    The cpu deployment's ``1/`` directories are complete bundles (model.onnx, tokenizer files, manifest.json)
+    plus model.py; onnx-gpu and tensorrt get model.onnx for the encoder (tensorrt also ``build_engine.sh``),
+    and a text model that calls it through BLS. ``link=True`` symlinks the bundle's files instead of copying
+    them: for a repository served on this machine only.
     """
     check_deployment(deployment)
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
     options = options or ConfigOptions()
     signature = Signature.of(bundle)
-    model_dir = Path(repository) / name
+    model_dir = _model_dir(
+        Path(repository) / name, config_text(model_config(deployment, signature, options, name=name))
+    )
     version_dir = model_dir / "1"
-    config = config_text(model_config(deployment, signature, options, name=name))
-    if version_dir.exists():
-        shutil.rmtree(version_dir)
-    version_dir.mkdir(parents=True)
-    (model_dir / CONFIG_FILE).write_text(config, encoding="utf-8")
     _place(bundle.model_path, version_dir / "model.onnx", link)
     external = bundle.model_path.with_name(bundle.model_path.name + ".data")
     if external.is_file():  # external data keeps the file name that the graph refers to
         _place(external, version_dir / external.name, link)
     if deployment == "cpu":
         shutil.copyfile(MODEL_TEMPLATE, version_dir / "model.py")
-        _place(bundle.tokenizer_path, version_dir / "tokenizer.json", link)
-        dataclasses.replace(bundle.manifest, model_file="model.onnx", tokenizer_file="tokenizer.json").write(
-            version_dir
-        )
+        _place_bundle(bundle, version_dir, link)
     if deployment == "tensorrt":
         script = model_dir / BUILD_SCRIPT
         script.write_text(build_script(signature, options), encoding="utf-8")
         script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    if text_model:
+        config = config_text(text_model_config(deployment, signature, options))
+        text_version = _model_dir(Path(repository) / TEXT_MODEL_NAME, config) / "1"
+        shutil.copyfile(TEXT_MODEL_TEMPLATE, text_version / "model.py")
+        if deployment == "cpu":
+            _place(bundle.model_path, text_version / "model.onnx", link)
+        else:  # the encoder runs in the other model; a link keeps the bundle complete without a copy
+            (text_version / "model.onnx").symlink_to(Path("..", "..", name, "1", "model.onnx"))
+        _place_bundle(bundle, text_version, link)
     return model_dir
+
+
+def _model_dir(model_dir: Path, config: str) -> Path:
+    """``model_dir`` with ``config`` as its config.pbtxt and an empty ``1/``."""
+    if (model_dir / "1").exists():
+        shutil.rmtree(model_dir / "1")
+    (model_dir / "1").mkdir(parents=True)
+    (model_dir / CONFIG_FILE).write_text(config, encoding="utf-8")
+    return model_dir
+
+
+def _place_bundle(bundle: Bundle, version_dir: Path, link: bool) -> None:
+    """The bundle's tokenizer files and its manifest (naming ``model.onnx``) into ``version_dir``."""
+    _place(bundle.tokenizer_path, version_dir / bundle.manifest.tokenizer_file, link)
+    if bundle.manifest.sentencepiece is not None:
+        _place(bundle.path / bundle.manifest.sentencepiece.file, version_dir / bundle.manifest.sentencepiece.file, link)
+    dataclasses.replace(bundle.manifest, model_file="model.onnx").write(version_dir)
 
 
 def write_repositories(

@@ -13,14 +13,14 @@ runs the stub in nertron's own venv).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
+from nertron.backends.onnxruntime import OnnxRuntimeBackend
+from nertron.serving.options import threads_per_instance
 from nertron.windows import pad_rows
 
 OUTPUT = "logits"
@@ -41,28 +41,12 @@ class TritonPythonModel:
         manifest = json.loads((version_dir / "manifest.json").read_text(encoding="utf-8"))
         self.pad_id = int(manifest["special_tokens"]["pad"])
         self.inputs = [entry["name"] for entry in config["input"]]
-        parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        threads = int(parameters.get("intra_op_threads", "0"))
-        if threads <= 0:  # the CPUs shared among the instances, so that they do not oversubscribe the cores
-            instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
-            threads = max(1, (os.cpu_count() or 1) // instances)
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        model_path = (version_dir / manifest["model_file"]).resolve()  # the bundle's file, if linked
-        try:
-            self.session = ort.InferenceSession(
-                str(model_path),
-                sess_options=options,
-                providers=["CPUExecutionProvider"],
-                disabled_optimizers=["SkipLayerNormFusion"],  # slower on CPU, see nertron.backends.onnxruntime
-            )
-        except Exception as error:  # onnxruntime's errors share no base class
-            reason = " ".join(str(error).split())[:300]
-            raise RuntimeError(
-                f"{model_path}: onnxruntime cannot load it ({reason}); the file is damaged or not an ONNX model"
-            ) from None
+        # the bundle's file, if linked: a model that cannot load names it
+        model_path = (version_dir / manifest["model_file"]).resolve()
+        self.backend = OnnxRuntimeBackend(
+            model_path, threads=threads_per_instance(config), providers=["CPUExecutionProvider"], concurrent_batches=1
+        )
+        self.session = self.backend.session
         session_inputs = {i.name for i in self.session.get_inputs()}
         self.feed_inputs = [name for name in self.inputs if name in session_inputs]
 
@@ -106,7 +90,7 @@ class TritonPythonModel:
                 name: pad_rows([batch[i][name] for i in group], self.pad_id if name == "input_ids" else 0)
                 for name in self.feed_inputs
             }
-            logits = self.session.run([OUTPUT], feed)[0].astype(np.float32, copy=False)
+            logits = self.backend(feed["input_ids"], feed.get("attention_mask", np.ones_like(feed["input_ids"])))
             start = 0
             for i in group:
                 count, seq = shapes[i]
@@ -116,7 +100,7 @@ class TritonPythonModel:
         return outputs
 
     def finalize(self) -> None:
-        self.session = None
+        self.backend.close()
 
 
 def plan_runs(shapes: list[tuple[int, int]]) -> list[list[int]]:

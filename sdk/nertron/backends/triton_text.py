@@ -1,0 +1,192 @@
+"""Texts to the text-level model on a Triton server (``nertron_text``: text in, entities out), with a local
+fallback: the server does everything, the client only sends texts and reads entities.
+
+``TritonTextClient`` shares ``TritonClient``'s connection, TLS, headers, timeouts and retries.
+``ServerSideTexts`` runs a stream of texts through it, ``max_in_flight`` requests of up to ``batch_size``
+texts at a time; a request that fails (after retries) is computed by ``local`` instead, and so are the
+requests sent while the server is considered down, until it answers a probe (every ``probe_interval`` s).
+Every text gets exactly one result, in input order.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+import numpy as np
+
+from nertron.backends.specs import Triton
+from nertron.backends.triton import ModelInfo, Resend, TritonClient, grpcclient
+from nertron.entity import Entity
+from nertron.errors import TritonError
+
+logger = logging.getLogger("nertron.triton")
+
+INPUT, OUTPUT = "TEXT", "ENTITIES"
+ENTITY_KEYS = ("text", "label", "start", "end", "score")
+
+
+class TritonTextClient(TritonClient):
+    """Texts -> entities from the model ``spec.text_model``; ``TritonError`` when a request fails."""
+
+    def __init__(self, spec: Triton) -> None:
+        if spec.text_model is None:
+            raise ValueError("Triton(text_model=None) sends token ids, not texts")
+        super().__init__(spec)
+        self.model = spec.text_model
+
+    def _model_info(self, config: Mapping[str, Any]) -> ModelInfo:
+        inputs = tuple(str(i["name"]) for i in config.get("input", []))
+        outputs = tuple(str(o["name"]) for o in config.get("output", []))
+        if inputs != (INPUT,) or OUTPUT not in outputs:
+            raise TritonError(
+                self.describe(f"takes {list(inputs)}, gives {list(outputs)}; a text model takes TEXT, gives ENTITIES")
+            )
+        return ModelInfo(inputs, -1, int(config.get("max_batch_size", 0)))
+
+    def submit_texts(
+        self, texts: list[str], aggregation: str, *, blocking: bool = False
+    ) -> list[tuple[list[str], Future[Any]]]:
+        """Sends the texts, in requests of at most the model's max batch size: each request's texts and its
+        reply's future. Errors surface in ``wait_texts``."""
+        self.check_open()
+        try:
+            client, info = self._connected()
+        except TritonError as error:
+            failed: Future[Any] = Future()
+            failed.set_exception(error)
+            return [(texts, failed)]
+        step = info.max_batch_size if info.max_batch_size > 0 else max(len(texts), 1)
+        chunks = [texts[start : start + step] for start in range(0, len(texts), step)]
+        blocking = blocking and len(chunks) == 1
+        return [(chunk, self._send_texts(client, chunk, aggregation, blocking)) for chunk in chunks]
+
+    def wait_texts(self, sent: list[tuple[list[str], Future[Any]]], aggregation: str) -> list[list[Entity]]:
+        """The entities of submitted texts; transient failures are sent again. ``TritonError`` if it fails."""
+        found: list[list[Entity]] = []
+        for texts, future in sent:
+            resend: Resend = lambda client, info, texts=texts: self._send_texts(client, texts, aggregation)  # noqa: E731
+            found.extend(self._result(future, resend))
+        return found
+
+    def _send_texts(self, client: Any, texts: Sequence[str], aggregation: str, blocking: bool = False) -> Future[Any]:
+        future: Future[Any] = Future()
+
+        def done(result: Any = None, error: Exception | None = None) -> None:  # in a gRPC thread: never raises
+            try:
+                if error is not None:
+                    raise error
+                entities = self._entities(result, len(texts))
+            except Exception as failure:
+                future.set_exception(failure)
+            else:
+                future.set_result(entities)
+
+        tensor = grpcclient.InferInput(INPUT, [len(texts), 1], "BYTES")
+        tensor.set_data_from_numpy(np.array([t.encode("utf-8", "surrogatepass") for t in texts], np.object_)[:, None])
+        request = {
+            "model_name": self.model,
+            "inputs": [tensor],
+            "model_version": self.spec.model_version,
+            "outputs": [grpcclient.InferRequestedOutput(OUTPUT)],
+            "client_timeout": self.spec.timeout,
+            "headers": self.headers,
+            "parameters": {"aggregation": aggregation},
+        }
+        try:
+            if blocking:
+                done(result=client.infer(**request))
+            else:
+                client.async_infer(callback=done, **request)
+        except Exception as error:  # e.g. a closed channel: fails this request like a server error
+            future.set_exception(error)
+        return future
+
+    def _entities(self, result: Any, count: int) -> list[list[Entity]]:
+        """The reply's entities, checked: one JSON array of entity objects per text."""
+        array = None if result is None else result.as_numpy(OUTPUT)
+        if array is None or array.shape != (count, 1):
+            shape = None if array is None else list(array.shape)
+            raise TritonError(self.describe(f"malformed reply: {OUTPUT} is {shape}, expected [{count}, 1]"))
+        try:
+            return [[Entity(**_entity(item)) for item in json.loads(value)] for value in array[:, 0]]
+        except (ValueError, TypeError) as error:
+            raise TritonError(self.describe(f"malformed reply: {OUTPUT} is not entity JSON ({error})")) from None
+
+
+def _entity(item: Any) -> dict[str, Any]:
+    if not isinstance(item, dict) or tuple(item) != ENTITY_KEYS:
+        raise ValueError(f"an entity must be an object with keys {list(ENTITY_KEYS)}, got {item!r}")
+    return item
+
+
+class ServerSideTexts:
+    """Streams texts through a ``TritonTextClient`` in requests of ``batch_size``; requests the server does
+    not answer go to ``local`` (``None``: raise ``TritonError``)."""
+
+    def __init__(
+        self,
+        client: TritonTextClient,
+        local: Callable[[list[str]], list[list[Entity]]] | None,
+        *,
+        probe_interval: float,
+    ) -> None:
+        self.client = client
+        self.local = local
+        self.probe_interval = probe_interval
+        self.rows: dict[str, int] = {"server": 0, "fallback": 0}
+        self._down_until = 0.0
+        self._warned = False
+
+    def pipe(self, texts: Iterable[str], aggregation: str, batch_size: int) -> Iterator[list[Entity]]:
+        """Entities per text, in input order."""
+        source = iter(texts)
+        chunks = iter(lambda: list(itertools.islice(source, batch_size)), [])
+        waiting: deque[tuple[list[str], list[tuple[list[str], Future[Any]]] | None]] = deque()
+        first = next(chunks, None)
+        if first is None:
+            return
+        following = next(chunks, None)
+        waiting.append((first, self._submit(first, aggregation, blocking=following is None)))
+        for chunk in itertools.chain([] if following is None else [following], chunks):
+            if len(waiting) >= self.client.spec.max_in_flight:
+                yield from self._collect(*waiting.popleft(), aggregation)
+            waiting.append((chunk, self._submit(chunk, aggregation)))
+        while waiting:
+            yield from self._collect(*waiting.popleft(), aggregation)
+
+    def _submit(
+        self, chunk: list[str], aggregation: str, *, blocking: bool = False
+    ) -> list[tuple[list[str], Future[Any]]] | None:
+        if self.local is not None and time.monotonic() < self._down_until:
+            return None  # the server failed recently: local until the next probe
+        return self.client.submit_texts(chunk, aggregation, blocking=blocking)
+
+    def _collect(
+        self, chunk: list[str], sent: list[tuple[list[str], Future[Any]]] | None, aggregation: str
+    ) -> list[list[Entity]]:
+        if sent is not None:
+            try:
+                found = self.client.wait_texts(sent, aggregation)
+            except TritonError as error:
+                if self.local is None:
+                    raise
+                self._degrade(str(error))
+            else:
+                self.rows["server"] += len(chunk)
+                return found
+        assert self.local is not None
+        self.rows["fallback"] += len(chunk)
+        return self.local(chunk)
+
+    def _degrade(self, reason: str) -> None:
+        self._down_until = time.monotonic() + self.probe_interval
+        if not self._warned:
+            logger.warning("%s; computing locally until the server answers again", reason)
+            self._warned = True
