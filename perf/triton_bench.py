@@ -10,14 +10,25 @@ requests through the SDK's gRPC client (``TritonClient``), and through the same 
 tables show medians, and ratios are medians of each round's ratio (the machine's speed drifts between
 rounds). At concurrency >= 8 the same is measured a level up, text in and entities out, one text per call:
 ``NER(url=...)(text)`` vs ``NER()(text)``. The SDK's batched path too: ``NER(url=...).batch`` vs
-``NER().batch``. Also writes a perf_analyzer input-data JSON so that NVIDIA's ``perf_analyzer`` can
-replay the same requests.
+``NER().batch``.
+
+Text in, entities out (``--sections text``): one text per request at concurrency 1-32 to the text model
+``nertron_text`` over HTTP/JSON (Python's http.client, one keep-alive connection per client thread) and gRPC
+(tritonclient), through the SDK with the server doing everything
+(``Triton(text_model="nertron_text")``) and client-side (the client tokenises and decodes, the server runs
+``nertron``), and in-process ``NER()``; with the CPU time per request of the client process and of the server
+(tritonserver and its python stubs, from /proc).
+
+Also writes perf_analyzer input-data JSON for both models, so that NVIDIA's ``perf_analyzer`` can replay the
+same requests.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -39,11 +50,12 @@ from nertron.backends import Triton  # noqa: E402
 from nertron.backends.onnxruntime import OnnxRuntimeBackend  # noqa: E402
 from nertron.backends.triton import TritonClient  # noqa: E402
 from nertron.model.default import default_bundle  # noqa: E402
-from nertron.serving.options import ConfigOptions  # noqa: E402
+from nertron.serving.options import TEXT_MODEL_NAME, ConfigOptions  # noqa: E402
 from nertron.serving.repository import write_repository  # noqa: E402
 from nertron.serving.server import TritonServer  # noqa: E402
 
 Request = tuple[np.ndarray, np.ndarray]
+HTTP, GRPC = "nertron_text, HTTP/JSON (http.client)", "nertron_text, gRPC (tritonclient)"
 
 
 def make_requests(ner: NER, sentences: list) -> list[Request]:
@@ -145,6 +157,87 @@ def perf_analyzer_input(requests: list[Request], path: Path) -> None:
     path.write_text(json.dumps({"data": data}))
 
 
+def perf_analyzer_text_input(texts: list[str], path: Path) -> None:
+    """perf_analyzer's --input-data for the text model: one text per request."""
+    path.write_text(json.dumps({"data": [{"TEXT": {"content": [text], "shape": [1]}} for text in texts]}))
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its descendants (tritonserver and its python stubs)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        process = int(stat.parent.name)
+        parents[process] = int(fields[1])
+        times[process] = (int(fields[11]) + int(fields[12])) / ticks
+    tree, grew = {pid}, True
+    while grew:
+        grown = tree | {p for p, parent in parents.items() if parent in tree}
+        grew, tree = len(grown) > len(tree), grown
+    return sum(times.get(p, 0.0) for p in tree)
+
+
+def text_level(
+    systems: dict[str, Callable[[str], Any]], texts: list[str], level: int, rounds: int, server_pid: int
+) -> dict:
+    """``interleaved_rounds`` for text-in systems, with each system's CPU ms per request in this (client)
+    process and in the server, summed over its rounds."""
+    runs: dict[str, list[dict]] = {name: [] for name in systems}
+    cpu = {name: [0.0, 0.0] for name in systems}
+    for _ in range(rounds):
+        for name, call in systems.items():
+            client, server = time.process_time(), process_tree_cpu(server_pid)
+            runs[name].append(run_level(call, [(text,) for text in texts], level))
+            cpu[name][0] += time.process_time() - client
+            cpu[name][1] += process_tree_cpu(server_pid) - server
+    return {
+        name: {
+            "throughput": statistics.median(r["throughput"] for r in rs),
+            **percentiles([t for r in rs for t in r["latencies"]]),
+            "rounds": [r["throughput"] for r in rs],
+            "client_cpu_ms": cpu[name][0] * 1000 / (rounds * len(texts)),
+            "server_cpu_ms": cpu[name][1] * 1000 / (rounds * len(texts)),
+        }
+        for name, rs in runs.items()
+    }
+
+
+def text_systems(server: TritonServer, bundle: Path, local: NER, level: int) -> tuple[dict[str, Any], list[Any]]:
+    """The text-in systems, and what to close after the level."""
+    grpc = grpcclient.InferenceServerClient(server.grpc_url)
+    host, port = server.http_url.removeprefix("http://").rsplit(":", 1)
+    connections = threading.local()  # one keep-alive connection per client thread (tritonclient.http is gevent's)
+
+    def over_http(text: str) -> list[Any]:
+        if not hasattr(connections, "http"):
+            connections.http = http.client.HTTPConnection(host, int(port), timeout=60)
+        body = {"inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", "data": [text]}]}
+        connections.http.request("POST", f"/v2/models/{TEXT_MODEL_NAME}/infer", json.dumps(body))
+        reply = json.loads(connections.http.getresponse().read())
+        return json.loads(reply["outputs"][0]["data"][0])
+
+    def over_grpc(text: str) -> list[Any]:
+        tensor = grpcclient.InferInput("TEXT", [1, 1], "BYTES")
+        tensor.set_data_from_numpy(np.array([[text.encode()]], dtype=np.object_))
+        return json.loads(grpc.infer(TEXT_MODEL_NAME, [tensor]).as_numpy("ENTITIES")[0, 0])
+
+    server_side = NER(bundle, backend=Triton(server.grpc_url, text_model=TEXT_MODEL_NAME, fallback=None))
+    client_side = NER(bundle, backend=Triton(server.grpc_url, text_model=None, fallback=None))
+    systems = {
+        HTTP: over_http,
+        GRPC: over_grpc,
+        "SDK, server-side (text_model)": server_side,
+        "SDK, client-side (token ids)": client_side,
+        "in-process NER()": local,
+    }
+    return systems, [grpc, server_side, client_side]
+
+
 def statistics_of(url: str, model: str) -> tuple[int, int]:
     stats = grpcclient.InferenceServerClient(url).get_inference_statistics(model).model_stats[0]
     return int(stats.inference_count), int(stats.execution_count)
@@ -161,7 +254,11 @@ def main() -> None:
     parser.add_argument("--queue-delay-us", type=int, default=defaults.max_queue_delay_us, help="max_queue_delay")
     parser.add_argument("--instances", type=int, default=defaults.instances, help="model instances (both models)")
     parser.add_argument("--threads", type=int, help="onnxruntime threads per instance (default: onnxruntime's)")
+    parser.add_argument(
+        "--sections", default="ids,text", help="ids: token ids in, logits out (and the SDK on top); text: text in"
+    )
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
     levels = [int(x) for x in args.levels.split(",")]
     sentences = load_sentences(args.sentences)
     bundle = default_bundle()
@@ -169,7 +266,9 @@ def main() -> None:
     requests = make_requests(local_ner, sentences)
     out = ROOT / "perf" / "results"
     out.mkdir(parents=True, exist_ok=True)
+    texts = [as_text(words)[0] for words, _ in sentences]
     perf_analyzer_input(requests, out / f"{args.name}-perf-analyzer-input.json")
+    perf_analyzer_text_input(texts, out / f"{args.name}-perf-analyzer-text-input.json")
 
     results: dict[str, Any] = {
         "command": "python perf/triton_bench.py " + " ".join(sys.argv[1:]),
@@ -177,47 +276,74 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "levels": {},
     }
+    if "ids" not in sections:
+        del results["levels"]
     with tempfile.TemporaryDirectory() as repository:
         served = {"instances": args.instances, "threads": args.threads}
         options = ConfigOptions(max_queue_delay_us=args.queue_delay_us, **served)
         write_repository(bundle, repository, link=True, options=options)
-        write_repository(
-            bundle, repository, name="nertron_nobatch", options=ConfigOptions(dynamic_batching=False, **served)
-        )
+        unbatched_options = ConfigOptions(dynamic_batching=False, **served)
+        write_repository(bundle, repository, name="nertron_nobatch", options=unbatched_options, text_model=False)
         with TritonServer(repository) as server:
-            in_process = OnnxRuntimeBackend(local_ner.bundle.model_path)
-            batching = TritonClient(Triton(server.grpc_url, max_in_flight=64, fallback=None))
-            unbatched = TritonClient(Triton(server.grpc_url, model="nertron_nobatch", max_in_flight=64, fallback=None))
-            systems = {"in-process": in_process, "triton, dynamic batching": batching, "triton, no batching": unbatched}
-            for call in systems.values():  # warm-up
-                run_level(call, requests[:32], 4)
-            results["batching_ceiling"] = batching_ceiling(in_process, local_ner, sentences, requests, args.rounds)
-            before = {m: statistics_of(server.grpc_url, m) for m in ("nertron", "nertron_nobatch")}
-            for level in levels:
-                results["levels"][level] = interleaved_rounds(systems, requests, level, args.rounds)
-                print(level, {k: round(v["throughput"]) for k, v in results["levels"][level].items()}, flush=True)
-            after = {m: statistics_of(server.grpc_url, m) for m in ("nertron", "nertron_nobatch")}
-            results["server"] = {
-                m: {"inferences": after[m][0] - before[m][0], "executions": after[m][1] - before[m][1]} for m in after
-            }
-            texts = [as_text(words)[0] for words, _ in sentences]
-            served_ner = NER(bundle, backend=Triton(server.grpc_url, max_in_flight=8, fallback=None))
-            sdk_systems = {"SDK in-process": local_ner, "SDK via Triton": served_ner}
-            results["sdk_levels"] = {}
-            for level in (level for level in levels if level >= 8):
-                text_requests = [(text,) for text in texts]
-                results["sdk_levels"][level] = interleaved_rounds(sdk_systems, text_requests, level, args.rounds)
-                print("sdk", level, {k: round(v["throughput"]) for k, v in results["sdk_levels"][level].items()})
-            runs: dict[str, list[float]] = {"in-process NER.batch": [], "Triton NER(url).batch": []}
-            for _ in range(args.repeats):
-                for name, ner in (("in-process NER.batch", local_ner), ("Triton NER(url).batch", served_ner)):
-                    started = time.perf_counter()
-                    ner.batch(texts)
-                    runs[name].append(time.perf_counter() - started)
-            results["sdk_batch_sentences_per_s"] = {k: len(texts) / statistics.median(v) for k, v in runs.items()}
-            batching.close()
-            unbatched.close()
-    (out / f"{args.name}-triton.json").write_text(json.dumps(results, indent=2) + "\n")
+            if "ids" in sections:
+                in_process = OnnxRuntimeBackend(local_ner.bundle.model_path)
+                batching = TritonClient(Triton(server.grpc_url, max_in_flight=64, fallback=None))
+                unbatched = TritonClient(
+                    Triton(server.grpc_url, model="nertron_nobatch", max_in_flight=64, fallback=None)
+                )
+                systems = {
+                    "in-process": in_process,
+                    "triton, dynamic batching": batching,
+                    "triton, no batching": unbatched,
+                }
+                for call in systems.values():  # warm-up
+                    run_level(call, requests[:32], 4)
+                results["batching_ceiling"] = batching_ceiling(in_process, local_ner, sentences, requests, args.rounds)
+                before = {m: statistics_of(server.grpc_url, m) for m in ("nertron", "nertron_nobatch")}
+                for level in levels:
+                    results["levels"][level] = interleaved_rounds(systems, requests, level, args.rounds)
+                    print(level, {k: round(v["throughput"]) for k, v in results["levels"][level].items()}, flush=True)
+                after = {m: statistics_of(server.grpc_url, m) for m in ("nertron", "nertron_nobatch")}
+                results["server"] = {
+                    m: {"inferences": after[m][0] - before[m][0], "executions": after[m][1] - before[m][1]}
+                    for m in after
+                }
+                served_ner = NER(bundle, backend=Triton(server.grpc_url, max_in_flight=8, fallback=None))
+                sdk_systems = {"SDK in-process": local_ner, "SDK via Triton": served_ner}
+                results["sdk_levels"] = {}
+                for level in (level for level in levels if level >= 8):
+                    text_requests = [(text,) for text in texts]
+                    results["sdk_levels"][level] = interleaved_rounds(sdk_systems, text_requests, level, args.rounds)
+                    print("sdk", level, {k: round(v["throughput"]) for k, v in results["sdk_levels"][level].items()})
+                runs: dict[str, list[float]] = {"in-process NER.batch": [], "Triton NER(url).batch": []}
+                for _ in range(args.repeats):
+                    for name, ner in (("in-process NER.batch", local_ner), ("Triton NER(url).batch", served_ner)):
+                        started = time.perf_counter()
+                        ner.batch(texts)
+                        runs[name].append(time.perf_counter() - started)
+                results["sdk_batch_sentences_per_s"] = {k: len(texts) / statistics.median(v) for k, v in runs.items()}
+                batching.close()
+                unbatched.close()
+            if "text" in sections:
+                results["text_command"], results["text_date"] = results["command"], results["date"]
+                results["text_levels"] = {}
+                for level in levels:
+                    systems, closing = text_systems(server, bundle, local_ner, level)
+                    for call in systems.values():  # warm-up
+                        run_level(call, [(text,) for text in texts[:16]], 4)
+                    measured = text_level(systems, texts, level, args.rounds, server.pid or 0)
+                    results["text_levels"][level] = measured
+                    print("text", level, {k: round(v["throughput"]) for k, v in measured.items()}, flush=True)
+                    for thing in closing:
+                        thing.close()
+    path = out / f"{args.name}-triton.json"
+    if path.exists() and sections != {"ids", "text"}:  # a run of some sections keeps the others' results
+        earlier = json.loads(path.read_text())
+        kept = ("levels", "server", "sdk_levels", "sdk_batch_sentences_per_s", "batching_ceiling", "command", "date")
+        results = {**{k: earlier[k] for k in kept if k in earlier}, **{k: v for k, v in results.items() if v}}
+        if "ids" not in sections:
+            results["command"], results["date"] = earlier["command"], earlier["date"]
+    path.write_text(json.dumps(results, indent=2) + "\n")
     text = report(args.name, results, len(requests))
     (out / f"{args.name}-triton.md").write_text(text)
     print(text)
@@ -230,6 +356,14 @@ def report(name: str, results: dict[str, Any], requests: int) -> str:
         f"Command: `{results['command']}`  ",
         f"Machine: {results['machine']}  ",
         f"Date: {results['date']}",
+        "",
+    ]
+    if "text_levels" in results:
+        lines += text_report(results, requests)
+    if "levels" not in results:
+        return "\n".join(lines) + "\n"
+    lines += [
+        "## Token ids in, logits out (model `nertron`)",
         "",
         f"{requests} single-sentence requests per level and system, systems interleaved; medians of the rounds "
         "(requests/s; latency ms over all rounds).",
@@ -274,6 +408,35 @@ def report(name: str, results: dict[str, Any], requests: int) -> str:
                 line += f"; SDK text in, entities out: {ratio(sdk_level, 'SDK via Triton', 'SDK in-process'):.2f}x"
             lines.append(line)
     return "\n".join(lines) + "\n"
+
+
+def text_report(results: dict[str, Any], requests: int) -> list[str]:
+    levels = results["text_levels"]
+    lines = [
+        "## Text in, entities out",
+        "",
+        f"Command: `{results['text_command']}`, {results['text_date']}. {requests} CoNLL test sentences, one text per "
+        "request, at each concurrency; systems interleaved, medians of the rounds (requests/s; latency ms over all "
+        "rounds). CPU ms per request: this (client) process / the server (tritonserver and its python stubs).",
+        "",
+        "| concurrency | system | requests/s | p50 | p90 | p99 | CPU client | CPU server |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for level, systems in levels.items():
+        for system, r in systems.items():
+            lines.append(
+                f"| {level} | {system} | {r['throughput']:.0f} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | "
+                f"{r['p99_ms']:.1f} | {r['client_cpu_ms']:.2f} | {r['server_cpu_ms']:.2f} |"
+            )
+    lines += ["", "Ratios (medians of each round's ratio):"]
+    for level, systems in levels.items():
+        lines.append(
+            f"- concurrency {level}: SDK server-side / client-side "
+            f"{ratio(systems, 'SDK, server-side (text_model)', 'SDK, client-side (token ids)'):.2f}x; "
+            f"server-side / in-process {ratio(systems, 'SDK, server-side (text_model)', 'in-process NER()'):.2f}x; "
+            f"gRPC / HTTP {ratio(systems, GRPC, HTTP):.2f}x"
+        )
+    return [*lines, ""]
 
 
 def latency_table(levels: dict[Any, dict[str, dict]]) -> list[str]:
