@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -255,14 +255,7 @@ class TritonClient(Closable):
             "client_timeout": self.spec.timeout,
             "headers": self.headers,
         }
-        try:
-            if blocking:
-                done(result=client.infer(**request))
-            else:
-                client.async_infer(callback=done, **request)
-        except Exception as error:  # e.g. a closed channel: fails this request like a server error
-            future.set_exception(error)
-        return future
+        return dispatch(client, request, done, future, blocking)
 
     def _inputs(self, info: ModelInfo, ids: np.ndarray, mask: np.ndarray) -> list[Any]:
         arrays = dict(zip(INPUTS, (ids, mask), strict=True))
@@ -307,6 +300,21 @@ class TritonClient(Closable):
         """Closes the gRPC channel."""
         super().close()
         self.disconnect()
+
+
+def dispatch(
+    client: Any, request: dict[str, Any], done: Callable[..., None], future: Future[Any], blocking: bool
+) -> Future[Any]:
+    """Sends ``request`` (tritonclient's ``infer`` keywords); ``done`` gets the reply, in this thread when
+    ``blocking``, else in a gRPC thread. A request that cannot be sent fails ``future``."""
+    try:
+        if blocking:
+            done(result=client.infer(**request))
+        else:
+            client.async_infer(callback=done, **request)
+    except Exception as error:  # e.g. a closed channel: fails this request like a server error
+        future.set_exception(error)
+    return future
 
 
 def _checked(input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from nertron.backends.specs import Triton
-from nertron.backends.triton import ModelInfo, Resend, TritonClient, grpcclient
+from nertron.backends.triton import ModelInfo, Resend, TritonClient, dispatch, grpcclient
 from nertron.entity import Entity
 from nertron.errors import TritonError
 
@@ -99,14 +99,7 @@ class TritonTextClient(TritonClient):
             "headers": self.headers,
             "parameters": {"aggregation": aggregation},
         }
-        try:
-            if blocking:
-                done(result=client.infer(**request))
-            else:
-                client.async_infer(callback=done, **request)
-        except Exception as error:  # e.g. a closed channel: fails this request like a server error
-            future.set_exception(error)
-        return future
+        return dispatch(client, request, done, future, blocking)
 
     def _entities(self, result: Any, count: int) -> list[list[Entity]]:
         """The reply's entities, checked: one JSON array of entity objects per text."""
