@@ -142,15 +142,14 @@ class ServerSideTexts:
         source = iter(texts)
         chunks = iter(lambda: list(itertools.islice(source, batch_size)), [])
         waiting: deque[tuple[list[str], list[tuple[list[str], Future[Any]]] | None]] = deque()
-        first = next(chunks, None)
-        if first is None:
-            return
-        following = next(chunks, None)
-        waiting.append((first, self._submit(first, aggregation, blocking=following is None)))
-        for chunk in itertools.chain([] if following is None else [following], chunks):
+        chunk = next(chunks, None)
+        while chunk is not None:
+            following = next(chunks, None)
+            alone = following is None and not waiting  # the only request: one blocking call
             if len(waiting) >= self.client.spec.max_in_flight:
                 yield from self._collect(*waiting.popleft(), aggregation)
-            waiting.append((chunk, self._submit(chunk, aggregation)))
+            waiting.append((chunk, self._submit(chunk, aggregation, blocking=alone)))
+            chunk = following
         while waiting:
             yield from self._collect(*waiting.popleft(), aggregation)
 
