@@ -10,8 +10,8 @@ namespace {
 
 [[noreturn]] void fail(const std::string& message) { throw std::invalid_argument(message); }
 
-// Softmax of one row of logits into out; returns the argmax (first on ties).
-int32_t softmax(const float* logits, int64_t n, float* out) {
+// Softmax of one row of logits / temperature into out; returns the argmax (first on ties).
+int32_t softmax(const float* logits, int64_t n, float* out, float temperature = 1.0f) {
     int32_t best = 0;
     float top = logits[0];
     for (int64_t k = 1; k < n; ++k) {
@@ -20,9 +20,10 @@ int32_t softmax(const float* logits, int64_t n, float* out) {
             best = static_cast<int32_t>(k);
         }
     }
+    const float inv_t = 1.0f / temperature;
     double sum = 0.0;
     for (int64_t k = 0; k < n; ++k) {
-        out[k] = std::exp(logits[k] - top);
+        out[k] = std::exp((logits[k] - top) * inv_t);
         sum += out[k];
     }
     const float inv = static_cast<float>(1.0 / sum);
@@ -69,8 +70,12 @@ LabelTable::LabelTable(const std::vector<std::string>& labels) : labels_(labels)
     if (labels.empty()) fail("labels must not be empty");
 }
 
-PostProcessor::PostProcessor(const std::vector<std::string>& labels, Aggregation aggregation)
-    : labels_(labels), aggregation_(aggregation) {}
+PostProcessor::PostProcessor(const std::vector<std::string>& labels, Aggregation aggregation, float temperature)
+    : labels_(labels), aggregation_(aggregation), temperature_(temperature) {
+    if (!std::isfinite(temperature) || temperature <= 0.0f) {
+        fail("temperature must be a finite number > 0, got " + std::to_string(temperature));
+    }
+}
 
 int64_t checked_total(const int64_t* lengths, int64_t count, const char* name) {
     int64_t total = 0;
@@ -96,14 +101,22 @@ WordPredictions PostProcessor::align(const float* logits, const int64_t* word_id
     out.labels.assign(total, -1);
     out.scores.assign(total, 0.0f);
 
+    const bool calibrated = temperature_ != 1.0f;
     std::vector<float> probs(num_labels);
-    std::vector<float> sums;     // Average: per-word sum of distributions
-    std::vector<int32_t> count;  // subwords seen per word
+    std::vector<float> calibrated_probs(num_labels);  // softmax(logits / T), when T != 1
+    std::vector<float> sums;      // Average: per-word sum of distributions
+    std::vector<float> calibrated_sums;
+    std::vector<float> raw_best;  // Max: the kept subword's uncalibrated top probability
+    std::vector<int32_t> count;   // subwords seen per word
     int64_t row_offset = 0;
     for (int64_t b = 0; b < batch; ++b) {
         const int64_t words = num_words[b];
         count.assign(words, 0);
-        if (aggregation_ == Aggregation::Average) sums.assign(words * num_labels, 0.0f);
+        if (aggregation_ == Aggregation::Average) {
+            sums.assign(words * num_labels, 0.0f);
+            if (calibrated) calibrated_sums.assign(words * num_labels, 0.0f);
+        }
+        if (aggregation_ == Aggregation::Max) raw_best.assign(words, 0.0f);
         for (int64_t t = 0; t < seq; ++t) {
             const int64_t w = word_ids[b * seq + t];
             if (w == -1) continue;
@@ -116,24 +129,34 @@ WordPredictions PostProcessor::align(const float* logits, const int64_t* word_id
             const int64_t o = row_offset + w;
             if (aggregation_ == Aggregation::First && count[w] > 0) continue;
             const int32_t best = softmax(row, num_labels, probs.data());
+            const float* scored = probs.data();
+            if (calibrated) {
+                softmax(row, num_labels, calibrated_probs.data(), temperature_);
+                scored = calibrated_probs.data();
+            }
             if (aggregation_ == Aggregation::Average) {
                 float* acc = sums.data() + w * num_labels;
                 for (int64_t k = 0; k < num_labels; ++k) acc[k] += probs[k];
-            } else if (count[w] == 0 || probs[best] > out.scores[o]) {
-                // First: only the first subword gets here. Max: keep the most confident.
+                if (calibrated) {
+                    float* cal = calibrated_sums.data() + w * num_labels;
+                    for (int64_t k = 0; k < num_labels; ++k) cal[k] += scored[k];
+                }
+            } else if (aggregation_ == Aggregation::First || count[w] == 0 || probs[best] > raw_best[w]) {
+                // First: only the first subword gets here. Max: keep the most confident (uncalibrated).
                 out.labels[o] = best;
-                out.scores[o] = probs[best];
+                out.scores[o] = scored[best];
+                if (aggregation_ == Aggregation::Max) raw_best[w] = probs[best];
             }
             ++count[w];
         }
         if (aggregation_ == Aggregation::Average) {
             for (int64_t w = 0; w < words; ++w) {
                 if (count[w] == 0) continue;
-                float* acc = sums.data() + w * num_labels;
-                for (int64_t k = 0; k < num_labels; ++k) acc[k] /= static_cast<float>(count[w]);
+                const float* acc = sums.data() + w * num_labels;
+                const float* cal = calibrated ? calibrated_sums.data() + w * num_labels : acc;
                 const int64_t o = row_offset + w;
                 out.labels[o] = argmax(acc, num_labels);
-                out.scores[o] = acc[out.labels[o]];
+                out.scores[o] = cal[out.labels[o]] / static_cast<float>(count[w]);
             }
         }
         row_offset += words;

@@ -63,13 +63,17 @@ struct Spans {
     std::vector<int64_t> end_char;
 };
 
-// Alignment and decoding for one model: its validated label table and the aggregation, set once.
+// Alignment and decoding for one model: its validated label table, the aggregation and the temperature,
+// set once. The temperature T calibrates scores: a word's score is softmax(logits / T) of its label. Labels
+// are always chosen from softmax(logits), so T changes scores and never which entities are found.
 class PostProcessor {
    public:
-    PostProcessor(const std::vector<std::string>& labels, Aggregation aggregation);
+    // Throws std::invalid_argument if temperature is not a finite number > 0.
+    PostProcessor(const std::vector<std::string>& labels, Aggregation aggregation, float temperature = 1.0f);
 
     const LabelTable& labels() const { return labels_; }
     Aggregation aggregation() const { return aggregation_; }
+    float temperature() const { return temperature_; }
 
     // logits: [batch, seq, num_labels] (num_labels must be the table's size); word_ids: [batch, seq],
     // -1 for special and padding tokens, else a word index in [0, num_words[b]). Returns the words of
@@ -88,6 +92,7 @@ class PostProcessor {
    private:
     LabelTable labels_;
     Aggregation aggregation_;
+    float temperature_;
 };
 
 // Merges the word predictions of overlapping windows into their documents, as batches of windows come

@@ -70,6 +70,23 @@ void test_alignment() {
                  "logits have 4 labels, the model's label table has 2", "label count");
 }
 
+void test_temperature() {
+    // Temperature changes scores (softmax(logits / T)), never labels, for every aggregation.
+    const std::vector<float> logits = {0, 0, /*w0a*/ 2, 0, /*w0b*/ 0, 5, /*w1*/ 0, 1};
+    const std::vector<int64_t> word_ids = {-1, 0, 0, 1};
+    const int64_t words = 2;
+    for (Aggregation a : {Aggregation::First, Aggregation::Average, Aggregation::Max}) {
+        auto plain = PostProcessor(kTwoLabels, a).align(logits.data(), word_ids.data(), 1, 4, 2, &words);
+        auto warm = PostProcessor(kTwoLabels, a, 2.0f).align(logits.data(), word_ids.data(), 1, 4, 2, &words);
+        check(plain.labels == warm.labels, "temperature: same labels");
+        check(warm.scores[1] < plain.scores[1], "temperature > 1 lowers a confident score");
+    }
+    auto first = PostProcessor(kTwoLabels, Aggregation::First, 2.0f).align(logits.data(), word_ids.data(), 1, 4, 2, &words);
+    check(std::fabs(first.scores[0] - 1 / (1 + std::exp(-1.0f))) < 1e-6, "temperature: first score");
+    check_throws([] { PostProcessor(kTwoLabels, Aggregation::First, 0.0f); }, "temperature must be", "zero T");
+    check_throws([] { PostProcessor(kTwoLabels, Aggregation::First, std::nanf("")); }, "temperature must be", "NaN T");
+}
+
 void test_windows() {
     // Document of 5 words; windows [0, 3) and [2, 5). Word 2 is last in the first window (0 words of
     // context on its open right side) and first in the second (0 on its open left side): a tie, which
@@ -127,6 +144,7 @@ void test_spans() {
 int main() {
     test_labels();
     test_alignment();
+    test_temperature();
     test_windows();
     test_spans();
     if (failures == 0) std::printf("all C++ core checks passed\n");

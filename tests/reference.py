@@ -8,9 +8,9 @@ from collections.abc import Sequence
 Prediction = tuple[int, float]  # label, score
 
 
-def softmax(row: Sequence[float]) -> list[float]:
+def softmax(row: Sequence[float], temperature: float = 1.0) -> list[float]:
     top = max(row)
-    exps = [math.exp(x - top) for x in row]
+    exps = [math.exp((x - top) / temperature) for x in row]
     total = sum(exps)
     return [e / total for e in exps]
 
@@ -20,9 +20,14 @@ def argmax(values: Sequence[float]) -> int:
 
 
 def align_row(
-    logits: Sequence[Sequence[float]], word_ids: Sequence[int], num_words: int, aggregation: str
+    logits: Sequence[Sequence[float]],
+    word_ids: Sequence[int],
+    num_words: int,
+    aggregation: str,
+    temperature: float = 1.0,
 ) -> list[Prediction]:
-    """One row: per word (label, score); words without subwords get (-1, 0.0)."""
+    """One row: per word (label, score); words without subwords get (-1, 0.0). Labels come from the plain
+    softmax; the score is the label's probability under softmax(logits / temperature)."""
     num_labels = len(logits[0]) if len(logits) else 0
     subwords: list[list[int]] = [[] for _ in range(num_words)]
     for position, word in enumerate(word_ids):
@@ -37,13 +42,15 @@ def align_row(
             dists = [softmax(logits[p]) for p in positions]
             probs = [sum(d[k] for d in dists) / len(dists) for k in range(num_labels)]
             label = argmax(probs)
+            calibrated = [softmax(logits[p], temperature)[label] for p in positions]
+            out.append((label, sum(calibrated) / len(calibrated)))
+            continue
         else:
             # first: the first subword; max: the subword whose top probability is highest, first on
             # ties. The label is the argmax of that subword's logits.
             chosen = positions[0] if aggregation == "first" else max(positions, key=lambda p: max(softmax(logits[p])))
-            probs = softmax(logits[chosen])
             label = argmax(logits[chosen])
-        out.append((label, probs[label]))
+            out.append((label, softmax(logits[chosen], temperature)[label]))
     return out
 
 

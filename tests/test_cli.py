@@ -56,13 +56,17 @@ def test_missing_model_is_a_clear_error(capsys: pytest.CaptureFixture[str], tmp_
 
 def test_export_and_ner_as_commands(tiny_checkpoint: Path, tmp_path: Path) -> None:
     cli = [sys.executable, "-m", "nertron.cli"]
+    dev = tmp_path / "dev.txt"
+    dev.write_text("EU B-ORG\nrejects O\nGerman B-MISC\ncall O\n. O\n\nPeter B-PER\nBlackburn I-PER\n")
     export = subprocess.run(
-        [*cli, "export", "--model", str(tiny_checkpoint), "--out", str(tmp_path / "b")],
+        [*cli, "export", "--model", str(tiny_checkpoint), "--out", str(tmp_path / "b"), "--calibration-data", str(dev)],
         capture_output=True,
         text=True,
         check=True,
     )
     assert "fp32 ONNX vs PyTorch: max |diff|" in export.stdout
+    assert "wrote temperature" in export.stdout
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["calibration"]["data"].startswith("dev.txt")
     ner = subprocess.run(
         [*cli, "ner", "-m", str(tmp_path / "b"), "EU rejects German call."],
         capture_output=True,

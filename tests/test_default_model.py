@@ -72,6 +72,18 @@ def test_manifest_records_scores(default_ner: NER) -> None:
     manifest = Bundle.load(default_ner.bundle.path).manifest
     assert manifest.precision == spec["default_precision"] == default_ner.precision == "int8"
     assert manifest.provenance["scores"]["dev_f1_sentence"] > 90
+    # each variant's scores are calibrated on dev; the temperature reaches the post-processor
+    assert manifest.calibration is not None and manifest.calibration.ece < manifest.calibration.ece_uncalibrated
+    assert manifest.calibration.temperature == spec["precisions"]["int8"]["calibration"]["temperature"]
+    assert default_ner.postprocessor.temperature == pytest.approx(manifest.calibration.temperature)
+
+
+def test_list_numbers_are_not_entities(default_ner: NER) -> None:
+    """Raw text cut as CoNLL cuts it: "5." at the start of a line is one word, as the model was trained."""
+    text = "Women's 100 metres hurdles:\n1. Dionne Rose ( Jamaica ) 12.61\n2. Gillian Russell ( Jamaica ) 12.72"
+    found = default_ner(text)
+    assert {("Dionne Rose", "PER"), ("Gillian Russell", "PER")} <= {(e.text, e.label) for e in found}
+    assert not [e for e in found if "." in e.text or "\n" in e.text]
 
 
 @pytest.mark.skipif(not has_native_bf16(), reason="this CPU has no native bf16")

@@ -118,6 +118,24 @@ def test_eval_command_reports_both_contexts(
     assert "processed 9 tokens with 4 phrases" in capsys.readouterr().out
 
 
+def test_eval_on_raw_text_scores_character_spans(
+    tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "data.txt"
+    path.write_text(CONLL)
+    assert main(["eval", "--data", str(path), "-m", str(tiny_bundle), "--input", "both", "--json"]) == 0
+    reports = json.loads(capsys.readouterr().out)["reports"]
+    words = {r["context"]: r for r in reports if r.get("input") != "raw"}
+    raw = {r["context"]: r for r in reports if r.get("input") == "raw"}
+    assert set(words) == set(raw) == {"sentence", "document"}
+    for context in raw:  # the gold words re-cut identically here, so both inputs find the same entities
+        assert raw[context]["entity"]["support"] == words[context]["entity"]["support"] == 4
+        assert raw[context]["entity"]["found"] == words[context]["entity"]["found"]
+        assert raw[context]["entity"]["correct"] == words[context]["entity"]["correct"]
+    assert main(["eval", "--data", str(path), "-m", str(tiny_bundle), "--input", "raw", "--reliability", "x.png"]) == 2
+    assert "--reliability needs --input words" in capsys.readouterr().err
+
+
 def test_evaluate_document_context_splits_back_into_sentences(tiny_bundle: Path, tmp_path: Path) -> None:
     from nertron import NER
 

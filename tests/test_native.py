@@ -16,9 +16,10 @@ DECODER = PostProcessor(LABELS)
 AGGREGATIONS = ("first", "average", "max")
 
 
-def postprocessor(num_labels: int, aggregation: str = "first") -> PostProcessor:
+def postprocessor(num_labels: int, aggregation: str = "first", temperature: float = 1.0) -> PostProcessor:
     """A post-processor for ``num_labels`` labels (their names do not matter to alignment)."""
-    return PostProcessor(["O", *(f"B-T{k}" for k in range(1, num_labels))], Aggregation[aggregation.upper()])
+    labels = ["O", *(f"B-T{k}" for k in range(1, num_labels))]
+    return PostProcessor(labels, Aggregation[aggregation.upper()], temperature)
 
 
 # Logits on a coarse grid: exact ties are frequent (tie-breaking is tested) and near-ties rare.
@@ -59,15 +60,17 @@ def near_tie(logits: np.ndarray, word_ids: np.ndarray, aggregation: str) -> bool
 
 
 @settings(max_examples=300, deadline=None)
-@given(aligned_batches(), st.sampled_from(AGGREGATIONS))
-def test_align_words_matches_reference(data: tuple, aggregation: str) -> None:
+@given(aligned_batches(), st.sampled_from(AGGREGATIONS), st.sampled_from([1.0, 0.7, 1.6]))
+def test_align_words_matches_reference(data: tuple, aggregation: str, temperature: float) -> None:
     logits, word_ids, num_words = data
     assume(not near_tie(logits, word_ids, aggregation))
-    labels, scores = postprocessor(logits.shape[2], aggregation).align(logits, word_ids, num_words)
+    labels, scores = postprocessor(logits.shape[2], aggregation, temperature).align(logits, word_ids, num_words)
     expected = [
         p
         for b in range(logits.shape[0])
-        for p in reference.align_row(logits[b].tolist(), word_ids[b].tolist(), int(num_words[b]), aggregation)
+        for p in reference.align_row(
+            logits[b].tolist(), word_ids[b].tolist(), int(num_words[b]), aggregation, temperature
+        )
     ]
     assert labels.tolist() == [p[0] for p in expected]
     np.testing.assert_allclose(scores, [p[1] for p in expected], atol=1e-6)

@@ -167,6 +167,18 @@ def test_entities_column_types_and_nulls(sdk: NER) -> None:
     assert labels == ["PER", "LOC"]
 
 
+def test_calibrated_scores_and_min_score_reach_the_executors(
+    spark: SparkSession, default_model: Path, sdk: NER
+) -> None:
+    assert sdk.postprocessor.temperature != 1.0  # the embedded model's calibration, from its manifest
+    texts = dev_texts(120)
+    rows = annotate(frame(spark, texts), "text", min_score=0.9).orderBy("id").collect()
+    with NER(default_model, min_score=0.9) as strict:
+        expected = strict.batch(texts)
+    assert_same_entities([[e.asDict() for e in r.entities] for r in rows], expected)
+    assert sum(map(len, expected)) < sum(map(len, sdk.batch(texts)))
+
+
 def test_bad_arguments_fail_on_the_driver(spark: SparkSession) -> None:
     df = spark.createDataFrame([(1, "x")], "id int, text string")
     with pytest.raises(ValueError, match="'body' is not a column"):
@@ -179,6 +191,8 @@ def test_bad_arguments_fail_on_the_driver(spark: SparkSession) -> None:
         annotate(df, "text", schema="conll")
     with pytest.raises(ValueError, match="aggregation must be one of"):
         annotate(df, "text", aggregation="mean")
+    with pytest.raises(ValueError, match="min_score must be in"):
+        annotate(df, "text", min_score=2)
     assert df.columns == ["id", "text"]  # the input DataFrame is left as it was
 
 

@@ -23,8 +23,9 @@ from nertron import NER, Entity
 from nertron.backends import Triton
 from nertron.errors import TritonError
 from nertron.io.conll import read_conll
+from nertron.model.bundle import Bundle, Manifest
 from nertron.serving.config import describe_models, parse_config
-from nertron.serving.options import TEXT_MODEL_NAME
+from nertron.serving.options import MODEL_NAME, TEXT_MODEL_NAME
 from nertron.serving.repository import write_repository
 from nertron.serving.server import TritonServer
 from tritonclient.utils import InferenceServerException
@@ -80,7 +81,7 @@ def tensor_json(name: str, shape: list[int], datatype: str, data: list[Any]) -> 
     return {"name": name, "shape": shape, "datatype": datatype, "data": data}
 
 
-def texts_body(texts: list[str], **parameters: str) -> dict[str, Any]:
+def texts_body(texts: list[str], **parameters: str | float) -> dict[str, Any]:
     return {
         "inputs": [{"name": "TEXT", "shape": [len(texts), 1], "datatype": "BYTES", "data": texts}],
         **({"parameters": parameters} if parameters else {}),
@@ -143,6 +144,29 @@ def test_aggregation_is_a_request_parameter(server: TritonServer, default_int8: 
             assert [json.loads(v) for v in reply["outputs"][0]["data"]] == [
                 [e.to_dict() for e in found] for found in ner.batch(texts)
             ]
+
+
+def test_min_score_is_a_request_parameter_and_scores_are_calibrated(
+    server: TritonServer, repository: Path, default_int8: Path, sentences: list[str]
+) -> None:
+    bundle = Bundle.load(default_int8)
+    assert bundle.manifest.calibration is not None and bundle.temperature != 1.0
+    # the calibration travels with the bundle into both models of the repository
+    for model in (MODEL_NAME, TEXT_MODEL_NAME):
+        assert Manifest.read(repository / model / "1" / "manifest.json").calibration == bundle.manifest.calibration
+    texts = sentences[:60]
+    status, reply = http_infer(server, texts_body(texts, min_score=0.9))
+    assert status == 200, reply
+    with NER(default_int8, min_score=0.9) as ner:
+        strict = [[e.to_dict() for e in found] for found in ner.batch(texts)]
+    assert [json.loads(v) for v in reply["outputs"][0]["data"]] == strict
+    with NER(default_int8) as ner:
+        everything = ner.batch(texts)
+    assert sum(map(len, strict)) < sum(map(len, everything))  # some entities are under 0.9
+    assert strict == [[e.to_dict() for e in found if e.score >= 0.9] for found in everything]
+    for bad in ("high", 1.5):
+        status, reply = http_infer(server, texts_body(["x"], min_score=bad))
+        assert status == 400 and "min_score" in reply["error"], reply
 
 
 def test_long_and_unusual_texts_equal_ner(server: TritonServer, default_int8: Path, sentences: list[str]) -> None:

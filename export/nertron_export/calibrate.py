@@ -1,19 +1,23 @@
-"""Calibrates the embedded default model's int8 variant and gates it.
+"""Calibrates the embedded default model: the int8 variant's activation ranges (then gates it), and each
+variant's score temperature.
 
     python -m nertron_export.calibrate --train ../shared/data/conll2003/train.txt \\
-        --dev ../shared/data/conll2003/dev.txt
+        --dev ../shared/data/conll2003/dev.txt [--temperatures-only]
 
 The fp32 model runs over windows of CoNLL-2003 *train* text (sentences alone and whole documents, as the
 SDK cuts them); the range of each activation that feeds an int8 MatMul is stored in ``embedded.json``.
 These are statistics (two numbers per tensor); no text ships. Then both variants are assembled exactly as
 users get them and scored on dev in both contexts; int8 is the default only if it loses at most
 ``--max-f1-loss`` F1 points to fp32 in each, on this CPU (the 7-bit weights make int8 compute the same
-integers on AVX2-only and AVX-512 VNNI CPUs, so the gate holds on both).
+integers on AVX2-only and AVX-512 VNNI CPUs, so the gate holds on both). Last, each variant's entity
+scores are calibrated on dev (a temperature, ``nertron.evaluation.fit_calibration``), stored beside its
+scores and written into its bundle's manifest at assembly.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import tempfile
@@ -24,7 +28,7 @@ from typing import Any
 import numpy as np
 import onnx
 from nertron import NER
-from nertron.evaluation import evaluate
+from nertron.evaluation import evaluate, fit_calibration
 from nertron.io.conll import read_conll
 from nertron.model.default import PACKAGE_DIR, SPEC_FILE, assemble, embedded_spec
 from nertron.model.quantization import calibrate
@@ -89,6 +93,28 @@ def calibrate_default(
     if failed:
         print(f"int8 is not the default: {failed}", flush=True)
     _write(package_dir, spec)
+    return fit_temperatures(dev, package_dir=package_dir)
+
+
+def fit_temperatures(dev: Path, *, package_dir: Path = PACKAGE_DIR) -> dict[str, Any]:
+    """Fits each variant's score temperature on ``dev`` (both contexts), as users get the variant; stores it
+    in ``embedded.json`` beside the variant's scores and returns the updated spec."""
+    spec = embedded_spec(package_dir)
+    documents = read_conll(dev)
+    for precision in spec["precisions"]:
+        spec["precisions"][precision].pop("calibration", None)  # the fit starts from uncalibrated scores
+    _write(package_dir, spec)
+    with tempfile.TemporaryDirectory() as tmp:
+        for precision in spec["precisions"]:
+            bundle = Path(tmp) / precision
+            assemble(package_dir, bundle, precision, log=lambda m: print(m, flush=True))
+            with NER(bundle) as ner:
+                fit = fit_calibration(ner, documents)
+            calibration = fit.calibration(f"CoNLL-2003 {dev.name}: sentences alone and documents whole")
+            spec["precisions"][precision]["calibration"] = dataclasses.asdict(calibration)
+            print(f"{precision}: temperature {fit.temperature:g}, dev ECE {calibration.ece_uncalibrated} -> "
+                  f"{calibration.ece}", flush=True)  # fmt: skip
+    _write(package_dir, spec)
     return spec
 
 
@@ -117,7 +143,13 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=150, help="train documents to calibrate on, whole")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-f1-loss", type=float, default=0.3, help="F1 points int8 may lose vs fp32")
+    parser.add_argument(
+        "--temperatures-only", action="store_true", help="keep the activation ranges; only fit the score temperatures"
+    )
     args = parser.parse_args()
+    if args.temperatures_only:
+        print(json.dumps(fit_temperatures(args.dev)["precisions"], indent=2))
+        return
     spec = calibrate_default(
         args.train,
         args.dev,

@@ -27,9 +27,12 @@ class Spans:
     def __len__(self) -> int: ...
 
 class PostProcessor:
-    """Alignment and span decoding for one model: its labels (validated once) and the aggregation."""
+    """Alignment and span decoding for one model: its labels (validated once), the aggregation and the
+    temperature that calibrates scores (``softmax(logits / temperature)``; labels never depend on it)."""
 
-    def __init__(self, labels: Sequence[str], aggregation: Aggregation = Aggregation.FIRST) -> None: ...
+    def __init__(
+        self, labels: Sequence[str], aggregation: Aggregation = Aggregation.FIRST, temperature: float = 1.0
+    ) -> None: ...
     @property
     def labels(self) -> list[str]: ...
     @property
@@ -37,6 +40,8 @@ class PostProcessor:
         """Entity types in the order of their first label."""
     @property
     def aggregation(self) -> Aggregation: ...
+    @property
+    def temperature(self) -> float: ...
     def align(
         self,
         logits: npt.NDArray[np.float32],

@@ -1,4 +1,5 @@
-"""Scoring NER output against gold CoNLL tags: token-level report and conlleval's entity-level lines."""
+"""Scoring NER output against gold CoNLL tags: token-level report, conlleval's entity-level lines, and how
+well the entities' scores are calibrated (ECE, precision and recall above score thresholds)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,12 @@ from typing import Any
 import numpy as np
 
 from nertron._native import PostProcessor
+from nertron.calibration import BINS, RecordingBackend, ScoredEntities, fit_temperature
 from nertron.io.conll import Document
+from nertron.model.bundle import Calibration
+from nertron.tagging import Tagger
 from nertron.tags import to_iob2
+from nertron.text import SegmentedText
 
 CONTEXTS = ("sentence", "document")
 
@@ -47,6 +52,7 @@ class Report:
     entity: Scores
     correct_entities: int
     per_type: dict[str, Scores] = field(default_factory=dict)
+    scored: ScoredEntities | None = None  # each predicted entity's score and whether it is right
 
     def to_dict(self) -> dict[str, Any]:
         def scores(s: Scores) -> dict[str, float | int]:
@@ -67,6 +73,7 @@ class Report:
             "weighted_avg": scores(self.weighted),
             "entity": {**scores(self.entity), "correct": self.correct_entities},
             "per_type": {t: scores(s) for t, s in self.per_type.items()},
+            **({} if self.scored is None else {"entity_scores": calibration_dict(self.scored)}),
         }
 
     def format(self) -> str:
@@ -90,7 +97,34 @@ class Report:
                 f"{entity_type:>17}: precision: {100 * s.precision:6.2f}%; recall: {100 * s.recall:6.2f}%; "
                 f"FB1: {100 * s.f1:6.2f}  {s.found}"
             )
+        if self.scored is not None:
+            lines += ["", *format_calibration(self.scored)]
         return "\n".join(lines)
+
+
+def calibration_dict(scored: ScoredEntities) -> dict[str, Any]:
+    """Entity-score calibration as JSON: ECE, log-loss, reliability bins, scores above thresholds."""
+    return {
+        "ece": scored.ece(),
+        "bins": BINS,
+        "log_loss": scored.log_loss(),
+        "reliability": [vars(b) for b in scored.reliability()],
+        "thresholds": [vars(t) for t in scored.at_thresholds()],
+    }
+
+
+def format_calibration(scored: ScoredEntities, title: str = "entity scores") -> list[str]:
+    """Lines: the ECE, then precision/recall/F1 of the entities scored at least each threshold."""
+    lines = [
+        f"{title}: ECE {scored.ece():.4f} ({BINS} equal-width bins, {scored.n} entities), "
+        f"log-loss {scored.log_loss():.4f}",
+        f"{'min_score':>10}  {'found':>6}  {'precision':>9}  {'recall':>9}  {'f1':>9}",
+    ]
+    for t in scored.at_thresholds():
+        lines.append(
+            f"{t.threshold:10.2f}  {t.found:6d}  {100 * t.precision:9.2f}  {100 * t.recall:9.2f}  {100 * t.f1:9.2f}"
+        )
+    return lines
 
 
 def entity_set(sentences: Sequence[Sequence[str]]) -> set[tuple[int, int, int, str]]:
@@ -159,22 +193,162 @@ def score(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], con
     )
 
 
-def evaluate(ner: Any, documents: Sequence[Document], *, context: str = "sentence", batch_size: int = 16) -> Report:
-    """Tags the gold words with ``ner`` (an ``NER``) and scores them.
+def evaluate(
+    ner: Any,
+    documents: Sequence[Document],
+    *,
+    context: str = "sentence",
+    batch_size: int = 16,
+    backend: Any = None,
+    postprocessor: PostProcessor | None = None,
+) -> Report:
+    """Tags the gold words with ``ner`` (an ``NER``) and scores them, entity scores included.
 
     ``context="sentence"`` tags each sentence alone (as CoNLL-2003 is usually scored);
     ``"document"`` tags each document's words as one text, so sentences see their neighbours.
+    ``backend`` and ``postprocessor`` replace ``ner``'s (e.g. recorded logits, another temperature).
     """
     if context not in CONTEXTS:
         raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
+    postprocessor = postprocessor or ner.postprocessor
+    backend = backend or ner.backend
+    tagger = Tagger(ner.encoder, backend, postprocessor, concurrent_batches=backend.concurrency)
     sentences = [s for d in documents for s in d.sentences]
-    if context == "sentence":
-        predicted = ner.tag([s.words for s in sentences], batch_size=batch_size)
-    else:
-        predicted = []
-        for doc, tags in zip(documents, ner.tag([d.words for d in documents], batch_size=batch_size), strict=True):
+    groups = (
+        [[s.words] for s in sentences] if context == "sentence" else [[s.words for s in d.sentences] for d in documents]
+    )
+    predicted: list[list[str]] = []
+    spans: list[tuple[int, int, int, str, float]] = []
+    types = postprocessor.types
+    for tagged in tagger.tag((SegmentedText.join(g) for g in groups), batch_size):
+        found = tagged.spans(postprocessor)
+        first_row = len(predicted)
+        for doc_tags, document in zip(tagged.tags(postprocessor), tagged.documents, strict=True):
             start = 0
-            for s in doc.sentences:
-                predicted.append(tags[start : start + len(s.words)])
-                start += len(s.words)
-    return score([s.tags for s in sentences], predicted, context)
+            for length in document.sentence_lengths.tolist():
+                predicted.append(doc_tags[start : start + length])
+                start += length
+        for row, first, end, type_id, entity_score in zip(
+            found.row.tolist(),
+            found.first_word.tolist(),
+            found.end_word.tolist(),
+            found.type.tolist(),
+            found.score.tolist(),
+            strict=True,
+        ):
+            spans.append((first_row + row, first, end, types[type_id], entity_score))
+    report = score([s.tags for s in sentences], predicted, context)
+    gold = entity_set([to_iob2(s.tags) for s in sentences])
+    report.scored = ScoredEntities(
+        np.array([x[4] for x in spans], dtype=np.float64),
+        np.array([x[:4] in gold for x in spans], dtype=bool),
+        len(gold),
+    )
+    return report
+
+
+@dataclass
+class CalibrationFit:
+    """A fitted temperature and the entities' scores before (T = 1) and after, per context."""
+
+    temperature: float
+    before: dict[str, ScoredEntities]
+    after: dict[str, ScoredEntities]
+
+    def calibration(self, data: str) -> Calibration:
+        """What the manifest stores: the temperature, the data, and the ECE over all contexts."""
+        before = ScoredEntities.concatenate(list(self.before.values()))
+        after = ScoredEntities.concatenate(list(self.after.values()))
+        return Calibration(self.temperature, data, round(after.ece(), 4), round(before.ece(), 4))
+
+
+def fit_calibration(
+    ner: Any, documents: Sequence[Document], *, contexts: Sequence[str] = CONTEXTS, batch_size: int = 16
+) -> CalibrationFit:
+    """Fits the temperature of ``ner``'s scores on ``documents`` (held-out data, e.g. dev): the model runs
+    once per context, then post-processing is replayed at each temperature tried (``fit_temperature``)."""
+    labels, aggregation = list(ner.postprocessor.labels), ner.postprocessor.aggregation
+    recorded = {}
+    for context in contexts:
+        recorder = RecordingBackend(ner.backend)
+        evaluate(ner, documents, context=context, batch_size=batch_size, backend=recorder)
+        recorded[context] = recorder
+
+    def scored_at(temperature: float) -> dict[str, ScoredEntities]:
+        postprocessor = PostProcessor(labels, aggregation, temperature)
+        return {
+            c: evaluate(
+                ner, documents, context=c, batch_size=batch_size, backend=r.replay(), postprocessor=postprocessor
+            ).scored
+            for c, r in recorded.items()
+        }  # type: ignore[misc]
+
+    temperature = fit_temperature(lambda t: ScoredEntities.concatenate(list(scored_at(t).values())))
+    return CalibrationFit(temperature, scored_at(1.0), scored_at(temperature))
+
+
+@dataclass
+class RawTextReport:
+    """Entity scores on raw text: the gold words joined by spaces (sentences of a document by newlines), cut
+    into words by nertron's own segmentation, and scored on character spans. Against the report on the gold
+    words, it shows what segmentation costs."""
+
+    context: str
+    entity: Scores
+    per_type: dict[str, Scores]
+    correct_entities: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "context": self.context,
+            "input": "raw",
+            "entity": {**vars(self.entity), "correct": self.correct_entities},
+            "per_type": {t: vars(s) for t, s in self.per_type.items()},
+        }
+
+    def format(self) -> str:
+        e = self.entity
+        lines = [
+            f"raw text: found {e.found} phrases of {e.support}; correct: {self.correct_entities}.",
+            f"precision: {100 * e.precision:6.2f}%; recall: {100 * e.recall:6.2f}%; FB1: {100 * e.f1:6.2f}",
+        ]
+        for entity_type, s in self.per_type.items():
+            lines.append(
+                f"{entity_type:>17}: precision: {100 * s.precision:6.2f}%; recall: {100 * s.recall:6.2f}%; "
+                f"FB1: {100 * s.f1:6.2f}  {s.found}"
+            )
+        return "\n".join(lines)
+
+
+def evaluate_raw(
+    ner: Any, documents: Sequence[Document], *, context: str = "sentence", batch_size: int = 16
+) -> RawTextReport:
+    """Tags raw text made from the gold words (each sentence alone, or each document with a sentence per
+    line) with ``ner(text)``'s segmentation, and scores entities by (text, start, end, type)."""
+    if context not in CONTEXTS:
+        raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
+    groups = (
+        [[s] for d in documents for s in d.sentences] if context == "sentence" else [d.sentences for d in documents]
+    )
+    texts, gold = [], set()
+    for index, sentences in enumerate(groups):
+        joined = SegmentedText.join([s.words for s in sentences])
+        texts.append(joined.text)
+        before = np.concatenate(([0], np.cumsum(joined.sentence_lengths)))  # words before each sentence
+        for row, first, end, label in entity_set([to_iob2(s.tags) for s in sentences]):
+            start, stop = int(before[row]) + first, int(before[row]) + end
+            gold.add((index, int(joined.starts[start]), int(joined.ends[stop - 1]), label))
+    predicted = {
+        (index, e.start, e.end, e.label)
+        for index, found in enumerate(ner.batch(texts, batch_size=batch_size))
+        for e in found
+    }
+    correct = gold & predicted
+    types = sorted({x[3] for x in gold | predicted})
+    per_type = {
+        t: Scores.from_counts(
+            sum(x[3] == t for x in correct), sum(x[3] == t for x in predicted), sum(x[3] == t for x in gold)
+        )
+        for t in types
+    }
+    return RawTextReport(context, Scores.from_counts(len(correct), len(predicted), len(gold)), per_type, len(correct))

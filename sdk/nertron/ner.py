@@ -42,6 +42,7 @@ class NERConfig:
     max_length: int | None = None
     stride: int | None = None
     backend: BackendSpec | None = None
+    min_score: float = 0.0
 
     def __post_init__(self) -> None:
         if self.model is not None and not isinstance(self.model, str):
@@ -51,6 +52,7 @@ class NERConfig:
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
         check_batch_size(self.batch_size)
+        object.__setattr__(self, "min_score", check_min_score(self.min_score))
         if self.backend is not None and not isinstance(self.backend, (OnnxRuntime, OpenVINO, Triton)):
             raise TypeError(f"backend must be OnnxRuntime(...), OpenVINO(...) or Triton(...), got {self.backend!r}")
         local = self.local_spec
@@ -106,8 +108,10 @@ class NER(Closable):
     ``Triton(url, ...)`` (``nertron.backends``), or a built ``Backend``. ``precision`` picks the embedded
     model's variant (``"int8"``, the default, or ``"fp32"``; ``"bf16"`` runs fp32 weights in bfloat16 on
     OpenVINO). ``aggregation`` makes a word's prediction from its subwords' (``"first"``, ``"average"``,
-    ``"max"``); ``max_length`` and ``stride`` set the window and its overlap, in subwords. Close it (or use
-    it as a context manager) to release the backend.
+    ``"max"``); ``max_length`` and ``stride`` set the window and its overlap, in subwords. ``min_score``
+    drops entities scored below it; scores are calibrated where the bundle says how (its manifest's
+    ``calibration``: the embedded model's is fitted on CoNLL-2003 dev), so a score of 0.9 means about 9 in
+    10 such entities are right. Close it (or use it as a context manager) to release the backend.
 
     >>> with NER() as ner:
     ...     ner("Angela Merkel met Emmanuel Macron in Paris.")  # doctest: +SKIP
@@ -124,6 +128,7 @@ class NER(Closable):
         max_length: int | None = None,
         stride: int | None = None,
         backend: BackendSpec | Backend | None = None,
+        min_score: float = 0.0,
     ) -> None:
         built = backend if backend is not None and not isinstance(backend, (OnnxRuntime, OpenVINO, Triton)) else None
         if built is not None and not isinstance(built, Backend):
@@ -136,16 +141,21 @@ class NER(Closable):
             max_length,
             stride,
             None if built is not None else backend,  # type: ignore[arg-type]
+            min_score,
         )
         self.batch_size = batch_size
         self.aggregation = aggregation
+        self.min_score: float = self.config.min_score
+        """Entities scored below it are dropped (0: none are)."""
         self.bundle = Bundle.load(resolve_model(self.config.model, self.config.variant))
         if self.config.variant is not None and self.bundle.precision != self.config.variant:
             raise ValueError(
                 f"{self.bundle.path} is a {self.bundle.precision} bundle; precision={precision!r} picks a variant "
                 "of the embedded model (a bundle has its own)"
             )
-        self.postprocessor = PostProcessor(self.bundle.labels, Aggregation[aggregation.upper()])
+        self.postprocessor = PostProcessor(
+            self.bundle.labels, Aggregation[aggregation.upper()], self.bundle.temperature
+        )
         length = max_length or self.bundle.max_length
         if length > self.bundle.max_length:
             raise ValueError(f"max_length {length} exceeds the model's {self.bundle.max_length}")
@@ -228,7 +238,7 @@ class NER(Closable):
             for entities in self.server_side.pipe(counted(checked), self.aggregation, size):
                 if bar is not None:
                     bar.update(words.popleft())
-                yield entities
+                yield [e for e in entities if e.score >= self.min_score] if self.min_score else entities
 
     def _pipe_here(
         self, texts: Iterable[str], batch_size: int | None = None, on_words: Callable[[int], object] | None = None
@@ -236,7 +246,7 @@ class NER(Closable):
         """Entities per text, tokenised and decoded in this process (the model runs wherever the backend does)."""
         segmented = (SegmentedText.split(text) for text in texts)
         for tagged in self.tagger.tag(segmented, batch_size or self.batch_size, on_words):
-            yield from tagged.entities(self.postprocessor)
+            yield from tagged.entities(self.postprocessor, self.min_score)
 
     def stream(
         self,
@@ -252,7 +262,8 @@ class NER(Closable):
         return self.tagger.tag(documents, size, on_words)
 
     def tag(self, docs: Sequence[Sequence[str]], *, batch_size: int | None = None) -> list[list[str]]:
-        """Word-level tags (the model's scheme) for pre-split documents, e.g. for evaluation."""
+        """Word-level tags (the model's scheme) for pre-split documents, e.g. for evaluation; the model's own
+        tags, whatever ``min_score`` is."""
         if isinstance(docs, (str, bytes)):
             raise TypeError(f"docs must be a sequence of word lists, got a single {type(docs).__name__}")
         for index, words in enumerate(docs):
@@ -274,6 +285,15 @@ def check_batch_size(batch_size: Any) -> int:
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     return batch_size
+
+
+def check_min_score(min_score: Any) -> float:
+    """``min_score`` as a float if it is a number in [0, 1]; else ``TypeError``/``ValueError`` naming it."""
+    if isinstance(min_score, bool) or not isinstance(min_score, (int, float)):
+        raise TypeError(f"min_score must be a number, got {type(min_score).__name__} {min_score!r}")
+    if not 0.0 <= min_score <= 1.0:
+        raise ValueError(f"min_score must be in [0, 1], got {min_score}")
+    return float(min_score)
 
 
 def _check_str(text: object, index: int) -> str:

@@ -48,8 +48,8 @@ class TaggedDocuments:
             np.concatenate([d.ends for d in docs]) if docs else np.zeros(0, np.int64),
         )
 
-    def entities(self, postprocessor: PostProcessor) -> list[list[Entity]]:
-        """The entities of each document (never across a sentence)."""
+    def entities(self, postprocessor: PostProcessor, min_score: float = 0.0) -> list[list[Entity]]:
+        """The entities of each document (never across a sentence), those scored below ``min_score`` left out."""
         spans = self.spans(postprocessor)
         doc_of_row = np.repeat(
             np.arange(len(self.documents)), [len(d.sentence_lengths) for d in self.documents]
@@ -64,6 +64,8 @@ class TaggedDocuments:
             spans.score.tolist(),
             strict=True,
         ):
+            if score < min_score:
+                continue
             doc = doc_of_row[row]
             found[doc].append(Entity(self.documents[doc].text[start:end], types[type_id], start, end, score))
         return found

@@ -1,4 +1,5 @@
-"""The ``nertron`` command line: ``ner``, ``eval``, ``export``, ``train``, ``serve`` and ``repository``.
+"""The ``nertron`` command line: ``ner``, ``eval``, ``calibrate``, ``export``, ``train``, ``serve`` and
+``repository``.
 
 Every expected failure (bad input, an unusable model or file, a missing extra, an unreachable server) ends
 in one line on stderr, ``nertron COMMAND: error: ...``, and exit status 2; output written before it is kept.
@@ -12,7 +13,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from nertron.cli import evaluate, export, ner, serve
+from nertron.cli import calibrate, evaluate, export, ner, serve
 from nertron.errors import TritonError, TritonServerError
 
 # What a user can cause and fix: reported in one line with exit status 2.
@@ -24,6 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     ner.add(commands.add_parser("ner", help="find entities in text, files or stdin"))
     evaluate.add(commands.add_parser("eval", help="score a model on a CoNLL file (token and entity level)"))
+    calibrate.add(commands.add_parser("calibrate", help="fit a bundle's score temperature on held-out CoNLL data"))
     export.add_export(commands.add_parser("export", help="export an HF checkpoint to a nertron bundle"))
     serve.add_serve(commands.add_parser("serve", help="serve a model with a real Triton server"))
     serve.add_repository(commands.add_parser("repository", help="write Triton model repositories for a model"))

@@ -1,4 +1,5 @@
-"""``nertron eval``: a model scored on a CoNLL file (token-level table and conlleval's entity lines)."""
+"""``nertron eval``: a model scored on a CoNLL file (token-level table, conlleval's entity lines, and how well
+its entity scores are calibrated: ECE, a reliability diagram, precision/recall above score thresholds)."""
 
 from __future__ import annotations
 
@@ -18,33 +19,92 @@ def add(parser: argparse.ArgumentParser) -> None:
         default="both",
         help="tag sentences alone, whole documents (cross-sentence context), or report both",
     )
+    parser.add_argument(
+        "--input",
+        choices=["words", "raw", "both"],
+        default="words",
+        help="tag the gold words, or raw text (the gold words joined by spaces, segmented by nertron, scored "
+        "on character spans), or report both",
+    )
+    parser.add_argument(
+        "--reliability",
+        type=Path,
+        metavar="PNG",
+        help="write a reliability diagram of the entity scores (calibrated and uncalibrated); needs matplotlib",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from nertron.evaluation import evaluate
+    from nertron._native import PostProcessor
+    from nertron.calibration import RecordingBackend, plot_reliability
+    from nertron.evaluation import calibration_dict, evaluate, evaluate_raw, format_calibration
     from nertron.io.conll import read_conll
 
+    if args.reliability is not None and not args.reliability.parent.is_dir():
+        raise FileNotFoundError(f"--reliability {args.reliability}: its directory does not exist")
     documents = read_conll(args.data)
     contexts = ["sentence", "document"] if args.context == "both" else [args.context]
+    on_words, on_raw = args.input in ("words", "both"), args.input in ("raw", "both")
+    if args.reliability is not None and not on_words:
+        raise ValueError("--reliability needs --input words or both (entity scores are measured on the gold words)")
     with config_from_args(args).build() as ner:
-        reports = [evaluate(ner, documents, context=c, batch_size=args.batch_size) for c in contexts]
+        temperature = ner.postprocessor.temperature
+        reports, uncalibrated = [], {}
+        raw_reports = [evaluate_raw(ner, documents, context=c, batch_size=args.batch_size) for c in contexts if on_raw]
+        for context in contexts if on_words else []:
+            recorder = RecordingBackend(ner.backend)
+            reports.append(evaluate(ner, documents, context=context, batch_size=args.batch_size, backend=recorder))
+            if temperature != 1.0:  # the same logits, scored without the bundle's temperature
+                raw = PostProcessor(ner.labels, ner.postprocessor.aggregation, 1.0)
+                replayed = evaluate(
+                    ner,
+                    documents,
+                    context=context,
+                    batch_size=args.batch_size,
+                    backend=recorder.replay(),
+                    postprocessor=raw,
+                )
+                uncalibrated[context] = replayed.scored
+    if args.reliability is not None:
+        curves = {}
+        for report in reports:
+            if report.context in uncalibrated:
+                curves[f"{report.context}, uncalibrated"] = uncalibrated[report.context]
+            curves[f"{report.context}, T={temperature:g}" if temperature != 1.0 else report.context] = report.scored
+        plot_reliability(args.reliability, curves, title=f"{args.data.name}, {ner.precision} model")
     if args.json:
+        out = []
+        for report in reports:
+            entry = report.to_dict()
+            if report.context in uncalibrated:
+                entry["entity_scores_uncalibrated"] = calibration_dict(uncalibrated[report.context])
+            out.append(entry)
         print(
             json.dumps(
                 {
                     "data": str(args.data),
                     "model": str(ner.bundle.path),
                     "precision": ner.precision,
-                    "reports": [r.to_dict() for r in reports],
+                    "temperature": temperature,
+                    "reports": out + [r.to_dict() for r in raw_reports],
                 },
                 indent=2,
             )
         )
         return 0
+    title = {"sentence": "each sentence alone", "document": "whole documents (cross-sentence context)"}
     for report in reports:
-        title = {"sentence": "each sentence alone", "document": "whole documents (cross-sentence context)"}
         print(f"== {args.data} — {title[report.context]} — model {ner.bundle.path} ({ner.precision})\n")
-        print(report.format() + "\n")
+        print(report.format())
+        if report.context in uncalibrated:
+            print(f"(scores calibrated with temperature {temperature:g}; uncalibrated, the same entities:)")
+            print("\n".join(format_calibration(uncalibrated[report.context], "uncalibrated entity scores")[:1]))
+        print()
+    for raw_report in raw_reports:
+        print(f"== {args.data} — raw text, {title[raw_report.context]} — model {ner.bundle.path} ({ner.precision})\n")
+        print(raw_report.format() + "\n")
+    if args.reliability is not None:
+        print(f"reliability diagram: {args.reliability}")
     return 0

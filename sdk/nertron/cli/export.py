@@ -35,10 +35,17 @@ def add_export(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--atol", type=float, default=1e-4, help="max |ONNX - PyTorch| logits (fp32)")
     parser.add_argument("--gate-data", type=Path, help="CoNLL file: refuse an int8 model that loses F1 on it")
     parser.add_argument("--max-f1-loss", type=float, default=0.3, help="F1 points int8 may lose (default 0.3)")
+    parser.add_argument(
+        "--calibration-data",
+        type=Path,
+        help="held-out CoNLL file (dev): fit the scores' temperature on it (as `nertron calibrate` does)",
+    )
     parser.set_defaults(run=run_export)
 
 
 def run_export(args: argparse.Namespace) -> int:
+    if args.calibration_data is not None and not args.calibration_data.is_file():
+        raise FileNotFoundError(f"--calibration-data {args.calibration_data} is not a file")
     try:
         from nertron_export.onnx_export import ExportError, export_bundle
     except ImportError as error:
@@ -60,4 +67,8 @@ def run_export(args: argparse.Namespace) -> int:
     except ExportError as error:
         raise ValueError(str(error)) from None
     print(report.summary())
+    if args.calibration_data is not None:
+        from nertron.cli.calibrate import calibrate_bundle
+
+        calibrate_bundle(args.out, args.calibration_data)
     return 0

@@ -57,4 +57,5 @@ def config_from_args(args: argparse.Namespace) -> NERConfig:
         aggregation=args.aggregation,
         batch_size=args.batch_size,
         backend=backend,
+        min_score=getattr(args, "min_score", 0.0),
     )

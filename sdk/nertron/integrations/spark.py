@@ -131,12 +131,14 @@ def annotate(
     aggregation: str = "first",
     batch_size: int = 16,
     backend: BackendSpec | None = None,
+    min_score: float = 0.0,
     rows_per_chunk: int = 1024,
 ) -> DataFrame:
     """``df`` with an added column ``output_col`` holding the entities of ``text_col`` (lazy, like any
     Spark transformation).
 
-    ``model``, ``precision``, ``aggregation``, ``batch_size`` and ``backend`` are ``NER``'s. ``model`` is a
+    ``model``, ``precision``, ``aggregation``, ``batch_size``, ``backend`` and ``min_score`` are ``NER``'s
+    (scores calibrated by the bundle's manifest, as everywhere). ``model`` is a
     bundle directory that every executor can read (default: the embedded model, which ships inside the
     package); ``backend=Triton(url)`` sends the model's work to one Triton server for all executors. Each
     Arrow batch that Spark hands a worker is annotated ``rows_per_chunk`` rows at a time, so memory stays
@@ -162,6 +164,7 @@ def annotate(
         aggregation=aggregation,
         batch_size=batch_size,
         backend=backend,
+        min_score=min_score,
     )
     # A new StructType: ``df.schema.add`` would change the DataFrame's cached schema in place.
     out_schema = StructType([*df.schema.fields, StructField(output_col, output_type, nullable=True)])

@@ -217,7 +217,7 @@ def tag_corpus(
             yield record.segmented()
 
     for tagged in ner.stream(segmented(), batch_size=batch_size, on_words=on_words):
-        for document, entities in zip(tagged.documents, tagged.entities(ner.postprocessor), strict=True):
+        for document, entities in zip(tagged.documents, tagged.entities(ner.postprocessor, ner.min_score), strict=True):
             yield Annotation(waiting.popleft(), document, iob2_tags(document, entities), entities)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,11 +44,30 @@ class SentencePiece:
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """How the bundle's scores are calibrated: ``softmax(logits / temperature)``, the temperature fitted on
+    ``data`` (see ``nertron.calibration``); ``ece`` and ``ece_uncalibrated``: entity-level ECE there."""
+
+    temperature: float
+    data: str = ""
+    ece: float | None = None
+    ece_uncalibrated: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)):
+            raise TypeError(f"calibration.temperature must be a number, got {type(self.temperature).__name__}")
+        if not math.isfinite(self.temperature) or self.temperature <= 0:
+            raise ValueError(f"calibration.temperature must be a finite number > 0, got {self.temperature}")
+        object.__setattr__(self, "temperature", float(self.temperature))
+
+
+@dataclass(frozen=True)
 class Manifest:
     """What ``manifest.json`` says of a bundle.
 
-    ``sha256`` and ``model_bytes`` describe the model file (``with_model`` fills them); ``provenance`` holds
-    what is only informative (source checkpoint, creation time, recorded scores, ...).
+    ``sha256`` and ``model_bytes`` describe the model file (``with_model`` fills them); ``calibration``, if
+    any, sets the temperature of the scores; ``provenance`` holds what is only informative (source
+    checkpoint, creation time, recorded scores, ...).
     """
 
     labels: tuple[str, ...]
@@ -63,6 +83,7 @@ class Manifest:
     sha256: str = ""
     model_bytes: int | None = None
     sentencepiece: SentencePiece | None = None
+    calibration: Calibration | None = None
     provenance: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -120,6 +141,7 @@ class Manifest:
             sha256=_typed(data.get("sha256", ""), str, "sha256"),
             model_bytes=data.get("model_bytes"),
             sentencepiece=_sentencepiece(data.get("sentencepiece")),
+            calibration=_calibration(data.get("calibration")),
             provenance={k: v for k, v in data.items() if k not in known | {"format", "format_version"}},
         )
 
@@ -130,7 +152,7 @@ class Manifest:
             value = getattr(self, f.name)
             if f.name == "provenance":
                 data.update(value)
-            elif f.name in ("special_tokens", "sentencepiece") and value is not None:
+            elif f.name in ("special_tokens", "sentencepiece", "calibration") and value is not None:
                 data[f.name] = dataclasses.asdict(value)
             elif value is not None:
                 data[f.name] = list(value) if isinstance(value, tuple) else value
@@ -216,6 +238,11 @@ class Bundle:
     def special_tokens(self) -> SpecialTokens:
         return self.manifest.special_tokens
 
+    @property
+    def temperature(self) -> float:
+        """The temperature of the scores: the manifest's calibration, else 1 (uncalibrated)."""
+        return self.manifest.calibration.temperature if self.manifest.calibration else 1.0
+
 
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
@@ -240,6 +267,18 @@ def _sentencepiece(value: Any) -> SentencePiece | None:
         id_offset=_typed(entry["id_offset"], int, "sentencepiece.id_offset"),
         unk_id=_typed(entry["unk_id"], int, "sentencepiece.unk_id"),
     )
+
+
+def _calibration(value: Any) -> Calibration | None:
+    if value is None:
+        return None
+    entry = _typed(value, dict, "calibration")
+    unknown = set(entry) - {f.name for f in dataclasses.fields(Calibration)}
+    if unknown:
+        raise ValueError(f"field 'calibration' has unknown keys {sorted(unknown)}")
+    if "temperature" not in entry:
+        raise ValueError("field 'calibration.temperature' is missing")
+    return Calibration(**entry)
 
 
 def _strings(value: Any, name: str) -> tuple[str, ...]:

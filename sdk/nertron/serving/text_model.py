@@ -4,12 +4,14 @@ model.py``), so that clients in any language (``curl``, Java, Go, JavaScript) ge
 - Input ``TEXT``: BYTES ``[batch, 1]``, one UTF-8 text per row. Output ``ENTITIES``: BYTES ``[batch, 1]``, per
   text a JSON array of ``{"text", "label", "start", "end", "score"}``, ``start``/``end`` in code points (as
   ``nertron.Entity``).
-- Optional request parameter ``aggregation``: ``"first"`` (default), ``"average"`` or ``"max"``.
+- Optional request parameters: ``aggregation``, ``"first"`` (default), ``"average"`` or ``"max"``;
+  ``min_score``, a number in [0, 1]: entities scored below it are left out (default 0). Scores are
+  calibrated as the bundle's manifest says.
 - It runs what ``NER`` runs (segmentation, windows, tokenizer, the C++ post-processing) on the bundle in its
   version directory, so its entities equal in-process ``NER()``'s. The encoder runs in this process
   (onnxruntime on CPU), or, where the config parameter ``encoder_model`` names a model of the same server
   (the GPU repositories: TensorRT or onnxruntime on the GPU), there through BLS.
-- A request with bad input (not BYTES ``[n, 1]``, invalid UTF-8, an unknown aggregation) gets its own error;
+- A request with bad input (not BYTES ``[n, 1]``, invalid UTF-8, a bad parameter) gets its own error;
   the other requests of the execution, and the server, are unaffected.
 
 Runs inside Triton's python-backend stub, in an environment where nertron is installed.
@@ -28,7 +30,7 @@ import triton_python_backend_utils as pb_utils
 from nertron import NER
 from nertron.backends.onnxruntime import OnnxRuntimeBackend
 from nertron.model.bundle import Bundle
-from nertron.ner import AGGREGATIONS
+from nertron.ner import AGGREGATIONS, check_min_score
 from nertron.serving.options import threads_per_instance
 
 INPUT, OUTPUT = "TEXT", "ENTITIES"
@@ -59,24 +61,27 @@ class TritonPythonModel:
 
     def execute(self, requests: list[Any]) -> list[Any]:
         responses: list[Any] = [None] * len(requests)
-        by_aggregation: dict[str, list[tuple[int, list[str]]]] = {}
+        by_aggregation: dict[str, list[tuple[int, list[str], float]]] = {}
         for index, request in enumerate(requests):
             try:
-                texts, aggregation = _read(request)
+                texts, aggregation, min_score = _read(request)
             except ValueError as error:  # the client's mistake: 400 over HTTP, INVALID_ARGUMENT over gRPC
                 responses[index] = _error(str(error), pb_utils.TritonError.INVALID_ARG)
             else:
-                by_aggregation.setdefault(aggregation, []).append((index, texts))
+                by_aggregation.setdefault(aggregation, []).append((index, texts, min_score))
         for aggregation, group in by_aggregation.items():
             try:  # one pass over the texts of all requests, length-sorted batches across requests
-                found = self.ner(aggregation).batch([text for _, texts in group for text in texts])
+                found = self.ner(aggregation).batch([text for _, texts, _ in group for text in texts])
             except Exception as error:  # e.g. the encoder model failed: these requests fail, the server stays up
-                for index, _ in group:
+                for index, _, _ in group:
                     responses[index] = _error(f"nertron_text failed: {error}", pb_utils.TritonError.INTERNAL)
                 continue
             rows = iter(found)
-            for index, texts in group:
-                entities = [json.dumps([e.to_dict() for e in next(rows)], ensure_ascii=False) for _ in texts]
+            for index, texts, min_score in group:
+                entities = [
+                    json.dumps([e.to_dict() for e in next(rows) if e.score >= min_score], ensure_ascii=False)
+                    for _ in texts
+                ]
                 output = np.array(entities, dtype=np.object_).reshape(len(texts), 1)
                 responses[index] = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(OUTPUT, output)])
         return responses
@@ -113,8 +118,8 @@ class BLSBackend:
         pass
 
 
-def _read(request: Any) -> tuple[list[str], str]:
-    """The request's texts and aggregation; ``ValueError`` saying what is wrong."""
+def _read(request: Any) -> tuple[list[str], str, float]:
+    """The request's texts, aggregation and min_score; ``ValueError`` saying what is wrong."""
     tensor = pb_utils.get_input_tensor_by_name(request, INPUT)
     if tensor is None:
         raise ValueError(f"input {INPUT!r} is missing")
@@ -131,7 +136,11 @@ def _read(request: Any) -> tuple[list[str], str]:
     aggregation = parameters.get("aggregation", "first")
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"parameter 'aggregation' must be one of {AGGREGATIONS}, got {aggregation!r}")
-    return texts, aggregation
+    try:
+        min_score = check_min_score(parameters.get("min_score", 0.0))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"parameter {error}") from None
+    return texts, aggregation, min_score
 
 
 def _error(message: str, code: int) -> Any:
