@@ -115,7 +115,7 @@ class NER(Closable):
 
     >>> with NER() as ner:
     ...     ner("Angela Merkel met Emmanuel Macron in Paris.")  # doctest: +SKIP
-    [Entity(text='Angela Merkel', label='PER', start=0, end=13, score=0.99...), ...]
+    [Entity(text='Angela Merkel', label='PER', start=0, end=13, score=0.98...), ...]
     """
 
     def __init__(
