@@ -101,9 +101,6 @@ def fit_temperatures(dev: Path, *, package_dir: Path = PACKAGE_DIR) -> dict[str,
     in ``embedded.json`` beside the variant's scores and returns the updated spec."""
     spec = embedded_spec(package_dir)
     documents = read_conll(dev)
-    for precision in spec["precisions"]:
-        spec["precisions"][precision].pop("calibration", None)  # the fit starts from uncalibrated scores
-    _write(package_dir, spec)
     with tempfile.TemporaryDirectory() as tmp:
         for precision in spec["precisions"]:
             bundle = Path(tmp) / precision
@@ -112,8 +109,8 @@ def fit_temperatures(dev: Path, *, package_dir: Path = PACKAGE_DIR) -> dict[str,
                 fit = fit_calibration(ner, documents)
             calibration = fit.calibration(f"CoNLL-2003 {dev.name}: sentences alone and documents whole")
             spec["precisions"][precision]["calibration"] = dataclasses.asdict(calibration)
-            print(f"{precision}: temperature {fit.temperature:g}, dev ECE {calibration.ece_uncalibrated} -> "
-                  f"{calibration.ece}", flush=True)  # fmt: skip
+            ece = f"{calibration.ece_uncalibrated} -> {calibration.ece}"
+            print(f"{precision}: temperature {fit.temperature:g}, dev ECE {ece}", flush=True)
     _write(package_dir, spec)
     return spec
 

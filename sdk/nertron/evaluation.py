@@ -92,14 +92,30 @@ class Report:
             f"accuracy: {100 * self.token_accuracy:6.2f}%; precision: {100 * e.precision:6.2f}%; "
             f"recall: {100 * e.recall:6.2f}%; FB1: {100 * e.f1:6.2f}",
         ]
-        for entity_type, s in self.per_type.items():
-            lines.append(
-                f"{entity_type:>17}: precision: {100 * s.precision:6.2f}%; recall: {100 * s.recall:6.2f}%; "
-                f"FB1: {100 * s.f1:6.2f}  {s.found}"
-            )
+        lines += type_lines(self.per_type)
         if self.scored is not None:
             lines += ["", *format_calibration(self.scored)]
         return "\n".join(lines)
+
+
+def type_lines(per_type: dict[str, Scores]) -> list[str]:
+    """conlleval's line per entity type."""
+    return [
+        f"{entity_type:>17}: precision: {100 * s.precision:6.2f}%; recall: {100 * s.recall:6.2f}%; "
+        f"FB1: {100 * s.f1:6.2f}  {s.found}"
+        for entity_type, s in per_type.items()
+    ]
+
+
+def scores_by_type(gold: set[tuple[Any, ...]], predicted: set[tuple[Any, ...]]) -> dict[str, Scores]:
+    """Per entity type (the last field of each entity tuple), in name order: precision, recall, F1."""
+    correct = gold & predicted
+    return {
+        t: Scores.from_counts(
+            sum(e[-1] == t for e in correct), sum(e[-1] == t for e in predicted), sum(e[-1] == t for e in gold)
+        )
+        for t in sorted({e[-1] for e in gold | predicted})
+    }
 
 
 def calibration_dict(scored: ScoredEntities) -> dict[str, Any]:
@@ -171,15 +187,7 @@ def score(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], con
     )
     gold_entities, pred_entities = entity_set(gold2), entity_set(pred2)
     correct = gold_entities & pred_entities
-    types = sorted({e[3] for e in gold_entities | pred_entities})
-    per_type = {
-        t: Scores.from_counts(
-            sum(e[3] == t for e in correct),
-            sum(e[3] == t for e in pred_entities),
-            sum(e[3] == t for e in gold_entities),
-        )
-        for t in types
-    }
+    per_type = scores_by_type(gold_entities, pred_entities)
     return Report(
         context=context,
         tokens=total,
@@ -262,12 +270,31 @@ class CalibrationFit:
         return Calibration(self.temperature, data, round(after.ece(), 4), round(before.ece(), 4))
 
 
+def rescore(
+    ner: Any,
+    documents: Sequence[Document],
+    recorded: RecordingBackend,
+    temperature: float,
+    *,
+    context: str,
+    batch_size: int = 16,
+) -> ScoredEntities:
+    """The entities of a recorded run (``evaluate(..., backend=recorded)``, same documents and context) with
+    their scores at ``temperature``: the logits are replayed, the model does not run again."""
+    postprocessor = PostProcessor(ner.labels, ner.postprocessor.aggregation, temperature)
+    replay = recorded.replay()
+    report = evaluate(
+        ner, documents, context=context, batch_size=batch_size, backend=replay, postprocessor=postprocessor
+    )
+    assert report.scored is not None
+    return report.scored
+
+
 def fit_calibration(
     ner: Any, documents: Sequence[Document], *, contexts: Sequence[str] = CONTEXTS, batch_size: int = 16
 ) -> CalibrationFit:
     """Fits the temperature of ``ner``'s scores on ``documents`` (held-out data, e.g. dev): the model runs
     once per context, then post-processing is replayed at each temperature tried (``fit_temperature``)."""
-    labels, aggregation = list(ner.postprocessor.labels), ner.postprocessor.aggregation
     recorded = {}
     for context in contexts:
         recorder = RecordingBackend(ner.backend)
@@ -275,13 +302,9 @@ def fit_calibration(
         recorded[context] = recorder
 
     def scored_at(temperature: float) -> dict[str, ScoredEntities]:
-        postprocessor = PostProcessor(labels, aggregation, temperature)
         return {
-            c: evaluate(
-                ner, documents, context=c, batch_size=batch_size, backend=r.replay(), postprocessor=postprocessor
-            ).scored
-            for c, r in recorded.items()
-        }  # type: ignore[misc]
+            c: rescore(ner, documents, r, temperature, context=c, batch_size=batch_size) for c, r in recorded.items()
+        }
 
     temperature = fit_temperature(lambda t: ScoredEntities.concatenate(list(scored_at(t).values())))
     return CalibrationFit(temperature, scored_at(1.0), scored_at(temperature))
@@ -312,12 +335,7 @@ class RawTextReport:
             f"raw text: found {e.found} phrases of {e.support}; correct: {self.correct_entities}.",
             f"precision: {100 * e.precision:6.2f}%; recall: {100 * e.recall:6.2f}%; FB1: {100 * e.f1:6.2f}",
         ]
-        for entity_type, s in self.per_type.items():
-            lines.append(
-                f"{entity_type:>17}: precision: {100 * s.precision:6.2f}%; recall: {100 * s.recall:6.2f}%; "
-                f"FB1: {100 * s.f1:6.2f}  {s.found}"
-            )
-        return "\n".join(lines)
+        return "\n".join(lines + type_lines(self.per_type))
 
 
 def evaluate_raw(
@@ -344,11 +362,5 @@ def evaluate_raw(
         for e in found
     }
     correct = gold & predicted
-    types = sorted({x[3] for x in gold | predicted})
-    per_type = {
-        t: Scores.from_counts(
-            sum(x[3] == t for x in correct), sum(x[3] == t for x in predicted), sum(x[3] == t for x in gold)
-        )
-        for t in types
-    }
+    per_type = scores_by_type(gold, predicted)
     return RawTextReport(context, Scores.from_counts(len(correct), len(predicted), len(gold)), per_type, len(correct))

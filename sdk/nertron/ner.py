@@ -235,10 +235,11 @@ class NER(Closable):
                     words.append(len(text.split()))
                     yield text
 
-            for entities in self.server_side.pipe(counted(checked), self.aggregation, size):
+            parameters = {"aggregation": self.aggregation, "min_score": self.min_score}
+            for entities in self.server_side.pipe(counted(checked), parameters, size):
                 if bar is not None:
                     bar.update(words.popleft())
-                yield [e for e in entities if e.score >= self.min_score] if self.min_score else entities
+                yield entities
 
     def _pipe_here(
         self, texts: Iterable[str], batch_size: int | None = None, on_words: Callable[[int], object] | None = None

@@ -51,10 +51,11 @@ class TritonTextClient(TritonClient):
         return ModelInfo(inputs, -1, int(config.get("max_batch_size", 0)))
 
     def submit_texts(
-        self, texts: list[str], aggregation: str, *, blocking: bool = False
+        self, texts: list[str], parameters: Mapping[str, Any], *, blocking: bool = False
     ) -> list[tuple[list[str], Future[Any]]]:
-        """Sends the texts, in requests of at most the model's max batch size: each request's texts and its
-        reply's future. Errors surface in ``wait_texts``."""
+        """Sends the texts with the request ``parameters`` (``aggregation``, ``min_score``), in requests of at
+        most the model's max batch size: each request's texts and its reply's future. Errors surface in
+        ``wait_texts``."""
         self.check_open()
         try:
             client, info = self._connected()
@@ -65,17 +66,21 @@ class TritonTextClient(TritonClient):
         step = info.max_batch_size if info.max_batch_size > 0 else max(len(texts), 1)
         chunks = [texts[start : start + step] for start in range(0, len(texts), step)]
         blocking = blocking and len(chunks) == 1
-        return [(chunk, self._send_texts(client, chunk, aggregation, blocking)) for chunk in chunks]
+        return [(chunk, self._send_texts(client, chunk, parameters, blocking)) for chunk in chunks]
 
-    def wait_texts(self, sent: list[tuple[list[str], Future[Any]]], aggregation: str) -> list[list[Entity]]:
+    def wait_texts(
+        self, sent: list[tuple[list[str], Future[Any]]], parameters: Mapping[str, Any]
+    ) -> list[list[Entity]]:
         """The entities of submitted texts; transient failures are sent again. ``TritonError`` if it fails."""
         found: list[list[Entity]] = []
         for texts, future in sent:
-            resend: Resend = lambda client, info, texts=texts: self._send_texts(client, texts, aggregation)  # noqa: E731
+            resend: Resend = lambda client, info, texts=texts: self._send_texts(client, texts, parameters)  # noqa: E731
             found.extend(self._result(future, resend))
         return found
 
-    def _send_texts(self, client: Any, texts: Sequence[str], aggregation: str, blocking: bool = False) -> Future[Any]:
+    def _send_texts(
+        self, client: Any, texts: Sequence[str], parameters: Mapping[str, Any], blocking: bool = False
+    ) -> Future[Any]:
         future: Future[Any] = Future()
 
         def done(result: Any = None, error: Exception | None = None) -> None:  # in a gRPC thread: never raises
@@ -97,7 +102,7 @@ class TritonTextClient(TritonClient):
             "outputs": [grpcclient.InferRequestedOutput(OUTPUT)],
             "client_timeout": self.spec.timeout,
             "headers": self.headers,
-            "parameters": {"aggregation": aggregation},
+            "parameters": dict(parameters),
         }
         return dispatch(client, request, done, future, blocking)
 
@@ -137,8 +142,8 @@ class ServerSideTexts:
         self._down_until = 0.0
         self._warned = False
 
-    def pipe(self, texts: Iterable[str], aggregation: str, batch_size: int) -> Iterator[list[Entity]]:
-        """Entities per text, in input order."""
+    def pipe(self, texts: Iterable[str], parameters: Mapping[str, Any], batch_size: int) -> Iterator[list[Entity]]:
+        """Entities per text, in input order; ``parameters`` go with every request."""
         source = iter(texts)
         chunks = iter(lambda: list(itertools.islice(source, batch_size)), [])
         waiting: deque[tuple[list[str], list[tuple[list[str], Future[Any]]] | None]] = deque()
@@ -147,25 +152,25 @@ class ServerSideTexts:
             following = next(chunks, None)
             alone = following is None and not waiting  # the only request: one blocking call
             if len(waiting) >= self.client.spec.max_in_flight:
-                yield from self._collect(*waiting.popleft(), aggregation)
-            waiting.append((chunk, self._submit(chunk, aggregation, blocking=alone)))
+                yield from self._collect(*waiting.popleft(), parameters)
+            waiting.append((chunk, self._submit(chunk, parameters, blocking=alone)))
             chunk = following
         while waiting:
-            yield from self._collect(*waiting.popleft(), aggregation)
+            yield from self._collect(*waiting.popleft(), parameters)
 
     def _submit(
-        self, chunk: list[str], aggregation: str, *, blocking: bool = False
+        self, chunk: list[str], parameters: Mapping[str, Any], *, blocking: bool = False
     ) -> list[tuple[list[str], Future[Any]]] | None:
         if self.local is not None and time.monotonic() < self._down_until:
             return None  # the server failed recently: local until the next probe
-        return self.client.submit_texts(chunk, aggregation, blocking=blocking)
+        return self.client.submit_texts(chunk, parameters, blocking=blocking)
 
     def _collect(
-        self, chunk: list[str], sent: list[tuple[list[str], Future[Any]]] | None, aggregation: str
+        self, chunk: list[str], sent: list[tuple[list[str], Future[Any]]] | None, parameters: Mapping[str, Any]
     ) -> list[list[Entity]]:
         if sent is not None:
             try:
-                found = self.client.wait_texts(sent, aggregation)
+                found = self.client.wait_texts(sent, parameters)
             except TritonError as error:
                 if self.local is None:
                     raise

@@ -37,9 +37,8 @@ def add(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nertron._native import PostProcessor
     from nertron.calibration import RecordingBackend, plot_reliability
-    from nertron.evaluation import calibration_dict, evaluate, evaluate_raw, format_calibration
+    from nertron.evaluation import calibration_dict, evaluate, evaluate_raw, format_calibration, rescore
     from nertron.io.conll import read_conll
 
     if args.reliability is not None and not args.reliability.parent.is_dir():
@@ -57,16 +56,9 @@ def run(args: argparse.Namespace) -> int:
             recorder = RecordingBackend(ner.backend)
             reports.append(evaluate(ner, documents, context=context, batch_size=args.batch_size, backend=recorder))
             if temperature != 1.0:  # the same logits, scored without the bundle's temperature
-                raw = PostProcessor(ner.labels, ner.postprocessor.aggregation, 1.0)
-                replayed = evaluate(
-                    ner,
-                    documents,
-                    context=context,
-                    batch_size=args.batch_size,
-                    backend=recorder.replay(),
-                    postprocessor=raw,
+                uncalibrated[context] = rescore(
+                    ner, documents, recorder, 1.0, context=context, batch_size=args.batch_size
                 )
-                uncalibrated[context] = replayed.scored
     if args.reliability is not None:
         curves = {}
         for report in reports:
