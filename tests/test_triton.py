@@ -97,8 +97,9 @@ def add_model(repository: Path, bundle: Path, name: str, model_py: str | None, o
 @pytest.fixture(scope="module")
 def repository(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("triton-repository")
-    # One instance and a 2 ms window: the batching tests count executions of requests all in flight at once.
-    batching = {"threads": 1, "instances": 1, "max_queue_delay_us": 2000}
+    # One instance and a 10 ms window: the batching tests count executions of requests all in flight at once,
+    # and 2 ms was too short for the client to queue 64 of them on a loaded machine (17 executions seen in CI).
+    batching = {"threads": 1, "instances": 1, "max_queue_delay_us": 10000}
     add_model(root, tiny_bundle, "nertron", None, ConfigOptions(**batching))
     add_model(root, tiny_bundle, "nertron_fixed", None, ConfigOptions(ragged=False, **batching))
     add_model(root, tiny_bundle, "broken", BROKEN_MODEL, ConfigOptions())
