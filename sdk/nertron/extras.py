@@ -15,6 +15,7 @@ EXTRAS = {
     "pytriton": "server",
     "torch": "export",
     "transformers": "export",
+    "safetensors": "export",  # comes with transformers
     "pyspark": "spark",
     "pyarrow": "spark",
     "openvino": "openvino",

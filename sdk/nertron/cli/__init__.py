@@ -1,5 +1,5 @@
-"""The ``nertron`` command line: ``ner``, ``eval``, ``calibrate``, ``export``, ``train``, ``serve`` and
-``repository``.
+"""The ``nertron`` command line: ``ner``, ``eval``, ``calibrate``, ``export``, ``train``, ``average``, ``serve``
+and ``repository``.
 
 Every expected failure (bad input, an unusable model or file, a missing extra, an unreachable server) ends
 in one line on stderr, ``nertron COMMAND: error: ...``, and exit status 2; output written before it is kept.
@@ -31,6 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_repository(commands.add_parser("repository", help="write Triton model repositories for a model"))
     export.add_train(
         commands.add_parser("train", help="fine-tune an HF checkpoint on CoNLL files (needs torch)", add_help=False)
+    )
+    export.add_average(
+        commands.add_parser("average", help="average the weights of checkpoints fine-tuned from one base model")
     )
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["train"]:  # train parses its own options (and imports torch) only when asked for

@@ -1,5 +1,5 @@
-"""``nertron export`` (an HF checkpoint to a bundle) and ``nertron train`` (fine-tuning); both need
-``pip install "nertron[export]"``."""
+"""``nertron export`` (an HF checkpoint to a bundle), ``nertron train`` (fine-tuning) and ``nertron average``
+(the mean of fine-tuned checkpoints); they need ``pip install "nertron[export]"``."""
 
 from __future__ import annotations
 
@@ -21,6 +21,22 @@ def run_train(args: argparse.Namespace) -> int:
     except ImportError as error:
         raise missing("torch", "nertron train", error) from None
     return train_main([a for i, a in enumerate(args.args) if i or a != "--"])
+
+
+def add_average(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoints", nargs="+", type=Path, help="HF checkpoints fine-tuned from one base model")
+    parser.add_argument("--out", required=True, type=Path, help="directory of the averaged checkpoint")
+    parser.set_defaults(run=run_average)
+
+
+def run_average(args: argparse.Namespace) -> int:
+    try:
+        from nertron_export.average import average_checkpoints
+    except ImportError as error:
+        raise missing("safetensors", "nertron average", error) from None
+    out = average_checkpoints(args.checkpoints, args.out)
+    print(f"averaged {len(args.checkpoints)} checkpoints into {out}")
+    return 0
 
 
 def add_export(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,123 @@
+"""Averages the weights of checkpoints fine-tuned from one base model (a uniform "model soup").
+
+    nertron average --out artifacts/average artifacts/run-a/best artifacts/run-b/best ...
+
+Runs fine-tuned from the same pretrained weights stay in one basin of the loss, so the mean of their
+weights is a model of its own, usually better than each of them and as fast as one (Wortsman et al.,
+"Model soups", 2022). The checkpoints must agree on the architecture, labels and tokenizer; a tensor that
+every checkpoint holds bit for bit (e.g. frozen word embeddings) is copied, not averaged, so it stays
+exactly the base model's. The output is an HF checkpoint like the inputs, with ``average.json`` naming
+them (path, sha256 of the weights, and each run's ``train_log.json`` where there is one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+WEIGHTS = "model.safetensors"
+RECORD = "average.json"
+# Written by transformers itself, so checkpoints saved by different versions may differ in them.
+IGNORED_CONFIG_KEYS = ("_name_or_path", "transformers_version")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "sentencepiece.bpe.model")
+
+
+def average_checkpoints(checkpoints: Sequence[str | Path], out: str | Path) -> Path:
+    """Writes the uniform average of ``checkpoints`` (HF token-classification directories) into ``out``."""
+    paths = [Path(c) for c in checkpoints]
+    if len(paths) < 2:
+        raise ValueError(f"checkpoints: give at least two to average, got {len(paths)}")
+    for path in paths:
+        if not (path / WEIGHTS).is_file() or not (path / "config.json").is_file():
+            raise ValueError(f"checkpoints: {path} is not an HF checkpoint ({WEIGHTS} and config.json)")
+    first = paths[0]
+    config = _config(first)
+    for path in paths[1:]:
+        if _config(path) != config:
+            raise ValueError(f"checkpoints: {path}/config.json differs from {first}/config.json")
+        for name in TOKENIZER_FILES:
+            if (first / name).is_file() and (first / name).read_bytes() != _read(path / name):
+                raise ValueError(f"checkpoints: {path}/{name} differs from {first}/{name}")
+    averaged = _mean_weights(paths)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(averaged, str(out / WEIGHTS), metadata={"format": "pt"})
+    shutil.copyfile(first / "config.json", out / "config.json")
+    for name in TOKENIZER_FILES:
+        if (first / name).is_file():
+            shutil.copyfile(first / name, out / name)
+    record = {"method": "uniform mean of the weights", "checkpoints": [_describe(p) for p in paths]}
+    (out / RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+def _mean_weights(paths: Sequence[Path]) -> dict[str, np.ndarray]:
+    first = load_file(str(paths[0] / WEIGHTS))
+    total = {name: values.astype(np.float64) for name, values in first.items()}
+    shared = {name: True for name in first}  # tensors equal so far in every checkpoint
+    for path in paths[1:]:
+        weights = load_file(str(path / WEIGHTS))
+        if weights.keys() != first.keys():
+            names = sorted(weights.keys() ^ first.keys())
+            raise ValueError(f"checkpoints: {path} has other tensors than {paths[0]} (e.g. {names[0]})")
+        for name, values in weights.items():
+            if values.shape != first[name].shape or values.dtype != first[name].dtype:
+                raise ValueError(
+                    f"checkpoints: {path}: tensor {name} is {values.dtype}{list(values.shape)}, "
+                    f"{first[name].dtype}{list(first[name].shape)} in {paths[0]}"
+                )
+            shared[name] = shared[name] and np.array_equal(values, first[name])
+            total[name] += values
+    return {
+        name: first[name] if shared[name] else (total[name] / len(paths)).astype(first[name].dtype) for name in first
+    }
+
+
+def _config(path: Path) -> dict[str, Any]:
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    return {k: v for k, v in config.items() if k not in IGNORED_CONFIG_KEYS}
+
+
+def _read(path: Path) -> bytes | None:
+    return path.read_bytes() if path.is_file() else None
+
+
+def _describe(path: Path) -> dict[str, Any]:
+    """The checkpoint's path, the sha256 of its weights and its run's training log (beside it or above it)."""
+    digest = hashlib.sha256()
+    with (path / WEIGHTS).open("rb") as weights:
+        for block in iter(lambda: weights.read(1 << 20), b""):
+            digest.update(block)
+    entry: dict[str, Any] = {"checkpoint": str(path), "sha256": digest.hexdigest()}
+    log = next((p for p in (path / "train_log.json", path.parent / "train_log.json") if p.is_file()), None)
+    if log is not None:
+        run = json.loads(log.read_text(encoding="utf-8"))
+        entry.update({k: run[k] for k in ("config", "best_epoch", "best_f1", "history") if k in run})
+        entry["saved"] = path.name  # "best" (the dev-selected epoch) or "last"
+    return entry
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoints", nargs="+", type=Path, help="HF checkpoints fine-tuned from one base")
+    parser.add_argument("--out", required=True, type=Path, help="directory of the averaged checkpoint")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nertron average", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    out = average_checkpoints(args.checkpoints, args.out)
+    print(f"averaged {len(args.checkpoints)} checkpoints into {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
