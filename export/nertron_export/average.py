@@ -12,8 +12,6 @@ them (path, sha256 of the weights, and each run's ``train_log.json`` where there
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
 import shutil
 from collections.abc import Sequence
@@ -21,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from nertron.model.bundle import sha256_of
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 WEIGHTS = "model.safetensors"
@@ -44,7 +44,8 @@ def average_checkpoints(checkpoints: Sequence[str | Path], out: str | Path) -> P
         if _config(path) != config:
             raise ValueError(f"checkpoints: {path}/config.json differs from {first}/config.json")
         for name in TOKENIZER_FILES:
-            if (first / name).is_file() and (first / name).read_bytes() != _read(path / name):
+            theirs = (path / name).read_bytes() if (path / name).is_file() else None
+            if (first / name).is_file() and (first / name).read_bytes() != theirs:
                 raise ValueError(f"checkpoints: {path}/{name} differs from {first}/{name}")
     averaged = _mean_weights(paths)
     out = Path(out)
@@ -60,11 +61,11 @@ def average_checkpoints(checkpoints: Sequence[str | Path], out: str | Path) -> P
 
 
 def _mean_weights(paths: Sequence[Path]) -> dict[str, np.ndarray]:
-    first = load_file(str(paths[0] / WEIGHTS))
+    first = _load(paths[0])
     total = {name: values.astype(np.float64) for name, values in first.items()}
     shared = {name: True for name in first}  # tensors equal so far in every checkpoint
     for path in paths[1:]:
-        weights = load_file(str(path / WEIGHTS))
+        weights = _load(path)
         if weights.keys() != first.keys():
             names = sorted(weights.keys() ^ first.keys())
             raise ValueError(f"checkpoints: {path} has other tensors than {paths[0]} (e.g. {names[0]})")
@@ -81,43 +82,24 @@ def _mean_weights(paths: Sequence[Path]) -> dict[str, np.ndarray]:
     }
 
 
+def _load(checkpoint: Path) -> dict[str, np.ndarray]:
+    try:
+        return load_file(str(checkpoint / WEIGHTS))
+    except SafetensorError as error:
+        raise ValueError(f"checkpoints: {checkpoint / WEIGHTS} is not a readable safetensors file ({error})") from None
+
+
 def _config(path: Path) -> dict[str, Any]:
     config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     return {k: v for k, v in config.items() if k not in IGNORED_CONFIG_KEYS}
 
 
-def _read(path: Path) -> bytes | None:
-    return path.read_bytes() if path.is_file() else None
-
-
 def _describe(path: Path) -> dict[str, Any]:
     """The checkpoint's path, the sha256 of its weights and its run's training log (beside it or above it)."""
-    digest = hashlib.sha256()
-    with (path / WEIGHTS).open("rb") as weights:
-        for block in iter(lambda: weights.read(1 << 20), b""):
-            digest.update(block)
-    entry: dict[str, Any] = {"checkpoint": str(path), "sha256": digest.hexdigest()}
+    entry: dict[str, Any] = {"checkpoint": str(path), "sha256": sha256_of(path / WEIGHTS)}
     log = next((p for p in (path / "train_log.json", path.parent / "train_log.json") if p.is_file()), None)
     if log is not None:
         run = json.loads(log.read_text(encoding="utf-8"))
         entry.update({k: run[k] for k in ("config", "best_epoch", "best_f1", "history") if k in run})
         entry["saved"] = path.name  # "best" (the dev-selected epoch) or "last"
     return entry
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoints", nargs="+", type=Path, help="HF checkpoints fine-tuned from one base")
-    parser.add_argument("--out", required=True, type=Path, help="directory of the averaged checkpoint")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nertron average", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    out = average_checkpoints(args.checkpoints, args.out)
-    print(f"averaged {len(args.checkpoints)} checkpoints into {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
