@@ -62,8 +62,12 @@ def test_average_cli_and_its_errors(tiny_checkpoint: Path, tmp_path: Path, capsy
     config = json.loads((other / "config.json").read_text())
     config["num_hidden_layers"] = 3
     (other / "config.json").write_text(json.dumps(config))
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_checkpoint, broken)
+    (broken / WEIGHTS).write_bytes(b"not safetensors")
     cases = [
         ([str(a)], "at least two"),
+        ([str(a), str(broken)], "broken/model.safetensors is not a readable safetensors file"),
         ([str(a), str(tmp_path / "missing")], "missing is not an HF checkpoint"),
         ([str(a), str(other)], "other/config.json differs"),
     ]
