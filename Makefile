@@ -16,7 +16,7 @@ ARTIFACTS := artifacts
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test lint check-wheel lock clean default-model
+.PHONY: setup run test fuzz lint check-wheel lock clean default-model
 
 setup: $(STAMP)
 
@@ -35,6 +35,11 @@ run: setup
 
 test: setup
 	$(PY) -m pytest
+
+# The property tests (hypothesis) with random seeds and at least 10,000 examples each; `make test` runs them
+# derandomized, with fewer. A failure prints the example and a @reproduce_failure blob: keep it as an @example.
+fuzz: setup
+	$(PY) -m pytest -m hypothesis --hypothesis-profile=fuzz -p no:cacheprovider $(FUZZ_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check sdk export tests perf

@@ -6,6 +6,16 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+from tests.properties import FUZZ_PROFILE
+
+# CI draws the same examples on every run (derandomize: the seed comes from each test's name), so that the suite
+# is deterministic; `make fuzz` draws new ones each run, and many more. An example that once failed is kept
+# in its test as an @example.
+settings.register_profile("ci", derandomize=True, database=None, deadline=None, print_blob=True)
+settings.register_profile(FUZZ_PROFILE, max_examples=10_000, deadline=None, print_blob=True)
+settings.load_profile("ci")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

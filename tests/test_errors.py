@@ -9,11 +9,13 @@ import string
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from nertron import NER
 from nertron.cli import main
 from nertron.serving.processes import free_port
+
+from tests.properties import examples
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -149,7 +151,9 @@ LINES = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(60), suppress_health_check=[HealthCheck.function_scoped_fixture])
+@example(lines=[b"\xc2\x85"], input_format="txt", on_error="fail", output_format="jsonl")  # U+0085 (NEL)
+@example(lines=["a\u2028b\u2029c".encode()], input_format="txt", on_error="fail", output_format="jsonl")
 @given(
     lines=st.lists(st.one_of(LINES.map(str.encode), st.binary(max_size=40)), max_size=8),
     input_format=st.sampled_from(["txt", "jsonl", "conll"]),
@@ -177,12 +181,14 @@ def test_cli_on_random_input(
     if code == 2:
         one_line_error(err, f"{source}:")
     if output_format == "jsonl":
-        for row in map(json.loads, out.read_text(encoding="utf-8").splitlines()):
+        written = out.read_text(encoding="utf-8")
+        assert written.splitlines() == written.split("\n")[:-1], "a Unicode line break was written unescaped"
+        for row in map(json.loads, written.split("\n")[:-1]):  # JSON Lines: records end in "\n", and only there
             for entity in row["entities"]:
                 assert row["text"][entity["start"] : entity["end"]] == entity["text"]
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100))
 @given(texts=st.lists(st.text(max_size=80), max_size=6))
 def test_sdk_on_random_text(tiny_bundle: Path, texts: list[str]) -> None:
     ner = _fuzz_ner(tiny_bundle)

@@ -14,11 +14,13 @@ from nertron.io.conll import DOCSTART, read_conll
 from seqeval.metrics import f1_score, precision_score, recall_score
 from sklearn.metrics import classification_report
 
+from tests.properties import examples
+
 TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
 sentences = st.lists(st.lists(st.sampled_from(TAGS), min_size=1, max_size=12), min_size=1, max_size=8)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200))
 @given(sentences, st.data())
 def test_entity_scores_equal_seqeval(gold: list[list[str]], data: st.DataObject) -> None:
     predicted = [data.draw(st.lists(st.sampled_from(TAGS), min_size=len(s), max_size=len(s))) for s in gold]
@@ -29,7 +31,7 @@ def test_entity_scores_equal_seqeval(gold: list[list[str]], data: st.DataObject)
     assert report.entity.f1 == pytest.approx(f1_score(gold, predicted, zero_division=0))
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100))
 @given(sentences, st.data())
 def test_token_scores_equal_scikit_learn(gold: list[list[str]], data: st.DataObject) -> None:
     gold = [

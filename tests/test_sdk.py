@@ -17,6 +17,7 @@ from nertron.text import split_words
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from tests import reference
+from tests.properties import examples
 
 TEXTS = [
     "Angela Merkel met Emmanuel Macron in Paris on Tuesday.",
@@ -92,7 +93,7 @@ def test_long_documents_are_windowed_and_merged(tiny_bundle: Path, torch_referen
     assert ner.tag(docs) == [[names[p[0]] for p in doc] for doc in expected]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200))
 @given(
     st.lists(st.text(alphabet="ab Ü東\u0301-.", min_size=0, max_size=12), max_size=40),
     st.integers(3, 20),

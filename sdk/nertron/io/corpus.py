@@ -238,7 +238,18 @@ def jsonl_line(annotation: Annotation) -> str:
     line = {} if annotation.record.line is None else {"line": annotation.record.line}
     record = {**{k: v for k, v in fields.items() if k == "id"}, **line, **fields, "text": annotation.text}
     record["entities"] = [e.to_dict() for e in annotation.entities]
-    return json.dumps(record, ensure_ascii=False) + "\n"
+    return json_line(record)
+
+
+# Line breaks to Unicode (and so to str.splitlines and JavaScript) but not to JSON Lines: escaped, so that every
+# line splitter sees one record per line.
+_UNICODE_LINE_BREAKS = str.maketrans({"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def json_line(record: object) -> str:
+    """``record`` as one JSON Lines line: UTF-8 text as is, except the Unicode line breaks U+0085, U+2028 and
+    U+2029, which are escaped (they can only occur inside JSON strings, where the escape means the same)."""
+    return json.dumps(record, ensure_ascii=False).translate(_UNICODE_LINE_BREAKS) + "\n"
 
 
 def conll_block(annotation: Annotation, *, docstart: bool = False) -> str:
