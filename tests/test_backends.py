@@ -35,17 +35,41 @@ def test_specs_are_frozen_hashable_and_picklable() -> None:
     assert pickle.loads(pickle.dumps(config)) == config and {config: 1}[config] == 1
 
 
+def test_specs_are_values_that_replace_and_normalise() -> None:
+    cuda = OnnxRuntime(providers=[("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"])
+    assert dataclasses.replace(cuda, threads=3) == OnnxRuntime(threads=3, providers=cuda.provider_list())
+    assert dataclasses.replace(cuda, threads=3).providers == cuda.providers
+    listed = Triton(headers=[("b", "2"), ("a", "1")])  # a list of pairs, as gRPC takes them
+    assert hash(listed) == hash(Triton(headers={"a": "1", "b": "2"})) and listed.headers == (("a", "1"), ("b", "2"))
+    assert dataclasses.replace(listed, timeout=3).headers == listed.headers
+    assert Triton(timeout=5).timeout == 5.0 and isinstance(Triton(timeout=5).timeout, float)
+    assert Triton("[::1]:8001").url == "[::1]:8001" and Triton("triton.internal:443").url == "triton.internal:443"
+
+
 @pytest.mark.parametrize(
     ("make", "error", "message"),
     [
-        (lambda: OnnxRuntime(threads=0), ValueError, "threads must be >= 1"),
+        (lambda: OnnxRuntime(threads=0), ValueError, "threads must be between 1 and 256"),
         (lambda: OnnxRuntime(threads=1.5), TypeError, "threads must be an int"),  # type: ignore[arg-type]
         (lambda: OnnxRuntime(providers="CPUExecutionProvider"), TypeError, "providers must be a sequence"),
         (lambda: OpenVINO(precision="int8"), ValueError, "OpenVINO precision must be 'bf16' or 'fp32'"),
         (lambda: Triton(""), ValueError, "url must be 'host:port'"),
+        (lambda: Triton("127.0.0.1"), ValueError, "url must be 'host:port'"),
+        (lambda: Triton("::1:8001"), ValueError, "url must be 'host:port'"),
+        (lambda: Triton("127.0.0.1:99999"), ValueError, "the port must be a number from 1 to 65535, got '99999'"),
+        (lambda: Triton("127.0.0.1:0"), ValueError, "the port must be"),
+        (lambda: Triton(8001), TypeError, "url must be 'host:port'"),  # type: ignore[arg-type]
+        (lambda: Triton(retries=1.5), TypeError, "retries must be an int, got float"),  # type: ignore[arg-type]
+        (lambda: Triton(timeout=float("nan")), ValueError, "timeout must be > 0"),
+        (lambda: Triton(timeout="5"), TypeError, "timeout must be a number"),  # type: ignore[arg-type]
+        (lambda: Triton(headers={"Authorization": "x"}), ValueError, "header keys must be lowercase"),
+        (lambda: Triton(headers=[("a",)]), TypeError, "headers must hold"),  # type: ignore[list-item]
+        (lambda: OnnxRuntime(threads=100_000), ValueError, "threads must be between 1 and 256, got 100000"),
+        (lambda: OpenVINO(threads=1000), ValueError, "threads must be between 1 and 256"),
+        (lambda: OnnxRuntime(providers=[3]), TypeError, r"providers\[0\] must be a name"),  # type: ignore[list-item]
         (lambda: Triton(timeout=0), ValueError, "timeout must be > 0"),
         (lambda: Triton(retries=-1), ValueError, "retries"),
-        (lambda: Triton(max_in_flight=0), ValueError, "max_in_flight must be >= 1"),
+        (lambda: Triton(max_in_flight=0), ValueError, "max_in_flight must be between 1 and 1024"),
         (lambda: Triton(fallback=Triton()), TypeError, "fallback must be"),  # type: ignore[arg-type]
         (lambda: NERConfig(precision="fp64"), ValueError, r"precision must be one of \('int8', 'fp32', 'bf16'\)"),
         (lambda: NERConfig(aggregation="mean"), ValueError, "aggregation must be one of"),

@@ -69,8 +69,12 @@ def test_jsonl_reader_carries_the_id_and_optionally_other_fields() -> None:
     data = b'{"id": 7, "body": "Paris", "lang": "fr"}\n\n{"body": "Berlin", "entities": []}\n'
     plain = _read(data, "jsonl", field="body")
     assert [(d.text, d.fields, d.line) for d in plain] == [("Paris", {"id": 7}, 1), ("Berlin", {}, 3)]
-    kept = _read(data, "jsonl", field="body", keep_fields=True)
-    assert [d.fields for d in kept] == [{"id": 7, "lang": "fr"}, {}]  # old entities are not carried over
+    kept = _read(data.splitlines()[0], "jsonl", field="body", keep_fields=True)
+    assert [d.fields for d in kept] == [{"id": 7, "lang": "fr"}]
+    for name in ("entities", "line", "text"):  # the output's own fields are never silently replaced
+        clash = json.dumps({"body": "Berlin", name: 1}).encode()
+        with pytest.raises(ValueError, match=rf"^f:2: field '{name}' would be overwritten by the output's own"):
+            _read(data.splitlines()[0] + b"\n" + clash, "jsonl", field="body", keep_fields=True)
     by_key = _read(b'\xef\xbb\xbf{"key": "a", "text": "x", "n": 1}\n', "jsonl", id_field="key", keep_fields=True)
     assert by_key[0].fields == {"id": "a", "n": 1}  # a UTF-8 BOM is ignored
 

@@ -113,15 +113,27 @@ def test_tampered_weights_are_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("file", "damage"),
+    [("model.onnx", "truncated"), ("sentencepiece.model", "overwritten"), ("tokenizer.json", "overwritten")],
+)
 def test_a_damaged_cache_entry_is_assembled_again(
-    default_ner: NER, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    default_ner: NER,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    file: str,
+    damage: str,
 ) -> None:
     entry = tmp_path / default_ner.bundle.path.name
     shutil.copytree(default_ner.bundle.path, entry)  # a cache of our own: default_ner keeps its files
-    model = entry / "model.onnx"
-    with model.open("r+b") as f:
-        f.truncate(model.stat().st_size // 3)
-    assert cache_damage(entry) is not None
+    with (entry / file).open("r+b") as f:
+        if damage == "truncated":
+            f.truncate((entry / file).stat().st_size // 3)
+        else:  # same size: only its contents tell
+            f.seek(1000)
+            f.write(b"\x07" * 1000)
+    assert file in str(cache_damage(entry))
     monkeypatch.setenv("NERTRON_CACHE", str(tmp_path))
     monkeypatch.delenv("NERTRON_MODEL", raising=False)
     capsys.readouterr()

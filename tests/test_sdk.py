@@ -234,5 +234,5 @@ def test_concurrent_batches_equal_sequential(tiny_bundle: Path) -> None:
     bad = [*batches[:3], (batches[3][0].astype(np.float64), batches[3][1]), *batches[4:]]
     with pytest.raises(Exception, match="data type"):  # the worker thread's error reaches the caller
         list(concurrent.map(bad))
-    with pytest.raises(ValueError, match="concurrent_batches must be >= 1"):
+    with pytest.raises(ValueError, match="concurrent_batches must be between 1 and 256"):
         OnnxRuntimeBackend(model, concurrent_batches=0)

@@ -38,5 +38,10 @@ def missing(module: str, feature: str, error: ImportError | None = None) -> Miss
     """The ``MissingExtra`` for ``module`` not importable for ``feature``."""
     extra = next(EXTRAS[key] for key in sorted(EXTRAS, key=len, reverse=True) if f"{module}.".startswith(f"{key}."))
     name = (error.name if error is not None and error.name else module).split(".")[0]
-    name = DISTRIBUTIONS.get(name, name)
-    return MissingExtra(f'{feature} needs {name}, which is not installed: pip install "nertron[{extra}]"')
+    distribution = DISTRIBUTIONS.get(name, name)
+    install = f'pip install "nertron[{extra}]"'
+    if error is None or (isinstance(error, ModuleNotFoundError) and error.name in (name, module)):
+        return MissingExtra(f"{feature} needs {distribution}, which is not installed: {install}")
+    # Installed, but importing it failed (a version that does not fit, a broken install): say what failed.
+    why = " ".join(str(error).split())
+    return MissingExtra(f"{feature} needs {distribution}, which is installed but cannot be imported ({why}): {install}")

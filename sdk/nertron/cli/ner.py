@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Iterable
-from contextlib import ExitStack
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -27,7 +28,9 @@ def add(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         help="leave out entities scored below this (scores are calibrated: of those near 0.9, ~9 in 10 are right)",
     )
-    parser.add_argument("-i", "--input", type=Path, help="corpus file: .txt (a document per line), .jsonl or CoNLL")
+    parser.add_argument(
+        "-i", "--input", type=Path, help="corpus file: .txt (a document per line), .jsonl or CoNLL; - for stdin"
+    )
     parser.add_argument(
         "--input-format",
         choices=["auto", "txt", "jsonl", "conll"],
@@ -64,11 +67,16 @@ def run(args: argparse.Namespace) -> int:
     from nertron.io.corpus import ErrorPolicy, conll_block, jsonl_line, tag_corpus
     from nertron.io.html import HtmlWriter
 
+    if args.input is not None and args.text:
+        raise ValueError("give texts or --input, not both (texts are tagged instead of the file)")
+    if args.input == STDIN:
+        args.input = None
     if args.input is not None:
         _check_readable(args.input, "--input")
     for option, path in (("-o", args.output), ("--html", args.html)):
         if path is not None:
             _check_writable(path, option)
+    _check_distinct({"--input": args.input, "-o": args.output, "--html": args.html})
     hint = "; start the server (nertron serve) or leave out --no-fallback to compute locally"
     try:
         ner = config_from_args(args).build()
@@ -84,22 +92,22 @@ def run(args: argparse.Namespace) -> int:
         )
         errors = ErrorPolicy(args.on_error, report=lambda message: bar.write(message, file=sys.stderr))
         records = _ner_records(args, stack, errors)
-        output = stack.enter_context(args.output.open("w", encoding="utf-8")) if args.output else sys.stdout
+        output = stack.enter_context(_open_output(args.output, "-o")) if args.output else sys.stdout
         page = (
-            stack.enter_context(HtmlWriter(stack.enter_context(args.html.open("w", encoding="utf-8"))))
+            stack.enter_context(HtmlWriter(stack.enter_context(_open_output(args.html, "--html"))))
             if args.html
             else None
         )
         try:
             for annotation in tag_corpus(ner, records, batch_size=args.batch_size, on_words=bar.update):
                 if args.format == "conll":
-                    output.write(conll_block(annotation, docstart=annotation.record.docstart))
+                    row = conll_block(annotation, docstart=annotation.record.docstart)
                 else:
-                    output.write(jsonl_line(annotation))
+                    row = jsonl_line(annotation)
                 if page is not None:
                     doc_id = annotation.record.fields.get("id")
                     page.add(annotation.text, annotation.entities, None if doc_id is None else str(doc_id))
-                output.flush()  # what is finished stays written, whatever happens next
+                _write(output, row, args.output)
                 written += 1
                 last_line = annotation.record.line
                 if progress:
@@ -111,6 +119,51 @@ def run(args: argparse.Namespace) -> int:
     if errors.skipped:
         print(f"nertron ner: skipped {errors.skipped} malformed line(s)", file=sys.stderr)
     return 0
+
+
+STDIN = Path("-")
+
+
+def _write(output: IO[str], text: str, path: Path | None) -> None:
+    """Writes and flushes ``text`` (what is finished stays written, whatever happens next); a failure (a full
+    disk) names the file."""
+    try:
+        output.write(text)
+        output.flush()
+    except OSError as error:
+        raise _write_error(error, "stdout" if path is None else f"-o {path}") from None
+
+
+@contextmanager
+def _open_output(path: Path, option: str) -> Iterator[IO[str]]:
+    """``path`` opened for writing; failures to write or close it name the option and the file."""
+    file = path.open("w", encoding="utf-8")
+    try:
+        yield file
+    except BaseException:
+        with suppress(OSError):  # the error in flight says what went wrong
+            file.close()
+        raise
+    try:
+        file.close()
+    except OSError as error:
+        raise _write_error(error, f"{option} {path}") from None
+
+
+def _write_error(error: OSError, where: str) -> OSError:
+    return OSError(error.errno, f"cannot write {where}: {error.strerror}")
+
+
+def _check_distinct(files: dict[str, Path | None]) -> None:
+    """Refuses, before anything is opened for writing, an output that is the input or another output (the same
+    file also through a link or another path): opening it for writing would empty it."""
+    given = [(option, path) for option, path in files.items() if path is not None]
+    for position, (option, path) in enumerate(given):
+        for other_option, other in given[position + 1 :]:
+            if os.path.realpath(path) == os.path.realpath(other) or (
+                path.exists() and other.exists() and os.path.samefile(path, other)
+            ):
+                raise ValueError(f"{other_option} {other} is the same file as {option} {path}; give another path")
 
 
 def _check_readable(path: Path, option: str) -> None:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nertron.backends import BackendSpec, OnnxRuntime, Triton
+from nertron.backends.specs import MAX_THREADS
 from nertron.entity import Entity
 from nertron.extras import require
 from nertron.ner import NER, NERConfig
@@ -93,9 +94,7 @@ def executor_config(config: NERConfig) -> NERConfig:
 
     def with_task_threads(local: Any) -> Any:
         if isinstance(local, OnnxRuntime) and local.threads is None and cpus is not None:
-            return OnnxRuntime(
-                threads=cpus, providers=local.provider_list(), concurrent_batches=local.concurrent_batches
-            )
+            return dataclasses.replace(local, threads=min(cpus, MAX_THREADS))
         return local
 
     if isinstance(spec, Triton):

@@ -32,7 +32,7 @@ class Document:
 def read_conll(path: str | Path) -> list[Document]:
     """Reads a CoNLL file; tags are normalised to IOB2 (IOB1 input is converted).
 
-    Raises ``ValueError`` naming the line of a malformed row.
+    Raises ``ValueError`` naming the line of a malformed row, and the file if it holds no sentence.
     """
     documents: list[Document] = [Document()]
     words: list[str] = []
@@ -44,8 +44,12 @@ def read_conll(path: str | Path) -> list[Document]:
             words.clear()
             tags.clear()
 
-    with Path(path).open(encoding="utf-8") as stream:
-        for number, line in enumerate(stream, start=1):
+    with Path(path).open("rb") as stream:
+        for number, raw in enumerate(stream, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(f"{path}:{number}: not valid UTF-8 ({error.reason} at byte {error.start})") from None
             columns = line.split()
             if not columns:
                 close_sentence()
@@ -63,4 +67,6 @@ def read_conll(path: str | Path) -> list[Document]:
             words.append(columns[0])
             tags.append(tag)
     close_sentence()
+    if not documents[0].sentences:
+        raise ValueError(f"{path}: no sentences (CoNLL: a token and its tag per line)")
     return [d for d in documents if d.sentences]

@@ -141,6 +141,10 @@ def _decoded(stream: Iterable[bytes] | Iterable[str], source: str, errors: Error
         yield number, line.removeprefix("\ufeff") if number == 1 else line
 
 
+# The fields of a JSONL output line that nertron writes itself (see jsonl_line).
+OUTPUT_FIELDS = frozenset({"id", "line", "text", "entities"})
+
+
 def _jsonl_documents(
     lines: Iterator[tuple[int, str]], source: str, errors: ErrorPolicy, field: str, id_field: str, keep: bool
 ) -> Iterator[Record]:
@@ -157,7 +161,17 @@ def _jsonl_documents(
             continue
         fields = {"id": data[id_field]} if id_field in data else {}
         if keep:
-            fields.update((k, v) for k, v in data.items() if k not in (field, id_field, "id", "line", "entities"))
+            kept = {k: v for k, v in data.items() if k not in (field, id_field)}
+            clash = sorted(kept.keys() & OUTPUT_FIELDS)
+            if clash:
+                errors.malformed(
+                    source,
+                    number,
+                    f"field {clash[0]!r} would be overwritten by the output's own {clash[0]!r} (--keep-fields); "
+                    "rename it in the input",
+                )
+                continue
+            fields.update(kept)
         yield Record(text=data[field], fields=fields, line=number)
 
 
