@@ -364,19 +364,44 @@ class Trainer:
         print(f"resuming after epoch {self.state['epoch']}", flush=True)
 
 
+# Help for each tunable option of TrainConfig; each default is TrainConfig's own.
+OPTION_HELP = {
+    "epochs": "passes over the training data",
+    "batch_size": "chunks per optimiser step",
+    "max_length": "subwords per training chunk (default: min(256, the model's limit))",
+    "seed": "seed of shuffling, chunking and the head's initialisation",
+    "patience": "epochs without a better dev F1 before stopping",
+    "threads": "torch CPU threads (default: torch's)",
+    "limit_train_docs": "train on the first N documents only (smoke runs)",
+    "lr": "peak learning rate of the encoder",
+    "head_lr": "peak learning rate of the classification head",
+    "weight_decay": "AdamW weight decay",
+    "warmup": "fraction of the steps with a linear warm-up",
+    "single_fraction": "fraction of chunks that are a single sentence (the rest span several, for context)",
+    "ema": "decay per step of a moving average of the weights, evaluated and saved instead (0: none)",
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TrainConfig("", "", "", "")
     parser.add_argument("--model", required=True, help="HF checkpoint (AutoModelForTokenClassification)")
     parser.add_argument("--train", required=True, help="CoNLL training file")
     parser.add_argument("--dev", required=True, help="CoNLL dev file (model selection)")
     parser.add_argument("--out", required=True, help="output directory (best/, last/, train_log.json)")
-    for name in ("epochs", "batch_size", "max_length", "seed", "patience", "threads", "limit_train_docs"):
-        parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
-    for name in ("lr", "head_lr", "weight_decay", "warmup", "single_fraction", "ema"):
-        parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
-    parser.add_argument("--train-embeddings", dest="freeze_embeddings", action="store_false")
+    for name, help in OPTION_HELP.items():
+        kind = (
+            int
+            if name in ("epochs", "batch_size", "max_length", "seed", "patience", "threads", "limit_train_docs")
+            else float
+        )
+        default = getattr(defaults, name)
+        shown = "" if default is None else " (default %(default)s)"
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=default, help=help + shown)
+    parser.add_argument(
+        "--train-embeddings", dest="freeze_embeddings", action="store_false", help="also train the word embeddings"
+    )
     parser.add_argument("--fp32", dest="bf16", action="store_false", help="no bf16 autocast")
-    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last (optimiser state included)")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -386,7 +411,9 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nertron train", description=__doc__.splitlines()[0])
+    from nertron.cli import Parser
+
+    parser = Parser(prog="nertron train", description=__doc__.splitlines()[0])
     add_arguments(parser)
     return run_from_args(parser.parse_args(argv))
 

@@ -12,6 +12,7 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import NoReturn
 
 from nertron.cli import calibrate, evaluate, export, ner, serve
 from nertron.errors import TritonError, TritonServerError
@@ -20,8 +21,15 @@ from nertron.errors import TritonError, TritonServerError
 EXPECTED_ERRORS = (ValueError, TypeError, OSError, ImportError, TritonError, TritonServerError)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, with its errors in one line (argparse prints the whole usage before them)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nertron", description="Named-entity recognition with XLM-R.")
+    parser = Parser(prog="nertron", description="Named-entity recognition with XLM-R.")
     commands = parser.add_subparsers(dest="command", required=True)
     ner.add(commands.add_parser("ner", help="find entities in text, files or stdin"))
     evaluate.add(commands.add_parser("eval", help="score a model on a CoNLL file (token and entity level)"))

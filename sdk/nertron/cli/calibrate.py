@@ -7,13 +7,13 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from nertron.cli.options import add_model_options
+from nertron.cli.options import add_batch_size_option, add_model_options
 
 
 def add(parser: argparse.ArgumentParser) -> None:
     add_model_options(parser)
     parser.add_argument("--data", required=True, type=Path, help="held-out CoNLL file to fit on (e.g. dev)")
-    parser.add_argument("--batch-size", type=int, default=16, help="windows per model batch (default 16)")
+    add_batch_size_option(parser)
     parser.set_defaults(run=run)
 
 

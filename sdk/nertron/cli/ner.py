@@ -12,7 +12,7 @@ from typing import IO, TYPE_CHECKING
 
 from tqdm import tqdm
 
-from nertron.cli.options import add_engine_options, config_from_args
+from nertron.cli.options import DEFAULTS, add_engine_options, bounded, config_from_args
 from nertron.errors import TritonError
 
 if TYPE_CHECKING:
@@ -24,8 +24,8 @@ def add(parser: argparse.ArgumentParser) -> None:
     add_engine_options(parser)
     parser.add_argument(
         "--min-score",
-        type=float,
-        default=0.0,
+        type=bounded(float, 0.0, 1.0),
+        default=DEFAULTS.min_score,
         help="leave out entities scored below this (scores are calibrated: of those near 0.9, ~9 in 10 are right)",
     )
     parser.add_argument(

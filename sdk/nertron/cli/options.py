@@ -3,11 +3,33 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from nertron.backends import OnnxRuntime, OpenVINO, Triton
+from nertron.backends.specs import MAX_THREADS
 from nertron.ner import AGGREGATIONS, PRECISIONS, NERConfig
 
 RUNTIMES = ("onnxruntime", "openvino")
+DEFAULTS = NERConfig()  # every default below is NERConfig's (and Triton's): declared once, there
+TRITON = Triton()
+
+
+def bounded(kind: Callable[[str], int | float], low: float, high: float | None = None) -> Callable[[str], int | float]:
+    """An argparse ``type``: ``kind(text)`` within ``[low, high]``, else argparse's one-line usage error."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
+            ) from None
+        if not (low <= value and (high is None or value <= high)):  # also refuses nan
+            bound = f"from {low} to {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+
+    return parse
 
 
 def add_model_options(parser: argparse.ArgumentParser, *, precisions: tuple[str, ...] = PRECISIONS) -> None:
@@ -20,13 +42,31 @@ def add_model_options(parser: argparse.ArgumentParser, *, precisions: tuple[str,
     )
 
 
+def add_batch_size_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--batch-size",
+        type=bounded(int, 1),
+        default=DEFAULTS.batch_size,
+        help="windows per model batch (default %(default)s)",
+    )
+
+
+def add_threads_option(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument("--threads", type=bounded(int, 1, MAX_THREADS), help=f"{help}, 1 to {MAX_THREADS}")
+
+
 def add_engine_options(parser: argparse.ArgumentParser, *, remote: bool = True) -> None:
     """Model, decoding and backend options: everything ``config_from_args`` reads."""
     add_model_options(parser)
-    parser.add_argument("--aggregation", choices=AGGREGATIONS, default="first", help="subwords -> word (default first)")
-    parser.add_argument("--batch-size", type=int, default=16, help="windows per model batch (default 16)")
+    parser.add_argument(
+        "--aggregation",
+        choices=AGGREGATIONS,
+        default=DEFAULTS.aggregation,
+        help="subwords -> word (default %(default)s)",
+    )
+    add_batch_size_option(parser)
     parser.add_argument("--runtime", choices=RUNTIMES, help="in-process engine (default: onnxruntime; bf16: openvino)")
-    parser.add_argument("--threads", type=int, help="inference threads (default: every CPU)")
+    add_threads_option(parser, "inference threads (default: every CPU)")
     if remote:
         parser.add_argument("--url", help="Triton gRPC endpoint HOST:PORT (see `nertron serve`); default: in-process")
         parser.add_argument(
@@ -35,7 +75,12 @@ def add_engine_options(parser: argparse.ArgumentParser, *, remote: bool = True) 
             action="store_false",
             help="with --url: fail instead of computing unanswered batches in-process",
         )
-        parser.add_argument("--timeout", type=float, default=30.0, help="with --url: seconds per request")
+        parser.add_argument(
+            "--timeout",
+            type=bounded(float, 0.001),
+            default=TRITON.timeout,
+            help="with --url: seconds per request (default %(default)s)",
+        )
 
 
 def config_from_args(args: argparse.Namespace) -> NERConfig:
@@ -48,7 +93,10 @@ def config_from_args(args: argparse.Namespace) -> NERConfig:
     backend: OnnxRuntime | OpenVINO | Triton | None = local
     if getattr(args, "url", None):
         fallback = (local or OnnxRuntime()) if args.fallback else None
-        backend = Triton(args.url, timeout=args.timeout, fallback=fallback)
+        try:
+            backend = Triton(args.url, timeout=args.timeout, fallback=fallback)
+        except ValueError as error:
+            raise ValueError(f"--url: {error}") from None
     elif getattr(args, "fallback", True) is False:
         raise ValueError("--no-fallback goes with --url")
     return NERConfig(
@@ -57,5 +105,5 @@ def config_from_args(args: argparse.Namespace) -> NERConfig:
         aggregation=args.aggregation,
         batch_size=args.batch_size,
         backend=backend,
-        min_score=getattr(args, "min_score", 0.0),
+        min_score=getattr(args, "min_score", DEFAULTS.min_score),
     )
