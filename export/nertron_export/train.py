@@ -389,11 +389,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dev", required=True, help="CoNLL dev file (model selection)")
     parser.add_argument("--out", required=True, help="output directory (best/, last/, train_log.json)")
     for name, help in OPTION_HELP.items():
-        kind = (
-            int
-            if name in ("epochs", "batch_size", "max_length", "seed", "patience", "threads", "limit_train_docs")
-            else float
-        )
+        kind = float if "float" in TrainConfig.__dataclass_fields__[name].type else int  # annotations are str
         default = getattr(defaults, name)
         shown = "" if default is None else " (default %(default)s)"
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=default, help=help + shown)
