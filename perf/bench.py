@@ -150,11 +150,11 @@ def bench_postprocess(ner: NER, sentences: list, repeats: int) -> dict[str, Any]
     from transformers.pipelines import AggregationStrategy, TokenClassificationPipeline
 
     docs = [words for words, _ in sentences]
-    windows = [w for d, words in enumerate(docs) for w in ner.encoder.windows(d, words)]
-    batches = [ner.encoder.pad(windows[b : b + 32]) for b in range(0, len(windows), 32)]
+    windows = [w for d, words in enumerate(docs) for w in ner._encoder.windows(d, words)]
+    batches = [ner._encoder.pad(windows[b : b + 32]) for b in range(0, len(windows), 32)]
     logits = [ner.backend(b.input_ids, b.attention_mask) for b in batches]
     names = ner.labels
-    postprocessor = ner.postprocessor
+    postprocessor = ner._postprocessor
     offsets = [as_text(words)[1] for words in docs]
     starts = np.array([s for w in offsets for s in w.starts], np.int64)
     ends = np.array([e for w in offsets for e in w.ends], np.int64)
@@ -688,7 +688,7 @@ def main() -> None:
     if "e2e" in sections:
         results["e2e"] = bench_e2e(sentences, max(1, args.repeats // 2), ners)
     if "ceiling" in sections and "e2e" in sections:
-        windows = [w for d, (words, _) in enumerate(sentences) for w in ners["int8"].encoder.windows(d, words)]
+        windows = [w for d, (words, _) in enumerate(sentences) for w in ners["int8"]._encoder.windows(d, words)]
         tokens = sum(w.input_ids.size for w in windows)
         mean_length = tokens / len(windows)
         per_second = {f"nertron {k}": tokens / results["e2e"]["systems"][f"nertron {k}"]["seconds"] for k in ners}

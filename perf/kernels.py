@@ -39,8 +39,8 @@ def logits(out: Path, dynamic: Path) -> None:
     arrays = {}
     for name, bundle in (("static", default_bundle("int8")), ("dynamic", dynamic)):
         with NER(bundle) as ner:
-            windows = [w for i, text in enumerate(TEXTS) for w in ner.encoder.windows(i, text.split())]
-            batch = ner.encoder.pad(windows)
+            windows = [w for i, text in enumerate(TEXTS) for w in ner._encoder.windows(i, text.split())]
+            batch = ner._encoder.pad(windows)
             arrays[name] = ner.backend(batch.input_ids, batch.attention_mask)
     arrays["avx512_vnni"] = np.array(bool(features.get("AVX512VNNI")))
     np.savez(out, **arrays)

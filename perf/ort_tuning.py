@@ -71,12 +71,12 @@ def main() -> None:
     texts = [as_text(words)[0] for words, _ in sentences]
     ner = NER(bundle)
     windows = sorted(
-        [w for d, (words, _) in enumerate(sentences) for w in ner.encoder.windows(d, words)],
+        [w for d, (words, _) in enumerate(sentences) for w in ner._encoder.windows(d, words)],
         key=lambda w: w.input_ids.size,
     )
     feeds = [
         {"input_ids": b.input_ids, "attention_mask": b.attention_mask}
-        for b in (ner.encoder.pad(windows[i : i + 16]) for i in range(0, len(windows), 16))
+        for b in (ner._encoder.pad(windows[i : i + 16]) for i in range(0, len(windows), 16))
     ]
 
     if "1" in sections:
@@ -138,7 +138,7 @@ def token_cap(ner: NER, texts: list[str], repeats: int) -> None:
     caps = {"512": 512, "768 (default)": 768, "1,024": 1024, "1,536": 1536, "unbounded": 1 << 30}
 
     def run(cap: int, inputs: list[str]) -> None:
-        ner.tagger.max_batch_tokens = cap
+        ner._tagger.max_batch_tokens = cap
         ner.batch(inputs)
 
     sentences = interleaved({name: (lambda c=c: run(c, texts)) for name, c in caps.items()}, repeats)

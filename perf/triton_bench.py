@@ -59,8 +59,8 @@ HTTP, GRPC = "nertron_text, HTTP/JSON (http.client)", "nertron_text, gRPC (trito
 
 
 def make_requests(ner: NER, sentences: list) -> list[Request]:
-    windows = [w for d, (words, _) in enumerate(sentences) for w in ner.encoder.windows(d, words)]
-    return [(b.input_ids, b.attention_mask) for b in (ner.encoder.pad([w]) for w in windows)]
+    windows = [w for d, (words, _) in enumerate(sentences) for w in ner._encoder.windows(d, words)]
+    return [(b.input_ids, b.attention_mask) for b in (ner._encoder.pad([w]) for w in windows)]
 
 
 def run_level(call: Callable[..., Any], requests: Sequence[tuple], concurrency: int) -> dict:
@@ -128,10 +128,10 @@ def batching_ceiling(
     """The same requests (one window each) in-process as length-sorted batches of ``size`` vs one by one
     (8 threads), interleaved: the most that any batching, Triton's included, can gain on this machine."""
     windows = sorted(
-        [w for d, (words, _) in enumerate(sentences) for w in ner.encoder.windows(d, words)],
+        [w for d, (words, _) in enumerate(sentences) for w in ner._encoder.windows(d, words)],
         key=lambda w: w.input_ids.size,
     )
-    padded = [ner.encoder.pad(windows[start : start + size]) for start in range(0, len(windows), size)]
+    padded = [ner._encoder.pad(windows[start : start + size]) for start in range(0, len(windows), size)]
     batches = [(b.input_ids, b.attention_mask) for b in padded]
     list(backend.map(batches))  # warm-up
     batched, single = [], []

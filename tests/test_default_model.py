@@ -75,7 +75,7 @@ def test_manifest_records_scores(default_ner: NER) -> None:
     # each variant's scores are calibrated on dev; the temperature reaches the post-processor
     assert manifest.calibration is not None and manifest.calibration.ece < manifest.calibration.ece_uncalibrated
     assert manifest.calibration.temperature == spec["precisions"]["int8"]["calibration"]["temperature"]
-    assert default_ner.postprocessor.temperature == pytest.approx(manifest.calibration.temperature)
+    assert default_ner._postprocessor.temperature == pytest.approx(manifest.calibration.temperature)
 
 
 def test_list_numbers_are_not_entities(default_ner: NER) -> None:
@@ -182,8 +182,8 @@ def test_the_sentencepiece_form_of_the_tokenizer_agrees_with_tokenizers(default_
     from nertron.subwords import HFTokenizer, SentencePieceTokenizer
     from nertron.text import split_words
 
-    assert isinstance(default_ner.encoder.tokenizer, SentencePieceTokenizer)
-    lean, reference = default_ner.encoder.tokenizer, HFTokenizer(default_ner.bundle.tokenizer_path)
+    assert isinstance(default_ner._encoder.tokenizer, SentencePieceTokenizer)
+    lean, reference = default_ner._encoder.tokenizer, HFTokenizer(default_ner.bundle.tokenizer_path)
 
     def same(words: list[str]) -> bool:
         return all(

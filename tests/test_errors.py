@@ -250,3 +250,135 @@ def test_serve_names_the_bundle_whose_model_cannot_load(bundle_copy: Path, capsy
     first = err.splitlines()[0]
     assert first.startswith("nertron serve: error: tritonserver exited with code 1 during start-up"), err
     assert f"{model.resolve()}: onnxruntime cannot load it" in err and "whole log: " in err
+
+
+# -- nothing lost: an output never overwrites the input, and every failure names its file --------------------
+
+
+def test_an_output_that_is_the_input_is_refused_before_anything_is_written(
+    tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "same.txt"
+    source.write_text("Angela Merkel in Paris.\nBerlin\n")
+    (tmp_path / "link.txt").symlink_to(source)
+    (tmp_path / "sub").mkdir()
+    for option, target in [
+        ("-o", source),
+        ("-o", tmp_path / "link.txt"),  # through a link
+        ("-o", tmp_path / "sub" / ".." / "same.txt"),  # another spelling
+        ("--html", source),
+    ]:
+        code, out, err = run(capsys, "ner", "-m", str(tiny_bundle), "-i", str(source), option, str(target))
+        assert code == 2 and out == ""
+        one_line_error(err, f"{option} {target} is the same file as --input {source}")
+        assert source.read_text() == "Angela Merkel in Paris.\nBerlin\n"
+    out_file = tmp_path / "out.jsonl"
+    code, _, err = run(capsys, "ner", "-m", str(tiny_bundle), "-i", str(source), "-o", str(out_file),
+                       "--html", str(out_file))  # fmt: skip
+    assert code == 2
+    one_line_error(err, "is the same file as -o")
+
+
+def test_texts_and_input_exclude_each_other_and_dash_is_stdin(
+    tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+    import sys
+
+    source = tmp_path / "in.txt"
+    source.write_text("Berlin\n")
+    code, out, err = run(capsys, "ner", "-m", str(tiny_bundle), "-i", str(source), "Paris")
+    assert code == 2 and out == ""
+    one_line_error(err, "give texts or --input, not both")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Paris\nRome\n"))
+    code, out, err = run(capsys, "ner", "-m", str(tiny_bundle), "-i", "-")
+    assert code == 0, err
+    assert [json.loads(line)["text"] for line in out.splitlines()] == ["Paris", "Rome"]
+
+
+def test_a_full_disk_names_the_output(tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if not Path("/dev/full").exists():
+        pytest.skip("needs /dev/full (Linux)")
+    source = tmp_path / "in.txt"
+    source.write_text("Paris\n")
+    for option in ("-o", "--html"):
+        code, _, err = run(capsys, "ner", "-m", str(tiny_bundle), "-i", str(source), option, "/dev/full")
+        assert code == 2
+        one_line_error(err, f"cannot write {option} /dev/full: No space left on device")
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"", "no sentences"),
+        (b"-DOCSTART- -X- O\n\n", "no sentences"),
+        (b"Paris B-LOC\n\xf0\x28\x8c\x28 O\n", ":2: not valid UTF-8"),
+    ],
+)
+def test_eval_on_a_file_without_sentences_names_it(
+    tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, why: str
+) -> None:
+    data = tmp_path / "data.txt"
+    data.write_bytes(content)
+    code, out, err = run(capsys, "eval", "-m", str(tiny_bundle), "--data", str(data))
+    assert code == 2 and out == ""
+    one_line_error(err, f"{data}", why)
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--threads", "100000"], "argument --threads: must be from 1 to 256, got 100000"),
+        (["--batch-size", "0"], "argument --batch-size: must be at least 1"),
+        (["--min-score", "nan"], "argument --min-score: must be from 0.0 to 1.0"),
+        (["--url", "127.0.0.1:99999"], "--url: url '127.0.0.1:99999': the port must be a number from 1 to 65535"),
+        (["--url", "localhost"], "--url: url must be 'host:port'"),
+    ],
+)
+def test_bounds_and_addresses_are_checked(
+    tiny_bundle: Path, capsys: pytest.CaptureFixture[str], argv: list[str], fragment: str
+) -> None:
+    try:
+        code = main(["ner", "-m", str(tiny_bundle), *argv, "Paris"])
+    except SystemExit as exit_:  # argparse's errors end the parse
+        code = int(exit_.code or 0)
+    assert code == 2
+    one_line_error(capsys.readouterr().err, fragment)
+
+
+def test_a_cache_that_is_a_file_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    cache.write_text("")
+    monkeypatch.setenv("NERTRON_CACHE", str(cache))
+    monkeypatch.delenv("NERTRON_MODEL", raising=False)
+    code, _, err = run(capsys, "ner", "Paris")
+    assert code == 2
+    one_line_error(err, f"NERTRON_CACHE={cache} is a file")
+    monkeypatch.setenv("NERTRON_CACHE", str(cache / "below"))
+    code, _, err = run(capsys, "ner", "Paris")
+    assert code == 2
+    one_line_error(err, f"cannot create NERTRON_CACHE={cache / 'below'}")
+
+
+def test_kept_fields_never_replace_the_outputs_own(
+    tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "Paris", "n": 1}\n{"text": "Rome", "entities": ["mine"]}\n')
+    code, out, err = run(capsys, "ner", "-m", str(tiny_bundle), "-i", str(source), "--keep-fields")
+    assert code == 2 and [json.loads(line)["n"] for line in out.splitlines()] == [1]  # the first line is kept
+    one_line_error(err, f"{source}:2: field 'entities' would be overwritten")
+
+
+def test_sdk_errors_name_the_argument(tiny_bundle: Path) -> None:
+    with pytest.raises(TypeError, match="model must be a bundle path"):
+        NER(model=123)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="unknown option 'batchsize'"):
+        NER(tiny_bundle, batchsize=2)
+    with NER(tiny_bundle) as ner:
+        with pytest.raises(TypeError, match="texts must be a sequence of str, got NoneType"):
+            ner.batch(None)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="texts must be an iterable of str, got int"):
+            list(ner.pipe(3))  # type: ignore[arg-type]

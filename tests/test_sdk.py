@@ -76,7 +76,7 @@ def test_entities_equal_pytorch_reference(tiny_bundle: Path, torch_reference: To
 def test_long_documents_are_windowed_and_merged(tiny_bundle: Path, torch_reference: TorchReference) -> None:
     ner = NER(tiny_bundle, max_length=16, stride=5)
     docs = [split_words(" ".join(TEXTS * 3)).words, ["Paris"], split_words(TEXTS[0]).words]
-    windows = [w for doc, words in enumerate(docs) for w in ner.encoder.windows(doc, words)]
+    windows = [w for doc, words in enumerate(docs) for w in ner._encoder.windows(doc, words)]
     assert max(w.input_ids.size for w in windows) <= 16
     assert sum(w.doc == 0 for w in windows) > 5, "the long document must be cut into windows"
     # The reference merges PyTorch's predictions of the same windows with the most-context rule.
@@ -104,7 +104,7 @@ def test_windows_cut_as_the_document_is_read_equal_cutting_it_whole(
 ) -> None:
     stride = data.draw(st.integers(0, max_length - 3))
     block_words = data.draw(st.integers(1, 8))
-    encoder = NER(tiny_bundle, max_length=max_length, stride=stride).encoder
+    encoder = NER(tiny_bundle, max_length=max_length, stride=stride)._encoder
     ids, word_ids = encoder.tokenizer.encode_words(words)  # the whole document at once
     expected = reference.cut_windows(ids.tolist(), word_ids.tolist(), len(words), max_length - 2, stride)
     encoder.block_words = block_words
@@ -126,7 +126,7 @@ def test_batch_preserves_order_and_equals_single_calls(tiny_bundle: Path) -> Non
     ner = NER(tiny_bundle, batch_size=2)
     texts = [*TEXTS, "", "  ", *reversed(TEXTS)]
     assert ner.batch(texts) == [ner(t) for t in texts]
-    ner.tagger.lookahead = 3  # documents come back in several groups, some of them mid-document
+    ner._tagger.lookahead = 3  # documents come back in several groups, some of them mid-document
     assert list(ner.pipe(iter(texts))) == ner.batch(texts)
     assert list(ner.pipe(iter([" ".join(TEXTS * 20), *texts]))) == ner.batch([" ".join(TEXTS * 20), *texts])
 
@@ -234,5 +234,21 @@ def test_concurrent_batches_equal_sequential(tiny_bundle: Path) -> None:
     bad = [*batches[:3], (batches[3][0].astype(np.float64), batches[3][1]), *batches[4:]]
     with pytest.raises(Exception, match="data type"):  # the worker thread's error reaches the caller
         list(concurrent.map(bad))
-    with pytest.raises(ValueError, match="concurrent_batches must be between 1 and 256"):
+    with pytest.raises(ValueError, match="concurrent_batches must be >= 1"):
         OnnxRuntimeBackend(model, concurrent_batches=0)
+
+
+def test_settings_are_one_read_only_config(tiny_bundle: Path) -> None:
+    from nertron import NERConfig
+
+    options = {"aggregation": "max", "batch_size": 3, "min_score": 0.25, "max_length": 16, "stride": 2}
+    with NER(tiny_bundle, **options) as ner:  # type: ignore[arg-type]
+        assert ner.config == NERConfig(str(tiny_bundle), **options)  # type: ignore[arg-type]
+        assert NERConfig(**ner.config.options()) == ner.config
+        assert (ner.aggregation, ner.batch_size, ner.min_score) == ("max", 3, 0.25)
+        for name in ("aggregation", "batch_size", "min_score", "precision", "config"):
+            with pytest.raises(AttributeError):
+                setattr(ner, name, getattr(ner, name))
+        with NERConfig(str(tiny_bundle), **options).build() as built:  # type: ignore[arg-type]
+            texts = ["Angela Merkel in Paris .", "EU rejects German call"]
+            assert built.batch(texts) == ner.batch(texts)

@@ -170,7 +170,7 @@ def test_entities_column_types_and_nulls(sdk: NER) -> None:
 def test_calibrated_scores_and_min_score_reach_the_executors(
     spark: SparkSession, default_model: Path, sdk: NER
 ) -> None:
-    assert sdk.postprocessor.temperature != 1.0  # the embedded model's calibration, from its manifest
+    assert sdk._postprocessor.temperature != 1.0  # the embedded model's calibration, from its manifest
     texts = dev_texts(120)
     rows = annotate(frame(spark, texts), "text", min_score=0.9).orderBy("id").collect()
     with NER(default_model, min_score=0.9) as strict:

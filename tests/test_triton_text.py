@@ -250,9 +250,9 @@ def test_sdk_equals_in_process(
     spec = Triton(server.grpc_url, text_model=text_model, fallback=None)
     with NER(default_int8, backend=spec, batch_size=8) as served:
         found = served.batch(sentences)
-        assert (served.server_side is not None) == (text_model is not None)
-        if served.server_side is not None:
-            assert served.server_side.rows == {"server": len(sentences), "fallback": 0}
+        assert (served._server_side is not None) == (text_model is not None)
+        if served._server_side is not None:
+            assert served._server_side.rows == {"server": len(sentences), "fallback": 0}
         assert served("Angela Merkel visited Paris.") == NER(default_int8)("Angela Merkel visited Paris.")
     assert [[e.to_dict() for e in entities] for entities in found] == expected
 
@@ -269,7 +269,7 @@ def test_sdk_text_model_missing_fails_clearly_or_falls_back(
     text = "Angela Merkel visited Paris."
     with NER(default_int8, backend=Triton(server.grpc_url, text_model="absent")) as served:
         assert served.batch([text] * 3) == [NER(default_int8)(text)] * 3
-        assert served.server_side is not None and served.server_side.rows["fallback"] == 3
+        assert served._server_side is not None and served._server_side.rows["fallback"] == 3
     assert any("computing locally" in r.getMessage() for r in caplog.records)
 
 
@@ -283,7 +283,7 @@ def test_sdk_across_a_server_kill_loses_nothing(
     with TritonServer(tmp_path, startup_timeout=120) as served:
         spec = Triton(served.grpc_url, text_model=text_model, probe_interval=0.2)
         with NER(default_int8, backend=spec, batch_size=8) as ner:
-            rows = ner.server_side.rows if ner.server_side is not None else ner.backend.rows  # type: ignore[attr-defined]
+            rows = ner._server_side.rows if ner._server_side is not None else ner.backend.rows  # type: ignore[attr-defined]
             stop = threading.Event()
 
             def kill_once_answered() -> None:

@@ -49,9 +49,9 @@ def calibration_feeds(
     shuffled = [corpus[i] for i in np.random.default_rng(seed).permutation(len(corpus))]
     texts = [s.words for d in shuffled for s in d.sentences][:sentences] + [d.words for d in shuffled[:documents]]
     windows = sorted(
-        (w for i, words in enumerate(texts) for w in ner.encoder.windows(i, words)), key=lambda w: w.input_ids.size
+        (w for i, words in enumerate(texts) for w in ner._encoder.windows(i, words)), key=lambda w: w.input_ids.size
     )
-    batches = (ner.encoder.pad(windows[b : b + 16]) for b in range(0, len(windows), 16))
+    batches = (ner._encoder.pad(windows[b : b + 16]) for b in range(0, len(windows), 16))
     return [{"input_ids": b.input_ids, "attention_mask": b.attention_mask} for b in batches], len(windows)
 
 

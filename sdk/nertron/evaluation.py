@@ -218,9 +218,9 @@ def evaluate(
     """
     if context not in CONTEXTS:
         raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
-    postprocessor = postprocessor or ner.postprocessor
+    postprocessor = postprocessor or ner._postprocessor
     backend = backend or ner.backend
-    tagger = Tagger(ner.encoder, backend, postprocessor, concurrent_batches=backend.concurrency)
+    tagger = Tagger(ner._encoder, backend, postprocessor, concurrent_batches=backend.concurrency)
     sentences = [s for d in documents for s in d.sentences]
     groups = (
         [[s.words] for s in sentences] if context == "sentence" else [[s.words for s in d.sentences] for d in documents]
@@ -281,7 +281,7 @@ def rescore(
 ) -> ScoredEntities:
     """The entities of a recorded run (``evaluate(..., backend=recorded)``, same documents and context) with
     their scores at ``temperature``: the logits are replayed, the model does not run again."""
-    postprocessor = PostProcessor(ner.labels, ner.postprocessor.aggregation, temperature)
+    postprocessor = PostProcessor(ner.labels, ner._postprocessor.aggregation, temperature)
     replay = recorded.replay()
     report = evaluate(
         ner, documents, context=context, batch_size=batch_size, backend=replay, postprocessor=postprocessor

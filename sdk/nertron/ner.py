@@ -9,11 +9,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from tqdm import tqdm
 
-from nertron._native import Aggregation, PostProcessor
+from nertron._native import Aggregation as NativeAggregation
+from nertron._native import PostProcessor
 from nertron.backends import Backend, BackendSpec, OnnxRuntime, OpenVINO, Triton, create_backend
 from nertron.backends.base import Closable
 from nertron.entity import Entity
@@ -26,18 +27,23 @@ from nertron.windows import SubwordEncoder
 if TYPE_CHECKING:
     from nertron.backends.triton_text import ServerSideTexts
 
-AGGREGATIONS = ("first", "average", "max")
-PRECISIONS = ("int8", "fp32", "bf16")
+Precision = Literal["int8", "fp32", "bf16"]
+"""The embedded model's variants: static int8 (the default), fp32, and fp32 weights computed in bfloat16."""
+Aggregation = Literal["first", "average", "max"]
+"""How a word's prediction is made from its subwords': the first's, their mean distribution, the most confident."""
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
 
 
 @dataclass(frozen=True)
 class NERConfig:
-    """Everything that makes an ``NER``, hashable and picklable (Spark ships it to its executors, the CLI
-    builds one from its options). ``NER(**fields)`` and ``NERConfig(**fields).build()`` are the same."""
+    """Every option of ``NER``, declared here once: hashable and picklable (Spark ships it to its executors, the
+    CLI builds one from its options). ``NER(model, **options)`` and ``NERConfig(model, **options).build()``
+    are the same; see ``NER`` for what each option means."""
 
     model: str | None = None
-    precision: str | None = None
-    aggregation: str = "first"
+    precision: Precision | None = None
+    aggregation: Aggregation = "first"
     batch_size: int = 16
     max_length: int | None = None
     stride: int | None = None
@@ -45,13 +51,19 @@ class NERConfig:
     min_score: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.model is not None and not isinstance(self.model, str):
+        if self.model is not None:
+            if not isinstance(self.model, (str, os.PathLike)):
+                raise TypeError(f"model must be a bundle path (str or os.PathLike) or None, got {self.model!r}")
             object.__setattr__(self, "model", os.fspath(self.model))
         if self.precision is not None and self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
         check_batch_size(self.batch_size)
+        for name in ("max_length", "stride"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise TypeError(f"{name} must be an int or None, got {type(value).__name__} {value!r}")
         object.__setattr__(self, "min_score", check_min_score(self.min_score))
         if self.backend is not None and not isinstance(self.backend, (OnnxRuntime, OpenVINO, Triton)):
             raise TypeError(f"backend must be OnnxRuntime(...), OpenVINO(...) or Triton(...), got {self.backend!r}")
@@ -82,7 +94,12 @@ class NERConfig:
         return "fp32" if isinstance(self.local_spec, OpenVINO) or self.precision == "bf16" else self.precision
 
     def build(self) -> NER:
-        return NER(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+        """The ``NER`` this config describes."""
+        return NER(**self.options())
+
+    def options(self) -> dict[str, Any]:
+        """The fields as keyword arguments: ``NERConfig(**config.options()) == config``."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 def resolve_model(model: str | os.PathLike[str] | None, variant: str | None = None) -> Path:
@@ -104,98 +121,121 @@ def _runs_bf16(spec: OnnxRuntime | OpenVINO | None) -> bool:
 class NER(Closable):
     """Named-entity recogniser over a bundle (default: the embedded model); ``ner(text)`` gives entities.
 
-    ``backend`` is what runs the model: ``OnnxRuntime(...)`` (default), ``OpenVINO(...)`` or
-    ``Triton(url, ...)`` (``nertron.backends``), or a built ``Backend``. ``precision`` picks the embedded
-    model's variant (``"int8"``, the default, or ``"fp32"``; ``"bf16"`` runs fp32 weights in bfloat16 on
-    OpenVINO). ``aggregation`` makes a word's prediction from its subwords' (``"first"``, ``"average"``,
-    ``"max"``); ``max_length`` and ``stride`` set the window and its overlap, in subwords. ``min_score``
-    drops entities scored below it; scores are calibrated where the bundle says how (its manifest's
-    ``calibration``: the embedded model's is fitted on CoNLL-2003 dev), so a score of 0.9 means about 9 in
-    10 such entities are right. Close it (or use it as a context manager) to release the backend.
+    ``NER(model=None, **options)`` takes ``NERConfig``'s options, where they are declared:
+
+    - ``precision``: the embedded model's variant (``"int8"``, the default, or ``"fp32"``; ``"bf16"`` runs
+      the fp32 weights in bfloat16 on OpenVINO); a bundle has its own.
+    - ``aggregation``: how a word's prediction is made from its subwords' (``"first"``, ``"average"``, ``"max"``).
+    - ``batch_size``: windows per model batch; ``max_length``, ``stride``: the window and its overlap, in subwords.
+    - ``backend``: what runs the model: ``OnnxRuntime(...)`` (default), ``OpenVINO(...)`` or ``Triton(url, ...)``
+      (``nertron.backends``), or a built ``Backend``.
+    - ``min_score``: entities scored below it are left out. Scores are calibrated where the bundle says how
+      (its manifest's ``calibration``; the embedded model's is fitted on CoNLL-2003 dev): of entities scored
+      about 0.9, about 9 in 10 are right.
+
+    The settings are read-only (``ner.config``); make another ``NER`` to change them. Close it (or use it as a
+    context manager) to release the backend.
 
     >>> with NER() as ner:
     ...     ner("Angela Merkel met Emmanuel Macron in Paris.")  # doctest: +SKIP
     [Entity(text='Angela Merkel', label='PER', start=0, end=13, score=0.98...), ...]
     """
 
-    def __init__(
-        self,
-        model: str | os.PathLike[str] | None = None,
-        *,
-        precision: str | None = None,
-        aggregation: str = "first",
-        batch_size: int = 16,
-        max_length: int | None = None,
-        stride: int | None = None,
-        backend: BackendSpec | Backend | None = None,
-        min_score: float = 0.0,
-    ) -> None:
-        built = backend if backend is not None and not isinstance(backend, (OnnxRuntime, OpenVINO, Triton)) else None
-        if built is not None and not isinstance(built, Backend):
-            raise TypeError(f"backend must be a spec (OnnxRuntime, OpenVINO, Triton) or a Backend, got {backend!r}")
-        self.config = NERConfig(
-            None if model is None else os.fspath(model),
-            precision,
-            aggregation,
-            batch_size,
-            max_length,
-            stride,
-            None if built is not None else backend,  # type: ignore[arg-type]
-            min_score,
-        )
-        self.batch_size = batch_size
-        self.aggregation = aggregation
-        self.min_score: float = self.config.min_score
-        """Entities scored below it are dropped (0: none are)."""
-        self.bundle = Bundle.load(resolve_model(self.config.model, self.config.variant))
-        if self.config.variant is not None and self.bundle.precision != self.config.variant:
-            raise ValueError(
-                f"{self.bundle.path} is a {self.bundle.precision} bundle; precision={precision!r} picks a variant "
-                "of the embedded model (a bundle has its own)"
+    def __init__(self, model: str | os.PathLike[str] | None = None, **options: Any) -> None:
+        unknown = sorted(options.keys() - _OPTIONS)
+        if unknown:
+            raise TypeError(
+                f"NER() got an unknown option {unknown[0]!r}; the options are {', '.join(sorted(_OPTIONS))}"
             )
-        self.postprocessor = PostProcessor(
-            self.bundle.labels, Aggregation[aggregation.upper()], self.bundle.temperature
+        backend = options.get("backend")
+        built = backend if isinstance(backend, Backend) else None
+        if backend is not None and built is None and not isinstance(backend, (OnnxRuntime, OpenVINO, Triton)):
+            raise TypeError(f"backend must be a spec (OnnxRuntime, OpenVINO, Triton) or a Backend, got {backend!r}")
+        self._config = NERConfig(model, **{**options, "backend": None if built is not None else backend})
+        config = self._config
+        self._bundle = Bundle.load(resolve_model(config.model, config.variant))
+        if config.variant is not None and self._bundle.precision != config.variant:
+            raise ValueError(
+                f"{self._bundle.path} is a {self._bundle.precision} bundle; precision={config.precision!r} picks a "
+                "variant of the embedded model (a bundle has its own)"
+            )
+        self._postprocessor = PostProcessor(
+            self._bundle.labels, NativeAggregation[config.aggregation.upper()], self._bundle.temperature
         )
-        length = max_length or self.bundle.max_length
-        if length > self.bundle.max_length:
-            raise ValueError(f"max_length {length} exceeds the model's {self.bundle.max_length}")
-        special = self.bundle.special_tokens
-        self.encoder = SubwordEncoder(
-            load_tokenizer(self.bundle),
+        length = config.max_length or self._bundle.max_length
+        if length > self._bundle.max_length:
+            raise ValueError(f"max_length {length} exceeds the model's {self._bundle.max_length}")
+        special = self._bundle.special_tokens
+        self._encoder = SubwordEncoder(
+            load_tokenizer(self._bundle),
             bos=special.bos,
             eos=special.eos,
             pad=special.pad,
             max_length=length,
-            stride=(length - 2) // 4 if stride is None else stride,
+            stride=(length - 2) // 4 if config.stride is None else config.stride,
         )
-        self.backend: Backend = built or create_backend(self.config.backend_spec, self.bundle)
-        spec = self.config.backend_spec
-        self.precision: str = spec.precision if isinstance(spec, OpenVINO) and built is None else self.bundle.precision
-        """What the model computes in: ``"int8"``, ``"fp32"``, ``"bf16"`` (OpenVINO), ``"fp16"``."""
-        self.runtime: str = self.backend.runtime
-        """What runs the model: ``"onnxruntime"``, ``"openvino"`` or ``"triton"``."""
-        self.tagger = Tagger(
-            self.encoder, self.backend, self.postprocessor, concurrent_batches=self.backend.concurrency
+        self._backend: Backend = built or create_backend(config.backend_spec, self._bundle)
+        spec = config.backend_spec
+        self._precision = spec.precision if isinstance(spec, OpenVINO) and built is None else self._bundle.precision
+        self._tagger = Tagger(
+            self._encoder, self._backend, self._postprocessor, concurrent_batches=self._backend.concurrency
         )
-        self.server_side: ServerSideTexts | None = None
-        """Where texts go whole to the server's text model (``Triton(text_model=...)``)."""
+        self._server_side: ServerSideTexts | None = None  # texts go whole to the server's text model
         if isinstance(spec, Triton) and spec.text_model is not None and built is None:
             from nertron.backends.triton_text import ServerSideTexts, TritonTextClient
 
             local = None if spec.fallback is None else lambda texts: list(self._pipe_here(texts))
-            self.server_side = ServerSideTexts(TritonTextClient(spec), local, probe_interval=spec.probe_interval)
+            self._server_side = ServerSideTexts(TritonTextClient(spec), local, probe_interval=spec.probe_interval)
+
+    @property
+    def config(self) -> NERConfig:
+        """The options this recogniser was made with (a built ``Backend`` reads as ``backend=None``)."""
+        return self._config
+
+    @property
+    def bundle(self) -> Bundle:
+        """The model bundle: its directory, manifest and labels."""
+        return self._bundle
+
+    @property
+    def backend(self) -> Backend:
+        """What runs the model."""
+        return self._backend
+
+    @property
+    def aggregation(self) -> Aggregation:
+        return self._config.aggregation
+
+    @property
+    def batch_size(self) -> int:
+        return self._config.batch_size
+
+    @property
+    def min_score(self) -> float:
+        """Entities scored below it are left out (0: none are)."""
+        return self._config.min_score
+
+    @property
+    def precision(self) -> str:
+        """What the model computes in: ``"int8"``, ``"fp32"``, ``"bf16"`` (OpenVINO), ``"fp16"``."""
+        return self._precision
+
+    @property
+    def runtime(self) -> str:
+        """What runs the model: ``"onnxruntime"``, ``"openvino"`` or ``"triton"``."""
+        return self._backend.runtime
 
     def close(self) -> None:
         """Releases the backend (sessions, threads, channels); the recogniser cannot be used afterwards."""
         super().close()
-        self.backend.close()
-        if self.server_side is not None:
-            self.server_side.client.close()
+        self._backend.close()
+        if self._server_side is not None:
+            self._server_side.client.close()
 
     @property
     def labels(self) -> list[str]:
         """The model's tag set, e.g. ``["O", "B-PER", ...]``."""
-        return list(self.postprocessor.labels)
+        return list(self._postprocessor.labels)
 
     def __call__(self, text: str) -> list[Entity]:
         """Entities in one text."""
@@ -209,6 +249,8 @@ class NER(Closable):
         """Entities for each text, in input order. Raises ``TypeError`` naming a non-str item."""
         if isinstance(texts, (str, bytes)):
             raise TypeError(f"texts must be a sequence of str, got a single {type(texts).__name__}; use ner(text)")
+        if not isinstance(texts, Iterable):
+            raise TypeError(f"texts must be a sequence of str, got {type(texts).__name__}")
         texts = list(texts)
         for index, text in enumerate(texts):
             _check_str(text, index)
@@ -220,12 +262,14 @@ class NER(Closable):
         """Streams the entities of each text, in input order; holds only a few batches of windows."""
         if isinstance(texts, (str, bytes)):
             raise TypeError(f"texts must be an iterable of str, got a single {type(texts).__name__}; use ner(text)")
+        if not isinstance(texts, Iterable):
+            raise TypeError(f"texts must be an iterable of str, got {type(texts).__name__}")
         self.check_open()
         size = self.batch_size if batch_size is None else check_batch_size(batch_size)
         # a bar only when asked: building one costs ~40 us per call
         with tqdm(desc="ner", unit=" words", unit_scale=True) if progress else nullcontext() as bar:
             checked = (_check_str(text, index) for index, text in enumerate(texts))
-            if self.server_side is None:
+            if self._server_side is None:
                 yield from self._pipe_here(checked, size, None if bar is None else bar.update)
                 return
             words: deque[int] = deque()  # of the texts sent and not yet answered, for the progress bar
@@ -236,7 +280,7 @@ class NER(Closable):
                     yield text
 
             parameters = {"aggregation": self.aggregation, "min_score": self.min_score}
-            for entities in self.server_side.pipe(counted(checked), parameters, size):
+            for entities in self._server_side.pipe(counted(checked), parameters, size):
                 if bar is not None:
                     bar.update(words.popleft())
                 yield entities
@@ -246,10 +290,10 @@ class NER(Closable):
     ) -> Iterator[list[Entity]]:
         """Entities per text, tokenised and decoded in this process (the model runs wherever the backend does)."""
         segmented = (SegmentedText.split(text) for text in texts)
-        for tagged in self.tagger.tag(segmented, batch_size or self.batch_size, on_words):
-            yield from tagged.entities(self.postprocessor, self.min_score)
+        for tagged in self._tagger.tag(segmented, batch_size or self.batch_size, on_words):
+            yield from tagged.entities(self._postprocessor, self.min_score)
 
-    def stream(
+    def _stream(
         self,
         documents: Iterable[SegmentedText],
         *,
@@ -260,7 +304,7 @@ class NER(Closable):
         ``on_words(n)`` after each model batch with the words it finished (for progress)."""
         self.check_open()
         size = self.batch_size if batch_size is None else check_batch_size(batch_size)
-        return self.tagger.tag(documents, size, on_words)
+        return self._tagger.tag(documents, size, on_words)
 
     def tag(self, docs: Sequence[Sequence[str]], *, batch_size: int | None = None) -> list[list[str]]:
         """Word-level tags (the model's scheme) for pre-split documents, e.g. for evaluation; the model's own
@@ -275,8 +319,13 @@ class NER(Closable):
                     raise TypeError(f"docs[{index}][{position}] must be str, got {type(word).__name__}")
         documents = (SegmentedText.join([words]) for words in docs)
         return [
-            tags for tagged in self.stream(documents, batch_size=batch_size) for tags in tagged.tags(self.postprocessor)
+            tags
+            for tagged in self._stream(documents, batch_size=batch_size)
+            for tags in tagged.tags(self._postprocessor)
         ]
+
+
+_OPTIONS = frozenset(f.name for f in dataclasses.fields(NERConfig)) - {"model"}
 
 
 def check_batch_size(batch_size: Any) -> int:

@@ -218,21 +218,30 @@ def tag_corpus(
     batch_size: int | None = None,
     on_words: Callable[[int], object] | None = None,
 ) -> Iterator[Annotation]:
-    """Tags records in input order, each as soon as the model has finished it (see ``NER.stream``).
+    """Tags records in input order, each as soon as the model has finished it. A record that cannot be read
+    raises its error after every record before it has been yielded.
 
     Raw texts are segmented as ``NER.__call__`` does, so their entities are the same. Entities never
     cross a sentence of CoNLL input, even when the whole document is tagged at once.
     """
     waiting: deque[Record] = deque()
+    failed: list[Exception] = []
 
     def segmented() -> Iterator[SegmentedText]:
-        for record in records:
-            waiting.append(record)
-            yield record.segmented()
+        try:
+            for record in records:
+                waiting.append(record)
+                yield record.segmented()
+        except (ValueError, OSError) as error:  # a malformed or unreadable line: finish the records before it
+            failed.append(error)
 
-    for tagged in ner.stream(segmented(), batch_size=batch_size, on_words=on_words):
-        for document, entities in zip(tagged.documents, tagged.entities(ner.postprocessor, ner.min_score), strict=True):
+    for tagged in ner._stream(segmented(), batch_size=batch_size, on_words=on_words):
+        for document, entities in zip(
+            tagged.documents, tagged.entities(ner._postprocessor, ner.min_score), strict=True
+        ):
             yield Annotation(waiting.popleft(), document, iob2_tags(document, entities), entities)
+    if failed:
+        raise failed[0]
 
 
 def iob2_tags(document: SegmentedText, entities: list[Entity]) -> list[str]:
