@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 from nertron import NER, Entity
-from nertron.backends import Triton
+from nertron.backends import OnnxRuntime, Triton
 from nertron.integrations.spark import annotate, annotate_batches, engine, engine_builds, entities_column
 from nertron.io.conll import read_conll
 from nertron.model.default import default_bundle
@@ -193,6 +193,10 @@ def test_bad_arguments_fail_on_the_driver(spark: SparkSession) -> None:
         annotate(df, "text", aggregation="mean")
     with pytest.raises(ValueError, match="min_score must be in"):
         annotate(df, "text", min_score=2)
+    with pytest.raises(TypeError, match="annotate\\(\\) got an unknown option 'batchsize'"):
+        annotate(df, "text", batchsize=2)
+    with pytest.raises(ValueError, match="threads must be between 1 and 256"):
+        annotate(df, "text", backend=OnnxRuntime(threads=10_000))
     assert df.columns == ["id", "text"]  # the input DataFrame is left as it was
 
 

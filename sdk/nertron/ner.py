@@ -142,11 +142,7 @@ class NER(Closable):
     """
 
     def __init__(self, model: str | os.PathLike[str] | None = None, **options: Any) -> None:
-        unknown = sorted(options.keys() - _OPTIONS)
-        if unknown:
-            raise TypeError(
-                f"NER() got an unknown option {unknown[0]!r}; the options are {', '.join(sorted(_OPTIONS))}"
-            )
+        check_options(options, "NER()")
         backend = options.get("backend")
         built = backend if isinstance(backend, Backend) else None
         if backend is not None and built is None and not isinstance(backend, (OnnxRuntime, OpenVINO, Triton)):
@@ -325,7 +321,14 @@ class NER(Closable):
         ]
 
 
-_OPTIONS = frozenset(f.name for f in dataclasses.fields(NERConfig)) - {"model"}
+_OPTIONS = frozenset(f.name for f in dataclasses.fields(NERConfig))
+
+
+def check_options(options: Iterable[str], caller: str) -> None:
+    """Raises ``TypeError`` naming the first of ``options`` that is not one of ``NERConfig``'s fields."""
+    unknown = sorted(set(options) - _OPTIONS)
+    if unknown:
+        raise TypeError(f"{caller} got an unknown option {unknown[0]!r}; the options are {', '.join(sorted(_OPTIONS))}")
 
 
 def check_batch_size(batch_size: Any) -> int:

@@ -25,18 +25,18 @@ A null text gives a null entities value; an empty text gives an empty array.
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nertron.backends import BackendSpec, OnnxRuntime, Triton
+from nertron.backends import OnnxRuntime, Triton
 from nertron.backends.specs import MAX_THREADS
 from nertron.entity import Entity
 from nertron.extras import require
-from nertron.ner import NER, NERConfig
+from nertron.ner import NER, NERConfig, check_options
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -103,6 +103,7 @@ def executor_config(config: NERConfig) -> NERConfig:
 
 
 _engines: dict[NERConfig, NER] = {}
+_builds: Counter[NERConfig] = Counter()  # NER objects built, per config: stays 1 while engines are reused
 _engines_lock = threading.Lock()
 
 
@@ -111,12 +112,14 @@ def engine(config: NERConfig) -> NER:
     with _engines_lock:
         if config not in _engines:
             _engines[config] = executor_config(config).build()
+            _builds[config] += 1
         return _engines[config]
 
 
 def engine_builds(config: NERConfig) -> int:
-    """How many times this process has built an engine for ``config``: 1 once used, since engines are kept."""
-    return int(config in _engines)
+    """How many engines this process has built for ``config`` (each build counted as it happens)."""
+    with _engines_lock:
+        return _builds[config]
 
 
 def annotate(
@@ -125,23 +128,17 @@ def annotate(
     *,
     output_col: str = "entities",
     schema: str = "nertron",
-    model: str | os.PathLike[str] | None = None,
-    precision: str | None = None,
-    aggregation: str = "first",
-    batch_size: int = 16,
-    backend: BackendSpec | None = None,
-    min_score: float = 0.0,
     rows_per_chunk: int = 1024,
+    **options: Any,
 ) -> DataFrame:
     """``df`` with an added column ``output_col`` holding the entities of ``text_col`` (lazy, like any
     Spark transformation).
 
-    ``model``, ``precision``, ``aggregation``, ``batch_size``, ``backend`` and ``min_score`` are ``NER``'s
-    (scores calibrated by the bundle's manifest, as everywhere). ``model`` is a
-    bundle directory that every executor can read (default: the embedded model, which ships inside the
-    package); ``backend=Triton(url)`` sends the model's work to one Triton server for all executors. Each
-    Arrow batch that Spark hands a worker is annotated ``rows_per_chunk`` rows at a time, so memory stays
-    bounded however large a partition is.
+    ``options`` are ``NER``'s (``NERConfig``'s fields: ``model``, ``precision``, ``aggregation``,
+    ``batch_size``, ``backend``, ``min_score``, ...). ``model`` is a bundle directory that every executor can
+    read (default: the embedded model, which ships inside the package); ``backend=Triton(url)`` sends the
+    model's work to one Triton server for all executors. Each Arrow batch that Spark hands a worker is
+    annotated ``rows_per_chunk`` rows at a time, so memory stays bounded however large a partition is.
     """
     from pyspark.sql.types import StringType, StructField, StructType
 
@@ -155,16 +152,10 @@ def annotate(
     output_type = entity_schema(schema)
     if rows_per_chunk < 1:
         raise ValueError(f"rows_per_chunk must be >= 1, got {rows_per_chunk}")
-    if model is not None:  # a local path resolved here, as executors run in other directories
-        model = Path(model).resolve() if Path(model).exists() else model
-    config = NERConfig(
-        model=None if model is None else os.fspath(model),
-        precision=precision,
-        aggregation=aggregation,
-        batch_size=batch_size,
-        backend=backend,
-        min_score=min_score,
-    )
+    check_options(options, "annotate()")
+    config = NERConfig(**options)
+    if config.model is not None and Path(config.model).exists():  # resolved here: executors run elsewhere
+        config = dataclasses.replace(config, model=str(Path(config.model).resolve()))
     # A new StructType: ``df.schema.add`` would change the DataFrame's cached schema in place.
     out_schema = StructType([*df.schema.fields, StructField(output_col, output_type, nullable=True)])
 
