@@ -74,3 +74,25 @@ def test_export_and_ner_as_commands(tiny_checkpoint: Path, tmp_path: Path) -> No
         check=True,
     )
     assert json.loads(ner.stdout)["text"] == "EU rejects German call."
+
+
+def test_repository_precision_picks_the_embedded_variant(
+    tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nertron.cli.serve
+
+    asked: list[str | None] = []
+
+    def resolve(model: str | None, precision: str | None) -> Path:  # the embedded model, without assembling it
+        asked.append(precision)
+        return tiny_bundle
+
+    monkeypatch.setattr(nertron.cli.serve, "resolve_model", resolve)
+    argv = ["repository", "--out", str(tmp_path), "--deployment", "cpu", "--deployment", "onnx-gpu"]
+    assert main([*argv, "--precision", "fp32"]) == 0 and asked == ["fp32", "fp32"]
+    assert main(argv) == 0 and asked[2:] == ["int8", "fp32"]  # the defaults: int8 on CPU, fp32 on GPUs
+    capsys.readouterr()
+    assert main([*argv, "--precision", "int8"]) == 2
+    assert "--precision int8 is for the cpu deployment" in capsys.readouterr().err
+    assert main([*argv, "-m", str(tiny_bundle), "--precision", "fp32"]) == 2
+    assert "a bundle (-m) has its own" in capsys.readouterr().err

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from nertron.extras import require
+
 BINS = 10  # equal-width score bins of the reliability diagram and the ECE
 THRESHOLDS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
@@ -173,10 +175,7 @@ class ReplayBackend:
 def plot_reliability(path: str | Path, curves: dict[str, ScoredEntities], *, title: str = "", bins: int = BINS) -> None:
     """Writes a reliability diagram (PNG): accuracy against mean score per bin for each named curve, with
     the ECE in the legend, and the share of entities per bin below. Needs matplotlib."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise ImportError("a reliability diagram needs matplotlib: pip install 'nertron[plots]'") from None
+    matplotlib = require("matplotlib", "a reliability diagram")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -19,6 +19,7 @@ EXTRAS = {
     "pyspark": "spark",
     "pyarrow": "spark",
     "openvino": "openvino",
+    "matplotlib": "perf",
 }
 
 

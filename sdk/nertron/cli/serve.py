@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from nertron.cli.options import add_model_options
+from nertron.cli.options import add_model_options, add_threads_option
 from nertron.ner import resolve_model
 from nertron.serving.options import DEPLOYMENTS, TEXT_MODEL_NAME, ConfigOptions
 
@@ -16,11 +16,11 @@ def add_serve(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repository", type=Path, help="serve this model repository as it is (see `repository`)")
     parser.add_argument("--tritonserver", help="tritonserver binary (default: the one in nvidia-pytriton)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--grpc-port", type=int, default=8001, help="0 picks a free port")
-    parser.add_argument("--http-port", type=int, default=8000, help="0 picks a free port")
-    parser.add_argument("--metrics-port", type=int, default=8002, help="0 picks a free port")
-    parser.add_argument("--threads", type=int, help="onnxruntime threads per model instance")
-    parser.add_argument("--max-batch-size", type=int, default=64)
+    parser.add_argument("--grpc-port", type=int, default=8001, help="default %(default)s; 0 picks a free port")
+    parser.add_argument("--http-port", type=int, default=8000, help="default %(default)s; 0 picks a free port")
+    parser.add_argument("--metrics-port", type=int, default=8002, help="default %(default)s; 0 picks a free port")
+    add_threads_option(parser, "onnxruntime threads per model instance")
+    parser.add_argument("--max-batch-size", type=int, default=64, help="default %(default)s")
     parser.add_argument("--max-queue-delay-us", type=int, default=ConfigOptions.max_queue_delay_us)
     parser.add_argument("--instances", type=int, default=ConfigOptions.instances, help="model instances")
     parser.set_defaults(run=run_serve)
@@ -82,7 +82,7 @@ def add_repository(parser: argparse.ArgumentParser) -> None:
         choices=DEPLOYMENTS,
         help="cpu (python backend + onnxruntime), onnx-gpu, tensorrt (default: all)",
     )
-    parser.add_argument("--max-batch-size", type=int, default=64)
+    parser.add_argument("--max-batch-size", type=int, default=64, help="default %(default)s")
     parser.add_argument("--max-queue-delay-us", type=int, default=ConfigOptions.max_queue_delay_us)
     parser.add_argument("--instances", type=int, default=ConfigOptions.instances)
     parser.set_defaults(run=run_repository)
@@ -96,9 +96,13 @@ def run_repository(args: argparse.Namespace) -> int:
     )
     deployments = args.deployment or list(DEPLOYMENTS)
     written = []
+    if args.model and args.precision:
+        raise ValueError("--precision picks a variant of the embedded model; a bundle (-m) has its own")
     for deployment in deployments:
-        # The embedded model serves int8 on CPU; GPUs get fp32 (dynamic int8 is a CPU format).
-        precision = None if args.model else ("int8" if deployment == "cpu" else "fp32")
+        # The embedded model serves int8 on CPU by default; GPUs get fp32 (int8 runs onnxruntime's CPU kernels).
+        precision = None if args.model else (args.precision or ("int8" if deployment == "cpu" else "fp32"))
+        if precision == "int8" and deployment != "cpu":
+            raise ValueError(f"--precision int8 is for the cpu deployment (--deployment cpu); {deployment} serves fp32")
         written += write_repositories(resolve_model(args.model, precision), args.out, [deployment], options=options)
     for path in written:
         print(f"wrote {path} (token ids in, logits out) and {path.with_name(TEXT_MODEL_NAME)} (text in, entities out)")
