@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from nertron.errors import InvalidValue
 from nertron.model.bundle import sha256_of
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
@@ -34,19 +35,19 @@ def average_checkpoints(checkpoints: Sequence[str | Path], out: str | Path) -> P
     """Writes the uniform average of ``checkpoints`` (HF token-classification directories) into ``out``."""
     paths = [Path(c) for c in checkpoints]
     if len(paths) < 2:
-        raise ValueError(f"checkpoints: give at least two to average, got {len(paths)}")
+        raise InvalidValue(f"checkpoints: give at least two to average, got {len(paths)}")
     for path in paths:
         if not (path / WEIGHTS).is_file() or not (path / "config.json").is_file():
-            raise ValueError(f"checkpoints: {path} is not an HF checkpoint ({WEIGHTS} and config.json)")
+            raise InvalidValue(f"checkpoints: {path} is not an HF checkpoint ({WEIGHTS} and config.json)")
     first = paths[0]
     config = _config(first)
     for path in paths[1:]:
         if _config(path) != config:
-            raise ValueError(f"checkpoints: {path}/config.json differs from {first}/config.json")
+            raise InvalidValue(f"checkpoints: {path}/config.json differs from {first}/config.json")
         for name in TOKENIZER_FILES:
             theirs = (path / name).read_bytes() if (path / name).is_file() else None
             if (first / name).is_file() and (first / name).read_bytes() != theirs:
-                raise ValueError(f"checkpoints: {path}/{name} differs from {first}/{name}")
+                raise InvalidValue(f"checkpoints: {path}/{name} differs from {first}/{name}")
     averaged = _mean_weights(paths)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -68,10 +69,10 @@ def _mean_weights(paths: Sequence[Path]) -> dict[str, np.ndarray]:
         weights = _load(path)
         if weights.keys() != first.keys():
             names = sorted(weights.keys() ^ first.keys())
-            raise ValueError(f"checkpoints: {path} has other tensors than {paths[0]} (e.g. {names[0]})")
+            raise InvalidValue(f"checkpoints: {path} has other tensors than {paths[0]} (e.g. {names[0]})")
         for name, values in weights.items():
             if values.shape != first[name].shape or values.dtype != first[name].dtype:
-                raise ValueError(
+                raise InvalidValue(
                     f"checkpoints: {path}: tensor {name} is {values.dtype}{list(values.shape)}, "
                     f"{first[name].dtype}{list(first[name].shape)} in {paths[0]}"
                 )
@@ -86,7 +87,9 @@ def _load(checkpoint: Path) -> dict[str, np.ndarray]:
     try:
         return load_file(str(checkpoint / WEIGHTS))
     except SafetensorError as error:
-        raise ValueError(f"checkpoints: {checkpoint / WEIGHTS} is not a readable safetensors file ({error})") from None
+        raise InvalidValue(
+            f"checkpoints: {checkpoint / WEIGHTS} is not a readable safetensors file ({error})"
+        ) from None
 
 
 def _config(path: Path) -> dict[str, Any]:

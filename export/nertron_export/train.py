@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from nertron.errors import InvalidValue
 from nertron.evaluation import score
 from nertron.io.conll import Document, read_conll
 from tokenizers import Tokenizer
@@ -180,7 +181,7 @@ class Trainer:
         if config.max_length is None:
             config.max_length = min(256, limit)
         if config.max_length > limit:
-            raise ValueError(f"max_length {config.max_length} exceeds the model's {limit} positions")
+            raise InvalidValue(f"max_length {config.max_length} exceeds the model's {limit} positions")
         self.budget = config.max_length - 2
         self.special = (
             self.hf_tokenizer.cls_token_id,

@@ -12,6 +12,7 @@ import numpy as np
 
 from nertron._native import PostProcessor
 from nertron.calibration import BINS, RecordingBackend, ScoredEntities, fit_temperature
+from nertron.errors import InvalidValue
 from nertron.io.conll import Document
 from nertron.model.bundle import Calibration
 from nertron.tagging import Tagger
@@ -163,12 +164,12 @@ def entity_set(sentences: Sequence[Sequence[str]]) -> set[tuple[int, int, int, s
 def score(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], context: str = "sentence") -> Report:
     """Scores predicted tag sequences against gold ones (both converted to IOB2 first)."""
     if len(gold) != len(predicted):
-        raise ValueError(f"{len(gold)} gold sentences but {len(predicted)} predicted")
+        raise InvalidValue(f"{len(gold)} gold sentences but {len(predicted)} predicted")
     gold2 = [to_iob2(s) for s in gold]
     pred2 = [to_iob2(s) for s in predicted]
     for i, (g, p) in enumerate(zip(gold2, pred2, strict=True)):
         if len(g) != len(p):
-            raise ValueError(f"sentence {i}: {len(g)} gold tags but {len(p)} predicted")
+            raise InvalidValue(f"sentence {i}: {len(g)} gold tags but {len(p)} predicted")
     flat_gold = [t for s in gold2 for t in s]
     flat_pred = [t for s in pred2 for t in s]
     tags = sorted(set(flat_gold) | set(flat_pred), key=lambda t: (t == "O", t))
@@ -217,7 +218,7 @@ def evaluate(
     ``backend`` and ``postprocessor`` replace ``ner``'s (e.g. recorded logits, another temperature).
     """
     if context not in CONTEXTS:
-        raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
+        raise InvalidValue(f"context must be one of {CONTEXTS}, got {context!r}")
     postprocessor = postprocessor or ner._postprocessor
     backend = backend or ner.backend
     tagger = Tagger(ner._encoder, backend, postprocessor, concurrent_batches=backend.concurrency)
@@ -344,7 +345,7 @@ def evaluate_raw(
     """Tags raw text made from the gold words (each sentence alone, or each document with a sentence per
     line) with ``ner(text)``'s segmentation, and scores entities by (text, start, end, type)."""
     if context not in CONTEXTS:
-        raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
+        raise InvalidValue(f"context must be one of {CONTEXTS}, got {context!r}")
     groups = (
         [[s] for d in documents for s in d.sentences] if context == "sentence" else [d.sentences for d in documents]
     )

@@ -18,6 +18,7 @@ from nertron._native import PostProcessor
 from nertron.backends import Backend, BackendSpec, OnnxRuntime, OpenVINO, Triton, create_backend
 from nertron.backends.base import Closable
 from nertron.entity import Entity
+from nertron.errors import InvalidType, InvalidValue
 from nertron.model.bundle import Bundle
 from nertron.subwords import load_tokenizer
 from nertron.tagging import TaggedDocuments, Tagger
@@ -53,27 +54,27 @@ class NERConfig:
     def __post_init__(self) -> None:
         if self.model is not None:
             if not isinstance(self.model, (str, os.PathLike)):
-                raise TypeError(f"model must be a bundle path (str or os.PathLike) or None, got {self.model!r}")
+                raise InvalidType(f"model must be a bundle path (str or os.PathLike) or None, got {self.model!r}")
             object.__setattr__(self, "model", os.fspath(self.model))
         if self.precision is not None and self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+            raise InvalidValue(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.aggregation not in AGGREGATIONS:
-            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
+            raise InvalidValue(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
         check_batch_size(self.batch_size)
         for name in ("max_length", "stride"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise TypeError(f"{name} must be an int or None, got {type(value).__name__} {value!r}")
+                raise InvalidType(f"{name} must be an int or None, got {type(value).__name__} {value!r}")
         object.__setattr__(self, "min_score", check_min_score(self.min_score))
         if self.backend is not None and not isinstance(self.backend, (OnnxRuntime, OpenVINO, Triton)):
-            raise TypeError(f"backend must be OnnxRuntime(...), OpenVINO(...) or Triton(...), got {self.backend!r}")
+            raise InvalidType(f"backend must be OnnxRuntime(...), OpenVINO(...) or Triton(...), got {self.backend!r}")
         local = self.local_spec
         if self.precision == "bf16" and self.backend is not None and not _runs_bf16(local):
-            raise ValueError(
+            raise InvalidValue(
                 f"precision='bf16' runs on OpenVINO(precision='bf16'); backend={self.backend!r} contradicts it"
             )
         if isinstance(local, OpenVINO) and self.precision not in (None, local.precision):
-            raise ValueError(f"precision={self.precision!r} contradicts backend={self.backend!r}")
+            raise InvalidValue(f"precision={self.precision!r} contradicts backend={self.backend!r}")
 
     @property
     def backend_spec(self) -> BackendSpec:
@@ -146,12 +147,12 @@ class NER(Closable):
         backend = options.get("backend")
         built = backend if isinstance(backend, Backend) else None
         if backend is not None and built is None and not isinstance(backend, (OnnxRuntime, OpenVINO, Triton)):
-            raise TypeError(f"backend must be a spec (OnnxRuntime, OpenVINO, Triton) or a Backend, got {backend!r}")
+            raise InvalidType(f"backend must be a spec (OnnxRuntime, OpenVINO, Triton) or a Backend, got {backend!r}")
         self._config = NERConfig(model, **{**options, "backend": None if built is not None else backend})
         config = self._config
         self._bundle = Bundle.load(resolve_model(config.model, config.variant))
         if config.variant is not None and self._bundle.precision != config.variant:
-            raise ValueError(
+            raise InvalidValue(
                 f"{self._bundle.path} is a {self._bundle.precision} bundle; precision={config.precision!r} picks a "
                 "variant of the embedded model (a bundle has its own)"
             )
@@ -160,7 +161,7 @@ class NER(Closable):
         )
         length = config.max_length or self._bundle.max_length
         if length > self._bundle.max_length:
-            raise ValueError(f"max_length {length} exceeds the model's {self._bundle.max_length}")
+            raise InvalidValue(f"max_length {length} exceeds the model's {self._bundle.max_length}")
         special = self._bundle.special_tokens
         self._encoder = SubwordEncoder(
             load_tokenizer(self._bundle),
@@ -236,7 +237,7 @@ class NER(Closable):
     def __call__(self, text: str) -> list[Entity]:
         """Entities in one text."""
         if not isinstance(text, str):
-            raise TypeError(f"text must be str, got {type(text).__name__}")
+            raise InvalidType(f"text must be str, got {type(text).__name__}")
         return self.batch([text])[0]
 
     def batch(
@@ -244,9 +245,9 @@ class NER(Closable):
     ) -> list[list[Entity]]:
         """Entities for each text, in input order. Raises ``TypeError`` naming a non-str item."""
         if isinstance(texts, (str, bytes)):
-            raise TypeError(f"texts must be a sequence of str, got a single {type(texts).__name__}; use ner(text)")
+            raise InvalidType(f"texts must be a sequence of str, got a single {type(texts).__name__}; use ner(text)")
         if not isinstance(texts, Iterable):
-            raise TypeError(f"texts must be a sequence of str, got {type(texts).__name__}")
+            raise InvalidType(f"texts must be a sequence of str, got {type(texts).__name__}")
         texts = list(texts)
         for index, text in enumerate(texts):
             _check_str(text, index)
@@ -257,9 +258,9 @@ class NER(Closable):
     ) -> Iterator[list[Entity]]:
         """Streams the entities of each text, in input order; holds only a few batches of windows."""
         if isinstance(texts, (str, bytes)):
-            raise TypeError(f"texts must be an iterable of str, got a single {type(texts).__name__}; use ner(text)")
+            raise InvalidType(f"texts must be an iterable of str, got a single {type(texts).__name__}; use ner(text)")
         if not isinstance(texts, Iterable):
-            raise TypeError(f"texts must be an iterable of str, got {type(texts).__name__}")
+            raise InvalidType(f"texts must be an iterable of str, got {type(texts).__name__}")
         self.check_open()
         size = self.batch_size if batch_size is None else check_batch_size(batch_size)
         # a bar only when asked: building one costs ~40 us per call
@@ -306,13 +307,13 @@ class NER(Closable):
         """Word-level tags (the model's scheme) for pre-split documents, e.g. for evaluation; the model's own
         tags, whatever ``min_score`` is."""
         if isinstance(docs, (str, bytes)):
-            raise TypeError(f"docs must be a sequence of word lists, got a single {type(docs).__name__}")
+            raise InvalidType(f"docs must be a sequence of word lists, got a single {type(docs).__name__}")
         for index, words in enumerate(docs):
             if isinstance(words, str) or not isinstance(words, Sequence):
-                raise TypeError(f"docs[{index}] must be a list of str, got {type(words).__name__}")
+                raise InvalidType(f"docs[{index}] must be a list of str, got {type(words).__name__}")
             for position, word in enumerate(words):
                 if not isinstance(word, str):
-                    raise TypeError(f"docs[{index}][{position}] must be str, got {type(word).__name__}")
+                    raise InvalidType(f"docs[{index}][{position}] must be str, got {type(word).__name__}")
         documents = (SegmentedText.join([words]) for words in docs)
         return [
             tags
@@ -328,28 +329,30 @@ def check_options(options: Iterable[str], caller: str) -> None:
     """Raises ``TypeError`` naming the first of ``options`` that is not one of ``NERConfig``'s fields."""
     unknown = sorted(set(options) - _OPTIONS)
     if unknown:
-        raise TypeError(f"{caller} got an unknown option {unknown[0]!r}; the options are {', '.join(sorted(_OPTIONS))}")
+        raise InvalidType(
+            f"{caller} got an unknown option {unknown[0]!r}; the options are {', '.join(sorted(_OPTIONS))}"
+        )
 
 
 def check_batch_size(batch_size: Any) -> int:
     """``batch_size`` if it is an int >= 1; else ``TypeError``/``ValueError`` naming it."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int):
-        raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__} {batch_size!r}")
+        raise InvalidType(f"batch_size must be an int, got {type(batch_size).__name__} {batch_size!r}")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InvalidValue(f"batch_size must be >= 1, got {batch_size}")
     return batch_size
 
 
 def check_min_score(min_score: Any) -> float:
     """``min_score`` as a float if it is a number in [0, 1]; else ``TypeError``/``ValueError`` naming it."""
     if isinstance(min_score, bool) or not isinstance(min_score, (int, float)):
-        raise TypeError(f"min_score must be a number, got {type(min_score).__name__} {min_score!r}")
+        raise InvalidType(f"min_score must be a number, got {type(min_score).__name__} {min_score!r}")
     if not 0.0 <= min_score <= 1.0:
-        raise ValueError(f"min_score must be in [0, 1], got {min_score}")
+        raise InvalidValue(f"min_score must be in [0, 1], got {min_score}")
     return float(min_score)
 
 
 def _check_str(text: object, index: int) -> str:
     if not isinstance(text, str):
-        raise TypeError(f"texts[{index}] must be str, got {type(text).__name__}")
+        raise InvalidType(f"texts[{index}] must be str, got {type(text).__name__}")
     return text

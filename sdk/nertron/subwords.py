@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from nertron.errors import InvalidValue
+
 if TYPE_CHECKING:
     from nertron.model.bundle import Bundle
 
@@ -38,7 +40,7 @@ class HFTokenizer:
         try:
             self.tokenizer = Tokenizer.from_file(str(path))
         except Exception as error:  # tokenizers raises a bare Exception
-            raise ValueError(
+            raise InvalidValue(
                 f"{path}: not a valid tokenizer file ({error}); re-export the bundle or restore it"
             ) from None
         self.tokenizer.no_truncation()
@@ -60,7 +62,7 @@ class SentencePieceTokenizer:
         try:
             self.processor.Load(str(path))
         except (OSError, RuntimeError) as error:
-            raise ValueError(f"{path}: not a valid SentencePiece model ({error}); re-export the bundle") from None
+            raise InvalidValue(f"{path}: not a valid SentencePiece model ({error}); re-export the bundle") from None
         self.id_offset, self.unk_id = id_offset, unk_id
         self._sp_unk = self.processor.unk_id()
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from nertron.errors import InvalidValue
+
 SCHEMES = ("IOB1", "IOB2", "BIOES")
 
 
@@ -16,7 +18,7 @@ def check_scheme(scheme: str) -> str:
     """Returns the canonical scheme name or raises ``ValueError``."""
     name = scheme.upper().replace("BILOU", "BIOES")
     if name not in SCHEMES:
-        raise ValueError(f"tag scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}")
+        raise InvalidValue(f"tag scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}")
     return name
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nertron.errors import InvalidValue
 from nertron.subwords import WordTokenizer
 
 
@@ -58,9 +59,9 @@ class SubwordEncoder:
         block_words: int = 4096,
     ) -> None:
         if max_length < 3:
-            raise ValueError(f"max_length must be at least 3 (<s>, one subword, </s>), got {max_length}")
+            raise InvalidValue(f"max_length must be at least 3 (<s>, one subword, </s>), got {max_length}")
         if not 0 <= stride < max_length - 2:
-            raise ValueError(f"stride must be in [0, {max_length - 2}), got {stride}")
+            raise InvalidValue(f"stride must be in [0, {max_length - 2}), got {stride}")
         self.tokenizer = tokenizer
         self.bos_id, self.eos_id, self.pad_id = bos, eos, pad
         self.max_length = max_length

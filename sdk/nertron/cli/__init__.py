@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from nertron.cli import calibrate, evaluate, export, ner, serve
-from nertron.errors import TritonError, TritonServerError
+from nertron.errors import NertronError, TritonServerError
 
-# What a user can cause and fix: reported in one line with exit status 2.
-EXPECTED_ERRORS = (ValueError, TypeError, OSError, ImportError, TritonError, TritonServerError)
+# What a user can cause and fix: reported in one line with exit status 2 (see nertron.errors).
+USER_ERRORS = (NertronError, OSError)
 
 
 class Parser(argparse.ArgumentParser):
@@ -55,22 +55,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `nertron ner ... | head`: the reader is gone, so stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-    except TritonServerError as error:  # its first line says what happened, the rest quotes the server's log
-        first, *log = str(error).splitlines()
-        print(f"nertron {args.command}: error: {first}", *(f"  {line}" for line in log), sep="\n", file=sys.stderr)
-        return 2
-    except EXPECTED_ERRORS as error:
-        print(f"nertron {args.command}: error: {_one_line(error)}", file=sys.stderr)
+    except USER_ERRORS as error:
+        _traceback_if_asked()
+        if isinstance(error, TritonServerError):  # its first line says what happened, the rest quotes the log
+            first, *log = str(error).splitlines() or [""]
+            print(f"nertron {args.command}: error: {first}", *(f"  {line}" for line in log), sep="\n", file=sys.stderr)
+        else:
+            print(f"nertron {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except Exception as error:  # a bug: still one line, unless asked for the traceback
-        if os.environ.get("NERTRON_DEBUG"):
-            traceback.print_exc()
+        _traceback_if_asked()
         print(
             f"nertron {args.command}: internal error: {type(error).__name__}: {_one_line(error)} "
             "(NERTRON_DEBUG=1 prints the traceback; please report it)",
             file=sys.stderr,
         )
         return 1
+
+
+def _traceback_if_asked() -> None:
+    if os.environ.get("NERTRON_DEBUG"):
+        traceback.print_exc()
 
 
 def _one_line(error: BaseException) -> str:

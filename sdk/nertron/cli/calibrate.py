@@ -8,6 +8,7 @@ import dataclasses
 from pathlib import Path
 
 from nertron.cli.options import add_batch_size_option, add_model_options
+from nertron.errors import InvalidValue
 
 
 def add(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +20,7 @@ def add(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.model is None:
-        raise ValueError("-m/--model: the bundle to calibrate (the embedded model is calibrated when it is shipped)")
+        raise InvalidValue("-m/--model: the bundle to calibrate (the embedded model is calibrated when it is shipped)")
     calibrate_bundle(Path(args.model), args.data, batch_size=args.batch_size)
     return 0
 

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from nertron.cli.options import add_engine_options, config_from_args
+from nertron.errors import InvalidValue
 
 
 def add(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     contexts = ["sentence", "document"] if args.context == "both" else [args.context]
     on_words, on_raw = args.input in ("words", "both"), args.input in ("raw", "both")
     if args.reliability is not None and not on_words:
-        raise ValueError("--reliability needs --input words or both (entity scores are measured on the gold words)")
+        raise InvalidValue("--reliability needs --input words or both (entity scores are measured on the gold words)")
     with config_from_args(args).build() as ner:
         temperature = ner._postprocessor.temperature
         reports, uncalibrated = [], {}

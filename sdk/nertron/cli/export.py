@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nertron.errors import InvalidValue
 from nertron.extras import missing
 
 
@@ -81,7 +82,7 @@ def run_export(args: argparse.Namespace) -> int:
             max_f1_loss=args.max_f1_loss,
         )
     except ExportError as error:
-        raise ValueError(str(error)) from None
+        raise InvalidValue(str(error)) from None
     print(report.summary())
     if args.calibration_data is not None:
         from nertron.cli.calibrate import calibrate_bundle

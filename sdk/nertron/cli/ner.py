@@ -13,7 +13,7 @@ from typing import IO, TYPE_CHECKING
 from tqdm import tqdm
 
 from nertron.cli.options import DEFAULTS, add_engine_options, bounded, config_from_args
-from nertron.errors import TritonError
+from nertron.errors import InvalidValue, TritonError
 
 if TYPE_CHECKING:
     from nertron.io.corpus import ErrorPolicy, Record
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from nertron.io.html import HtmlWriter
 
     if args.input is not None and args.text:
-        raise ValueError("give texts or --input, not both (texts are tagged instead of the file)")
+        raise InvalidValue("give texts or --input, not both (texts are tagged instead of the file)")
     if args.input == STDIN:
         args.input = None
     if args.input is not None:
@@ -163,7 +163,7 @@ def _check_distinct(files: dict[str, Path | None]) -> None:
             if os.path.realpath(path) == os.path.realpath(other) or (
                 path.exists() and other.exists() and os.path.samefile(path, other)
             ):
-                raise ValueError(f"{other_option} {other} is the same file as {option} {path}; give another path")
+                raise InvalidValue(f"{other_option} {other} is the same file as {option} {path}; give another path")
 
 
 def _check_readable(path: Path, option: str) -> None:

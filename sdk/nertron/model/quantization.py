@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from nertron.errors import InvalidValue
+
 WEIGHT_LEVELS = 63  # 7-bit symmetric weights: see the module docstring
 Q4_BLOCK = 32
 
@@ -75,7 +77,7 @@ def quantize_static(model: Any, ranges: Mapping[str, tuple[float, float] | list[
         if node.op_type == "MatMul" and node.input[1] in initializers and len(initializers[node.input[1]].dims) == 2:
             activation, weight = node.input[0], node.input[1]
             if activation not in ranges:
-                raise ValueError(f"no calibrated range for {activation!r}, the input of MatMul {node.name!r}")
+                raise InvalidValue(f"no calibrated range for {activation!r}, the input of MatMul {node.name!r}")
             if activation not in quantized:
                 new_nodes += _activation_qdq(model, activation, ranges[activation])
                 quantized[activation] = f"{activation}/dequantized"
