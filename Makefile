@@ -41,8 +41,12 @@ test: setup
 fuzz: setup
 	$(PY) -m pytest -m hypothesis --hypothesis-profile=fuzz -p no:cacheprovider $(FUZZ_ARGS)
 
+# Lint, format, types over sdk/, and the native module's .pyi checked against the compiled module.
 lint: setup
 	$(VENV)/bin/ruff check sdk export tests perf
+	$(VENV)/bin/ruff format --check sdk export tests perf
+	$(VENV)/bin/mypy
+	$(PY) -m mypy.stubtest nertron._native
 
 # The installed package, not the checkout: the wheel in a clean venv with the runtime dependencies only.
 check-wheel: setup

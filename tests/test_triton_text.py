@@ -104,7 +104,6 @@ def test_curl_gets_the_entities_of_ner(server: TritonServer, sentences: list[str
     assert sum(map(len, found)) > 300  # real entities, not empty lists
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="needs node")
 def test_node_fetch_client_gets_the_entities_of_ner(
     server: TritonServer, sentences: list[str], expected: list[Any]
 ) -> None:

@@ -22,6 +22,9 @@ from nertron.text import SegmentedText
 CONTEXTS = ("sentence", "document")
 
 
+PRF = ("precision", "recall", "f1")
+
+
 @dataclass
 class Scores:
     """Precision, recall and F1 (as fractions) with the counts behind them."""
@@ -177,15 +180,11 @@ def score(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], con
     hits = Counter(g for g, p in zip(flat_gold, flat_pred, strict=True) if g == p)
     per_tag = {t: Scores.from_counts(hits[t], pred_count[t], gold_count[t]) for t in tags}
     total = len(flat_gold)
-    macro = Scores(
-        *(float(np.mean([getattr(s, a) for s in per_tag.values()])) for a in ("precision", "recall", "f1")),
-        total,
-    )
+    precision, recall, f1 = (float(np.mean([getattr(s, a) for s in per_tag.values()])) for a in PRF)
+    macro = Scores(precision, recall, f1, total)
     weights = np.array([s.support for s in per_tag.values()], dtype=np.float64) / max(total, 1)
-    weighted = Scores(
-        *(float(np.dot(weights, [getattr(s, a) for s in per_tag.values()])) for a in ("precision", "recall", "f1")),
-        total,
-    )
+    precision, recall, f1 = (float(np.dot(weights, [getattr(s, a) for s in per_tag.values()])) for a in PRF)
+    weighted = Scores(precision, recall, f1, total)
     gold_entities, pred_entities = entity_set(gold2), entity_set(pred2)
     correct = gold_entities & pred_entities
     per_type = scores_by_type(gold_entities, pred_entities)

@@ -42,7 +42,7 @@ class NERConfig:
     CLI builds one from its options). ``NER(model, **options)`` and ``NERConfig(model, **options).build()``
     are the same; see ``NER`` for what each option means."""
 
-    model: str | None = None
+    model: str | os.PathLike[str] | None = None  # kept as str
     precision: Precision | None = None
     aggregation: Aggregation = "first"
     batch_size: int = 16

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 ProviderOptions = tuple[tuple[str, str], ...]
 Provider = tuple[str, ProviderOptions]
@@ -44,7 +44,8 @@ class OnnxRuntime:
         """``providers`` in onnxruntime's own form."""
         if self.providers is None:
             return None
-        return [name if not options else (name, dict(options)) for name, options in self.providers]  # type: ignore[misc]
+        providers = cast(tuple[Provider, ...], self.providers)  # as __post_init__ made them
+        return [name if not options else (name, dict(options)) for name, options in providers]
 
 
 def _listed(providers: object) -> Sequence[Any]:

@@ -38,7 +38,7 @@ def add(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nertron.calibration import RecordingBackend, plot_reliability
+    from nertron.calibration import RecordingBackend, ScoredEntities, plot_reliability
     from nertron.evaluation import calibration_dict, evaluate, evaluate_raw, format_calibration, rescore
     from nertron.io.conll import read_conll
 
@@ -61,8 +61,10 @@ def run(args: argparse.Namespace) -> int:
                     ner, documents, recorder, 1.0, context=context, batch_size=args.batch_size
                 )
     if args.reliability is not None:
-        curves = {}
+        curves: dict[str, ScoredEntities] = {}
         for report in reports:
+            if report.scored is None:  # evaluate() scores entities on the gold words, as --reliability asks
+                continue
             if report.context in uncalibrated:
                 curves[f"{report.context}, uncalibrated"] = uncalibrated[report.context]
             curves[f"{report.context}, T={temperature:g}" if temperature != 1.0 else report.context] = report.scored

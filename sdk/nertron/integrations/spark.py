@@ -40,8 +40,9 @@ from nertron.extras import require
 from nertron.ner import NER, NERConfig, check_options
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import DataFrame
-    from pyspark.sql.types import ArrayType
+    from pyspark.sql.types import DataType
 
 pa = require("pyarrow", "nertron.integrations.spark")
 require("pyspark", "nertron.integrations.spark")
@@ -73,7 +74,7 @@ SPARKNLP_ARROW_TYPE = pa.list_(
 )
 
 
-def entity_schema(schema: str = "nertron") -> ArrayType:
+def entity_schema(schema: str = "nertron") -> DataType:
     """The Spark type of the entities column for ``schema`` (``"nertron"`` or ``"sparknlp"``)."""
     from pyspark.sql.types import _parse_datatype_string
 
@@ -191,7 +192,7 @@ def annotate_batches(
 def entities_column(ner: NER, texts: list[str | None], schema: str = "nertron") -> pa.Array:
     """The Arrow entities column for ``texts`` (null stays null)."""
     present = [i for i, text in enumerate(texts) if text is not None]
-    found = ner.batch([texts[i] for i in present]) if present else []
+    found = ner.batch([text for text in texts if text is not None]) if present else []
     rows: list[list[dict[str, Any]] | None] = [None] * len(texts)
     for i, entities in zip(present, found, strict=True):
         text = texts[i]

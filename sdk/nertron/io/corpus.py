@@ -131,15 +131,17 @@ def read_corpus(
     raise InvalidValue(f"input format must be one of {', '.join(INPUT_FORMATS)}, got {input_format!r}")
 
 
-def _decoded(stream: Iterable[bytes] | Iterable[str], source: str, errors: ErrorPolicy) -> Iterator[tuple[int, str]]:
+def _decoded(stream: Iterable[bytes | str], source: str, errors: ErrorPolicy) -> Iterator[tuple[int, str]]:
     for number, line in enumerate(stream, start=1):
         if isinstance(line, bytes):
             try:
-                line = line.decode("utf-8")
+                text = line.decode("utf-8")
             except UnicodeDecodeError as error:
                 errors.malformed(source, number, f"not valid UTF-8 ({error.reason} at byte {error.start})")
                 continue
-        yield number, line.removeprefix("\ufeff") if number == 1 else line
+        else:
+            text = line
+        yield number, text.removeprefix("\ufeff") if number == 1 else text
 
 
 # The fields of a JSONL output line that nertron writes itself (see jsonl_line).

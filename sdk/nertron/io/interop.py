@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from nertron.entity import Entity
-from nertron.errors import InvalidValue
+from nertron.errors import InvalidValue, MissingExtra
 
 
 def to_displacy(text: str, entities: Iterable[Entity], title: str | None = None) -> dict[str, Any]:
@@ -33,14 +33,14 @@ def to_spacy(doc_or_nlp: Any, text: str, entities: Iterable[Entity], alignment_m
     ``doc_or_nlp`` is a ``Doc`` of exactly ``text`` (its entities are replaced) or a ``Language`` such as
     ``spacy.blank("en")`` whose tokenizer makes one. Entities that do not fall on spaCy's token boundaries
     are aligned by ``Doc.char_span``'s ``alignment_mode`` (``"expand"``, ``"contract"``, or ``"strict"``,
-    which raises ``ValueError``); if aligned spans overlap, the longest is kept. Raises ``ImportError``
-    when spaCy is not installed (it is not a dependency of nertron).
+    which raises ``ValueError``); if aligned spans overlap, the longest is kept. Raises ``MissingExtra`` (an
+    ``ImportError``) when spaCy is not installed (it is not a dependency of nertron).
     """
     try:
         from spacy.tokens import Doc
         from spacy.util import filter_spans
     except ImportError as error:
-        raise ImportError(
+        raise MissingExtra(
             f"to_spacy needs spaCy, which nertron does not install: pip install spacy ({error})"
         ) from None
     if isinstance(doc_or_nlp, Doc):

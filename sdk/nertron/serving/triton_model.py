@@ -13,6 +13,7 @@ runs the stub in nertron's own venv).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,7 @@ class TritonPythonModel:
         self.backend.close()
 
 
-def plan_runs(shapes: list[tuple[int, int]]) -> list[list[int]]:
+def plan_runs(shapes: Sequence[tuple[int, ...]]) -> list[list[int]]:
     """Splits requests of shapes ``(rows, length)`` into runs of least total cost: each run is a range of
     the requests sorted by length, padded to its longest, and costs ``RUN_OVERHEAD_TOKENS`` plus its
     padded tokens (each weighted by its length's attention). Returns lists of request indices."""
