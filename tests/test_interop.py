@@ -45,6 +45,7 @@ def test_to_spacy_without_spacy_is_a_clear_import_error(monkeypatch: pytest.Monk
 
 def test_to_spacy_sets_doc_ents() -> None:
     import spacy  # in the test extra: this test runs in CI
+
     nlp = spacy.blank("en")
     doc = to_spacy(nlp, TEXT, ENTITIES)
     assert [(e.text, e.label_, e.start_char, e.end_char) for e in doc.ents] == [
