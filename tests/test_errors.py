@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import string
 from pathlib import Path
@@ -382,3 +383,57 @@ def test_sdk_errors_name_the_argument(tiny_bundle: Path) -> None:
             ner.batch(None)  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="texts must be an iterable of str, got int"):
             list(ner.pipe(3))  # type: ignore[arg-type]
+
+
+# -- errors a user can fix (exit 2) against bugs (exit 1) ----------------------------------------------------
+
+
+def test_a_bug_is_an_internal_error_not_the_users_fault(
+    tiny_bundle: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nertron.io.corpus
+
+    def broken(annotation: object) -> str:
+        raise TypeError("'NoneType' object is not subscriptable")  # as a bug would
+
+    monkeypatch.setattr(nertron.io.corpus, "jsonl_line", broken)
+    monkeypatch.delenv("NERTRON_DEBUG", raising=False)
+    code, _, err = run(capsys, "ner", "-m", str(tiny_bundle), "Paris")
+    assert code == 1 and "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if "error" in line]
+    assert line.startswith("nertron ner: internal error: TypeError: 'NoneType' object is not subscriptable")
+    assert "NERTRON_DEBUG=1 prints the traceback" in line
+    monkeypatch.setenv("NERTRON_DEBUG", "1")
+    code, _, err = run(capsys, "ner", "-m", str(tiny_bundle), "Paris")
+    assert code == 1 and "Traceback (most recent call last)" in err and "in broken" in err
+
+
+def test_debug_shows_the_traceback_of_a_users_error_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NERTRON_DEBUG", "1")
+    code, _, err = run(capsys, "ner", "-m", str(tmp_path / "missing"), "Paris")
+    assert code == 2 and "Traceback (most recent call last)" in err
+    assert err.rstrip().splitlines()[-1].startswith("nertron ner: error: model ")
+
+
+def test_an_installed_but_broken_extra_is_not_called_missing(tiny_bundle: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    fake = tmp_path / "site" / "tritonclient"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        "raise ImportError(\"cannot import name 'InferInput' from 'tritonclient.grpc'\")\n"
+    )
+    (fake / "grpc.py").write_text("")
+    done = subprocess.run(
+        [sys.executable, "-m", "nertron.cli", "ner", "-m", str(tiny_bundle), "--url", "127.0.0.1:1", "Paris"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    line = one_line_error(done.stderr, "needs tritonclient, which is installed but cannot be imported")
+    assert "cannot import name 'InferInput'" in line and 'pip install "nertron[triton]"' in line
