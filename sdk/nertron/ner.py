@@ -244,10 +244,7 @@ class NER(Closable):
         self, texts: Sequence[str], *, batch_size: int | None = None, progress: bool = False
     ) -> list[list[Entity]]:
         """Entities for each text, in input order. Raises ``TypeError`` naming a non-str item."""
-        if isinstance(texts, (str, bytes)):
-            raise InvalidType(f"texts must be a sequence of str, got a single {type(texts).__name__}; use ner(text)")
-        if not isinstance(texts, Iterable):
-            raise InvalidType(f"texts must be a sequence of str, got {type(texts).__name__}")
+        _check_texts(texts, "a sequence")
         texts = list(texts)
         for index, text in enumerate(texts):
             _check_str(text, index)
@@ -257,10 +254,7 @@ class NER(Closable):
         self, texts: Iterable[str], *, batch_size: int | None = None, progress: bool = False
     ) -> Iterator[list[Entity]]:
         """Streams the entities of each text, in input order; holds only a few batches of windows."""
-        if isinstance(texts, (str, bytes)):
-            raise InvalidType(f"texts must be an iterable of str, got a single {type(texts).__name__}; use ner(text)")
-        if not isinstance(texts, Iterable):
-            raise InvalidType(f"texts must be an iterable of str, got {type(texts).__name__}")
+        _check_texts(texts, "an iterable")
         self.check_open()
         size = self.batch_size if batch_size is None else check_batch_size(batch_size)
         # a bar only when asked: building one costs ~40 us per call
@@ -350,6 +344,14 @@ def check_min_score(min_score: Any) -> float:
     if not 0.0 <= min_score <= 1.0:
         raise InvalidValue(f"min_score must be in [0, 1], got {min_score}")
     return float(min_score)
+
+
+def _check_texts(texts: object, kind: str) -> None:
+    """Raises ``TypeError`` naming ``texts`` unless it is an iterable and not a single ``str``."""
+    if isinstance(texts, (str, bytes)):
+        raise InvalidType(f"texts must be {kind} of str, got a single {type(texts).__name__}; use ner(text)")
+    if not isinstance(texts, Iterable):
+        raise InvalidType(f"texts must be {kind} of str, got {type(texts).__name__}")
 
 
 def _check_str(text: object, index: int) -> str:
