@@ -153,14 +153,14 @@ struct PySpans {
 
 PySpans spans_to_python(nertron::Spans&& spans) {
     const auto n = static_cast<py::ssize_t>(spans.row.size());
-    const bool with_chars = !spans.start_char.empty() || n == 0;
+    const auto chars = static_cast<py::ssize_t>(spans.start_char.size());  // 0 unless word offsets were given
     return PySpans{to_numpy(std::move(spans.row), {n}),
                    to_numpy(std::move(spans.first_word), {n}),
                    to_numpy(std::move(spans.end_word), {n}),
                    to_numpy(std::move(spans.type), {n}),
                    to_numpy(std::move(spans.score), {n}),
-                   with_chars ? to_numpy(std::move(spans.start_char), {n}) : py::array(),
-                   with_chars ? to_numpy(std::move(spans.end_char), {n}) : py::array(),
+                   to_numpy(std::move(spans.start_char), {chars}),
+                   to_numpy(std::move(spans.end_char), {chars}),
                    n};
 }
 

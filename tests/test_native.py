@@ -161,6 +161,9 @@ def test_decode_spans_iob1_iob2_and_char_offsets() -> None:
     assert [decoder.types[t] for t in spans.type] == ["PER", "PER", "LOC"]
     assert spans.start_char.tolist() == [0, 9, 14]
     assert spans.end_char.tolist() == [8, 13, 19]
+    without = decoder.decode(labels, np.ones(5, np.float32), np.array([5]))
+    assert without.start_char.shape == without.end_char.shape == (0,)
+    assert without.start_char.dtype == without.end_char.dtype == np.int64  # was float64 when spans were found
 
 
 LOGITS = np.zeros((2, 3, 4), np.float32)
