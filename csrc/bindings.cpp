@@ -4,6 +4,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstdint>
+#include <cstring>
+#include <limits>
 #include <optional>
 #include <string>
 #include <utility>
@@ -17,6 +20,8 @@ namespace {
 
 template <typename T>
 using CArray = py::array_t<T, py::array::c_style>;
+// Any integer array, widened to int64 (a uint64 array only after its values were checked to fit).
+using IntArray = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
 
 std::string shape_of(const py::array& a) {
     std::string s = "(";
@@ -32,6 +37,16 @@ py::array as_array(const py::handle& obj, const char* name) {
     return py::reinterpret_borrow<py::array>(obj);
 }
 
+// "[i, j]" of the flat (C-order) index of an element of a.
+std::string index_of(const py::array& a, py::ssize_t flat) {
+    std::string s;
+    for (py::ssize_t axis = a.ndim() - 1; axis >= 0; --axis) {
+        s = std::to_string(flat % a.shape(axis)) + (s.empty() ? "" : ", ") + s;
+        flat /= a.shape(axis);
+    }
+    return "[" + s + "]";
+}
+
 void check_ndim(const py::array& a, py::ssize_t ndim, const char* name) {
     if (a.ndim() != ndim) {
         throw py::value_error(std::string(name) + " must have " + std::to_string(ndim) +
@@ -39,27 +54,61 @@ void check_ndim(const py::array& a, py::ssize_t ndim, const char* name) {
     }
 }
 
-// Integer arrays of any width are accepted and widened to int64.
-CArray<int64_t> int_array(const py::handle& obj, const char* name, py::ssize_t ndim) {
-    py::array a = as_array(obj, name);
-    const char kind = a.dtype().kind();
-    if (kind != 'i' && kind != 'u') {
-        throw py::type_error(std::string(name) + " must be an integer array, got dtype " +
+// Whether a's dtype is of one of these kinds ("iu": any integer) and, unless itemsize is 0, of this size;
+// any byte order.
+bool has_dtype(const py::array& a, const char* kinds, py::ssize_t itemsize = 0) {
+    const py::dtype dtype = a.dtype();
+    return std::strchr(kinds, dtype.kind()) != nullptr && (itemsize == 0 || dtype.itemsize() == itemsize);
+}
+
+void check_dtype(const py::array& a, bool ok, const char* name, const char* expected) {
+    if (!ok) {
+        throw py::type_error(std::string(name) + " must be " + expected + " array, got dtype " +
                              std::string(py::str(a.dtype())));
     }
+}
+
+// Only uint64 has values beyond int64, which a cast would silently wrap to negative numbers.
+void check_fits_int64(const py::array& a, const char* name) {
+    if (!has_dtype(a, "u", 8)) return;
+    const CArray<uint64_t> values(a);
+    constexpr auto max = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+    for (py::ssize_t i = 0; i < values.size(); ++i) {
+        if (values.data()[i] > max) {
+            throw py::value_error(std::string(name) + index_of(a, i) + " = " + std::to_string(values.data()[i]) +
+                                  " does not fit in int64");
+        }
+    }
+}
+
+// Integer arrays of any width and byte order are accepted and widened to int64.
+IntArray int_array(const py::handle& obj, const char* name, py::ssize_t ndim) {
+    const py::array a = as_array(obj, name);
+    check_dtype(a, has_dtype(a, "iu"), name, "an integer");
     check_ndim(a, ndim, name);
-    return CArray<int64_t>::ensure(a);
+    check_fits_int64(a, name);
+    return IntArray(a);  // unlike IntArray::ensure, throws (rather than returning null) if numpy fails
 }
 
 // float32 only: a silent cast from float64 would hide a caller's mistake.
 CArray<float> float_array(const py::handle& obj, const char* name, py::ssize_t ndim) {
-    py::array a = as_array(obj, name);
-    if (!a.dtype().is(py::dtype::of<float>())) {
-        throw py::type_error(std::string(name) + " must be a float32 array, got dtype " +
-                             std::string(py::str(a.dtype())));
-    }
+    const py::array a = as_array(obj, name);
+    check_dtype(a, has_dtype(a, "f", 4), name, "a float32");
     check_ndim(a, ndim, name);
-    return CArray<float>::ensure(a);
+    return CArray<float>(a);
+}
+
+// A copy, for the lengths that the core reads more than once: while the GIL is released, another thread
+// could change the caller's array between the core's checks and its use of a length.
+std::vector<int64_t> owned(const IntArray& a) { return {a.data(), a.data() + a.size()}; }
+
+// A Python float is a double; one beyond float's range becomes an infinity (which the core rejects),
+// since converting it to float is undefined behaviour.
+float to_float(double value) {
+    constexpr double max = std::numeric_limits<float>::max();
+    if (value > max) return std::numeric_limits<float>::infinity();
+    if (value < -max) return -std::numeric_limits<float>::infinity();
+    return static_cast<float>(value);
 }
 
 void check_length(const py::array& a, py::ssize_t axis, py::ssize_t expected, const char* name,
@@ -104,14 +153,14 @@ struct PySpans {
 
 PySpans spans_to_python(nertron::Spans&& spans) {
     const auto n = static_cast<py::ssize_t>(spans.row.size());
-    const bool with_chars = !spans.start_char.empty() || n == 0;
+    const auto chars = static_cast<py::ssize_t>(spans.start_char.size());  // 0 unless word offsets were given
     return PySpans{to_numpy(std::move(spans.row), {n}),
                    to_numpy(std::move(spans.first_word), {n}),
                    to_numpy(std::move(spans.end_word), {n}),
                    to_numpy(std::move(spans.type), {n}),
                    to_numpy(std::move(spans.score), {n}),
-                   with_chars ? to_numpy(std::move(spans.start_char), {n}) : py::array(),
-                   with_chars ? to_numpy(std::move(spans.end_char), {n}) : py::array(),
+                   to_numpy(std::move(spans.start_char), {chars}),
+                   to_numpy(std::move(spans.end_char), {chars}),
                    n};
 }
 
@@ -120,6 +169,7 @@ py::tuple align(const nertron::PostProcessor& self, const py::object& logits_obj
     const auto logits = float_array(logits_obj, "logits", 3);
     const auto word_ids = int_array(word_ids_obj, "word_ids", 2);
     const auto num_words = int_array(num_words_obj, "num_words", 1);
+    const std::vector<int64_t> words = owned(num_words);
     const py::ssize_t batch = logits.shape(0), seq = logits.shape(1), labels = logits.shape(2);
     check_length(word_ids, 0, batch, "word_ids", "logits has batch size " + std::to_string(batch));
     check_length(word_ids, 1, seq, "word_ids", "logits has sequence length " + std::to_string(seq));
@@ -127,7 +177,7 @@ py::tuple align(const nertron::PostProcessor& self, const py::object& logits_obj
     nertron::WordPredictions result;
     {
         py::gil_scoped_release release;
-        result = self.align(logits.data(), word_ids.data(), batch, seq, labels, num_words.data());
+        result = self.align(logits.data(), word_ids.data(), batch, seq, labels, words.data());
     }
     return predictions_to_python(std::move(result));
 }
@@ -137,8 +187,8 @@ PySpans decode(const nertron::PostProcessor& self, const py::object& labels_obj,
                const py::object& word_end_obj) {
     const std::vector<int32_t> labels = label_ids(labels_obj, self.labels().size());
     const auto scores = float_array(scores_obj, "scores", 1);
-    const auto row_words = int_array(row_words_obj, "row_words", 1);
-    const py::ssize_t rows = row_words.shape(0);
+    const std::vector<int64_t> row_words = owned(int_array(row_words_obj, "row_words", 1));
+    const auto rows = static_cast<int64_t>(row_words.size());
     const int64_t total = nertron::checked_total(row_words.data(), rows, "row_words");
     if (static_cast<int64_t>(labels.size()) != total) {
         throw py::value_error("labels has " + std::to_string(labels.size()) + " words but row_words sums to " +
@@ -148,7 +198,7 @@ PySpans decode(const nertron::PostProcessor& self, const py::object& labels_obj,
     if (word_start_obj.is_none() != word_end_obj.is_none()) {
         throw py::value_error("word_start_char and word_end_char must be given together");
     }
-    std::optional<CArray<int64_t>> starts, ends;
+    std::optional<IntArray> starts, ends;
     if (!word_start_obj.is_none()) {
         starts = int_array(word_start_obj, "word_start_char", 1);
         ends = int_array(word_end_obj, "word_end_char", 1);
@@ -171,11 +221,9 @@ void merge(nertron::WindowMerger& self, const py::object& window_doc_obj, const 
     const auto word_start = int_array(word_start_obj, "word_start", 1);
     const auto window_words = int_array(window_words_obj, "window_words", 1);
     const py::array labels_any = as_array(labels_obj, "labels");
-    if (!labels_any.dtype().is(py::dtype::of<int32_t>())) {
-        throw py::type_error("labels must be an int32 array, got dtype " + std::string(py::str(labels_any.dtype())));
-    }
+    check_dtype(labels_any, has_dtype(labels_any, "i", 4), "labels", "an int32");
     check_ndim(labels_any, 1, "labels");
-    const auto labels = CArray<int32_t>::ensure(labels_any);
+    const CArray<int32_t> labels(labels_any);
     const auto scores = float_array(scores_obj, "scores", 1);
     const py::ssize_t windows = window_doc.shape(0);
     check_length(word_start, 0, windows, "word_start", "window_doc has " + std::to_string(windows));
@@ -222,8 +270,10 @@ PYBIND11_MODULE(_native, m) {
         .def("__len__", [](const PySpans& s) { return s.size; });
 
     py::class_<PostProcessor>(m, "PostProcessor", "Alignment and span decoding for one model's labels.")
-        .def(py::init<const std::vector<std::string>&, Aggregation, float>(), py::arg("labels"),
-             py::arg("aggregation") = Aggregation::First, py::arg("temperature") = 1.0f)
+        .def(py::init([](const std::vector<std::string>& labels, Aggregation aggregation, double temperature) {
+                 return PostProcessor(labels, aggregation, to_float(temperature));
+             }),
+             py::arg("labels"), py::arg("aggregation") = Aggregation::First, py::arg("temperature") = 1.0)
         .def_property_readonly("labels", [](const PostProcessor& p) { return p.labels().labels(); })
         .def_property_readonly("types", [](const PostProcessor& p) { return p.labels().types(); })
         .def_property_readonly("aggregation", &PostProcessor::aggregation)

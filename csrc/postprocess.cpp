@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <stdexcept>
 
@@ -9,6 +10,12 @@ namespace nertron {
 namespace {
 
 [[noreturn]] void fail(const std::string& message) { throw std::invalid_argument(message); }
+
+std::string str(float value) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%g", static_cast<double>(value));
+    return text;
+}
 
 // Softmax of one row of logits / temperature into out; returns the argmax (first on ties).
 int32_t softmax(const float* logits, int64_t n, float* out, float temperature = 1.0f) {
@@ -72,17 +79,24 @@ LabelTable::LabelTable(const std::vector<std::string>& labels) : labels_(labels)
 
 PostProcessor::PostProcessor(const std::vector<std::string>& labels, Aggregation aggregation, float temperature)
     : labels_(labels), aggregation_(aggregation), temperature_(temperature) {
-    if (!std::isfinite(temperature) || temperature <= 0.0f) {
-        fail("temperature must be a finite number > 0, got " + std::to_string(temperature));
+    // Scores use logits * (1 / temperature): a subnormal temperature would make that inverse infinite.
+    if (!std::isfinite(temperature) || temperature <= 0.0f || !std::isfinite(1.0f / temperature)) {
+        fail("temperature must be a finite number > 0 with a finite inverse, got " + str(temperature));
     }
 }
 
 int64_t checked_total(const int64_t* lengths, int64_t count, const char* name) {
+    if (count < 0) fail(std::string(name) + " has a negative count (" + std::to_string(count) + ")");
     int64_t total = 0;
     for (int64_t i = 0; i < count; ++i) {
         if (lengths[i] < 0) {
             fail(std::string(name) + "[" + std::to_string(i) + "] is negative (" +
                  std::to_string(lengths[i]) + ")");
+        }
+        // Checked before adding, so that the sum cannot overflow.
+        if (lengths[i] > kMaxWords - total) {
+            fail(std::string(name) + "[" + std::to_string(i) + "] = " + std::to_string(lengths[i]) +
+                 " brings the words to more than the limit of " + std::to_string(kMaxWords));
         }
         total += lengths[i];
     }
@@ -165,7 +179,9 @@ WordPredictions PostProcessor::align(const float* logits, const int64_t* word_id
 }
 
 int64_t WindowMerger::add_document(int64_t num_words) {
-    if (num_words < 0) fail("num_words is negative (" + std::to_string(num_words) + ")");
+    if (num_words < 0 || num_words > kMaxWords) {
+        fail("num_words = " + std::to_string(num_words) + " is not in [0, " + std::to_string(kMaxWords) + "]");
+    }
     Document document;
     document.labels.assign(num_words, -1);
     document.scores.assign(num_words, 0.0f);
@@ -187,10 +203,11 @@ void WindowMerger::merge(const int64_t* window_doc, const int64_t* word_start, c
                  std::to_string(first_id_ + pending()) + ")");
         }
         const auto words = static_cast<int64_t>(documents_[d - first_id_].labels.size());
-        if (word_start[w] < 0 || word_start[w] + window_words[w] > words) {
-            fail("window " + std::to_string(w) + " covers words [" + std::to_string(word_start[w]) + ", " +
-                 std::to_string(word_start[w] + window_words[w]) + ") outside document " + std::to_string(d) +
-                 " of " + std::to_string(words) + " words");
+        // Not word_start + window_words > words: that sum can overflow.
+        if (word_start[w] < 0 || word_start[w] > words || window_words[w] > words - word_start[w]) {
+            fail("window " + std::to_string(w) + " (word_start = " + std::to_string(word_start[w]) +
+                 ", window_words = " + std::to_string(window_words[w]) + ") reaches outside document " +
+                 std::to_string(d) + " of " + std::to_string(words) + " words");
         }
     }
     constexpr int64_t unlimited = std::numeric_limits<int64_t>::max();

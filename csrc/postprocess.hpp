@@ -17,6 +17,11 @@
 
 namespace nertron {
 
+// The most words of a row, a document, or all rows of one call: far more than any text, and a bound that
+// turns a garbage size (an overflowed or uninitialised count) into an error rather than a giant
+// allocation, and keeps every sum of word counts far from overflow.
+constexpr int64_t kMaxWords = int64_t{1} << 30;
+
 // How the subword predictions of a word become one prediction.
 enum class Aggregation {
     First,    // the word's first subword
@@ -68,7 +73,7 @@ struct Spans {
 // are always chosen from softmax(logits), so T changes scores and never which entities are found.
 class PostProcessor {
    public:
-    // Throws std::invalid_argument if temperature is not a finite number > 0.
+    // Throws std::invalid_argument unless temperature and 1 / temperature are finite numbers > 0.
     PostProcessor(const std::vector<std::string>& labels, Aggregation aggregation, float temperature = 1.0f);
 
     const LabelTable& labels() const { return labels_; }
@@ -102,7 +107,7 @@ class PostProcessor {
 // depend on the order in which windows arrive.
 class WindowMerger {
    public:
-    // Adds a document of num_words words; returns its id (0, 1, 2, ... in the order added).
+    // Adds a document of num_words (in [0, kMaxWords]) words; returns its id (0, 1, 2, ... in the order added).
     int64_t add_document(int64_t num_words);
 
     // Window w covers words [word_start[w], word_start[w] + window_words[w]) of document window_doc[w];
@@ -128,7 +133,8 @@ class WindowMerger {
     int64_t first_id_ = 0;  // id of documents_.front()
 };
 
-// Sum of row lengths, checking each is >= 0 (name is used in the message).
+// Sum of row lengths, checking that count >= 0, each length >= 0 and the sum <= kMaxWords (name is used in
+// the message).
 int64_t checked_total(const int64_t* lengths, int64_t count, const char* name);
 
 }  // namespace nertron

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -33,6 +34,8 @@ void check_throws(F&& f, const std::string& fragment, const char* what) {
 }
 
 const std::vector<std::string> kTwoLabels = {"O", "B-PER"};
+constexpr int64_t kInt64Max = std::numeric_limits<int64_t>::max();
+constexpr int64_t kInt64Min = std::numeric_limits<int64_t>::min();
 
 void test_labels() {
     const LabelTable table({"O", "B-PER", "I-PER", "B-LOC", "S-PER", "E-LOC"});
@@ -85,6 +88,8 @@ void test_temperature() {
     check(std::fabs(first.scores[0] - 1 / (1 + std::exp(-1.0f))) < 1e-6, "temperature: first score");
     check_throws([] { PostProcessor(kTwoLabels, Aggregation::First, 0.0f); }, "temperature must be", "zero T");
     check_throws([] { PostProcessor(kTwoLabels, Aggregation::First, std::nanf("")); }, "temperature must be", "NaN T");
+    // Its inverse is infinite, and 0 * inf would make every score NaN.
+    check_throws([] { PostProcessor(kTwoLabels, Aggregation::First, 1e-39f); }, "temperature must be", "subnormal T");
 }
 
 void test_windows() {
@@ -119,7 +124,55 @@ void test_windows() {
                  "window_doc[0] = 1 is not a pending document", "unknown document");
     const int64_t far = 4;
     check_throws([&] { merger.merge(doc.data(), &far, count.data(), 1, labels.data(), scores.data()); },
-                 "covers words [4, 6) outside document 0", "window outside its document");
+                 "(word_start = 4, window_words = 2) reaches outside document 0 of 5 words",
+                 "window outside its document");
+}
+
+// Sizes and positions at the edges of int64: each is an error, never an overflow or a giant allocation.
+void test_extreme_sizes() {
+    const PostProcessor pp(kTwoLabels, Aggregation::Average);
+    const std::vector<float> logits = {0, 1};
+    const int64_t no_word = -1;
+    for (const int64_t words : {kInt64Max, kMaxWords + 1, int64_t{-1}, kInt64Min}) {
+        check_throws([&] { pp.align(logits.data(), &no_word, 1, 1, 2, &words); }, "num_words[0]", "align: size");
+        check_throws([&] { WindowMerger().add_document(words); }, "num_words = ", "add_document: size");
+    }
+    // Each within the limit, their sum not (4 * 2^62 would wrap around to 0).
+    const std::vector<int64_t> halves = {kMaxWords, 1}, quarters(4, int64_t{1} << 62);
+    check_throws([&] { pp.align(nullptr, nullptr, 2, 0, 2, halves.data()); }, "num_words[1] = 1 brings",
+                 "align: total");
+    check_throws([&] { pp.decode(nullptr, nullptr, quarters.data(), 4, nullptr, nullptr); }, "row_words[0]",
+                 "decode: total");
+    check_throws([&] { checked_total(halves.data(), -1, "lengths"); }, "lengths has a negative count",
+                 "negative count");
+
+    WindowMerger merger;
+    merger.add_document(3);
+    const std::vector<int32_t> labels = {1, 1};
+    const std::vector<float> scores = {.5f, .5f};
+    const int64_t doc = 0, two = 2;
+    // start + 2 overflows to a negative number: the check must not add them.
+    for (const int64_t start : {kInt64Max, kInt64Max - 1, kInt64Min, int64_t{-1}, int64_t{2}}) {
+        check_throws([&] { merger.merge(&doc, &start, &two, 1, labels.data(), scores.data()); },
+                     "reaches outside document 0 of 3 words", "merge: window start");
+    }
+    for (const int64_t count : {kInt64Max, int64_t{-2}}) {
+        const int64_t zero = 0;
+        check_throws([&] { merger.merge(&doc, &zero, &count, 1, labels.data(), scores.data()); }, "window_words[0]",
+                     "merge: window size");
+    }
+    for (const int64_t d : {kInt64Max, kInt64Min, int64_t{1}}) {
+        const int64_t zero = 0;
+        check_throws([&] { merger.merge(&d, &zero, &two, 1, labels.data(), scores.data()); },
+                     "is not a pending document", "merge: document id");
+    }
+    std::vector<int64_t> doc_words;
+    for (const int64_t count : {kInt64Max, kInt64Min, int64_t{2}}) {
+        check_throws([&] { merger.take(count, doc_words); }, "is not in [0, 1]", "take: count");
+    }
+    const int64_t zero = 0, three = 3;  // the failed calls changed nothing: a whole window still fits
+    merger.merge(&doc, &zero, &three, 1, std::vector<int32_t>(3, 1).data(), std::vector<float>(3, .5f).data());
+    check(merger.take(1, doc_words).labels == std::vector<int32_t>({1, 1, 1}), "merge after rejected calls");
 }
 
 void test_spans() {
@@ -137,6 +190,14 @@ void test_spans() {
     const std::vector<int32_t> bad = {2, 9, 1, 0, 4};
     check_throws([&] { pp.decode(bad.data(), scores.data(), rows.data(), 1, nullptr, nullptr); },
                  "labels[1] = 9 is out of range", "out-of-range label");
+    const std::vector<int32_t> negative = {2, -2, 1, 0, 4};
+    check_throws([&] { pp.decode(negative.data(), scores.data(), rows.data(), 1, nullptr, nullptr); },
+                 "labels[1] = -2 is out of range", "negative label");
+    const std::vector<int64_t> bad_starts = {0, -1, 6, 9, 12}, bad_ends = {2, 5, 5, 11, 14};
+    check_throws([&] { pp.decode(labels.data(), scores.data(), rows.data(), 1, bad_starts.data(), ends.data()); },
+                 "word offsets at 1", "negative word offset");
+    check_throws([&] { pp.decode(labels.data(), scores.data(), rows.data(), 1, starts.data(), bad_ends.data()); },
+                 "word offsets at 2", "word ending before its start");
 }
 
 }  // namespace
@@ -147,6 +208,7 @@ int main() {
     test_temperature();
     test_windows();
     test_spans();
+    test_extreme_sizes();
     if (failures == 0) std::printf("all C++ core checks passed\n");
     return failures == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

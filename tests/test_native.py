@@ -161,6 +161,9 @@ def test_decode_spans_iob1_iob2_and_char_offsets() -> None:
     assert [decoder.types[t] for t in spans.type] == ["PER", "PER", "LOC"]
     assert spans.start_char.tolist() == [0, 9, 14]
     assert spans.end_char.tolist() == [8, 13, 19]
+    without = decoder.decode(labels, np.ones(5, np.float32), np.array([5]))
+    assert without.start_char.shape == without.end_char.shape == (0,)
+    assert without.start_char.dtype == without.end_char.dtype == np.int64  # was float64 when spans were found
 
 
 LOGITS = np.zeros((2, 3, 4), np.float32)
@@ -178,6 +181,7 @@ NUM_WORDS = np.array([2, 1], np.int64)
         ((LOGITS, WORD_IDS[:, :2], NUM_WORDS), ValueError, "word_ids has shape"),
         ((LOGITS, WORD_IDS, NUM_WORDS[:1]), ValueError, "num_words has shape"),
         ((LOGITS, WORD_IDS + 1, NUM_WORDS), ValueError, r"word_ids\[0, 2\] = 2 is out of range"),
+        ((LOGITS, WORD_IDS.astype(np.uint64), NUM_WORDS), ValueError, r"word_ids\[0, 0\] = 18446744073709551615 does"),
         ((LOGITS, WORD_IDS - 1, NUM_WORDS), ValueError, r"word_ids\[0, 0\] = -2 is out of range"),
         ((LOGITS, WORD_IDS, -NUM_WORDS), ValueError, "num_words"),
         ((np.full_like(LOGITS, np.nan), WORD_IDS, NUM_WORDS), ValueError, "logits has a non-finite"),
@@ -216,8 +220,21 @@ def test_window_merger_rejects_bad_input() -> None:
         merger.take(1)
     with pytest.raises(ValueError, match="count 2 is not in"):
         merger.take(2)
-    with pytest.raises(ValueError, match="negative"):
+    with pytest.raises(ValueError, match=r"num_words = -1 is not in \[0, "):
         merger.add_document(-1)
+
+
+def test_any_integer_width_and_byte_order_is_read() -> None:
+    # A uint64 array once became a null array (a segfault); byte-swapped arrays were refused.
+    labels = np.array([1, 2], np.uint64)
+    spans = DECODER.decode(labels, np.ones(2, ">f4"), np.array([2], ">u8"), np.array([0, 3], ">i2"), np.array([2, 5]))
+    assert spans.end_word.tolist() == [2] and spans.end_char.tolist() == [5]
+    merger = WindowMerger()
+    merger.add_document(2)
+    merger.merge(
+        np.zeros(1, np.uint64), np.zeros(1, np.uint8), np.array([2], ">u4"), labels.astype(">i4"), np.ones(2, ">f4")
+    )
+    assert merger.take(1)[0].tolist() == [1, 2]
 
 
 def test_decode_rejects_bad_input() -> None:

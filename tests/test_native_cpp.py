@@ -16,7 +16,8 @@ def test_core_under_sanitizers(tmp_path: Path) -> None:
     if compiler is None:  # the package itself needs one to build, so this is unexpected
         pytest.fail("no C++ compiler on PATH")
     binary = tmp_path / "test_postprocess"
-    subprocess.run(
+    # Warnings are errors, as in a strict (CI) build of the package: CMakeLists.txt's NERTRON_STRICT.
+    build = subprocess.run(
         [
             compiler,
             "-std=c++17",
@@ -24,6 +25,7 @@ def test_core_under_sanitizers(tmp_path: Path) -> None:
             "-g",
             "-Wall",
             "-Wextra",
+            "-Wpedantic",
             "-Werror",
             "-fsanitize=address,undefined",
             "-fno-sanitize-recover=all",
@@ -33,10 +35,10 @@ def test_core_under_sanitizers(tmp_path: Path) -> None:
             "-o",
             str(binary),
         ],
-        check=True,
         capture_output=True,
         text=True,
     )
+    assert build.returncode == 0, build.stderr
     result = subprocess.run([str(binary)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "all C++ core checks passed" in result.stdout

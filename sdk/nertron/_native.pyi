@@ -68,7 +68,7 @@ class WindowMerger:
     def pending(self) -> int:
         """Documents added and not yet taken."""
     def add_document(self, num_words: int) -> int:
-        """Adds a document; returns its id (0, 1, 2, ... in the order added)."""
+        """Adds a document of ``num_words`` (at most 2**30) words; returns its id (0, 1, 2, ... in the order added)."""
     def merge(
         self,
         window_doc: npt.NDArray[np.integer],
