@@ -10,6 +10,7 @@ from nertron._native import Aggregation, PostProcessor, WindowMerger
 from seqeval.metrics.sequence_labeling import get_entities as seqeval_entities
 
 from tests import reference
+from tests.properties import examples
 
 LABELS = ("O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC")
 DECODER = PostProcessor(LABELS)
@@ -59,7 +60,7 @@ def near_tie(logits: np.ndarray, word_ids: np.ndarray, aggregation: str) -> bool
     return False
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300))
 @given(aligned_batches(), st.sampled_from(AGGREGATIONS), st.sampled_from([1.0, 0.7, 1.6]))
 def test_align_words_matches_reference(data: tuple, aggregation: str, temperature: float) -> None:
     logits, word_ids, num_words = data
@@ -92,7 +93,7 @@ def windowed_docs(draw: st.DrawFn) -> tuple[list[int], list[tuple[int, int, int]
     return doc_words, draw(st.permutations(windows))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300))
 @given(windowed_docs(), st.randoms(use_true_random=False), st.integers(1, 4))
 def test_window_merger_matches_reference(data: tuple, rng, calls: int) -> None:
     doc_words, windows = data
@@ -124,7 +125,7 @@ def test_window_merger_matches_reference(data: tuple, rng, calls: int) -> None:
 tag_sequences = st.lists(st.lists(st.integers(-1, len(LABELS) - 1), max_size=15), min_size=1, max_size=5)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500))
 @given(tag_sequences, st.data())
 def test_decode_spans_matches_reference_and_seqeval(rows: list[list[int]], data: st.DataObject) -> None:
     flat = [label for row in rows for label in row]

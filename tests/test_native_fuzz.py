@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from nertron._native import Aggregation, PostProcessor, WindowMerger
 
+from tests.properties import examples
+
 REJECTED = (TypeError, ValueError, IndexError, OverflowError)
 LABELS = ("O", "B-PER", "I-PER", "E-LOC", "S-LOC")
 INT_DTYPES = [np.dtype(t) for t in ("i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", ">i4", ">i8", ">u8")]
@@ -103,7 +105,7 @@ def as_ints(a: Any) -> list[int] | None:
     st.sampled_from(list(Aggregation)) | anything,
     st.floats() | st.sampled_from([1e-39, 3.5e38, 1e39, 10**400]) | anything,
 )
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300))
 @example(["O"], Aggregation.FIRST, 1e39)  # a double beyond float's range, narrowed to float
 @example(["O"], Aggregation.FIRST, 1e-39)  # a float whose inverse overflows
 def test_postprocessor_construction(labels: Any, aggregation: Any, temperature: Any) -> None:
@@ -126,7 +128,7 @@ def align_args(draw: st.DrawFn) -> tuple[Any, ...]:
 
 
 @given(st.sampled_from(list(Aggregation)), align_args())
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300))
 # A uint64 array once became a null array: a segfault.
 @example(Aggregation.FIRST, (np.zeros((1, 1, 5), np.float32), np.zeros((1, 1), np.uint64), np.array([1])))
 def test_align(aggregation: Aggregation, args: tuple[Any, ...]) -> None:
@@ -153,7 +155,7 @@ def decode_args(draw: st.DrawFn) -> tuple[Any, ...]:
 
 
 @given(decode_args())
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300))
 @example((np.array([0], np.uint64), np.zeros(1, np.float32), np.array([1]), None, None))  # a segfault
 def test_decode(args: tuple[Any, ...]) -> None:
     try:
@@ -180,7 +182,7 @@ def merge_args(draw: st.DrawFn) -> tuple[Any, ...]:
 
 
 @given(st.lists(st.integers(0, 5), min_size=1, max_size=3), merge_args())
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300))
 # word_start + window_words wrapped around, passed the check, and the window was written out of bounds.
 @example([3], (np.array([0]), np.array([2**63 - 1]), np.array([2]), np.zeros(2, np.int32), np.zeros(2, np.float32)))
 def test_merge(documents: list[int], args: tuple[Any, ...]) -> None:
@@ -199,7 +201,7 @@ def test_merge(documents: list[int], args: tuple[Any, ...]) -> None:
 
 
 @given(st.lists(st.sampled_from(EDGES) | st.integers(-2, 6) | anything, max_size=4), st.sampled_from(EDGES) | anything)
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300))
 def test_add_document_and_take(sizes: list[Any], count: Any) -> None:
     merger = WindowMerger()
     added = 0

@@ -17,13 +17,20 @@ class Spans:
     """Entity spans as arrays, one entry per span; ``start_char``/``end_char`` are empty arrays unless
     ``decode`` was given word offsets."""
 
-    row: npt.NDArray[np.int64]
-    first_word: npt.NDArray[np.int64]
-    end_word: npt.NDArray[np.int64]
-    type: npt.NDArray[np.int32]
-    score: npt.NDArray[np.float32]
-    start_char: npt.NDArray[np.int64]
-    end_char: npt.NDArray[np.int64]
+    @property
+    def row(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def first_word(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def end_word(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def type(self) -> npt.NDArray[np.int32]: ...
+    @property
+    def score(self) -> npt.NDArray[np.float32]: ...
+    @property
+    def start_char(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def end_char(self) -> npt.NDArray[np.int64]: ...
     def __len__(self) -> int: ...
 
 class PostProcessor:
