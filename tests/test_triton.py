@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from nertron import NER
+from nertron import NER, ServedRows
 from nertron.backends import TLS, OnnxRuntime, Triton, create_backend
 from nertron.backends.fallback import FallbackBackend
 from nertron.backends.onnxruntime import OnnxRuntimeBackend
@@ -460,14 +460,18 @@ def test_wrong_port_and_missing_model_fail_clearly(server: TritonServer, local: 
     assert time.monotonic() - started < 15
 
 
-def test_malformed_replies(server: TritonServer, local: OnnxRuntimeBackend, caplog: pytest.LogCaptureFixture) -> None:
+def test_malformed_replies_are_not_hidden_by_the_fallback(
+    server: TritonServer, local: OnnxRuntimeBackend, caplog: pytest.LogCaptureFixture
+) -> None:
     batches = random_batches(5, seed=4)
     with client(server.grpc_url, model="broken") as backend, pytest.raises(TritonError, match="malformed reply"):
         backend(*batches[0])
     with with_fallback(server.grpc_url, local, model="broken") as backend:
-        for (ids, mask), logits in zip(batches, backend.map(batches), strict=True):
-            np.testing.assert_array_equal(logits, local(ids, mask))
-    assert len(triton_warnings(caplog)) == 1 and "malformed reply" in triton_warnings(caplog)[0]
+        with pytest.raises(TritonError, match="malformed reply") as raised:
+            list(backend.map(batches))
+        assert raised.type is TritonError  # not TritonUnavailable: a bug of the served model
+        assert backend.on_server and backend.rows == ServedRows()
+    assert not triton_warnings(caplog)
 
 
 def test_late_replies_time_out(server: TritonServer, local: OnnxRuntimeBackend) -> None:
@@ -524,8 +528,8 @@ def test_server_killed_mid_run_then_restarted(
         assert server.process is not None and server.process.returncode is not None, "the server was killed"
         assert not list(Path("/dev/shm").glob(f"{server.shm_prefix}*")), "kill() leaves no shared memory"
         assert len(results) == 2000 and results == expected  # nothing lost, in order
-        assert backend.rows["server"] > 0 and backend.rows["fallback"] > 0, backend.rows
-        assert backend.rows["server"] + backend.rows["fallback"] == killing.rows  # each row answered once
+        assert backend.rows.server > 0 and backend.rows.fallback > 0, backend.rows
+        assert backend.rows.total == killing.rows  # each row answered once
         assert not backend.on_server
         assert len(triton_warnings(caplog)) == 1
         server.start()  # same ports
@@ -773,7 +777,7 @@ def test_the_default_model_through_triton_equals_in_process_across_a_kill(defaul
         assert isinstance(backend, FallbackBackend)
         with NER(default_int8, backend=KillAt(backend, at=8, action=served.kill), batch_size=8) as ner:
             got = ner.batch(sentences)
-        assert backend.rows["server"] > 0 and backend.rows["fallback"] > 0, backend.rows
+        assert backend.rows.server > 0 and backend.rows.fallback > 0, backend.rows
     for mine, theirs in zip(got, expected, strict=True):  # the server batched differently, and was killed
         assert [(e.text, e.label, e.start, e.end) for e in mine] == [(e.text, e.label, e.start, e.end) for e in theirs]
         assert [e.score for e in mine] == pytest.approx([e.score for e in theirs], abs=1e-5, rel=0)

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from nertron._native import Aggregation, PostProcessor
 from nertron.backends import Backend, BackendSpec, OnnxRuntime, OpenVINO, Triton, create_backend
 from nertron.backends.base import Closable
+from nertron.backends.failover import ServedRows
 from nertron.entity import Entity
 from nertron.model.bundle import Bundle
 from nertron.subwords import load_tokenizer
@@ -113,6 +114,16 @@ class NER(Closable):
     ``calibration``: the embedded model's is fitted on CoNLL-2003 dev), so a score of 0.9 means about 9 in
     10 such entities are right. Close it (or use it as a context manager) to release the backend.
 
+    With ``Triton(...)`` and a fallback, work the server does not answer (unreachable, overloaded, late) is
+    computed locally until it answers again; each switch is logged (logger ``"nertron.triton"``: a warning
+    when it degrades, an info line when it returns) and ``served_rows`` counts what each answered. Any
+    other error (a malformed reply, a bug) propagates: the fallback never hides it.
+
+    Threads: one ``NER`` may be called from several threads at once (``__call__``, ``batch``, ``pipe``,
+    ``tag``, ``stream``); they share its backend. ``close()`` may be called from any thread at any time,
+    also more than once; it does not wait for calls in progress, each of which either completes or raises
+    ``RuntimeError`` ("... is closed"). Every call that starts after ``close()`` raises ``RuntimeError``.
+
     >>> with NER() as ner:
     ...     ner("Angela Merkel met Emmanuel Macron in Paris.")  # doctest: +SKIP
     [Entity(text='Angela Merkel', label='PER', start=0, end=13, score=0.98...), ...]
@@ -190,7 +201,17 @@ class NER(Closable):
         super().close()
         self.backend.close()
         if self.server_side is not None:
-            self.server_side.client.close()
+            self.server_side.close()
+
+    @property
+    def served_rows(self) -> ServedRows | None:
+        """What the Triton server and the local fallback answered so far, ``ServedRows(server, fallback)``:
+        texts where the server runs the text model, model batch rows (windows) otherwise. None where no
+        server with a fallback is involved."""
+        if self.server_side is not None:
+            return self.server_side.rows
+        rows = getattr(self.backend, "rows", None)
+        return rows if isinstance(rows, ServedRows) else None
 
     @property
     def labels(self) -> list[str]:
