@@ -108,7 +108,7 @@ class Local:
     builds = 0
 
     def __init__(self) -> None:
-        type(self).builds += 1
+        Local.builds += 1
         time.sleep(0.05)  # a slow build: threads that need it meanwhile wait, and it happens once
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
@@ -240,12 +240,25 @@ def test_a_closed_client_never_publishes_a_channel(server: FakeServer) -> None:
     assert client._client is None and server.clients[0].closed
 
 
-def test_the_fallback_is_built_once_outside_the_lock(server: FakeServer) -> None:
+def test_the_fallback_is_built_once_outside_the_policy_lock(server: FakeServer) -> None:
     server.failure = unavailable()
-    with fallback_backend() as backend, ThreadPoolExecutor(8) as pool:
-        rows = backend.rows  # the counters are readable while the fallback is being built
-        results = list(pool.map(lambda _: backend(*batch(1)).min(), range(16)))
-    assert results == [1] * 16 and Local.builds == 1 and rows.server == 0
+    building, release = threading.Event(), threading.Event()
+
+    class SlowLocal(Local):
+        def __init__(self) -> None:
+            building.set()
+            release.wait(5)
+            super().__init__()
+
+    backend = FallbackBackend(TritonClient(spec()), SlowLocal, probe_interval=0.02)
+    with backend, ThreadPoolExecutor(8) as pool:
+        results = [pool.submit(lambda: backend(*batch(1)).min()) for _ in range(16)]
+        assert building.wait(5)
+        assert backend.rows == ServedRows() and not backend.on_server  # readable while it is being built
+        backend.failover.degrade("again")  # and the policy's lock is free
+        release.set()
+        assert [result.result(timeout=5) for result in results] == [1] * 16
+    assert Local.builds == 1 and backend.rows == ServedRows(server=0, fallback=16)
 
 
 def test_texts_follow_the_same_policy(server: FakeServer, caplog: pytest.LogCaptureFixture) -> None:
