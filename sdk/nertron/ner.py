@@ -121,8 +121,9 @@ class NER(Closable):
 
     Threads: one ``NER`` may be called from several threads at once (``__call__``, ``batch``, ``pipe``,
     ``tag``, ``stream``); they share its backend. ``close()`` may be called from any thread at any time,
-    also more than once; it does not wait for calls in progress, each of which either completes or raises
-    ``RuntimeError`` ("... is closed"). Every call that starts after ``close()`` raises ``RuntimeError``.
+    also more than once; it waits at most for model runs already under way, not for whole calls. Each call
+    in progress either completes or raises ``RuntimeError`` ("... is closed"), and every call that starts
+    after ``close()`` raises ``RuntimeError``.
 
     >>> with NER() as ner:
     ...     ner("Angela Merkel met Emmanuel Macron in Paris.")  # doctest: +SKIP
