@@ -18,6 +18,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import types
 from collections.abc import Callable, Iterable, Iterator
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from nertron import NER
+from nertron import NER, ServedRows
 from nertron.backends import TLS, OnnxRuntime, Triton, create_backend
 from nertron.backends.fallback import FallbackBackend
 from nertron.backends.onnxruntime import OnnxRuntimeBackend
@@ -35,7 +37,7 @@ from nertron.model.bundle import Bundle
 from nertron.model.default import embedded_spec
 from nertron.serving.config import CONFIG_FILE, config_text, model_config, parse_config, text_model_config
 from nertron.serving.options import DEPLOYMENTS, TEXT_MODEL_NAME, ConfigOptions, Signature
-from nertron.serving.processes import free_port
+from nertron.serving.processes import free_port, private_tempdir, remove_stale
 from nertron.serving.repository import (
     BUILD_SCRIPT,
     MODEL_TEMPLATE,
@@ -460,14 +462,18 @@ def test_wrong_port_and_missing_model_fail_clearly(server: TritonServer, local: 
     assert time.monotonic() - started < 15
 
 
-def test_malformed_replies(server: TritonServer, local: OnnxRuntimeBackend, caplog: pytest.LogCaptureFixture) -> None:
+def test_malformed_replies_are_not_hidden_by_the_fallback(
+    server: TritonServer, local: OnnxRuntimeBackend, caplog: pytest.LogCaptureFixture
+) -> None:
     batches = random_batches(5, seed=4)
     with client(server.grpc_url, model="broken") as backend, pytest.raises(TritonError, match="malformed reply"):
         backend(*batches[0])
     with with_fallback(server.grpc_url, local, model="broken") as backend:
-        for (ids, mask), logits in zip(batches, backend.map(batches), strict=True):
-            np.testing.assert_array_equal(logits, local(ids, mask))
-    assert len(triton_warnings(caplog)) == 1 and "malformed reply" in triton_warnings(caplog)[0]
+        with pytest.raises(TritonError, match="malformed reply") as raised:
+            list(backend.map(batches))
+        assert raised.type is TritonError  # not TritonUnavailable: a bug of the served model
+        assert backend.on_server and backend.rows == ServedRows()
+    assert not triton_warnings(caplog)
 
 
 def test_late_replies_time_out(server: TritonServer, local: OnnxRuntimeBackend) -> None:
@@ -524,8 +530,8 @@ def test_server_killed_mid_run_then_restarted(
         assert server.process is not None and server.process.returncode is not None, "the server was killed"
         assert not list(Path("/dev/shm").glob(f"{server.shm_prefix}*")), "kill() leaves no shared memory"
         assert len(results) == 2000 and results == expected  # nothing lost, in order
-        assert backend.rows["server"] > 0 and backend.rows["fallback"] > 0, backend.rows
-        assert backend.rows["server"] + backend.rows["fallback"] == killing.rows  # each row answered once
+        assert backend.rows.server > 0 and backend.rows.fallback > 0, backend.rows
+        assert backend.rows.total == killing.rows  # each row answered once
         assert not backend.on_server
         assert len(triton_warnings(caplog)) == 1
         server.start()  # same ports
@@ -695,20 +701,103 @@ def test_serve_reports_a_server_that_dies(tiny_bundle: Path) -> None:
     assert "Traceback" not in err and "whole log: " in err
 
 
-def test_serve_killed_takes_its_server_along(tiny_bundle: Path) -> None:
-    with subprocess.Popen(serve_command(tiny_bundle), stderr=subprocess.PIPE, text=True) as serving:
+def descendants(pid: int) -> list[int]:
+    found, parents = [], [pid]
+    while parents:
+        found += (kids := [kid for parent in parents for kid in children(parent)])
+        parents = kids
+    return found
+
+
+def grpc_url_of(serving: subprocess.Popen[str]) -> str:
+    """The gRPC address that ``nertron serve`` prints after its ready line."""
+    assert serving.stderr is not None
+    for line in serving.stderr:
+        if line.strip().startswith("gRPC"):
+            return line.split()[1]
+    pytest.fail("nertron serve printed no gRPC address")
+
+
+def load(url: str, stop: threading.Event, answered: list[int]) -> None:
+    """Requests as big as the tiny model takes, back to back, until ``stop``."""
+    ids = np.full((64, 60), 5, np.int64)
+    inputs = [grpcclient.InferInput(name, list(ids.shape), "INT64") for name in ("input_ids", "attention_mask")]
+    inputs[0].set_data_from_numpy(ids)
+    inputs[1].set_data_from_numpy(np.ones_like(ids))
+    with grpcclient.InferenceServerClient(url) as sender:
+        while not stop.is_set():
+            try:
+                sender.infer("nertron", inputs, client_timeout=10)
+                answered.append(1)
+            except Exception:  # the server is gone
+                stop.wait(0.05)
+
+
+@pytest.mark.parametrize("loaded", [True, False], ids=["loaded", "idle"])
+@pytest.mark.parametrize("target", ["pid", "group"])
+def test_serve_killed_takes_every_process_it_started_along(tiny_bundle: Path, target: str, loaded: bool) -> None:
+    """SIGKILL of serve (its pid, or its process group) leaves no tritonserver, no python-backend stub (a
+    busy one used to outlive it for many minutes), no watchdog and no shared memory; the next start removes
+    its temporary folders."""
+    stop, answered = threading.Event(), []
+    senders: list[threading.Thread] = []
+    command = serve_command(tiny_bundle)
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True) as serving:
+        started: list[int] = []
         try:
             tritonserver = wait_until_serving(serving)
-            serving.send_signal(signal.SIGKILL)  # no chance to clean up
+            if loaded:
+                url = grpc_url_of(serving)
+                senders = [threading.Thread(target=load, args=(url, stop, answered)) for _ in range(4)]
+                for sender in senders:
+                    sender.start()
+                deadline = time.monotonic() + 20
+                while len(answered) < 20 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert len(answered) >= 20, "the load did not get going"
+            started = descendants(serving.pid)
+            stubs = [pid for pid in started if b"python_backend_stub" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+            assert tritonserver in started and stubs, started
+            if target == "pid":
+                serving.send_signal(signal.SIGKILL)
+            else:
+                os.killpg(serving.pid, signal.SIGKILL)
             serving.wait(timeout=10)
-            deadline = time.monotonic() + 10
-            while alive(tritonserver) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert not alive(tritonserver), "tritonserver outlived nertron serve"
+            killed = time.monotonic()
+            while any(alive(pid) for pid in started) and time.monotonic() - killed < 5:
+                time.sleep(0.05)
+            survivors = [pid for pid in started if alive(pid)]
+            assert not survivors, f"alive {time.monotonic() - killed:.1f} s after the kill: {survivors}"
         finally:
+            stop.set()
             serving.kill()
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(tritonserver, signal.SIGKILL)
+            for pid in started:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            for sender in senders:
+                sender.join(timeout=15)
+    assert not list(Path("/dev/shm").glob(f"nertron_triton_{serving.pid}_*"))
+    left = [p for p in Path(tempfile.gettempdir()).glob(f"nertron-*-{serving.pid}-*") if p.is_dir()]
+    assert sorted(p.name.split("-")[1] for p in left) == ["repository", "triton"]
+    private_tempdir("triton").cleanup()  # what the next start does
+    private_tempdir("repository").cleanup()
+    assert not any(p.exists() for p in left)
+
+
+def test_a_start_removes_only_the_files_of_dead_owners(tmp_path: Path) -> None:
+    with subprocess.Popen(["true"]) as finished:
+        finished.wait()
+    dead, live = finished.pid, os.getpid()
+    stale_folder, stale_region = tmp_path / f"nertron-triton-{dead}-abc", tmp_path / f"nertron_triton_{dead}_0123_r"
+    stale_folder.mkdir()
+    (stale_folder / "tritonserver-0.log").write_text("")
+    stale_region.write_text("")
+    kept = [f"nertron-triton-{live}-x", "nertron-triton-8zjhap02", "nertron-triton-12345678", "nertron-tritonserver-1"]
+    for name in kept:
+        (tmp_path / name).mkdir()
+    assert remove_stale(tmp_path, "nertron-triton-") == [stale_folder]
+    assert remove_stale(tmp_path, "nertron_triton_") == [stale_region]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
 
 
 def established_connections(port: int) -> int:
@@ -773,7 +862,7 @@ def test_the_default_model_through_triton_equals_in_process_across_a_kill(defaul
         assert isinstance(backend, FallbackBackend)
         with NER(default_int8, backend=KillAt(backend, at=8, action=served.kill), batch_size=8) as ner:
             got = ner.batch(sentences)
-        assert backend.rows["server"] > 0 and backend.rows["fallback"] > 0, backend.rows
+        assert backend.rows.server > 0 and backend.rows.fallback > 0, backend.rows
     for mine, theirs in zip(got, expected, strict=True):  # the server batched differently, and was killed
         assert [(e.text, e.label, e.start, e.end) for e in mine] == [(e.text, e.label, e.start, e.end) for e in theirs]
         assert [e.score for e in mine] == pytest.approx([e.score for e in theirs], abs=1e-5, rel=0)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from nertron import NER, Entity
+from nertron import NER, Entity, ServedRows
 from nertron.backends import Triton
 from nertron.errors import TritonError
 from nertron.io.conll import read_conll
@@ -251,7 +251,7 @@ def test_sdk_equals_in_process(
         found = served.batch(sentences)
         assert (served._server_side is not None) == (text_model is not None)
         if served._server_side is not None:
-            assert served._server_side.rows == {"server": len(sentences), "fallback": 0}
+            assert served.served_rows == ServedRows(server=len(sentences), fallback=0)
         assert served("Angela Merkel visited Paris.") == NER(default_int8)("Angela Merkel visited Paris.")
     assert [[e.to_dict() for e in entities] for entities in found] == expected
 
@@ -268,7 +268,7 @@ def test_sdk_text_model_missing_fails_clearly_or_falls_back(
     text = "Angela Merkel visited Paris."
     with NER(default_int8, backend=Triton(server.grpc_url, text_model="absent")) as served:
         assert served.batch([text] * 3) == [NER(default_int8)(text)] * 3
-        assert served._server_side is not None and served._server_side.rows["fallback"] == 3
+        assert served.served_rows == ServedRows(server=0, fallback=3)
     assert any("computing locally" in r.getMessage() for r in caplog.records)
 
 
@@ -282,11 +282,10 @@ def test_sdk_across_a_server_kill_loses_nothing(
     with TritonServer(tmp_path, startup_timeout=120) as served:
         spec = Triton(served.grpc_url, text_model=text_model, probe_interval=0.2)
         with NER(default_int8, backend=spec, batch_size=8) as ner:
-            rows = ner._server_side.rows if ner._server_side is not None else ner.backend.rows  # type: ignore[attr-defined]
             stop = threading.Event()
 
             def kill_once_answered() -> None:
-                while rows["server"] < 48 and not stop.is_set():
+                while ner.served_rows.server < 48 and not stop.is_set():  # type: ignore[union-attr]
                     stop.wait(0.001)
                 served.kill()
 
@@ -297,9 +296,10 @@ def test_sdk_across_a_server_kill_loses_nothing(
             finally:
                 stop.set()
                 killer.join()
-    assert rows["server"] > 0 and rows["fallback"] > 0, rows
+            rows = ner.served_rows
+    assert rows is not None and rows.server > 0 and rows.fallback > 0, rows
     if text_model is not None:
-        assert rows["server"] + rows["fallback"] == len(texts)
+        assert rows.total == len(texts)
     assert entity_keys([[e.to_dict() for e in f] for f in found]) == entity_keys(expected)
     for mine, theirs in zip(found, expected, strict=True):
         assert [e.score for e in mine] == pytest.approx([e["score"] for e in theirs], abs=1e-5, rel=0)

@@ -10,9 +10,22 @@ or ``Triton("host:8001")`` (``nertron.backends``).
 """
 
 from nertron.backends import TLS, OnnxRuntime, OpenVINO, Triton
+from nertron.backends.failover import ServedRows
 from nertron.entity import Entity
-from nertron.errors import MissingExtra, TritonError
+from nertron.errors import MissingExtra, TritonError, TritonUnavailable
 from nertron.ner import NER, NERConfig
 
-__all__ = ["NER", "TLS", "Entity", "MissingExtra", "NERConfig", "OnnxRuntime", "OpenVINO", "Triton", "TritonError"]
+__all__ = [
+    "NER",
+    "TLS",
+    "Entity",
+    "MissingExtra",
+    "NERConfig",
+    "OnnxRuntime",
+    "OpenVINO",
+    "ServedRows",
+    "Triton",
+    "TritonError",
+    "TritonUnavailable",
+]
 __version__ = "0.1.0"

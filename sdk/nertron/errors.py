@@ -24,7 +24,13 @@ class InvalidType(NertronError, TypeError):
 
 
 class TritonError(NertronError, RuntimeError):
-    """Triton could not serve a request (or is not usable) and there is no fallback."""
+    """Triton could not serve a request (or is not usable) and there is no fallback, or the server answered
+    something a fallback must not hide (a malformed reply, a request it rejects, a model that does not fit)."""
+
+
+class TritonUnavailable(TritonError):
+    """The server could not be reached in time: unreachable, not ready, overloaded, no reply within the
+    timeout, or the channel was closed. The only failure a fallback computes locally (or a retry resends)."""
 
 
 class TritonServerError(NertronError, RuntimeError):

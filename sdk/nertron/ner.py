@@ -17,6 +17,7 @@ from nertron._native import Aggregation as NativeAggregation
 from nertron._native import PostProcessor
 from nertron.backends import Backend, BackendSpec, OnnxRuntime, OpenVINO, Triton, create_backend
 from nertron.backends.base import Closable
+from nertron.backends.failover import ServedRows
 from nertron.entity import Entity
 from nertron.errors import InvalidType, InvalidValue
 from nertron.model.bundle import Bundle
@@ -137,6 +138,17 @@ class NER(Closable):
     The settings are read-only (``ner.config``); make another ``NER`` to change them. Close it (or use it as a
     context manager) to release the backend.
 
+    With ``Triton(...)`` and a fallback, work the server does not answer (unreachable, overloaded, late) is
+    computed locally until it answers again; each switch is logged (logger ``"nertron.triton"``: a warning
+    when it degrades, an info line when it returns) and ``served_rows`` counts what each answered. Any
+    other error (a malformed reply, a bug) propagates: the fallback never hides it.
+
+    Threads: one ``NER`` may be called from several threads at once (``__call__``, ``batch``, ``pipe``,
+    ``tag``); they share its backend. ``close()`` may be called from any thread at any time,
+    also more than once; it waits at most for model runs already under way, not for whole calls. Each call
+    in progress either completes or raises ``RuntimeError`` ("... is closed"), and every call that starts
+    after ``close()`` raises ``RuntimeError``.
+
     >>> with NER() as ner:
     ...     ner("Angela Merkel met Emmanuel Macron in Paris.")  # doctest: +SKIP
     [Entity(text='Angela Merkel', label='PER', start=0, end=13, score=0.98...), ...]
@@ -227,7 +239,17 @@ class NER(Closable):
         super().close()
         self._backend.close()
         if self._server_side is not None:
-            self._server_side.client.close()
+            self._server_side.close()
+
+    @property
+    def served_rows(self) -> ServedRows | None:
+        """What the Triton server and the local fallback answered so far, ``ServedRows(server, fallback)``:
+        texts where the server runs the text model, model batch rows (windows) otherwise. None where no
+        server with a fallback is involved."""
+        if self._server_side is not None:
+            return self._server_side.rows
+        rows = getattr(self._backend, "rows", None)
+        return rows if isinstance(rows, ServedRows) else None
 
     @property
     def labels(self) -> list[str]:

@@ -1,31 +1,30 @@
-"""A remote backend with a local fallback: degrade, probe, return.
+"""A remote backend with a local fallback: degrade, probe, return (the policy is ``Failover``'s).
 
-Batches go to the primary (a ``TritonClient``). When one fails, that batch and the following ones are
-computed by the fallback (built at first need), a warning is logged once, and a daemon thread reconnects
-to the server every ``probe_interval`` s; once it succeeds, batches go to the server again. Every batch
+Batches go to the primary (a ``TritonClient``). When one fails with ``TritonUnavailable`` (a transport
+failure), that batch and the following ones are computed by the fallback (built once, at first need) until
+a probe reaches the server again. Any other error propagates: a fallback never hides a bug. Every batch
 gives exactly one result, in order.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
 from nertron.backends.base import Backend, Closable
+from nertron.backends.failover import Failover, ServedRows
 from nertron.backends.triton import ModelInfo, Pending, TritonClient
-from nertron.errors import TritonError
-
-logger = logging.getLogger("nertron.triton")
+from nertron.errors import TritonUnavailable
 
 
 class FallbackBackend(Closable):
     """``primary`` while it answers, else the backend ``make_fallback()`` builds; a ``Backend``.
 
-    ``rows`` counts the rows answered by the ``"server"`` and by the ``"fallback"``.
+    ``rows`` counts the rows answered by the server and by the fallback. Thread-safe; after ``close()``
+    calls raise ``RuntimeError`` (also those in flight that the server no longer answers).
     """
 
     runtime = "triton"
@@ -36,23 +35,24 @@ class FallbackBackend(Closable):
         self.primary = primary
         self.concurrency = primary.concurrency
         self.probe_interval = probe_interval
+        self.failover = Failover(primary, probe_interval=probe_interval)
         self._make_fallback = make_fallback
         self._fallback: Backend | None = None
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._prober: threading.Thread | None = None
-        self._warned = False
-        self._on_server = True
-        self.rows: Counter[str] = Counter()
+        self._building = threading.Lock()  # one build of the fallback; not held by anything else
         try:
             primary.connect()
-        except TritonError as error:
-            self._degrade(str(error))
+        except TritonUnavailable as error:
+            self.failover.degrade(str(error))
 
     @property
     def on_server(self) -> bool:
         """Whether batches currently go to the server (False: to the fallback)."""
-        return self._on_server
+        return self.failover.on_server
+
+    @property
+    def rows(self) -> ServedRows:
+        """Rows answered so far by the server and by the fallback."""
+        return self.failover.rows
 
     @property
     def info(self) -> ModelInfo | None:
@@ -60,7 +60,7 @@ class FallbackBackend(Closable):
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         self.check_open()
-        pending = self.primary.submit(input_ids, attention_mask, blocking=True) if self._on_server else None
+        pending = self.primary.submit(input_ids, attention_mask, blocking=True) if self.on_server else None
         return self._collect(input_ids, attention_mask, pending)
 
     def map(self, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[np.ndarray]:
@@ -69,7 +69,7 @@ class FallbackBackend(Closable):
         for input_ids, attention_mask in batches:
             if len(waiting) >= self.concurrency:
                 yield self._collect(*waiting.popleft())
-            pending = self.primary.submit(input_ids, attention_mask) if self._on_server else None
+            pending = self.primary.submit(input_ids, attention_mask) if self.on_server else None
             waiting.append((input_ids, attention_mask, pending))
         while waiting:
             yield self._collect(*waiting.popleft())
@@ -78,67 +78,32 @@ class FallbackBackend(Closable):
         if pending is not None:
             try:
                 logits = self.primary.wait(pending)
-            except TritonError as error:
-                self._degrade(str(error))
+            except TritonUnavailable as error:
+                self.check_open()  # closed under the request: not the server's failure
+                self.failover.degrade(str(error))
             else:
-                self._count("server", len(input_ids))
+                self.failover.count("server", len(input_ids))
                 return logits
         logits = np.ascontiguousarray(self._local()(input_ids, attention_mask), dtype=np.float32)
-        self._count("fallback", len(input_ids))
+        self.failover.count("fallback", len(input_ids))
         return logits
 
     def _local(self) -> Backend:
-        with self._lock:
-            self.check_open()
-            if self._fallback is None:
-                self._fallback = self._make_fallback()
-            return self._fallback
-
-    def _count(self, where: str, rows: int) -> None:
-        with self._lock:
-            self.rows[where] += rows
-
-    def _degrade(self, reason: str) -> None:
-        with self._lock:
-            was_on_server, self._on_server = self._on_server, False
-            if self._prober is None and not self._stop.is_set():
-                self._prober = threading.Thread(
-                    target=self._probe_until_healthy, name="nertron-triton-probe", daemon=True
-                )
-                self._prober.start()
-            first, self._warned = not self._warned, True
-        if was_on_server:
-            self.primary.disconnect()  # its requests still in flight fail at once, and go to the fallback
-        if first:
-            logger.warning(
-                "%s; computing locally with the fallback backend and re-probing every %g s", reason, self.probe_interval
-            )
-        elif was_on_server:
-            logger.info("%s; computing locally until the server is healthy again", reason)
-
-    def _probe_until_healthy(self) -> None:
-        while not self._stop.wait(self.probe_interval):
-            try:
-                self.primary.connect()
-            except (TritonError, RuntimeError) as error:  # RuntimeError: closed meanwhile
-                logger.debug("still unusable: %s", error)
-                continue
-            with self._lock:
-                if self._stop.is_set():
-                    return
-                self._on_server, self._prober = True, None
-            logger.info("Triton at %s is healthy again; batches go to the server", self.primary.url)
-            return
+        fallback = self._fallback
+        if fallback is None:
+            with self._building:
+                self.check_open()
+                if self._fallback is None:
+                    self._fallback = self._make_fallback()
+                fallback = self._fallback
+        return fallback
 
     def close(self) -> None:
         """Stops the prober, closes the channel and the fallback backend."""
         super().close()
-        self._stop.set()
-        with self._lock:
-            prober, self._prober = self._prober, None
-            fallback, self._fallback = self._fallback, None
-        if prober is not None:
-            prober.join(timeout=self.primary.spec.probe_timeout * 3 + 1.0)
+        self.failover.close()
         self.primary.close()
+        with self._building:  # waits for a build in progress; none starts after
+            fallback, self._fallback = self._fallback, None
         if fallback is not None:
             fallback.close()

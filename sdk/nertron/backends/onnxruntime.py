@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -82,13 +83,32 @@ class OnnxRuntimeBackend(Closable):
             raise unloadable(model_path, "onnxruntime", error) from None
         self.input_names = {i.name for i in self.session.get_inputs()}
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()  # the pool is built at first need, and never after close()
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Logits ``[batch, seq, labels]`` as float32."""
-        self.check_open()
+        session = self.session  # close() may drop it meanwhile; a run in progress keeps it alive
+        if session is None:
+            self.check_open()
         feed = {"input_ids": input_ids, "attention_mask": attention_mask}
-        logits = self.session.run(["logits"], {k: v for k, v in feed.items() if k in self.input_names})[0]
+        logits = session.run(["logits"], {k: v for k, v in feed.items() if k in self.input_names})[0]
         return np.ascontiguousarray(logits, dtype=np.float32)
+
+    def _workers(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            self.check_open()
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="nertron-ort")
+            return self._pool
+
+    def _submit(
+        self, pool: ThreadPoolExecutor, input_ids: np.ndarray, attention_mask: np.ndarray
+    ) -> Future[np.ndarray]:
+        try:
+            return pool.submit(self, input_ids, attention_mask)
+        except RuntimeError:  # the pool was shut down by close()
+            self.check_open()
+            raise
 
     def map(self, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[np.ndarray]:
         """Logits of each batch, in order; up to ``concurrency`` computed at once."""
@@ -97,20 +117,20 @@ class OnnxRuntimeBackend(Closable):
             for input_ids, attention_mask in batches:
                 yield self(input_ids, attention_mask)
             return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="nertron-ort")
+        pool = self._workers()
         pending: deque[Future[np.ndarray]] = deque()
         for input_ids, attention_mask in batches:
-            pending.append(self._pool.submit(self, input_ids, attention_mask))
+            pending.append(self._submit(pool, input_ids, attention_mask))
             if len(pending) > self.concurrency:  # one queued behind the running ones keeps them busy
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
 
     def close(self) -> None:
-        """Stops the worker threads and releases the session."""
-        super().close()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        """Stops the worker threads and releases the session (a run in progress finishes first)."""
+        with self._pool_lock:
+            super().close()
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
         self.session = None  # type: ignore[assignment]

@@ -64,13 +64,15 @@ class OpenVINOBackend(Closable):
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Logits ``[batch, seq, labels]`` as float32."""
-        self.check_open()
+        compiled = self.compiled  # close() may drop it meanwhile
+        if compiled is None:
+            self.check_open()
         feed = {"input_ids": input_ids, "attention_mask": attention_mask}
         inputs = {k: np.ascontiguousarray(v, dtype=np.int64) for k, v in feed.items() if k in self.input_names}
         try:
             request = self._requests.get_nowait()
         except queue.Empty:
-            request = self.compiled.create_infer_request()
+            request = compiled.create_infer_request()
         try:
             request.infer(inputs)
             logits = np.array(request.get_output_tensor(0).data, dtype=np.float32)  # a copy: the request is reused

@@ -111,7 +111,8 @@ class Triton:
     requests sent ahead of the one awaited. ``length_multiple`` > 1 pads requests to a multiple of it, so
     that a server without ragged batching (the GPU deployments) can batch nearby lengths. ``headers``:
     gRPC metadata (lowercase keys). ``fallback``: where batches go while the server cannot answer them
-    (probed every ``probe_interval`` s to return to it); ``None`` raises ``TritonError`` instead.
+    (unreachable, overloaded, late; probed every ``probe_interval`` s to return to it); ``None`` raises
+    ``TritonUnavailable`` instead. Other errors (a malformed reply, a bug) raise whatever the fallback.
     """
 
     url: str = "127.0.0.1:8001"

@@ -1,8 +1,11 @@
 """The model on a Triton server, over gRPC (``pip install "nertron[triton]"``).
 
-``TritonClient`` sends batches of subword ids and returns logits; a request that fails, times out or gets a
-malformed reply raises ``TritonError`` (after ``retries`` for transient failures). ``FallbackBackend``
-(``nertron.backends.fallback``) wraps it to compute such batches locally instead.
+``TritonClient`` sends batches of subword ids and returns logits. A request the server does not answer in
+time (unreachable, overloaded, deadline, channel closed) raises ``TritonUnavailable``, after ``retries`` for
+the transient ones; ``FallbackBackend`` (``nertron.backends.fallback``) computes those batches locally.
+Anything else is not a transport failure and is never hidden: a reply the server rejects or malforms raises
+``TritonError``, and an exception of the client's own (a ``TypeError`` after a tritonclient change)
+propagates unchanged.
 """
 
 from __future__ import annotations
@@ -20,19 +23,60 @@ import numpy as np
 
 from nertron.backends.base import Closable
 from nertron.backends.specs import Triton
-from nertron.errors import TritonError
+from nertron.errors import TritonError, TritonUnavailable
 from nertron.extras import require
 from nertron.windows import pad_rows
 
 _FEATURE = "Triton inference (backend=Triton(...))"
 grpcclient = require("tritonclient.grpc", _FEATURE)
 InferenceServerException = require("tritonclient.utils", _FEATURE).InferenceServerException
+grpc = require("grpc", _FEATURE)
 
 INPUTS = ("input_ids", "attention_mask")
 OUTPUT = "logits"
-# Errors worth sending again (the server is restarting or overloaded). A request that timed out is not
-# sent again: the caller has already waited ``timeout``.
+# gRPC statuses of transport failures: the server is down, restarting, overloaded or late, or the channel
+# was closed under the request. Any other status (INVALID_ARGUMENT, INTERNAL from a model bug, ...) is an
+# answer that a fallback must not hide.
+TRANSPORT = (
+    "StatusCode.UNAVAILABLE",
+    "StatusCode.RESOURCE_EXHAUSTED",
+    "StatusCode.DEADLINE_EXCEEDED",
+    "StatusCode.CANCELLED",
+)
+# Those worth sending again (the server is restarting or overloaded). A request that timed out is not sent
+# again: the caller has already waited ``timeout``.
 RETRYABLE = ("StatusCode.UNAVAILABLE", "StatusCode.RESOURCE_EXHAUSTED")
+
+
+def grpc_status(error: BaseException) -> str | None:
+    """The gRPC status of a tritonclient or grpc error, as ``"StatusCode.NAME"`` (None for other errors)."""
+    if isinstance(error, InferenceServerException):
+        return None if error.status() is None else str(error.status())
+    if isinstance(error, grpc.RpcError) and callable(getattr(error, "code", None)):
+        return str(error.code())
+    return None
+
+
+def is_transport_error(error: BaseException) -> bool:
+    """Whether ``error`` is a transport failure: one that may be retried or computed by a fallback."""
+    return isinstance(error, TritonUnavailable) or grpc_status(error) in TRANSPORT
+
+
+class ChannelClosed(Exception):
+    """A request could not be sent because this side closed the channel (``disconnect``, ``close``)."""
+
+
+class Channel:
+    """A tritonclient gRPC client and whether this side closed it: grpc raises a plain ``ValueError`` for a
+    request on a closed channel, a transport failure only when it was us who closed it."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+        self.client.close()
 
 
 @dataclass(frozen=True)
@@ -73,7 +117,7 @@ class TritonClient(Closable):
         self.headers = dict(spec.headers) or None
         self._lock = threading.Lock()
         self._connecting = threading.Lock()  # one connect at a time from _connected
-        self._client: Any = None  # grpcclient.InferenceServerClient, once connected
+        self._client: Channel | None = None  # once connected
         self._info: ModelInfo | None = None
 
     @property
@@ -91,27 +135,40 @@ class TritonClient(Closable):
     # -- connection -------------------------------------------------------------------------------------
 
     def connect(self) -> None:
-        """Opens a fresh channel and checks that the server and model are ready; ``TritonError`` if not."""
+        """Opens a fresh channel and checks that the server and model are ready: ``TritonUnavailable`` if
+        they are not (yet), ``TritonError`` if the model does not fit or the server refuses us, and
+        ``RuntimeError`` once closed (also when ``close()`` comes while connecting)."""
         self.check_open()
         client = self._new_client()
+        try:
+            info = self._check_ready(client)
+        except BaseException:
+            client.close()
+            raise
+        old: Channel | None = None
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                old, self._client, self._info = self._client, Channel(client), info
+        if closed:  # a closed client never publishes a channel
+            client.close()
+            self.check_open()
+        if old is not None:
+            old.close()
+
+    def _check_ready(self, client: Any) -> ModelInfo:
         options = {"headers": self.headers, "client_timeout": self.spec.probe_timeout}
         try:
             if not client.is_server_live(**options):
-                raise TritonError(self.describe("the server is not live"))
+                raise TritonUnavailable(self.describe("the server is not live"))
             if not client.is_model_ready(self.model, self.spec.model_version, **options):
-                raise TritonError(self.describe(f"the model is not ready; {self._repository_states(client)}"))
+                raise TritonUnavailable(self.describe(f"the model is not ready; {self._repository_states(client)}"))
             config = client.get_model_config(self.model, self.spec.model_version, as_json=True, **options)
-            info = self._model_info(config["config"])
         except InferenceServerException as error:
-            client.close()
-            raise TritonError(self.describe(f"cannot reach it: {error}")) from None
-        except TritonError:
-            client.close()
-            raise
-        with self._lock:
-            old, self._client, self._info = self._client, client, info
-        if old is not None:
-            old.close()
+            if is_transport_error(error):
+                raise TritonUnavailable(self.describe(f"cannot reach it: {error}")) from None
+            raise TritonError(self.describe(f"it refused the client: {error}")) from None
+        return self._model_info(config["config"])
 
     def disconnect(self) -> None:
         """Closes the channel: requests in flight fail at once (``connect`` opens a new one)."""
@@ -120,7 +177,7 @@ class TritonClient(Closable):
         if old is not None:
             old.close()
 
-    def _connected(self) -> tuple[Any, ModelInfo]:
+    def _connected(self) -> tuple[Channel, ModelInfo]:
         """The open channel, connecting first if there is none (once, however many threads ask at once)."""
         with self._lock:
             client, info = self._client, self._info
@@ -181,7 +238,7 @@ class TritonClient(Closable):
         pending = Pending(ids, mask)
         try:
             client, info = self._connected()
-        except TritonError as error:
+        except TritonError as error:  # surfaces in wait(), in order
             failed: Future[np.ndarray] = Future()
             failed.set_exception(error)
             pending.parts.append((slice(0, len(ids)), failed))
@@ -193,7 +250,8 @@ class TritonClient(Closable):
         return pending
 
     def wait(self, pending: Pending) -> np.ndarray:
-        """The logits of a submitted batch; transient failures are sent again. ``TritonError`` if it fails."""
+        """The logits of a submitted batch; transient failures are sent again. ``TritonUnavailable`` if the
+        server does not answer, ``TritonError`` if its answer is unusable; other errors propagate."""
         if not len(pending.input_ids):
             return np.zeros((*pending.input_ids.shape, max(self._info.num_labels if self._info else 0, 0)), np.float32)
         parts = [
@@ -208,27 +266,27 @@ class TritonClient(Closable):
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _result(self, future: Future[Any], resend: Resend) -> Any:
-        """The reply of a request; one that failed transiently is sent again (``retries`` times)."""
-        for attempt in range(self.spec.retries + 1):
-            if attempt:
-                time.sleep(self.spec.retry_backoff * 2 ** (attempt - 1))
-                future = resend(*self._connected())
+        """The reply of a request; one that failed transiently is sent again (``retries`` times). Only
+        transport failures become ``TritonUnavailable``; an exception that is not a gRPC status propagates."""
+        attempt = 0
+        while True:
             try:
                 return future.result(timeout=self.spec.timeout + 1.0)
             except FutureTimeout:
-                reason, retry = f"no reply within {self.spec.timeout:g} s", False
-            except TritonError as error:
-                raise error from None
-            except InferenceServerException as error:
-                reason, retry = f"request failed: {error}", str(error.status()) in RETRYABLE
-            except Exception as error:
-                reason, retry = f"request failed: {error!r}", False
-            if not retry:
-                break
-        raise TritonError(self.describe(reason))
+                raise TritonUnavailable(self.describe(f"no reply within {self.spec.timeout:g} s")) from None
+            except ChannelClosed:
+                raise TritonUnavailable(self.describe("the channel was closed under the request")) from None
+            except (InferenceServerException, grpc.RpcError) as error:
+                if not is_transport_error(error):
+                    raise TritonError(self.describe(f"request failed: {error}")) from None
+                if grpc_status(error) not in RETRYABLE or attempt >= self.spec.retries:
+                    raise TritonUnavailable(self.describe(f"request failed: {error}")) from None
+            attempt += 1
+            time.sleep(self.spec.retry_backoff * 2 ** (attempt - 1))
+            future = resend(*self._connected())
 
     def _send(
-        self, client: Any, info: ModelInfo, ids: np.ndarray, mask: np.ndarray, blocking: bool = False
+        self, client: Channel, info: ModelInfo, ids: np.ndarray, mask: np.ndarray, blocking: bool = False
     ) -> Future[np.ndarray]:
         """The request's logits as a future; with ``blocking`` it is done when this returns."""
         future: Future[np.ndarray] = Future()
@@ -297,23 +355,33 @@ class TritonClient(Closable):
         return _model_info(config)
 
     def close(self) -> None:
-        """Closes the gRPC channel."""
-        super().close()
-        self.disconnect()
+        """Closes the gRPC channel; requests in flight fail (``TritonUnavailable``), later ones raise
+        ``RuntimeError``. A ``connect()`` running meanwhile publishes nothing."""
+        with self._lock:
+            super().close()
+            old, self._client = self._client, None
+        if old is not None:
+            old.close()
 
 
 def dispatch(
-    client: Any, request: dict[str, Any], done: Callable[..., None], future: Future[Any], blocking: bool
+    channel: Channel, request: dict[str, Any], done: Callable[..., None], future: Future[Any], blocking: bool
 ) -> Future[Any]:
     """Sends ``request`` (tritonclient's ``infer`` keywords); ``done`` gets the reply, in this thread when
-    ``blocking``, else in a gRPC thread. A request that cannot be sent fails ``future``."""
+    ``blocking``, else in a gRPC thread. A request refused by the server, or not sent because this side
+    closed the channel, fails ``future``; any other exception is a bug here or in tritonclient and
+    propagates."""
     try:
         if blocking:
-            done(result=client.infer(**request))
+            done(result=channel.client.infer(**request))
         else:
-            client.async_infer(callback=done, **request)
-    except Exception as error:  # e.g. a closed channel: fails this request like a server error
+            channel.client.async_infer(callback=done, **request)
+    except (InferenceServerException, grpc.RpcError) as error:
         future.set_exception(error)
+    except Exception:
+        if not channel.closed:
+            raise
+        future.set_exception(ChannelClosed())
     return future
 
 

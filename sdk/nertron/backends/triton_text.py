@@ -3,8 +3,9 @@ fallback: the server does everything, the client only sends texts and reads enti
 
 ``TritonTextClient`` shares ``TritonClient``'s connection, TLS, headers, timeouts and retries.
 ``ServerSideTexts`` runs a stream of texts through it, ``max_in_flight`` requests of up to ``batch_size``
-texts at a time; a request that fails (after retries) is computed by ``local`` instead, and so are the
-requests sent while the server is considered down, until it answers a probe (every ``probe_interval`` s).
+texts at a time; a request the server does not answer (after retries) is computed by ``local`` instead, and
+so are the following ones, until it answers a probe (every ``probe_interval`` s): the policy of
+``nertron.backends.failover``, shared with the token-id path.
 Every text gets exactly one result, in input order.
 """
 
@@ -12,8 +13,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
@@ -21,12 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from nertron.backends.failover import Failover, ServedRows
 from nertron.backends.specs import Triton
 from nertron.backends.triton import ModelInfo, Resend, TritonClient, dispatch, grpcclient
 from nertron.entity import Entity
-from nertron.errors import TritonError
-
-logger = logging.getLogger("nertron.triton")
+from nertron.errors import TritonError, TritonUnavailable
 
 INPUT, OUTPUT = "TEXT", "ENTITIES"
 ENTITY_KEYS = ("text", "label", "start", "end", "score")
@@ -126,7 +124,8 @@ def _entity(item: Any) -> dict[str, Any]:
 
 class ServerSideTexts:
     """Streams texts through a ``TritonTextClient`` in requests of ``batch_size``; requests the server does
-    not answer go to ``local`` (``None``: raise ``TritonError``)."""
+    not answer (``TritonUnavailable``) go to ``local`` under ``Failover``'s policy (``local=None``: they
+    raise). Other errors propagate. Thread-safe; ``close()`` closes the client and stops the prober."""
 
     def __init__(
         self,
@@ -138,9 +137,12 @@ class ServerSideTexts:
         self.client = client
         self.local = local
         self.probe_interval = probe_interval
-        self.rows: dict[str, int] = {"server": 0, "fallback": 0}
-        self._down_until = 0.0
-        self._warned = False
+        self.failover = Failover(client, probe_interval=probe_interval)
+
+    @property
+    def rows(self) -> ServedRows:
+        """Texts answered so far by the server and by ``local``."""
+        return self.failover.rows
 
     def pipe(self, texts: Iterable[str], parameters: Mapping[str, Any], batch_size: int) -> Iterator[list[Entity]]:
         """Entities per text, in input order; ``parameters`` go with every request."""
@@ -161,8 +163,8 @@ class ServerSideTexts:
     def _submit(
         self, chunk: list[str], parameters: Mapping[str, Any], *, blocking: bool = False
     ) -> list[tuple[list[str], Future[Any]]] | None:
-        if self.local is not None and time.monotonic() < self._down_until:
-            return None  # the server failed recently: local until the next probe
+        if self.local is not None and not self.failover.on_server:
+            return None  # local until a probe reaches the server
         return self.client.submit_texts(chunk, parameters, blocking=blocking)
 
     def _collect(
@@ -171,19 +173,19 @@ class ServerSideTexts:
         if sent is not None:
             try:
                 found = self.client.wait_texts(sent, parameters)
-            except TritonError as error:
+            except TritonUnavailable as error:
                 if self.local is None:
                     raise
-                self._degrade(str(error))
+                self.client.check_open()  # closed under the request: not the server's failure
+                self.failover.degrade(str(error))
             else:
-                self.rows["server"] += len(chunk)
+                self.failover.count("server", len(chunk))
                 return found
         assert self.local is not None
-        self.rows["fallback"] += len(chunk)
-        return self.local(chunk)
+        found = self.local(chunk)
+        self.failover.count("fallback", len(chunk))
+        return found
 
-    def _degrade(self, reason: str) -> None:
-        self._down_until = time.monotonic() + self.probe_interval
-        if not self._warned:
-            logger.warning("%s; computing locally until the server answers again", reason)
-            self._warned = True
+    def close(self) -> None:
+        self.failover.close()
+        self.client.close()

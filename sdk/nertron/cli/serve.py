@@ -28,9 +28,8 @@ def add_serve(parser: argparse.ArgumentParser) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    import tempfile
-
     from nertron.serving.binary import bundled_tritonserver
+    from nertron.serving.processes import private_tempdir
 
     if args.tritonserver is None:
         bundled_tritonserver()  # without nvidia-pytriton, the error names nertron[server] before anything else
@@ -44,7 +43,7 @@ def run_serve(args: argparse.Namespace) -> int:
         threads=args.threads,
         instances=args.instances,
     )
-    with tempfile.TemporaryDirectory(prefix="nertron-repository-") as generated:
+    with private_tempdir("repository") as generated:  # removed by the next start if serve is killed
         if args.repository:
             repository, what = args.repository, f"repository {args.repository}"
         else:

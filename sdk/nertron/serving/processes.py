@@ -1,16 +1,24 @@
 """Process and port helpers for running a server under a supervisor: free and busy ports, a child that dies
-with its parent, signals held back while a child is created, process groups."""
+with its parent, a watchdog that takes the child's whole process group along, signals held back while a
+child is created, process groups, and private temporary files that the next start removes if their owner
+was killed."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+WATCHDOG_SCRIPT = Path(__file__).with_name("watchdog.py")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -78,3 +86,71 @@ def group_members(pgid: int) -> list[int]:
             if int(stat.read_text().rsplit(")", 1)[1].split()[2]) == pgid:
                 members.append(int(stat.parent.name))
     return members
+
+
+class Watchdog:
+    """A process in the process group ``pgid`` that SIGKILLs the rest of the group, and removes the shared
+    memory regions ``shm_prefix*``, once this process is gone, however it ends: see ``watchdog.py``.
+
+    ``release()`` (after a clean stop) lets it do that now and waits for it.
+    """
+
+    def __init__(self, pgid: int, shm_prefix: str = "") -> None:
+        read, self._write = os.pipe()  # both not inherited by other children
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-I", "-S", str(WATCHDOG_SCRIPT), str(pgid), shm_prefix],
+                stdin=read,
+                stdout=subprocess.DEVNULL,
+                process_group=pgid,
+            )
+        except BaseException:
+            os.close(self._write)
+            raise
+        finally:
+            os.close(read)
+
+    def release(self, timeout: float = 15.0) -> int | None:
+        """Closes the pipe, so that the watchdog kills what is left of the group and exits; its exit code."""
+        if self._write >= 0:
+            os.close(self._write)
+            self._write = -1
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+def private_tempdir(kind: str) -> tempfile.TemporaryDirectory[str]:
+    """A temporary folder ``nertron-<kind>-<pid>-*`` owned by this process; those of dead owners (a
+    supervisor killed before it could clean up) are removed first."""
+    remove_stale(Path(tempfile.gettempdir()), f"nertron-{kind}-")
+    return tempfile.TemporaryDirectory(prefix=f"nertron-{kind}-{os.getpid()}-")
+
+
+def remove_stale(folder: Path, prefix: str) -> list[Path]:
+    """Removes the files and folders ``<prefix><pid>-*`` or ``<prefix><pid>_*`` in ``folder`` whose owner
+    ``pid`` is no longer alive; returns them."""
+    removed = []
+    for path in folder.glob(f"{prefix}*"):
+        owner = path.name[len(prefix) :].replace("_", "-").split("-", 1)[0]
+        if not owner.isdigit() or len(owner) > 7 or pid_alive(int(owner)):  # pids are below 2**22
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (a zombie counts: its parent has not reaped it yet)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True

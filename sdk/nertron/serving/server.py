@@ -19,14 +19,19 @@ from nertron.errors import TritonServerError
 from nertron.extras import require
 from nertron.serving.binary import bundled_tritonserver, python_backend_directory, stub_environment
 from nertron.serving.processes import (
+    Watchdog,
     die_with_parent,
     free_port,
     group_members,
     interrupt,
     port_in_use,
+    private_tempdir,
+    remove_stale,
     signals_deferred,
 )
 
+# Names the python backend's shared-memory regions: this prefix, the owner's pid, a random part.
+SHM_PREFIX = "nertron_triton_"
 # What start-up errors quote from the log: its error lines (but the one every CPU-only start logs)
 # and its last lines, without the wide configuration tables.
 ERROR_LINE = re.compile(r"E\d{4} ")
@@ -45,8 +50,13 @@ class TritonServer:
     ``tritonserver=None`` runs the nvidia-pytriton binary with a private python backend directory; another
     binary uses ``backend_directory`` or its own default. ``start`` waits up to ``startup_timeout`` s for
     the server and all its models to be ready; ``stop`` sends SIGTERM and, after ``stop_timeout`` s,
-    SIGKILL. The server dies with the thread that started it (Linux): start it from one that lives as
-    long as the server, e.g. the main thread.
+    SIGKILL.
+
+    The server and its python-backend stubs die with this process, however it ends (Linux): the server
+    runs in a process group of its own with a ``Watchdog`` that SIGKILLs the group once this process is
+    gone, and is SIGKILLed itself when the thread that started it dies (start it from one that lives as
+    long as the server, e.g. the main thread). Its private files are named after this process's id, and
+    a start removes those of processes that no longer exist.
     """
 
     def __init__(
@@ -76,12 +86,13 @@ class TritonServer:
         self.extra_args = list(extra_args)
         self.process: subprocess.Popen[bytes] | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        self._watchdog: Watchdog | None = None
         self._private_backends: Path | None = None
         self._log_path: Path | None = None
         self._starts = 0
         # Names the python backend's shared-memory regions (bundled binary), so that stop() and kill()
         # can remove those that a killed server leaves in /dev/shm.
-        self.shm_prefix = f"nertron_triton_{uuid.uuid4().hex[:16]}_"
+        self.shm_prefix = f"{SHM_PREFIX}{os.getpid()}_{uuid.uuid4().hex[:16]}_"
         self.startup_seconds = 0.0
 
     @property
@@ -140,7 +151,9 @@ class TritonServer:
             raise RuntimeError("this server is already running")
         env = stub_environment() if self.bundled else None
         if self._workdir is None:
-            self._workdir = tempfile.TemporaryDirectory(prefix="nertron-triton-")
+            self._workdir = private_tempdir("triton")
+            if Path("/dev/shm").is_dir():
+                remove_stale(Path("/dev/shm"), SHM_PREFIX)
         try:
             self._launch(Path(self._workdir.name), env)
         except BaseException:  # also Ctrl-C while waiting: no server is left running
@@ -168,16 +181,18 @@ class TritonServer:
             self._log_path = workdir / f"tritonserver-{self._starts}.log"
             self._starts += 1
             with self._log_path.open("wb") as log, signals_deferred():
-                # A session of its own: a terminal's Ctrl-C reaches only the caller, which stops the
-                # server; and kill() can take the python-backend stubs along.
+                # A process group of its own: a terminal's Ctrl-C reaches only the caller, which stops the
+                # server; and kill() and the watchdog can take the python-backend stubs along.
                 self.process = subprocess.Popen(
                     self.command(),
+                    stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env=env,
-                    start_new_session=True,
+                    process_group=0,
                     preexec_fn=die_with_parent(os.getpid()),
                 )
+                self._watchdog = Watchdog(self.process.pid, self.shm_prefix if self.bundled else "")
             try:
                 self._wait_ready(started + self.startup_timeout)
             except TritonServerError as error:
@@ -224,7 +239,9 @@ class TritonServer:
             except subprocess.TimeoutExpired:
                 self.kill()
         # A server stopped while loading its models (or crashed) can exit before its python-backend
-        # stubs, which would linger for seconds. While one lives, the group id is still theirs.
+        # stubs, which would linger for seconds: the watchdog kills them. While one lives (or the
+        # watchdog), the group id is still theirs.
+        self._release_watchdog()
         if group_members(process.pid):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
@@ -239,7 +256,13 @@ class TritonServer:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
+            self._release_watchdog()
             self._remove_shared_memory()
+
+    def _release_watchdog(self) -> None:
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.release()
 
     def _remove_shared_memory(self) -> None:
         """Unlinks the python backend's shared-memory regions, which a killed server leaves behind."""
