@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from nertron.backends.base import Backend
 from nertron.backends.specs import TLS, BackendSpec, OnnxRuntime, OpenVINO, Triton
+from nertron.errors import InvalidType, InvalidValue
 
 if TYPE_CHECKING:
     from nertron.model.bundle import Bundle
@@ -32,7 +33,7 @@ def create_backend(spec: BackendSpec, bundle: Bundle) -> Backend:
         from nertron.backends.openvino import OpenVINOBackend
 
         if bundle.precision != "fp32":
-            raise ValueError(f"OpenVINO runs fp32 bundles; {bundle.path} is {bundle.precision}")
+            raise InvalidValue(f"OpenVINO runs fp32 bundles; {bundle.path} is {bundle.precision}")
         return OpenVINOBackend(bundle.model_path, threads=spec.threads, precision=spec.precision, device=spec.device)
     if isinstance(spec, Triton):
         from nertron.backends.fallback import FallbackBackend
@@ -47,4 +48,4 @@ def create_backend(spec: BackendSpec, bundle: Bundle) -> Backend:
             # the fallback gets the client's batches one at a time, so each gets every thread
             local = OnnxRuntime(threads=local.threads, providers=local.provider_list(), concurrent_batches=1)
         return FallbackBackend(client, lambda: create_backend(local, bundle), probe_interval=spec.probe_interval)
-    raise TypeError(f"backend must be OnnxRuntime(...), OpenVINO(...) or Triton(...), got {spec!r}")
+    raise InvalidType(f"backend must be OnnxRuntime(...), OpenVINO(...) or Triton(...), got {spec!r}")

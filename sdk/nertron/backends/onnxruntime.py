@@ -14,6 +14,7 @@ import numpy as np
 import onnxruntime as ort
 
 from nertron.backends.base import Closable
+from nertron.errors import InvalidValue
 
 # onnxruntime's fused SkipLayerNormalization CPU kernel made the int8 model ~20% slower than the Add +
 # LayerNormalization it replaces (measured with onnxruntime 1.32, 1 and 2 threads; fp32 unchanged).
@@ -56,9 +57,9 @@ class OnnxRuntimeBackend(Closable):
         concurrent_batches: int | None = None,
     ) -> None:
         if threads is not None and threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+            raise InvalidValue(f"threads must be >= 1, got {threads}")
         if concurrent_batches is not None and concurrent_batches < 1:
-            raise ValueError(f"concurrent_batches must be >= 1, got {concurrent_batches}")
+            raise InvalidValue(f"concurrent_batches must be >= 1, got {concurrent_batches}")
         providers = list(providers or default_providers())
         names = [p if isinstance(p, str) else p[0] for p in providers]
         on_cpu = names == ["CPUExecutionProvider"]
@@ -133,4 +134,4 @@ class OnnxRuntimeBackend(Closable):
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True)
-        self.session = None  # type: ignore[assignment]
+        self.session = None

@@ -14,6 +14,7 @@ import numpy as np
 
 from nertron.backends.base import Closable
 from nertron.backends.onnxruntime import unloadable
+from nertron.errors import InvalidValue
 from nertron.extras import require
 
 
@@ -45,9 +46,9 @@ class OpenVINOBackend(Closable):
         self, model_path: str | Path, *, threads: int | None = None, precision: str = "bf16", device: str = "CPU"
     ) -> None:
         if precision not in ("bf16", "fp32"):
-            raise ValueError(f"precision must be 'bf16' or 'fp32', got {precision!r}")
+            raise InvalidValue(f"precision must be 'bf16' or 'fp32', got {precision!r}")
         if threads is not None and threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+            raise InvalidValue(f"threads must be >= 1, got {threads}")
         openvino = _openvino()
         core = openvino.Core()
         hint = "bf16" if precision == "bf16" else "f32"

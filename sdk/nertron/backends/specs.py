@@ -10,6 +10,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
 
+from nertron.errors import InvalidType, InvalidValue
+
 ProviderOptions = tuple[tuple[str, str], ...]
 Provider = tuple[str, ProviderOptions]
 
@@ -50,7 +52,9 @@ class OnnxRuntime:
 
 def _listed(providers: object) -> Sequence[Any]:
     if isinstance(providers, (str, bytes)) or not isinstance(providers, Sequence):
-        raise TypeError(f"providers must be a sequence of provider names, got {type(providers).__name__} {providers!r}")
+        raise InvalidType(
+            f"providers must be a sequence of provider names, got {type(providers).__name__} {providers!r}"
+        )
     return providers
 
 
@@ -65,7 +69,7 @@ def _provider(provider: object, index: int) -> Provider:
             return name, tuple(sorted((str(key), str(value)) for key, value in items))
         except (TypeError, ValueError):
             pass
-    raise TypeError(f"providers[{index}] must be a name or a (name, options) pair, got {provider!r}")
+    raise InvalidType(f"providers[{index}] must be a name or a (name, options) pair, got {provider!r}")
 
 
 @dataclass(frozen=True)
@@ -83,10 +87,10 @@ class OpenVINO:
 
     def __post_init__(self) -> None:
         if self.precision not in ("bf16", "fp32"):
-            raise ValueError(f"OpenVINO precision must be 'bf16' or 'fp32', got {self.precision!r}")
+            raise InvalidValue(f"OpenVINO precision must be 'bf16' or 'fp32', got {self.precision!r}")
         _check_threads(self.threads)
         if not isinstance(self.device, str) or not self.device:
-            raise ValueError(f"device must be an OpenVINO device name such as 'CPU', got {self.device!r}")
+            raise InvalidValue(f"device must be an OpenVINO device name such as 'CPU', got {self.device!r}")
 
 
 @dataclass(frozen=True)
@@ -135,18 +139,18 @@ class Triton:
         _check_url(self.url)
         for name in ("model", "model_version"):
             if not isinstance(getattr(self, name), str):
-                raise TypeError(f"{name} must be str, got {type(getattr(self, name)).__name__}")
+                raise InvalidType(f"{name} must be str, got {type(getattr(self, name)).__name__}")
         if not self.model:
-            raise ValueError("model must be a model name, got ''")
+            raise InvalidValue("model must be a model name, got ''")
         if self.text_model is not None and (not isinstance(self.text_model, str) or not self.text_model):
-            raise ValueError(f"text_model must be a model name or None, got {self.text_model!r}")
+            raise InvalidValue(f"text_model must be a model name or None, got {self.text_model!r}")
         object.__setattr__(self, "headers", _headers(self.headers))
         for name in ("timeout", "retry_backoff", "probe_interval", "probe_timeout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__} {value!r}")
+                raise InvalidType(f"{name} must be a number of seconds, got {type(value).__name__} {value!r}")
             if not (value >= 0 if name == "retry_backoff" else value > 0) or value == float("inf"):
-                raise ValueError(
+                raise InvalidValue(
                     f"{name} must be {'>= 0' if name == 'retry_backoff' else '> 0'} and finite, got {value}"
                 )
             object.__setattr__(self, name, float(value))
@@ -154,9 +158,9 @@ class Triton:
         _check_count("max_in_flight", self.max_in_flight, maximum=1024)
         _check_count("length_multiple", self.length_multiple, maximum=4096)
         if self.tls is not None and not isinstance(self.tls, TLS):
-            raise TypeError(f"tls must be TLS(...) or None, got {self.tls!r}")
+            raise InvalidType(f"tls must be TLS(...) or None, got {self.tls!r}")
         if self.fallback is not None and not isinstance(self.fallback, (OnnxRuntime, OpenVINO)):
-            raise TypeError(f"fallback must be OnnxRuntime(...), OpenVINO(...) or None, got {self.fallback!r}")
+            raise InvalidType(f"fallback must be OnnxRuntime(...), OpenVINO(...) or None, got {self.fallback!r}")
 
 
 BackendSpec = OnnxRuntime | OpenVINO | Triton
@@ -167,9 +171,9 @@ def _check_count(name: str, value: object, *, minimum: int = 1, maximum: int) ->
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+        raise InvalidType(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if not minimum <= value <= maximum:
-        raise ValueError(f"{name} must be between {minimum} and {maximum}, got {value}")
+        raise InvalidValue(f"{name} must be between {minimum} and {maximum}, got {value}")
 
 
 def _check_threads(threads: object) -> None:
@@ -179,27 +183,27 @@ def _check_threads(threads: object) -> None:
 def _check_url(url: object) -> None:
     """``url`` is ``host:port`` (``[v6 address]:port`` for IPv6) with a port in 1..65535."""
     if not isinstance(url, str):
-        raise TypeError(f"url must be 'host:port', got {type(url).__name__} {url!r}")
+        raise InvalidType(f"url must be 'host:port', got {type(url).__name__} {url!r}")
     host, colon, port = url.rpartition(":")
     bracketed = host.startswith("[") and host.endswith("]")
     name = host[1:-1] if bracketed else host
     if not colon or not name or (":" in name and not bracketed) or any(c.isspace() or c in "/[]@" for c in name):
-        raise ValueError(f"url must be 'host:port' (e.g. 127.0.0.1:8001), got {url!r}")
+        raise InvalidValue(f"url must be 'host:port' (e.g. 127.0.0.1:8001), got {url!r}")
     if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError(f"url {url!r}: the port must be a number from 1 to 65535, got {port!r}")
+        raise InvalidValue(f"url {url!r}: the port must be a number from 1 to 65535, got {port!r}")
 
 
 def _headers(headers: object) -> tuple[tuple[str, str], ...]:
     """gRPC metadata as sorted ``(key, value)`` pairs of str, from a mapping or pairs; keys in lowercase."""
     items = headers.items() if isinstance(headers, Mapping) else headers
     if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
-        raise TypeError(f"headers must be a mapping or (key, value) pairs, got {type(headers).__name__}")
+        raise InvalidType(f"headers must be a mapping or (key, value) pairs, got {type(headers).__name__}")
     pairs = []
     for item in items:
         if not (isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(x, str) for x in item)):
-            raise TypeError(f"headers must hold (key, value) pairs of str, got {item!r}")
+            raise InvalidType(f"headers must hold (key, value) pairs of str, got {item!r}")
         key, value = item
         if not key or key != key.lower():
-            raise ValueError(f"header keys must be lowercase and non-empty (gRPC metadata), got {key!r}")
+            raise InvalidValue(f"header keys must be lowercase and non-empty (gRPC metadata), got {key!r}")
         pairs.append((key, value))
     return tuple(sorted(pairs))

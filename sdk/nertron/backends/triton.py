@@ -23,7 +23,7 @@ import numpy as np
 
 from nertron.backends.base import Closable
 from nertron.backends.specs import Triton
-from nertron.errors import TritonError, TritonUnavailable
+from nertron.errors import InvalidValue, TritonError, TritonUnavailable
 from nertron.extras import require
 from nertron.windows import pad_rows
 
@@ -257,7 +257,7 @@ class TritonClient(Closable):
         parts = [
             self._result(
                 future,
-                lambda client, info, rows=rows: self._send(  # type: ignore[misc]
+                lambda client, info, rows=rows: self._send(
                     client, info, pending.input_ids[rows], pending.attention_mask[rows]
                 ),
             )
@@ -389,7 +389,7 @@ def _checked(input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndar
     ids = np.ascontiguousarray(input_ids, dtype=np.int64)
     mask = np.ascontiguousarray(attention_mask, dtype=np.int64)
     if ids.ndim != 2 or ids.shape != mask.shape:
-        raise ValueError(
+        raise InvalidValue(
             f"input_ids and attention_mask must be [batch, seq] of one shape, got {ids.shape} and {mask.shape}"
         )
     return ids, mask

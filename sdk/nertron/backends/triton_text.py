@@ -24,7 +24,7 @@ from nertron.backends.failover import Failover, ServedRows
 from nertron.backends.specs import Triton
 from nertron.backends.triton import ModelInfo, Resend, TritonClient, dispatch, grpcclient
 from nertron.entity import Entity
-from nertron.errors import TritonError, TritonUnavailable
+from nertron.errors import InvalidValue, TritonError, TritonUnavailable
 
 INPUT, OUTPUT = "TEXT", "ENTITIES"
 ENTITY_KEYS = ("text", "label", "start", "end", "score")
@@ -35,7 +35,7 @@ class TritonTextClient(TritonClient):
 
     def __init__(self, spec: Triton) -> None:
         if spec.text_model is None:
-            raise ValueError("Triton(text_model=None) sends token ids, not texts")
+            raise InvalidValue("Triton(text_model=None) sends token ids, not texts")
         super().__init__(spec)
         self.model = spec.text_model
 
@@ -118,7 +118,7 @@ class TritonTextClient(TritonClient):
 
 def _entity(item: Any) -> dict[str, Any]:
     if not isinstance(item, dict) or tuple(item) != ENTITY_KEYS:
-        raise ValueError(f"an entity must be an object with keys {list(ENTITY_KEYS)}, got {item!r}")
+        raise InvalidValue(f"an entity must be an object with keys {list(ENTITY_KEYS)}, got {item!r}")
     return item
 
 

@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from nertron.errors import InvalidValue
 from nertron.extras import require
 from nertron.serving.options import DEPLOYMENTS, MODEL_NAME, TEXT_MODEL_NAME, ConfigOptions, Signature
 
@@ -149,4 +150,4 @@ def describe_models(repository: str | Path) -> list[str]:
 
 def check_deployment(deployment: str) -> None:
     if deployment not in DEPLOYMENTS:
-        raise ValueError(f"deployment must be one of {DEPLOYMENTS}, got {deployment!r}")
+        raise InvalidValue(f"deployment must be one of {DEPLOYMENTS}, got {deployment!r}")

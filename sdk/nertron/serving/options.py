@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from nertron.errors import InvalidValue
 from nertron.model.bundle import Bundle
 
 DEPLOYMENTS = ("cpu", "onnx-gpu", "tensorrt")
@@ -62,8 +63,8 @@ class ConfigOptions:
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1 or self.instances < 1:
-            raise ValueError("max_batch_size and instances must be >= 1")
+            raise InvalidValue("max_batch_size and instances must be >= 1")
         if self.max_queue_delay_us < 0:
-            raise ValueError(f"max_queue_delay_us must be >= 0, got {self.max_queue_delay_us}")
+            raise InvalidValue(f"max_queue_delay_us must be >= 0, got {self.max_queue_delay_us}")
         if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {self.threads}")
+            raise InvalidValue(f"threads must be >= 1, got {self.threads}")

@@ -39,17 +39,25 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def die_with_parent(parent: int) -> Callable[[], None]:
+def die_with_parent(parent: int, *, process_group: int | None = None) -> Callable[[], None]:
     """A ``preexec_fn`` that has Linux kill the child when the thread that started it dies (even by
-    SIGKILL), so that a server never outlives its supervisor."""
+    SIGKILL), so that a server never outlives its supervisor; and puts the child in ``process_group``
+    (0: a group of its own), as ``Popen(process_group=...)`` does from Python 3.11 on."""
 
     def set_death_signal() -> None:
+        if process_group is not None:
+            os.setpgid(0, process_group)
         with contextlib.suppress(OSError, AttributeError):  # not Linux: no such guarantee
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         if os.getppid() != parent:  # the parent died before the signal was set
             os._exit(1)
 
     return set_death_signal
+
+
+def join_group(process_group: int) -> Callable[[], None]:
+    """A ``preexec_fn`` that puts the child in ``process_group`` (``Popen(process_group=...)`` before 3.11)."""
+    return lambda: os.setpgid(0, process_group)
 
 
 def interrupt(signum: int, frame: object) -> None:
@@ -102,7 +110,7 @@ class Watchdog:
                 [sys.executable, "-I", "-S", str(WATCHDOG_SCRIPT), str(pgid), shm_prefix],
                 stdin=read,
                 stdout=subprocess.DEVNULL,
-                process_group=pgid,
+                preexec_fn=join_group(pgid),
             )
         except BaseException:
             os.close(self._write)

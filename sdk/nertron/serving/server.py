@@ -189,8 +189,7 @@ class TritonServer:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env=env,
-                    process_group=0,
-                    preexec_fn=die_with_parent(os.getpid()),
+                    preexec_fn=die_with_parent(os.getpid(), process_group=0),
                 )
                 self._watchdog = Watchdog(self.process.pid, self.shm_prefix if self.bundled else "")
             try:

@@ -29,6 +29,7 @@ import triton_python_backend_utils as pb_utils
 
 from nertron import NER
 from nertron.backends.onnxruntime import OnnxRuntimeBackend
+from nertron.errors import InvalidValue
 from nertron.model.bundle import Bundle
 from nertron.ner import AGGREGATIONS, check_min_score
 from nertron.serving.options import threads_per_instance
@@ -122,24 +123,24 @@ def _read(request: Any) -> tuple[list[str], str, float]:
     """The request's texts, aggregation and min_score; ``ValueError`` saying what is wrong."""
     tensor = pb_utils.get_input_tensor_by_name(request, INPUT)
     if tensor is None:
-        raise ValueError(f"input {INPUT!r} is missing")
+        raise InvalidValue(f"input {INPUT!r} is missing")
     array = tensor.as_numpy()
     if array.dtype != np.object_ or array.ndim != 2 or array.shape[1] != 1:
-        raise ValueError(f"{INPUT} must be BYTES [batch, 1], got {array.dtype} {list(array.shape)}")
+        raise InvalidValue(f"{INPUT} must be BYTES [batch, 1], got {array.dtype} {list(array.shape)}")
     texts = []
     for row, value in enumerate(array[:, 0]):
         try:
             texts.append(value.decode("utf-8") if isinstance(value, bytes) else str(value))
         except UnicodeDecodeError as error:
-            raise ValueError(f"{INPUT}[{row}] is not valid UTF-8 ({error.reason} at byte {error.start})") from None
+            raise InvalidValue(f"{INPUT}[{row}] is not valid UTF-8 ({error.reason} at byte {error.start})") from None
     parameters = json.loads(request.parameters() or "{}")
     aggregation = parameters.get("aggregation", "first")
     if aggregation not in AGGREGATIONS:
-        raise ValueError(f"parameter 'aggregation' must be one of {AGGREGATIONS}, got {aggregation!r}")
+        raise InvalidValue(f"parameter 'aggregation' must be one of {AGGREGATIONS}, got {aggregation!r}")
     try:
         min_score = check_min_score(parameters.get("min_score", 0.0))
     except (TypeError, ValueError) as error:
-        raise ValueError(f"parameter {error}") from None
+        raise InvalidValue(f"parameter {error}") from None
     return texts, aggregation, min_score
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from nertron.backends.onnxruntime import OnnxRuntimeBackend
+from nertron.errors import InvalidValue
 from nertron.serving.options import threads_per_instance
 from nertron.windows import pad_rows
 
@@ -73,14 +74,14 @@ class TritonPythonModel:
         for name in self.inputs:
             tensor = pb_utils.get_input_tensor_by_name(request, name)
             if tensor is None:
-                raise ValueError(f"input {name!r} is missing")
+                raise InvalidValue(f"input {name!r} is missing")
             array = tensor.as_numpy()
             if array.dtype != np.int64 or array.ndim != 2:
-                raise ValueError(f"{name} must be int64 [batch, seq], got {array.dtype} {list(array.shape)}")
+                raise InvalidValue(f"{name} must be int64 [batch, seq], got {array.dtype} {list(array.shape)}")
             arrays[name] = array
         shapes = {array.shape for array in arrays.values()}
         if len(shapes) != 1:
-            raise ValueError(f"inputs must have one shape, got {sorted(shapes)}")
+            raise InvalidValue(f"inputs must have one shape, got {sorted(shapes)}")
         return arrays
 
     def _run(self, batch: list[dict[str, np.ndarray]]) -> list[Any]:
