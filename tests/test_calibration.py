@@ -135,7 +135,7 @@ def test_cli_min_score(tiny_bundle: Path, capsys: pytest.CaptureFixture[str]) ->
     assert kept == [e for e in everything if e["score"] >= top] and len(kept) < len(everything)
     assert main(["ner", "-m", str(tiny_bundle), "--min-score", "2", TEXTS[0]]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "min_score must be in [0, 1], got 2.0" in err
+    assert err.count("\n") == 1 and "argument --min-score: must be from 0.0 to 1.0, got 2" in err
 
 
 def test_calibrate_command_writes_the_manifest_and_eval_reports_it(

@@ -339,12 +339,9 @@ def test_eval_on_a_file_without_sentences_names_it(
 def test_bounds_and_addresses_are_checked(
     tiny_bundle: Path, capsys: pytest.CaptureFixture[str], argv: list[str], fragment: str
 ) -> None:
-    try:
-        code = main(["ner", "-m", str(tiny_bundle), *argv, "Paris"])
-    except SystemExit as exit_:  # argparse's errors end the parse
-        code = int(exit_.code or 0)
+    code, _, err = run(capsys, "ner", "-m", str(tiny_bundle), *argv, "Paris")
     assert code == 2
-    one_line_error(capsys.readouterr().err, fragment)
+    one_line_error(err, fragment)
 
 
 def test_a_cache_that_is_a_file_is_named(

@@ -21,10 +21,10 @@ from nertron.errors import InvalidValue
 CPU_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 
-def unloadable(model_path: str | Path, runtime: str, error: Exception) -> ValueError:
+def unloadable(model_path: str | Path, runtime: str, error: Exception) -> InvalidValue:
     """The error for a model file that ``runtime`` cannot load: names the file and what to do."""
     reason = " ".join(str(error).split())
-    return ValueError(
+    return InvalidValue(
         f"{model_path}: {runtime} cannot load it ({reason[:300]}); the file is damaged or not an ONNX model: "
         "re-export the bundle (nertron export) or restore the file"
     )

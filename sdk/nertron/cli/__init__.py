@@ -46,7 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["train"]:  # train parses its own options (and imports torch) only when asked for
         argv = ["train", "--", *argv[1:]]
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # a usage error (status 2, one line already printed) or --help (0)
+        return exit_.code if isinstance(exit_.code, int) else 2
     try:
         return int(args.run(args))
     except KeyboardInterrupt:
