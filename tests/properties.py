@@ -6,10 +6,10 @@ from __future__ import annotations
 from hypothesis import settings
 
 FUZZ_PROFILE = "fuzz"
+FUZZ_EXAMPLES = 10_000
 
 
 def examples(count: int) -> int:
-    """``count``, or the loaded profile's ``max_examples`` when fuzzing asks for more."""
-    if settings.get_current_profile_name() == FUZZ_PROFILE:
-        return max(count, settings.default.max_examples)
-    return count
+    """``count``, or the loaded profile's ``max_examples`` where that is a fuzzing run's (10,000 or more)."""
+    loaded = settings.default.max_examples
+    return max(count, loaded) if loaded >= FUZZ_EXAMPLES else count

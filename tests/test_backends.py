@@ -74,6 +74,13 @@ def test_specs_are_values_that_replace_and_normalise() -> None:
         (lambda: NERConfig(precision="fp64"), ValueError, r"precision must be one of \('int8', 'fp32', 'bf16'\)"),
         (lambda: NERConfig(aggregation="mean"), ValueError, "aggregation must be one of"),
         (lambda: NERConfig(batch_size=0), ValueError, "batch_size must be >= 1"),
+        (lambda: NERConfig(max_length=2), ValueError, "max_length must be at least 3"),
+        (lambda: NERConfig(max_length=0), ValueError, "max_length must be at least 3"),
+        (lambda: NERConfig(stride=-1), ValueError, "stride must be >= 0"),
+        (lambda: NERConfig(max_length=10, stride=8), ValueError, "less than max_length - 2"),
+        (lambda: NERConfig(max_length=8.0), TypeError, "max_length must be an int"),  # type: ignore[arg-type]
+        (lambda: NERConfig(model=3), TypeError, "model must be a bundle path"),  # type: ignore[arg-type]
+        (lambda: OnnxRuntime(2), TypeError, "positional"),  # type: ignore[misc]
         (lambda: NERConfig(backend="onnxruntime"), TypeError, "backend must be"),  # type: ignore[arg-type]
         (lambda: NERConfig(precision="bf16", backend=OnnxRuntime()), ValueError, "precision='bf16' runs on OpenVINO"),
         (lambda: NERConfig(precision="bf16", backend=OpenVINO(precision="fp32")), ValueError, "runs on OpenVINO"),

@@ -96,7 +96,7 @@ TEXTS = ["Peter Blackburn visited BRUSSELS and the EU.", "German call rejected b
 def test_temperature_moves_scores_never_entities(tiny_bundle: Path, hot_bundle: Path) -> None:
     for aggregation in ("first", "average", "max"):
         with NER(tiny_bundle, aggregation=aggregation) as plain, NER(hot_bundle, aggregation=aggregation) as hot:
-            assert hot._postprocessor.temperature == 3.0
+            assert hot.temperature == 3.0
             before, after = plain.batch(TEXTS), hot.batch(TEXTS)
             spans = [[(e.start, e.end, e.label) for e in found] for found in before]
             assert spans == [[(e.start, e.end, e.label) for e in found] for found in after]

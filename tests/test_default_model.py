@@ -75,7 +75,7 @@ def test_manifest_records_scores(default_ner: NER) -> None:
     # each variant's scores are calibrated on dev; the temperature reaches the post-processor
     assert manifest.calibration is not None and manifest.calibration.ece < manifest.calibration.ece_uncalibrated
     assert manifest.calibration.temperature == spec["precisions"]["int8"]["calibration"]["temperature"]
-    assert default_ner._postprocessor.temperature == pytest.approx(manifest.calibration.temperature)
+    assert default_ner.temperature == pytest.approx(manifest.calibration.temperature)
 
 
 def test_list_numbers_are_not_entities(default_ner: NER) -> None:

@@ -280,6 +280,22 @@ def test_an_output_that_is_the_input_is_refused_before_anything_is_written(
     one_line_error(err, "is the same file as -o")
 
 
+def test_an_output_that_stdin_reads_is_refused(tiny_bundle: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    source = tmp_path / "same.txt"
+    source.write_text("Paris\n")
+    for argv in (["-o", str(source)], ["-i", "-", "--html", str(source)]):
+        with source.open("rb") as stdin:
+            done = subprocess.run(
+                [sys.executable, "-m", "nertron.cli", "ner", "-m", str(tiny_bundle), *argv],
+                stdin=stdin, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+        assert done.returncode == 2 and source.read_text() == "Paris\n"
+        one_line_error(done.stderr, f"{argv[-2]} {source} is the file stdin reads")
+
+
 def test_texts_and_input_exclude_each_other_and_dash_is_stdin(
     tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -334,6 +350,7 @@ def test_eval_on_a_file_without_sentences_names_it(
         (["--min-score", "nan"], "argument --min-score: must be from 0.0 to 1.0"),
         (["--url", "127.0.0.1:99999"], "--url: url '127.0.0.1:99999': the port must be a number from 1 to 65535"),
         (["--url", "localhost"], "--url: url must be 'host:port'"),
+        (["--url", "h:1", "--timeout", "inf"], "argument --timeout: must be at least 0.001, and finite, got inf"),
     ],
 )
 def test_bounds_and_addresses_are_checked(

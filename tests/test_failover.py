@@ -255,7 +255,10 @@ def test_the_fallback_is_built_once_outside_the_policy_lock(server: FakeServer) 
         results = [pool.submit(lambda: backend(*batch(1)).min()) for _ in range(16)]
         assert building.wait(5)
         assert backend.rows == ServedRows() and not backend.on_server  # readable while it is being built
-        backend.failover.degrade("again")  # and the policy's lock is free
+        again = threading.Thread(target=backend.failover.degrade, args=("again",))
+        again.start()
+        again.join(timeout=5)
+        assert not again.is_alive(), "the policy's lock is held while the fallback is built"
         release.set()
         assert [result.result(timeout=5) for result in results] == [1] * 16
     assert Local.builds == 1 and backend.rows == ServedRows(server=0, fallback=16)
@@ -310,8 +313,10 @@ def test_threads_calling_while_another_closes(tiny_bundle: Path, where: str) -> 
         else Triton(f"127.0.0.1:{free_port()}", probe_interval=0.05, fallback=OnnxRuntime(threads=2))
     )
     ner = NER(tiny_bundle, backend=backend, batch_size=2)
-    expected = NER(tiny_bundle, batch_size=2).batch(TEXTS)
+    with NER(tiny_bundle, batch_size=2) as reference:
+        expected = reference.batch(TEXTS)
     outcomes: list[str] = []
+    first_done = threading.Event()
     unexpected: list[BaseException] = []
     started = threading.Barrier(9)
 
@@ -329,12 +334,13 @@ def test_threads_calling_while_another_closes(tiny_bundle: Path, where: str) -> 
                 unexpected.append(error)
                 return
             outcomes.append("done" if found == expected else "wrong")
+            first_done.set()
 
     threads = [threading.Thread(target=call_until_closed) for _ in range(8)]
     for thread in threads:
         thread.start()
     started.wait()
-    time.sleep(0.3)
+    assert first_done.wait(60)  # close while calls are under way, whatever the machine's load
     ner.close()
     for thread in threads:
         thread.join(timeout=20)

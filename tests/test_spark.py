@@ -12,7 +12,14 @@ import pyarrow as pa
 import pytest
 from nertron import NER, Entity
 from nertron.backends import OnnxRuntime, Triton
-from nertron.integrations.spark import annotate, annotate_batches, engine, engine_builds, entities_column
+from nertron.integrations.spark import (
+    annotate,
+    annotate_batches,
+    engine,
+    engine_builds,
+    entities_column,
+    executor_config,
+)
 from nertron.io.conll import read_conll
 from nertron.model.default import default_bundle
 from nertron.ner import NERConfig
@@ -170,13 +177,25 @@ def test_entities_column_types_and_nulls(sdk: NER) -> None:
 def test_calibrated_scores_and_min_score_reach_the_executors(
     spark: SparkSession, default_model: Path, sdk: NER
 ) -> None:
-    assert sdk._postprocessor.temperature != 1.0  # the embedded model's calibration, from its manifest
+    assert sdk.temperature != 1.0  # the embedded model's calibration, from its manifest
     texts = dev_texts(120)
     rows = annotate(frame(spark, texts), "text", min_score=0.9).orderBy("id").collect()
     with NER(default_model, min_score=0.9) as strict:
         expected = strict.batch(texts)
     assert_same_entities([[e.asDict() for e in r.entities] for r in rows], expected)
     assert sum(map(len, expected)) < sum(map(len, sdk.batch(texts)))
+
+
+def test_executor_threads_follow_task_cpus_within_the_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    import nertron.integrations.spark as spark_module
+
+    for cpus, threads in ((4, 4), (1000, 256)):  # spark.task.cpus, capped at the specs' bound
+        monkeypatch.setattr(spark_module, "_task_cpus", lambda cpus=cpus: cpus)
+        assert executor_config(NERConfig()).backend == OnnxRuntime(threads=threads)
+        served = executor_config(NERConfig(backend=Triton("h:1")))
+        assert isinstance(served.backend, Triton) and served.backend.fallback == OnnxRuntime(threads=threads)
+        given = NERConfig(backend=OnnxRuntime(threads=2))
+        assert executor_config(given) == given  # threads given are kept
 
 
 def test_bad_arguments_fail_on_the_driver(spark: SparkSession) -> None:
@@ -195,8 +214,8 @@ def test_bad_arguments_fail_on_the_driver(spark: SparkSession) -> None:
         annotate(df, "text", min_score=2)
     with pytest.raises(TypeError, match="annotate\\(\\) got an unknown option 'batchsize'"):
         annotate(df, "text", batchsize=2)
-    with pytest.raises(ValueError, match="threads must be between 1 and 256"):
-        annotate(df, "text", backend=OnnxRuntime(threads=10_000))
+    with pytest.raises(ValueError, match="stride must be >= 0"):
+        annotate(df, "text", stride=-1)
     assert df.columns == ["id", "text"]  # the input DataFrame is left as it was
 
 

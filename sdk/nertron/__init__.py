@@ -12,20 +12,32 @@ or ``Triton("host:8001")`` (``nertron.backends``).
 from nertron.backends import TLS, OnnxRuntime, OpenVINO, Triton
 from nertron.backends.failover import ServedRows
 from nertron.entity import Entity
-from nertron.errors import MissingExtra, TritonError, TritonUnavailable
+from nertron.errors import (
+    InvalidType,
+    InvalidValue,
+    MissingExtra,
+    NertronError,
+    TritonError,
+    TritonServerError,
+    TritonUnavailable,
+)
 from nertron.ner import NER, NERConfig
 
 __all__ = [
     "NER",
     "TLS",
     "Entity",
+    "InvalidType",
+    "InvalidValue",
     "MissingExtra",
     "NERConfig",
+    "NertronError",
     "OnnxRuntime",
     "OpenVINO",
     "ServedRows",
     "Triton",
     "TritonError",
+    "TritonServerError",
     "TritonUnavailable",
 ]
 __version__ = "0.1.0"

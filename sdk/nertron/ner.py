@@ -66,6 +66,11 @@ class NERConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise InvalidType(f"{name} must be an int or None, got {type(value).__name__} {value!r}")
+        # Checked here too (the encoder checks them against the model), so that Spark's driver refuses them.
+        if self.max_length is not None and self.max_length < 3:
+            raise InvalidValue(f"max_length must be at least 3 (<s>, one subword, </s>), got {self.max_length}")
+        if self.stride is not None and not 0 <= self.stride < (self.max_length or 2**31) - 2:
+            raise InvalidValue(f"stride must be >= 0 and less than max_length - 2, got {self.stride}")
         object.__setattr__(self, "min_score", check_min_score(self.min_score))
         if self.backend is not None and not isinstance(self.backend, (OnnxRuntime, OpenVINO, Triton)):
             raise InvalidType(f"backend must be OnnxRuntime(...), OpenVINO(...) or Triton(...), got {self.backend!r}")
@@ -171,7 +176,7 @@ class NER(Closable):
         self._postprocessor = PostProcessor(
             self._bundle.labels, NativeAggregation[config.aggregation.upper()], self._bundle.temperature
         )
-        length = config.max_length or self._bundle.max_length
+        length = self._bundle.max_length if config.max_length is None else config.max_length
         if length > self._bundle.max_length:
             raise InvalidValue(f"max_length {length} exceeds the model's {self._bundle.max_length}")
         special = self._bundle.special_tokens
@@ -230,6 +235,11 @@ class NER(Closable):
         return self._precision
 
     @property
+    def temperature(self) -> float:
+        """The temperature of the scores (``softmax(logits / T)``): the bundle's calibration, else 1."""
+        return self._postprocessor.temperature
+
+    @property
     def runtime(self) -> str:
         """What runs the model: ``"onnxruntime"``, ``"openvino"`` or ``"triton"``."""
         return self._backend.runtime
@@ -244,8 +254,9 @@ class NER(Closable):
     @property
     def served_rows(self) -> ServedRows | None:
         """What the Triton server and the local fallback answered so far, ``ServedRows(server, fallback)``:
-        texts where the server runs the text model, model batch rows (windows) otherwise. None where no
-        server with a fallback is involved."""
+        texts where the server runs the text model (``Triton(text_model=...)``), model batch rows (windows)
+        where it gets token ids and there is a fallback. None otherwise (in-process, or token ids without a
+        fallback: every row is the server's or an error)."""
         if self._server_side is not None:
             return self._server_side.rows
         rows = getattr(self._backend, "rows", None)

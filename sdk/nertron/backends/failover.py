@@ -73,11 +73,13 @@ class Failover:
             if self._stop.is_set():
                 return
             was_on_server, self._on_server = self._on_server, False
-            if self._prober is None:
+        if was_on_server:
+            self.client.disconnect()  # its requests still in flight fail at once, and go to the fallback
+        with self._lock:  # the prober starts after the disconnect, so it never loses a channel it opened
+            if self._prober is None and not self._stop.is_set():
                 self._prober = threading.Thread(target=self._probe, name="nertron-triton-probe", daemon=True)
                 self._prober.start()
         if was_on_server:
-            self.client.disconnect()  # its requests still in flight fail at once, and go to the fallback
             logger.warning(
                 "%s; computing locally with the fallback and re-probing every %g s", reason, self.probe_interval
             )

@@ -34,7 +34,6 @@ class FallbackBackend(Closable):
     ) -> None:
         self.primary = primary
         self.concurrency = primary.concurrency
-        self.probe_interval = probe_interval
         self.failover = Failover(primary, probe_interval=probe_interval)
         self._make_fallback = make_fallback
         self._fallback: Backend | None = None

@@ -20,7 +20,7 @@ Provider = tuple[str, ProviderOptions]
 MAX_THREADS = 256
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class OnnxRuntime:
     """In-process inference with onnxruntime.
 
@@ -136,7 +136,7 @@ class Triton:
     runtime: ClassVar[str] = "triton"
 
     def __post_init__(self) -> None:
-        _check_url(self.url)
+        check_url(self.url)
         for name in ("model", "model_version"):
             if not isinstance(getattr(self, name), str):
                 raise InvalidType(f"{name} must be str, got {type(getattr(self, name)).__name__}")
@@ -180,7 +180,7 @@ def _check_threads(threads: object) -> None:
     _check_count("threads", threads, maximum=MAX_THREADS)
 
 
-def _check_url(url: object) -> None:
+def check_url(url: object) -> None:
     """``url`` is ``host:port`` (``[v6 address]:port`` for IPv6) with a port in 1..65535."""
     if not isinstance(url, str):
         raise InvalidType(f"url must be 'host:port', got {type(url).__name__} {url!r}")

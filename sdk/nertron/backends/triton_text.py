@@ -136,7 +136,6 @@ class ServerSideTexts:
     ) -> None:
         self.client = client
         self.local = local
-        self.probe_interval = probe_interval
         self.failover = Failover(client, probe_interval=probe_interval)
 
     @property

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if args.reliability is not None and not on_words:
         raise InvalidValue("--reliability needs --input words or both (entity scores are measured on the gold words)")
     with config_from_args(args).build() as ner:
-        temperature = ner._postprocessor.temperature
+        temperature = ner.temperature
         reports, uncalibrated = [], {}
         raw_reports = [evaluate_raw(ner, documents, context=c, batch_size=args.batch_size) for c in contexts if on_raw]
         for context in contexts if on_words else []:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -77,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         if path is not None:
             _check_writable(path, option)
     _check_distinct({"--input": args.input, "-o": args.output, "--html": args.html})
+    if args.input is None and not args.text:
+        _check_not_stdin({"-o": args.output, "--html": args.html})
     hint = "; start the server (nertron serve) or leave out --no-fallback to compute locally"
     try:
         ner = config_from_args(args).build()
@@ -92,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         )
         errors = ErrorPolicy(args.on_error, report=lambda message: bar.write(message, file=sys.stderr))
         records = _ner_records(args, stack, errors)
-        output = stack.enter_context(_open_output(args.output, "-o")) if args.output else sys.stdout
+        output = stack.enter_context(_open_output(args.output, "-o")) if args.output else Output(sys.stdout, "stdout")
         page = (
             stack.enter_context(HtmlWriter(stack.enter_context(_open_output(args.html, "--html"))))
             if args.html
@@ -107,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
                 if page is not None:
                     doc_id = annotation.record.fields.get("id")
                     page.add(annotation.text, annotation.entities, None if doc_id is None else str(doc_id))
-                _write(output, row, args.output)
+                output.write(row)
+                output.flush()  # what is finished stays written, whatever happens next
                 written += 1
                 last_line = annotation.record.line
                 if progress:
@@ -124,34 +127,39 @@ def run(args: argparse.Namespace) -> int:
 STDIN = Path("-")
 
 
-def _write(output: IO[str], text: str, path: Path | None) -> None:
-    """Writes and flushes ``text`` (what is finished stays written, whatever happens next); a failure (a full
-    disk) names the file."""
-    try:
-        output.write(text)
-        output.flush()
-    except OSError as error:
-        raise _write_error(error, "stdout" if path is None else f"-o {path}") from None
+class Output:
+    """A text stream written to, whose failures (a full disk) name it: ``cannot write -o out.jsonl: ...``."""
+
+    def __init__(self, stream: IO[str], where: str) -> None:
+        self.stream, self.where = stream, where
+
+    def write(self, text: str) -> None:
+        self._named(self.stream.write, text)
+
+    def flush(self) -> None:
+        self._named(self.stream.flush)
+
+    def close(self) -> None:
+        self._named(self.stream.close)
+
+    def _named(self, operation: Callable[..., object], *args: object) -> None:
+        try:
+            operation(*args)
+        except OSError as error:
+            raise OSError(error.errno, f"cannot write {self.where}: {error.strerror}") from None
 
 
 @contextmanager
-def _open_output(path: Path, option: str) -> Iterator[IO[str]]:
+def _open_output(path: Path, option: str) -> Iterator[Output]:
     """``path`` opened for writing; failures to write or close it name the option and the file."""
-    file = path.open("w", encoding="utf-8")
+    output = Output(path.open("w", encoding="utf-8"), f"{option} {path}")
     try:
-        yield file
+        yield output
     except BaseException:
         with suppress(OSError):  # the error in flight says what went wrong
-            file.close()
+            output.stream.close()
         raise
-    try:
-        file.close()
-    except OSError as error:
-        raise _write_error(error, f"{option} {path}") from None
-
-
-def _write_error(error: OSError, where: str) -> OSError:
-    return OSError(error.errno, f"cannot write {where}: {error.strerror}")
+    output.close()
 
 
 def _check_distinct(files: dict[str, Path | None]) -> None:
@@ -164,6 +172,17 @@ def _check_distinct(files: dict[str, Path | None]) -> None:
                 path.exists() and other.exists() and os.path.samefile(path, other)
             ):
                 raise InvalidValue(f"{other_option} {other} is the same file as {option} {path}; give another path")
+
+
+def _check_not_stdin(outputs: dict[str, Path | None]) -> None:
+    """Refuses an output that is the file stdin reads (``nertron ner -o f < f``), which would be emptied."""
+    try:
+        source = os.fstat(sys.stdin.fileno())
+    except (OSError, ValueError):  # no file behind stdin (closed, or replaced by a Python stream)
+        return
+    for option, path in outputs.items():
+        if path is not None and path.exists() and os.path.samestat(source, path.stat()):
+            raise InvalidValue(f"{option} {path} is the file stdin reads; give another path")
 
 
 def _check_readable(path: Path, option: str) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 
 from nertron.backends import OnnxRuntime, OpenVINO, Triton
-from nertron.backends.specs import MAX_THREADS
+from nertron.backends.specs import MAX_THREADS, check_url
 from nertron.errors import InvalidValue
 from nertron.ner import AGGREGATIONS, PRECISIONS, NERConfig
 
@@ -25,8 +26,12 @@ def bounded(kind: Callable[[str], int | float], low: float, high: float | None =
             raise argparse.ArgumentTypeError(
                 f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
             ) from None
-        if not (low <= value and (high is None or value <= high)):  # also refuses nan
-            bound = f"from {low} to {high}" if high is not None else f"at least {low}"
+        if not (low <= value and (value <= high if high is not None else math.isfinite(value))):  # refuses nan
+            bound = (
+                f"from {low} to {high}"
+                if high is not None
+                else f"at least {low}{'' if kind is int else ', and finite'}"
+            )
             raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
         return value
 
@@ -95,9 +100,10 @@ def config_from_args(args: argparse.Namespace) -> NERConfig:
     if getattr(args, "url", None):
         fallback = (local or OnnxRuntime()) if args.fallback else None
         try:
-            backend = Triton(args.url, timeout=args.timeout, fallback=fallback)
+            check_url(args.url)
         except ValueError as error:
             raise InvalidValue(f"--url: {error}") from None
+        backend = Triton(args.url, timeout=args.timeout, fallback=fallback)
     elif getattr(args, "fallback", True) is False:
         raise InvalidValue("--no-fallback goes with --url")
     return NERConfig(

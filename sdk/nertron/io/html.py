@@ -8,9 +8,16 @@ import html
 import io
 from collections.abc import Iterable
 from types import TracebackType
-from typing import IO
+from typing import Protocol
 
 from nertron.entity import Entity
+
+
+class Writable(Protocol):
+    """Where a page goes: anything with ``write(str)``, such as a text file."""
+
+    def write(self, text: str, /) -> object: ...
+
 
 COLOURS = {"PER": "#aa9cfc", "ORG": "#7aecec", "LOC": "#ff9561", "MISC": "#e4e7d2"}
 
@@ -58,7 +65,7 @@ class HtmlWriter:
     """Streams an HTML page to ``stream``, a section per ``add``; use as a context manager (the page is
     complete once it exits)."""
 
-    def __init__(self, stream: IO[str], title: str = "nertron entities") -> None:
+    def __init__(self, stream: Writable, title: str = "nertron entities") -> None:
         self.stream = stream
         self.title = title
         self.count = 0
