@@ -9,7 +9,7 @@ requests through the SDK's gRPC client (``TritonClient``), and through the same 
 (``OnnxRuntimeBackend``, one shared session). Systems run interleaved, ``--rounds`` times per level: the
 tables show medians, and ratios are medians of each round's ratio (the machine's speed drifts between
 rounds). At concurrency >= 8 the same is measured a level up, text in and entities out, one text per call:
-``NER(url=...)(text)`` vs ``NER()(text)``. The SDK's batched path too: ``NER(url=...).batch`` vs
+``NER(backend=Triton(url))(text)`` vs ``NER()(text)``. The SDK's batched path too: ``NER(backend=Triton(url)).batch`` vs
 ``NER().batch``.
 
 Text in, entities out (``--sections text``): one text per request at concurrency 1-32 to the text model
@@ -376,7 +376,8 @@ def report(name: str, results: dict[str, Any], requests: int) -> str:
         "Server statistics over the sweep: "
         + "; ".join(f"`{m}` {s['inferences']} inferences in {s['executions']} executions" for m, s in server.items()),
         "",
-        "The SDK a level up, text in and entities out, one text per call (`NER(url=...)(text)` vs `NER()(text)`):",
+        "The SDK a level up, text in and entities out, one text per call "
+        "(`NER(backend=Triton(url))(text)` vs `NER()(text)`):",
         "",
         *latency_table(results["sdk_levels"]),
         "",
