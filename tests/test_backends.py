@@ -76,8 +76,8 @@ def test_specs_are_values_that_replace_and_normalise() -> None:
         (lambda: NERConfig(batch_size=0), ValueError, "batch_size must be >= 1"),
         (lambda: NERConfig(max_length=2), ValueError, "max_length must be at least 3"),
         (lambda: NERConfig(max_length=0), ValueError, "max_length must be at least 3"),
-        (lambda: NERConfig(stride=-1), ValueError, "stride must be >= 0"),
-        (lambda: NERConfig(max_length=10, stride=8), ValueError, "less than max_length - 2"),
+        (lambda: NERConfig(stride=-1), ValueError, r"stride must be in \[0, max_length - 2\), got -1"),
+        (lambda: NERConfig(max_length=10, stride=8), ValueError, r"stride must be in \[0, 8\), got 8"),
         (lambda: NERConfig(max_length=8.0), TypeError, "max_length must be an int"),  # type: ignore[arg-type]
         (lambda: NERConfig(model=3), TypeError, "model must be a bundle path"),  # type: ignore[arg-type]
         (lambda: OnnxRuntime(2), TypeError, "positional"),  # type: ignore[misc]

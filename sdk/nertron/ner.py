@@ -70,7 +70,8 @@ class NERConfig:
         if self.max_length is not None and self.max_length < 3:
             raise InvalidValue(f"max_length must be at least 3 (<s>, one subword, </s>), got {self.max_length}")
         if self.stride is not None and not 0 <= self.stride < (self.max_length or 2**31) - 2:
-            raise InvalidValue(f"stride must be >= 0 and less than max_length - 2, got {self.stride}")
+            bound = "max_length - 2" if self.max_length is None else self.max_length - 2
+            raise InvalidValue(f"stride must be in [0, {bound}), got {self.stride}")
         object.__setattr__(self, "min_score", check_min_score(self.min_score))
         if self.backend is not None and not isinstance(self.backend, (OnnxRuntime, OpenVINO, Triton)):
             raise InvalidType(f"backend must be OnnxRuntime(...), OpenVINO(...) or Triton(...), got {self.backend!r}")
