@@ -59,7 +59,7 @@ def test_export_and_ner_as_commands(tiny_checkpoint: Path, tmp_path: Path) -> No
     dev = tmp_path / "dev.txt"
     dev.write_text("EU B-ORG\nrejects O\nGerman B-MISC\ncall O\n. O\n\nPeter B-PER\nBlackburn I-PER\n")
     export = subprocess.run(
-        [*cli, "export", "--model", str(tiny_checkpoint), "--out", str(tmp_path / "b"), "--calibration-data", str(dev)],
+        [*cli, "export", "--model", str(tiny_checkpoint), "--out", str(tmp_path / "b"), "--temperature-data", str(dev)],
         capture_output=True,
         text=True,
         check=True,
@@ -74,6 +74,29 @@ def test_export_and_ner_as_commands(tiny_checkpoint: Path, tmp_path: Path) -> No
         check=True,
     )
     assert json.loads(ner.stdout)["text"] == "EU rejects German call."
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--quantize", "int8"], "--quantize int8 needs --calibration-data FILE and --gate-data FILE: "),
+        (["--quantize", "int8", "--calibration-data", "{text}"], "--quantize int8 needs --gate-data FILE: "),
+        (["--calibration-data", "{text}"], "--calibration-data sets the activation ranges of --quantize int8"),
+        (["--gate-data", "{text}"], "--gate-data checks an int8 model against fp32: it needs --quantize"),
+        (["--quantize", "int8", "--calibration-data", "{missing}", "--gate-data", "{text}"], "is not a file"),
+    ],
+)
+def test_export_names_what_static_int8_lacks(
+    options: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = tmp_path / "text.txt"
+    text.write_text("Angela Merkel met Emmanuel Macron .\n")
+    argv = ["export", "--model", str(tmp_path / "never-read"), "--out", str(tmp_path / "b")]
+    argv += [o.format(text=text, missing=tmp_path / "missing.txt") for o in options]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "b").exists()  # refused before anything was written
 
 
 def test_repository_precision_picks_the_embedded_variant(

@@ -1,4 +1,5 @@
-"""The export step: ONNX parity with PyTorch, dynamic axes, manifest, optimisation and quantisation."""
+"""The export step: ONNX parity with PyTorch, dynamic axes, manifest, optimisation and quantisation (static
+int8 by default: batch-independent results, calibration text in three formats, the F1 gate)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,49 @@ import onnxruntime as ort
 import pytest
 import torch
 from nertron import NER
+from nertron.entity import Entity
 from nertron.model.bundle import Bundle, sha256_of
 from nertron_export.onnx_export import ExportError, export_bundle
+from nertron_export.static_int8 import read_calibration_text
 from nertron_export.tiny import CONLL_LABELS
+from onnx import numpy_helper
 from transformers import AutoModelForTokenClassification
+
+CALIBRATION_TEXT = """\
+Angela Merkel met Emmanuel Macron in Paris on Tuesday.
+EU rejects German call to boycott British lamb.
+Peter Blackburn reported from Brussels for Reuters.
+Der Bundestag in Berlin stimmte am Dienstag dem Gesetz zu.
+El presidente de México visitó Madrid y Barcelona la semana pasada con su ministro de Hacienda.
+De minister sprak in Amsterdam met vertegenwoordigers van Philips en Shell over de nieuwe plannen.
+"""
+GATE_DATA = "Angela B-PER\nMerkel I-PER\nmet O\nMacron B-PER\nin O\nParis B-LOC\n. O\n"
+# Texts of many lengths (the last is windowed), to be tagged alone and in batches padded to other lengths.
+TEXTS = [
+    "Paris",
+    "Angela Merkel met Emmanuel Macron in Paris.",
+    "EU rejects German call to boycott British lamb . " * 3,
+    "Der Bundestag in Berlin stimmte am Dienstag zu.",
+    "Peter Blackburn reported from Brussels for Reuters on Thursday, the European Commission said. " * 12,
+]
+
+
+@pytest.fixture(scope="module")
+def static_int8(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model exported with ``--quantize int8`` (static); the gate is measured, not enforced."""
+    tmp = tmp_path_factory.mktemp("static-int8")
+    (tmp / "calibration.txt").write_text(CALIBRATION_TEXT)
+    (tmp / "gate.txt").write_text(GATE_DATA)
+    report = export_bundle(
+        tiny_checkpoint,
+        tmp / "bundle",
+        quantize="int8",
+        calibration_data=tmp / "calibration.txt",
+        gate_data=tmp / "gate.txt",
+        max_f1_loss=100.0,
+    )
+    assert "int8 static:" in report.summary() and "gate on gate.txt" in report.summary()
+    return report.bundle
 
 
 def test_manifest_describes_the_bundle(tiny_bundle: Path) -> None:
@@ -51,7 +91,7 @@ def test_parity_failure_is_an_error(tiny_checkpoint: Path, tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize(
-    ("options", "precision"), [({"optimize": True, "quantize": "int8"}, "int8"), ({"fp16": True}, "fp16")]
+    ("options", "precision"), [({"optimize": True, "quantize": "int8-dynamic"}, "int8"), ({"fp16": True}, "fp16")]
 )
 def test_optimized_variants_load_and_agree(
     tiny_checkpoint: Path, tiny_bundle: Path, tmp_path: Path, options: dict, precision: str
@@ -73,17 +113,98 @@ def test_bad_options_are_rejected(tiny_checkpoint: Path, tmp_path: Path) -> None
         export_bundle(tiny_checkpoint, tmp_path, opset=13)
     with pytest.raises(ValueError, match="quantize must be"):
         export_bundle(tiny_checkpoint, tmp_path, quantize="int4")
+    with pytest.raises(ValueError, match="quantize='int8' needs calibration_data and gate_data: "):
+        export_bundle(tiny_checkpoint, tmp_path, quantize="int8")
+    with pytest.raises(ValueError, match="calibration_data sets the activation ranges of quantize='int8'"):
+        export_bundle(tiny_checkpoint, tmp_path, calibration_data=tmp_path / "text.txt")
+    with pytest.raises(ValueError, match="gate_data checks an int8 model against fp32; it needs quantize"):
+        export_bundle(tiny_checkpoint, tmp_path, gate_data=tmp_path / "dev.txt")
     with pytest.raises(ValueError, match="tag scheme must be one of"):
         export_bundle(tiny_checkpoint, tmp_path, scheme="IO")
 
 
 def test_int8_f1_gate_refuses_a_lossy_model(tiny_checkpoint: Path, tmp_path: Path) -> None:
     data = tmp_path / "gate.txt"
-    data.write_text("Angela B-PER\nMerkel I-PER\nmet O\nMacron B-PER\nin O\nParis B-LOC\n. O\n")
+    data.write_text(GATE_DATA)
+    text = tmp_path / "calibration.txt"
+    text.write_text(CALIBRATION_TEXT)
+    static = {"quantize": "int8", "calibration_data": text}
     # A negative allowance makes any int8 model fail the gate: the refusal path must leave no bundle.
-    with pytest.raises(ExportError, match=r"the int8 model loses .* more than the allowed -1\.00"):
-        export_bundle(tiny_checkpoint, tmp_path / "b", quantize="int8", gate_data=data, max_f1_loss=-1.0)
+    with pytest.raises(ExportError, match=r"sentences: the int8 model loses .* more than the allowed -1\.00"):
+        export_bundle(tiny_checkpoint, tmp_path / "b", **static, gate_data=data, max_f1_loss=-1.0)
     assert not (tmp_path / "b" / "manifest.json").exists()
     assert not (tmp_path / "b" / "model.onnx").exists()
-    report = export_bundle(tiny_checkpoint, tmp_path / "ok", quantize="int8", gate_data=data, max_f1_loss=100.0)
-    assert Bundle.load(report.bundle).manifest.precision == "int8"
+    report = export_bundle(tiny_checkpoint, tmp_path / "ok", quantize="int8-dynamic", gate_data=data, max_f1_loss=100)
+    quantization = Bundle.load(report.bundle).manifest.provenance["quantization"]
+    assert Bundle.load(report.bundle).manifest.precision == "int8" and quantization["method"] == "dynamic"
+    assert set(quantization["gate"]["f1_int8"]) == {"sentence", "document"}
+
+
+def _alone_and_batched(bundle: Path) -> tuple[list[list[Entity]], list[list[list[Entity]]]]:
+    with NER(bundle, batch_size=8) as ner:
+        alone = [ner(text) for text in TEXTS]
+        together = ner.batch(TEXTS)
+        reversed_with_others = ner.batch([*TEXTS[::-1], *(t.upper() for t in TEXTS)])[: len(TEXTS)][::-1]
+    return alone, [together, reversed_with_others]
+
+
+def test_static_int8_export_gives_a_text_the_same_entities_in_any_batch(
+    static_int8: Path, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    alone, batched = _alone_and_batched(static_int8)
+    assert any(alone)  # the tiny model finds entities, so the comparison below compares something
+    for got in batched:
+        for a, b in zip(alone, got, strict=True):
+            assert [(e.label, e.start, e.end) for e in a] == [(e.label, e.start, e.end) for e in b]
+            np.testing.assert_allclose([e.score for e in a], [e.score for e in b], rtol=0, atol=1e-5)
+    # The same check fails for dynamic int8, which scales activations per batch.
+    dynamic = export_bundle(tiny_checkpoint, tmp_path, quantize="int8-dynamic").bundle
+    alone, batched = _alone_and_batched(dynamic)
+    pairs = [pair for got in batched for a, b in zip(alone, got, strict=True) for pair in zip(a, b, strict=False)]
+    assert max(abs(x.score - y.score) for x, y in pairs) > 1e-3
+
+
+def test_static_int8_bundle_records_its_ranges_and_quantises_the_word_embeddings(
+    static_int8: Path, tiny_bundle: Path
+) -> None:
+    manifest = Bundle.load(static_int8, verify=True).manifest
+    quantization = manifest.provenance["quantization"]
+    assert manifest.precision == "int8" and quantization["method"] == "static"
+    assert quantization["calibration"]["data"].startswith("calibration.txt (txt, sha256 ")
+    model = onnx.load(str(static_int8 / "model.onnx"))
+    scales = {i.name: float(numpy_helper.to_array(i)) for i in model.graph.initializer if not i.dims}
+    for activation, (low, high) in quantization["activation_ranges"].items():
+        assert low <= 0 <= high
+        assert scales[f"{activation}/scale"] == pytest.approx(max(high - low, 1e-8) / 255, rel=1e-6)
+    vocabulary = onnx.load(str(tiny_bundle / "model.onnx")).graph.initializer
+    table = next(i for i in vocabulary if "word_embeddings" in i.name)
+    rows = next(i for i in model.graph.initializer if i.name == f"{table.name}/int8_rows")
+    assert rows.data_type == onnx.TensorProto.INT8 and list(rows.dims) == list(table.dims)
+    assert not any(i.name == table.name for i in model.graph.initializer)
+    fp32, int8 = (NER(b).tag([w.split() for w in TEXTS]) for b in (tiny_bundle, static_int8))
+    agreement = np.mean([a == b for x, y in zip(fp32, int8, strict=True) for a, b in zip(x, y, strict=True)])
+    assert agreement >= 0.9
+
+
+def test_calibration_text_in_three_formats(tmp_path: Path) -> None:
+    lines = CALIBRATION_TEXT.splitlines()
+    (tmp_path / "plain.txt").write_text(CALIBRATION_TEXT)
+    (tmp_path / "lines.jsonl").write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(lines)))
+    conll = "-DOCSTART- O\n\n" + "\n\n".join("\n".join(f"{w} O" for w in t.split()) for t in lines) + "\n"
+    (tmp_path / "conll.txt").write_text(conll)
+    (tmp_path / "undocumented.txt").write_text(conll.removeprefix("-DOCSTART- O\n\n"))
+    plain = read_calibration_text(tmp_path / "plain.txt")
+    assert sorted(map(tuple, plain.texts)) == sorted(tuple(t.replace(".", " .").split()) for t in lines)
+    assert sorted(map(tuple, read_calibration_text(tmp_path / "lines.jsonl").texts)) == sorted(map(tuple, plain.texts))
+    for name in ("conll.txt", "undocumented.txt"):
+        conll_text = read_calibration_text(tmp_path / name, sentences=4, documents=1)
+        assert (
+            "(conll, " in conll_text.description and "4 sentences alone and 1 documents whole" in conll_text.description
+        )
+        assert len(conll_text.texts) == 5 and len(conll_text.texts[-1]) == sum(len(t.split()) for t in lines)
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"body": 1}\n')
+    with pytest.raises(ValueError, match=r"bad\.jsonl:2: expected an object with a string field 'text'"):
+        read_calibration_text(tmp_path / "bad.jsonl")
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(ValueError, match=r"empty\.txt: no text to calibrate on"):
+        read_calibration_text(tmp_path / "empty.txt")

