@@ -3,10 +3,17 @@
 The benchmark compares nertron with the HF ``pipeline`` on the same weights; this recovers them: named
 initializers map to their HF names, and each MatMul weight takes the name of the bias its output is
 added to (transposed back). The rebuilt model is checked against onnxruntime before use.
+
+    python perf/hf_reference.py --out artifacts/default-hf
+
+writes it as an HF checkpoint, the model a user would bring, e.g. to check static int8 through the export path:
+``nertron export --model artifacts/default-hf --out artifacts/default-int8 --quantize int8 --calibration-data
+../shared/data/conll2003/train.txt --gate-data ../shared/data/conll2003/dev.txt``.
 """
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -87,3 +94,19 @@ def _check(model: XLMRobertaForTokenClassification, tokenizer: XLMRobertaTokeniz
     diff = float(np.abs(got - expected)[feed["attention_mask"] == 1].max())
     if diff > 1e-4:
         raise RuntimeError(f"rebuilt HF model differs from the ONNX model by {diff:.2e}")
+
+
+def main() -> None:
+    from nertron.model.default import default_bundle
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, type=Path, help="directory of the HF checkpoint to write")
+    args = parser.parse_args()
+    model, tokenizer = build_hf_model(default_bundle("fp32"))
+    model.save_pretrained(args.out)
+    tokenizer.save_pretrained(args.out)
+    print(f"the default model's fp32 weights as an HF checkpoint: {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -208,3 +208,39 @@ def test_calibration_text_in_three_formats(tmp_path: Path) -> None:
     (tmp_path / "empty.txt").write_text("\n\n")
     with pytest.raises(ValueError, match=r"empty\.txt: no text to calibrate on"):
         read_calibration_text(tmp_path / "empty.txt")
+
+
+def test_a_checkpoints_sentencepiece_model_ships_when_it_tokenises_as_tokenizer_json(
+    default_int8: Path, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    from nertron.subwords import SentencePieceTokenizer
+    from nertron_export.tiny import build_tiny_model
+    from transformers import XLMRobertaTokenizerFast
+
+    # A tiny model over XLM-R's real 250,002-piece vocabulary, with its SentencePiece model beside it, as
+    # XLM-R checkpoints keep it.
+    tokenizer = XLMRobertaTokenizerFast(tokenizer_file=str(default_int8 / "tokenizer.json"), model_max_length=64)
+    checkpoint = build_tiny_model(tmp_path / "checkpoint", tokenizer=tokenizer)
+    (checkpoint / "sentencepiece.bpe.model").write_bytes((default_int8 / "sentencepiece.model").read_bytes())
+    report = export_bundle(checkpoint, tmp_path / "with")
+    assert report.tokenizer.startswith("sentencepiece.model (from sentencepiece.bpe.model; equal to tokenizer.json")
+    manifest = Bundle.load(report.bundle).manifest
+    assert manifest.sentencepiece is not None
+    assert (manifest.sentencepiece.id_offset, manifest.sentencepiece.unk_id) == (1, 3)
+    (checkpoint / "sentencepiece.bpe.model").unlink()
+    without = export_bundle(checkpoint, tmp_path / "without")
+    assert without.tokenizer == "tokenizer.json (the checkpoint has no SentencePiece model)"
+    assert Bundle.load(without.bundle).manifest.sentencepiece is None
+    with NER(report.bundle) as lean, NER(without.bundle) as full:
+        assert isinstance(lean._encoder.tokenizer, SentencePieceTokenizer)
+        texts = [*TEXTS, "東京で会議が開かれた。 Москва café naïve 👍"]
+        assert lean.batch(texts) == full.batch(texts)
+    # A SentencePiece model that is not the tokenizer's is left out, said.
+    mismatched = tmp_path / "mismatched"
+    mismatched.mkdir()
+    for file in tiny_checkpoint.iterdir():
+        (mismatched / file.name).write_bytes(file.read_bytes())
+    (mismatched / "sentencepiece.bpe.model").write_bytes((default_int8 / "sentencepiece.model").read_bytes())
+    refused = export_bundle(mismatched, tmp_path / "refused")
+    assert "ids do not map to the tokenizer's by one offset" in refused.tokenizer
+    assert Bundle.load(refused.bundle).manifest.sentencepiece is None

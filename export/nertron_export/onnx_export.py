@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import shutil
 import tempfile
 import time
 import warnings
@@ -25,7 +26,7 @@ import transformers
 from nertron._native import PostProcessor
 from nertron.errors import InvalidValue
 from nertron.io.conll import Document, read_conll
-from nertron.model.bundle import MANIFEST, Manifest, SpecialTokens
+from nertron.model.bundle import MANIFEST, Manifest, SentencePiece, SpecialTokens
 from nertron.model.quantization import (
     quantize_dynamic_int8,
     quantize_embedding_rows,
@@ -47,6 +48,9 @@ SAMPLE_TEXTS = (
     "x",
 )
 QUANTIZATIONS = ("int8", "int8-dynamic")
+# Where HF checkpoints keep their SentencePiece model (XLM-R: sentencepiece.bpe.model); bundles call it this:
+SENTENCEPIECE_SOURCES = ("sentencepiece.bpe.model", "sentencepiece.model", "spiece.model")
+SENTENCEPIECE_FILE = "sentencepiece.model"
 FUSED_OPS = (
     "Attention",
     "MultiHeadAttention",
@@ -74,6 +78,7 @@ class ExportReport:
     argmax_agreement: float
     fused_ops: dict[str, int] = field(default_factory=dict)
     quantization: dict[str, Any] = field(default_factory=dict)
+    tokenizer: str = ""
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -95,6 +100,8 @@ class ExportReport:
                 + ", ".join(f"{c}s {gate['f1_fp32'][c]:.2f} / {gate['f1_int8'][c]:.2f}" for c in gate["f1_fp32"])
                 + f" (allowed loss {gate['max_f1_loss']:.2f})"
             )
+        if self.tokenizer:
+            lines.append(f"tokenizer: {self.tokenizer}")
         if self.fused_ops:
             lines.append("fused: " + ", ".join(f"{k} {v}" for k, v in self.fused_ops.items()))
         lines.append(f"took {self.seconds:.1f} s")
@@ -184,6 +191,10 @@ def export_bundle(
     )
     quantization: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        words = [text.split() for text in SAMPLE_TEXTS] + (calibration.texts if calibration else [])
+        sentencepiece, sentencepiece_note = _sentencepiece(Path(str(model)), tokenizer, words, Path(tmp))
+        if sentencepiece is not None:
+            manifest = dataclasses.replace(manifest, sentencepiece=sentencepiece[1])
         fp32_path = Path(tmp) / "model.fp32.onnx"
         _export_onnx(hf_model, fp32_path, opset)
         del hf_model  # the PyTorch weights are not needed any more (1.1 GB for XLM-R base)
@@ -200,14 +211,15 @@ def export_bundle(
                 raise ExportError(f"optimized logits differ by {diff_opt:.2e} > atol {atol:.0e}")
         reference_bundle = Path(tmp) / "fp32-bundle"
         if quantize:
-            _write_bundle(reference_bundle, final_path, tokenizer, dataclasses.replace(manifest, precision="fp32"))
+            fp32_manifest = dataclasses.replace(manifest, precision="fp32")
+            _write_bundle(reference_bundle, final_path, tokenizer, fp32_manifest, sentencepiece)
             if quantize == "int8":
                 assert calibration is not None
                 final_path, quantization = _quantize_static(final_path, reference_bundle, calibration)
             else:
                 final_path, quantization = _quantize_dynamic(final_path)
             manifest = dataclasses.replace(manifest, provenance={**manifest.provenance, "quantization": quantization})
-        _write_bundle(out, final_path, tokenizer, manifest)
+        _write_bundle(out, final_path, tokenizer, manifest, sentencepiece)
         if gate_documents is not None:
             quantization["gate"] = {
                 "data": Path(gate_data).name,  # type: ignore[arg-type]
@@ -229,6 +241,7 @@ def export_bundle(
         argmax_agreement=agreement,
         fused_ops=fused,
         quantization=quantization,
+        tokenizer=sentencepiece_note,
         seconds=time.perf_counter() - started,
     )
 
@@ -258,11 +271,49 @@ def _check_options(
         raise InvalidValue("gate_data checks an int8 model against fp32; it needs quantize")
 
 
-def _write_bundle(out: Path, model_path: Path, tokenizer: PreTrainedTokenizerFast, manifest: Manifest) -> None:
+def _write_bundle(
+    out: Path,
+    model_path: Path,
+    tokenizer: PreTrainedTokenizerFast,
+    manifest: Manifest,
+    sentencepiece: tuple[Path, SentencePiece] | None = None,
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
     _save_onnx(model_path, out / "model.onnx")
     tokenizer.backend_tokenizer.save(str(out / "tokenizer.json"))
+    if sentencepiece is not None:
+        shutil.copyfile(sentencepiece[0], out / SENTENCEPIECE_FILE)
     manifest.with_model(out / "model.onnx").write(out)
+
+
+def _sentencepiece(
+    checkpoint: Path, tokenizer: PreTrainedTokenizerFast, words: list[list[str]], tmp: Path
+) -> tuple[tuple[Path, SentencePiece] | None, str]:
+    """The checkpoint's SentencePiece model, if it has one that tokenises ``words`` exactly as its
+    ``tokenizer.json`` does (the SDK then loads it: for XLM-R's vocabulary ~55 MiB instead of ~290 MiB); and
+    what was decided, in words."""
+    from nertron.subwords import HFTokenizer, SentencePieceTokenizer
+
+    source = next((checkpoint / name for name in SENTENCEPIECE_SOURCES if (checkpoint / name).is_file()), None)
+    if source is None:
+        return None, "tokenizer.json (the checkpoint has no SentencePiece model)"
+    import sentencepiece as spm
+
+    processor = spm.SentencePieceProcessor(model_file=str(source))
+    vocabulary = tokenizer.get_vocab()
+    normal = (i for i in range(processor.get_piece_size()) if not (processor.is_control(i) or processor.is_unknown(i)))
+    offsets = {vocabulary.get(processor.id_to_piece(i), -1) - i for i in normal}
+    if len(offsets) != 1 or tokenizer.unk_token_id is None:
+        return None, f"tokenizer.json ({source.name}'s ids do not map to the tokenizer's by one offset)"
+    entry = SentencePiece(SENTENCEPIECE_FILE, id_offset=offsets.pop(), unk_id=int(tokenizer.unk_token_id))
+    tokenizer.backend_tokenizer.save(str(tmp / "tokenizer.json"))
+    reference = HFTokenizer(tmp / "tokenizer.json")
+    candidate = SentencePieceTokenizer(source, id_offset=entry.id_offset, unk_id=entry.unk_id)
+    for text in words:
+        expected, got = reference.encode_words(text), candidate.encode_words(text)
+        if not all(np.array_equal(a, b) for a, b in zip(expected, got, strict=True)):
+            return None, f"tokenizer.json ({source.name} tokenises {' '.join(text)[:60]!r} differently)"
+    return (source, entry), f"{SENTENCEPIECE_FILE} (from {source.name}; equal to tokenizer.json on {len(words)} texts)"
 
 
 def check_f1_loss(fp32_f1: float, quantized_f1: float, max_loss: float, *, raise_error: bool = True) -> str | None:

@@ -45,10 +45,13 @@ def build_tokenizer(vocab_size: int = 600) -> XLMRobertaTokenizerFast:
     return fast
 
 
-def build_tiny_model(out: str | Path, *, seed: int = 0, max_positions: int = 64) -> Path:
-    """Writes an HF checkpoint (config, weights, tokenizer) into ``out`` and returns it."""
+def build_tiny_model(
+    out: str | Path, *, seed: int = 0, max_positions: int = 64, tokenizer: XLMRobertaTokenizerFast | None = None
+) -> Path:
+    """Writes an HF checkpoint (config, weights, tokenizer: a tiny one trained here unless given) into ``out``
+    and returns it."""
     out = Path(out)
-    tokenizer = build_tokenizer()
+    tokenizer = tokenizer or build_tokenizer()
     torch.manual_seed(seed)
     config = XLMRobertaConfig(
         vocab_size=len(tokenizer),
