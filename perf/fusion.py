@@ -11,6 +11,8 @@ Variants of an fp32 bundle's graph (default: the embedded default model's), each
               unfused, so that the Q, K and V MatMuls stay MatMuls and are quantised
   fused+mha   the same with MultiHeadAttention: Q, K, V projections quantised, the attention core one operator
   fused+attn  with Attention: Q, K and V packed into one weight inside the operator, which stays fp32
+  mha, attn   MultiHeadAttention or Attention alone: the residual Add and LayerNormalization left unfused
+              (onnxruntime's CPU SkipLayerNormalization kernel is the slow part of ``fused``)
 
 Prints, per variant: sentences/s over the same length-sorted padded batches of CoNLL-2003 test sentences
 (the model alone, no tokenisation), the ratio to ``plain``, the operators left after onnxruntime's own
@@ -71,7 +73,9 @@ def variant(fp32: onnx.ModelProto, kind: str, hidden: int, heads: int, work: Pat
 
     options = FusionOptions("bert")
     options.enable_attention = kind != "fused"
-    if kind == "fused+mha":
+    if not kind.startswith("fused"):
+        options.enable_skip_layer_norm = options.enable_bias_skip_layer_norm = False
+    if kind.endswith("mha"):
         options.use_multi_head_attention = True
         options.attention_op_type = AttentionOpType.MultiHeadAttention
     path = work / "fp32.onnx"
@@ -105,7 +109,7 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--heads", type=int, default=12, help="attention heads (12 in XLM-R base and e5-small)")
-    parser.add_argument("--variants", default="plain,fused,fused+mha,fused+attn")
+    parser.add_argument("--variants", default="plain,fused,fused+mha,fused+attn,mha,attn")
     args = parser.parse_args()
     bundle = args.bundle or default_bundle("fp32")
     fp32 = onnx.load(str(Bundle.load(bundle).model_path))

@@ -14,6 +14,7 @@ writes it as an HF checkpoint, the model a user would bring, e.g. to check stati
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -102,9 +103,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path, help="directory of the HF checkpoint to write")
     args = parser.parse_args()
-    model, tokenizer = build_hf_model(default_bundle("fp32"))
+    bundle = Bundle.load(default_bundle("fp32"))
+    model, tokenizer = build_hf_model(bundle.path)
     model.save_pretrained(args.out)
     tokenizer.save_pretrained(args.out)
+    if bundle.manifest.sentencepiece is not None:  # as XLM-R checkpoints on the hub have it
+        shutil.copyfile(bundle.path / bundle.manifest.sentencepiece.file, args.out / "sentencepiece.bpe.model")
     print(f"the default model's fp32 weights as an HF checkpoint: {args.out}")
 
 

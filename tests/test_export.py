@@ -13,7 +13,8 @@ import pytest
 import torch
 from nertron import NER
 from nertron.entity import Entity
-from nertron.model.bundle import Bundle, sha256_of
+from nertron.model.bundle import Bundle, Manifest, sha256_of
+from nertron.serving.repository import write_repositories
 from nertron_export.onnx_export import ExportError, export_bundle
 from nertron_export.static_int8 import read_calibration_text
 from nertron_export.tiny import CONLL_LABELS
@@ -67,6 +68,16 @@ def test_manifest_describes_the_bundle(tiny_bundle: Path) -> None:
     assert manifest["sha256"] == sha256_of(tiny_bundle / "model.onnx")
     model = onnx.load(str(tiny_bundle / "model.onnx"))
     assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) == manifest["opset"] >= 17
+
+
+def test_a_manifest_needs_a_tokenizer(tiny_bundle: Path, tmp_path: Path) -> None:
+    data = json.loads((tiny_bundle / "manifest.json").read_text())
+    (tmp_path / "manifest.json").write_text(json.dumps({**data, "tokenizer_file": None}))
+    with pytest.raises(ValueError, match="needs a tokenizer: tokenizer_file, sentencepiece or both"):
+        Manifest.read(tmp_path / "manifest.json")
+    (tmp_path / "manifest.json").write_text(json.dumps({**data, "tokenizer_file": 7}))
+    with pytest.raises(ValueError, match="'tokenizer_file' must be str"):
+        Manifest.read(tmp_path / "manifest.json")
 
 
 def test_dynamic_axes_match_pytorch(tiny_bundle: Path, tiny_checkpoint: Path) -> None:
@@ -227,10 +238,17 @@ def test_a_checkpoints_sentencepiece_model_ships_when_it_tokenises_as_tokenizer_
     manifest = Bundle.load(report.bundle).manifest
     assert manifest.sentencepiece is not None
     assert (manifest.sentencepiece.id_offset, manifest.sentencepiece.unk_id) == (1, 3)
+    # it replaces tokenizer.json, in the bundle and in the Triton repository made from it
+    assert manifest.tokenizer_file is None and not (report.bundle / "tokenizer.json").exists()
+    repository = write_repositories(report.bundle, tmp_path / "repository", ["cpu"])[0]
+    names = ["manifest.json", "model.onnx", "model.py", "sentencepiece.model"]
+    assert sorted(p.name for p in (repository / "1").iterdir()) == names
+    assert Bundle.load(repository / "1").manifest.tokenizer_file is None
     (checkpoint / "sentencepiece.bpe.model").unlink()
     without = export_bundle(checkpoint, tmp_path / "without")
     assert without.tokenizer == "tokenizer.json (the checkpoint has no SentencePiece model)"
     assert Bundle.load(without.bundle).manifest.sentencepiece is None
+    assert (without.bundle / "tokenizer.json").is_file()
     with NER(report.bundle) as lean, NER(without.bundle) as full:
         assert isinstance(lean._encoder.tokenizer, SentencePieceTokenizer)
         texts = [*TEXTS, "東京で会議が開かれた。 Москва café naïve 👍"]

@@ -193,8 +193,8 @@ def export_bundle(
     with tempfile.TemporaryDirectory() as tmp:
         words = [text.split() for text in SAMPLE_TEXTS] + (calibration.texts if calibration else [])
         sentencepiece, sentencepiece_note = _sentencepiece(Path(str(model)), tokenizer, words, Path(tmp))
-        if sentencepiece is not None:
-            manifest = dataclasses.replace(manifest, sentencepiece=sentencepiece[1])
+        if sentencepiece is not None:  # it replaces tokenizer.json (17 MB for XLM-R's vocabulary)
+            manifest = dataclasses.replace(manifest, sentencepiece=sentencepiece[1], tokenizer_file=None)
         fp32_path = Path(tmp) / "model.fp32.onnx"
         _export_onnx(hf_model, fp32_path, opset)
         del hf_model  # the PyTorch weights are not needed any more (1.1 GB for XLM-R base)
@@ -280,7 +280,8 @@ def _write_bundle(
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
     _save_onnx(model_path, out / "model.onnx")
-    tokenizer.backend_tokenizer.save(str(out / "tokenizer.json"))
+    if manifest.tokenizer_file is not None:
+        tokenizer.backend_tokenizer.save(str(out / manifest.tokenizer_file))
     if sentencepiece is not None:
         shutil.copyfile(sentencepiece[0], out / SENTENCEPIECE_FILE)
     manifest.with_model(out / "model.onnx").write(out)

@@ -81,4 +81,6 @@ def load_tokenizer(bundle: Bundle) -> WordTokenizer:
         return SentencePieceTokenizer(
             bundle.path / sentencepiece.file, id_offset=sentencepiece.id_offset, unk_id=sentencepiece.unk_id
         )
-    return HFTokenizer(bundle.tokenizer_path)
+    tokenizer = bundle.tokenizer_path
+    assert tokenizer is not None, "Manifest refuses a bundle with neither tokenizer"
+    return HFTokenizer(tokenizer)

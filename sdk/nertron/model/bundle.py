@@ -80,7 +80,7 @@ class Manifest:
     outputs: tuple[str, ...] = ("logits",)
     opset: int | None = None
     model_file: str = "model.onnx"
-    tokenizer_file: str = "tokenizer.json"
+    tokenizer_file: str | None = "tokenizer.json"
     sha256: str = ""
     model_bytes: int | None = None
     sentencepiece: SentencePiece | None = None
@@ -96,6 +96,8 @@ class Manifest:
             raise InvalidValue(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if "input_ids" not in self.inputs or not set(self.inputs) <= {"input_ids", "attention_mask"}:
             raise InvalidValue(f"inputs must be input_ids and optionally attention_mask, got {list(self.inputs)}")
+        if self.tokenizer_file is None and self.sentencepiece is None:
+            raise InvalidValue("a bundle needs a tokenizer: tokenizer_file, sentencepiece or both")
 
     @classmethod
     def read(cls, path: str | Path) -> Manifest:
@@ -138,7 +140,7 @@ class Manifest:
             outputs=_strings(data.get("outputs", ["logits"]), "outputs"),
             opset=data.get("opset"),
             model_file=_typed(data.get("model_file", "model.onnx"), str, "model_file"),
-            tokenizer_file=_typed(data.get("tokenizer_file", "tokenizer.json"), str, "tokenizer_file"),
+            tokenizer_file=_optional(data.get("tokenizer_file", "tokenizer.json"), str, "tokenizer_file"),
             sha256=_typed(data.get("sha256", ""), str, "sha256"),
             model_bytes=data.get("model_bytes"),
             sentencepiece=_sentencepiece(data.get("sentencepiece")),
@@ -155,7 +157,7 @@ class Manifest:
                 data.update(value)
             elif f.name in ("special_tokens", "sentencepiece", "calibration") and value is not None:
                 data[f.name] = dataclasses.asdict(value)
-            elif value is not None:
+            elif value is not None or f.name == "tokenizer_file":  # null: SentencePiece alone
                 data[f.name] = list(value) if isinstance(value, tuple) else value
         return data
 
@@ -196,7 +198,8 @@ class Bundle:
             raise FileNotFoundError(f"{root} is not a nertron bundle: {MANIFEST} is missing")
         bundle = cls(root, Manifest.read(root / MANIFEST))
         sentencepiece = bundle.manifest.sentencepiece
-        for file in (bundle.model_path, bundle.tokenizer_path, *([root / sentencepiece.file] if sentencepiece else [])):
+        files = [bundle.model_path, bundle.tokenizer_path, root / sentencepiece.file if sentencepiece else None]
+        for file in filter(None, files):
             if not file.is_file():
                 raise FileNotFoundError(f"bundle {root} lacks {file.name}")
         size = bundle.model_path.stat().st_size
@@ -215,8 +218,9 @@ class Bundle:
         return self.path / self.manifest.model_file
 
     @property
-    def tokenizer_path(self) -> Path:
-        return self.path / self.manifest.tokenizer_file
+    def tokenizer_path(self) -> Path | None:
+        """The ``tokenizers`` file; None when the bundle tokenises with its SentencePiece model alone."""
+        return None if self.manifest.tokenizer_file is None else self.path / self.manifest.tokenizer_file
 
     @property
     def labels(self) -> list[str]:
@@ -257,6 +261,10 @@ def _typed(value: Any, kind: type, name: str) -> Any:
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise InvalidType(f"field {name!r} must be {kind.__name__}, got {type(value).__name__}")
     return value
+
+
+def _optional(value: Any, kind: type, name: str) -> Any:
+    return None if value is None else _typed(value, kind, name)
 
 
 def _sentencepiece(value: Any) -> SentencePiece | None:

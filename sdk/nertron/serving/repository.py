@@ -114,7 +114,8 @@ def _model_dir(model_dir: Path, config: str) -> Path:
 
 def _place_bundle(bundle: Bundle, version_dir: Path, link: bool) -> None:
     """The bundle's tokenizer files and its manifest (naming ``model.onnx``) into ``version_dir``."""
-    _place(bundle.tokenizer_path, version_dir / bundle.manifest.tokenizer_file, link)
+    if bundle.tokenizer_path is not None:
+        _place(bundle.tokenizer_path, version_dir / bundle.tokenizer_path.name, link)
     if bundle.manifest.sentencepiece is not None:
         _place(bundle.path / bundle.manifest.sentencepiece.file, version_dir / bundle.manifest.sentencepiece.file, link)
     dataclasses.replace(bundle.manifest, model_file="model.onnx").write(version_dir)
