@@ -12,6 +12,7 @@ F1 meaningless, so it is recorded, not enforced). Then measures, on one machine 
   e2e       raw text in, entities out on CoNLL-2003 test sentences, interleaved, medians: nertron int8 and fp32
             vs the HF pipeline (torch fp32, batch 32, aggregation "first", the same weights)
   ceiling   int8 encoder GFLOP/s achieved end to end, as % of this CPU's measured int8 MatMul peak
+  gpu       an fp16 export parity-checked on CPU; its onnx-gpu and tensorrt repositories parsed as ModelConfig
   default   the embedded default model (int8) vs the HF pipeline on its own weights (``perf/bench.py``'s e2e)
 
 and prints each figure against the goals of docs/benchmarks.md. The checkpoint and bundles are kept in
@@ -185,6 +186,41 @@ def bench_xlmr_e2e(checkpoint: Path, bundles: dict[str, Path], sentences: list, 
     return {"sentences": len(texts), "tokens": tokens, "mean_window": tokens / len(windows), "systems": results}
 
 
+def check_gpu_repositories(checkpoint: Path, work: Path) -> dict[str, Any]:
+    """An fp16 export of the base shape, parity-checked against PyTorch fp32 on CPU (the export's own check), and
+    its onnx-gpu and tensorrt Triton repositories, each ``config.pbtxt`` parsed as a ``ModelConfig``."""
+    from nertron.serving.config import parse_config
+    from nertron.serving.repository import write_repositories
+    from nertron_export.onnx_export import export_bundle
+
+    bundle = work / "fp16"
+    if bundle.exists():
+        shutil.rmtree(bundle)
+    print("exporting fp16 ...", flush=True)
+    exported = export_bundle(checkpoint, bundle, fp16=True)
+    print(exported.summary(), flush=True)
+    root = work / "repositories"
+    if root.exists():
+        shutil.rmtree(root)
+    configs = {}
+    for model_dir in write_repositories(bundle, root, ["onnx-gpu", "tensorrt"]):
+        for config_file in sorted(model_dir.parent.glob("*/config.pbtxt")):
+            config = parse_config(config_file.read_text(encoding="utf-8"))
+            configs[str(config_file.relative_to(root))] = {
+                "platform": config.platform or config.backend,
+                "max_batch_size": config.max_batch_size,
+                "inputs": [i.name for i in config.input],
+                "outputs": [o.name for o in config.output],
+                "kind": config.instance_group[0].Kind.Name(config.instance_group[0].kind),
+            }
+    return {
+        "fp16_bundle_mb": sum(f.stat().st_size for f in bundle.iterdir()) / 1e6,
+        "fp16_max_abs_diff": exported.max_abs_diff_final,
+        "fp16_argmax_agreement": exported.argmax_agreement,
+        "configs": configs,
+    }
+
+
 def encoder_flops_per_token(mean_length: float, hidden: int = 768, ffn: int = 3072, layers: int = 12) -> float:
     """MatMul FLOPs per token of an XLM-R encoder (projections, FFN, attention scores and mix) and its head."""
     per_layer = 2 * (4 * hidden * hidden + 2 * hidden * ffn) + 2 * 2 * mean_length * hidden
@@ -276,6 +312,23 @@ def report(results: dict[str, Any]) -> str:
             f"{default_int8['entity_f1']:.2f} vs {hf['entity_f1']:.2f}), "
             + (goal(default_int8["speedup_vs_hf"], target) if target else "no goal for this CPU kind")
         )
+    if "gpu" in results:
+        gpu = results["gpu"]
+        lines += [
+            "",
+            "## GPU repositories (generated and parsed here; no GPU used)",
+            "",
+            f"fp16 export ({gpu['fp16_bundle_mb']:.0f} MB) vs PyTorch fp32 on CPU: max |logit diff| "
+            f"{gpu['fp16_max_abs_diff']:.2e}, argmax agreement {100 * gpu['fp16_argmax_agreement']:.2f}%.",
+            "",
+            "| config.pbtxt | platform / backend | max batch | inputs | outputs | instances |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {path} | {c['platform']} | {c['max_batch_size']} | {', '.join(c['inputs'])} | "
+            f"{', '.join(c['outputs'])} | {c['kind']} |"
+            for path, c in gpu["configs"].items()
+        ]
     lines += [
         "",
         "Random weights: speed and memory are the real model's; its entities are meaningless, so the table gives no "
@@ -307,6 +360,7 @@ def main() -> None:
     results["size"] = bench_size(bundles, args.repeats)
     results["e2e"] = bench_xlmr_e2e(checkpoint, bundles, sentences, args.repeats)
     results["ceiling"] = bench_ceiling(results["e2e"])
+    results["gpu"] = check_gpu_repositories(checkpoint, args.work)
     if not args.no_default:
         results["default"] = bench_e2e(sentences, args.repeats, {"int8": NER(precision="int8")})
     out = ROOT / "perf" / "results"

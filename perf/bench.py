@@ -56,6 +56,9 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - started
 
 
+QUIET_SECONDS = 1.0
+
+
 def interleaved(systems: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
     """Median seconds per system, runs interleaved so that machine noise hits all alike."""
     for fn in systems.values():  # warm-up
@@ -63,6 +66,9 @@ def interleaved(systems: dict[str, Callable[[], Any]], repeats: int) -> dict[str
     runs: dict[str, list[float]] = {name: [] for name in systems}
     for _ in range(repeats):
         for name, fn in systems.items():
+            # a pause first: the previous system's idle threads (torch's OpenMP, onnxruntime's pool) spin for a
+            # while after their last task and would slow whichever system runs next
+            time.sleep(QUIET_SECONDS)
             runs[name].append(timed(fn))
     return {name: statistics.median(times) for name, times in runs.items()}
 

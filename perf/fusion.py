@@ -1,6 +1,7 @@
 """Which graph fusions make static int8 faster? The model alone, variants A/B on one machine, interleaved, medians.
 
     python perf/fusion.py [--bundle artifacts/xlmr-base/fp32] [--sentences 300] [--repeats 5]
+    python perf/fusion.py --e2e BUNDLE_A BUNDLE_B [--sentences 1000]   # bundles end to end, interleaved
 
 Variants of an fp32 bundle's graph (default: the embedded default model's), each quantised statically through
 ``nertron_export.static_int8`` with its own ranges (CoNLL-2003 train, 400 sentences and 50 documents):
@@ -13,6 +14,7 @@ Variants of an fp32 bundle's graph (default: the embedded default model's), each
   fused+attn  with Attention: Q, K and V packed into one weight inside the operator, which stays fp32
   mha, attn   MultiHeadAttention or Attention alone: the residual Add and LayerNormalization left unfused
               (onnxruntime's CPU SkipLayerNormalization kernel is the slow part of ``fused``)
+  fastgelu    GELU as tanh's approximation (FastGelu) instead of erf's, nothing else fused; mha+fastgelu both
 
 Prints, per variant: sentences/s over the same length-sorted padded batches of CoNLL-2003 test sentences
 (the model alone, no tokenisation), the ratio to ``plain``, the operators left after onnxruntime's own
@@ -72,10 +74,11 @@ def variant(fp32: onnx.ModelProto, kind: str, hidden: int, heads: int, work: Pat
     from onnxruntime.transformers.optimizer import optimize_model
 
     options = FusionOptions("bert")
-    options.enable_attention = kind != "fused"
+    options.enable_attention = kind not in ("fused", "fastgelu")
     if not kind.startswith("fused"):
         options.enable_skip_layer_norm = options.enable_bias_skip_layer_norm = False
-    if kind.endswith("mha"):
+    options.enable_gelu_approximation = kind.endswith("fastgelu")
+    if "mha" in kind:
         options.use_multi_head_attention = True
         options.attention_op_type = AttentionOpType.MultiHeadAttention
     path = work / "fp32.onnx"
@@ -103,6 +106,23 @@ def op_counts(model: onnx.ModelProto, work: Path) -> dict[str, int]:
     return {op: counts[op] for op in SHOWN_OPS if counts[op]}
 
 
+def compare_bundles(bundles: list[Path], sentences: int, repeats: int) -> None:
+    """End to end (raw text in, entities out), interleaved: e.g. a bundle exported with and without --optimize."""
+    from bench import as_text, interleaved
+    from nertron import NER
+
+    texts = [as_text(words)[0] for words, _ in load_sentences(sentences)]
+    ners = {str(b): NER(b) for b in bundles}
+    seconds = interleaved({name: (lambda n=ner: n.batch(texts)) for name, ner in ners.items()}, repeats)
+    outputs = {name: ner.batch(texts) for name, ner in ners.items()}
+    first = next(iter(seconds))
+    print(f"python perf/fusion.py {' '.join(sys.argv[1:])}\n{machine()}")
+    print(f"{len(texts)} CoNLL-2003 test sentences end to end, medians of {repeats}")
+    for name, s in seconds.items():
+        same = outputs[name] == outputs[first]
+        print(f"{name}: {len(texts) / s:.1f} sentences/s, {seconds[first] / s:.2f}x; entities as the first: {same}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, help="an fp32 bundle (default: the embedded model's fp32)")
@@ -110,7 +130,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--heads", type=int, default=12, help="attention heads (12 in XLM-R base and e5-small)")
     parser.add_argument("--variants", default="plain,fused,fused+mha,fused+attn,mha,attn")
+    parser.add_argument("--e2e", type=Path, nargs="+", help="instead: these bundles end to end, interleaved")
     args = parser.parse_args()
+    if args.e2e:
+        compare_bundles(args.e2e, args.sentences, args.repeats)
+        return
     bundle = args.bundle or default_bundle("fp32")
     fp32 = onnx.load(str(Bundle.load(bundle).model_path))
     hidden = next(i.dims[1] for i in fp32.graph.initializer if "word_embeddings" in i.name)

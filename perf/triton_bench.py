@@ -1,6 +1,6 @@
 """Triton on CPU vs in-process, perf_analyzer style: a concurrency sweep with latency percentiles.
 
-    python perf/triton_bench.py --name cpu-2core [--sentences 1000] [--levels 1,2,4,8,16,32] [--rounds 3]
+    python perf/triton_bench.py --name cpu-2core [--model BUNDLE] [--sentences 1000] [--levels 1,2,4,8,16,32]
 
 A real Triton server (the default int8 model's CPU repository) serves two models: ``nertron`` with
 dynamic (ragged) batching and ``nertron_nobatch`` without. Each CoNLL-2003 test sentence is one request
@@ -247,6 +247,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", default="local")
     parser.add_argument("--sentences", type=int, default=1000)
+    parser.add_argument("--model", type=Path, help="a bundle (default: the embedded default model, int8)")
     parser.add_argument("--levels", default="1,2,4,8,16,32")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per level")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of the batched SDK comparison")
@@ -261,7 +262,7 @@ def main() -> None:
     sections = set(args.sections.split(","))
     levels = [int(x) for x in args.levels.split(",")]
     sentences = load_sentences(args.sentences)
-    bundle = default_bundle()
+    bundle = args.model or default_bundle()
     local_ner = NER(bundle)
     requests = make_requests(local_ner, sentences)
     out = ROOT / "perf" / "results"

@@ -175,6 +175,33 @@ def test_static_int8_export_gives_a_text_the_same_entities_in_any_batch(
     assert max(abs(x.score - y.score) for x, y in pairs) > 1e-3
 
 
+def test_optimized_static_int8_fuses_attention_only_and_stays_batch_independent(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "calibration.txt").write_text(CALIBRATION_TEXT)
+    (tmp_path / "gate.txt").write_text(GATE_DATA)
+    report = export_bundle(
+        tiny_checkpoint,
+        tmp_path / "bundle",
+        optimize=True,
+        quantize="int8",
+        calibration_data=tmp_path / "calibration.txt",
+        gate_data=tmp_path / "gate.txt",
+        max_f1_loss=100.0,
+    )
+    # MultiHeadAttention (its Q, K, V MatMuls quantised); SkipLayerNormalization is slower on CPU, so not fused
+    assert report.fused_ops.get("MultiHeadAttention") == 2 and "SkipLayerNormalization" not in report.fused_ops
+    ops = [n.op_type for n in onnx.load(str(report.bundle / "model.onnx")).graph.node]
+    assert ops.count("MultiHeadAttention") == 2 and "SkipLayerNormalization" not in ops and "Softmax" not in ops
+    assert ops.count("QuantizeLinear") == len(report.quantization["activation_ranges"])
+    alone, batched = _alone_and_batched(report.bundle)
+    assert any(alone)
+    for got in batched:
+        for a, b in zip(alone, got, strict=True):
+            assert [(e.label, e.start, e.end) for e in a] == [(e.label, e.start, e.end) for e in b]
+            np.testing.assert_allclose([e.score for e in a], [e.score for e in b], rtol=0, atol=1e-5)
+
+
 def test_static_int8_bundle_records_its_ranges_and_quantises_the_word_embeddings(
     static_int8: Path, tiny_bundle: Path
 ) -> None:

@@ -204,7 +204,7 @@ def export_bundle(
         final_path = fp32_path
         fused: dict[str, int] = {}
         if optimize or fp16:
-            final_path, fused = _optimize(fp32_path, config, fp16=fp16)
+            final_path, fused = _optimize(fp32_path, config, fp16=fp16, static_int8=quantize == "int8")
         if not fp16 and final_path != fp32_path:
             diff_opt = _max_diff(_run(final_path, inputs), reference, inputs["attention_mask"])
             if diff_opt > atol:
@@ -443,14 +443,24 @@ def _torch_export(model: torch.nn.Module, path: Path, opset: int, dummy: torch.T
     )
 
 
-def _optimize(path: Path, config: Any, *, fp16: bool) -> tuple[Path, dict[str, int]]:
+def _optimize(path: Path, config: Any, *, fp16: bool, static_int8: bool = False) -> tuple[Path, dict[str, int]]:
+    """onnxruntime's transformer optimizer; for static int8 only the fusions measured faster on CPU under it
+    (docs/benchmarks.md): attention as MultiHeadAttention, whose Q, K and V MatMuls stay MatMuls and are
+    quantised, and no SkipLayerNormalization, whose CPU kernel is slower than the Add and LayerNormalization."""
+    from onnxruntime.transformers.fusion_options import AttentionOpType, FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
+    options = FusionOptions("bert")
+    if static_int8:
+        options.enable_skip_layer_norm = options.enable_bias_skip_layer_norm = False
+        options.use_multi_head_attention = True
+        options.attention_op_type = AttentionOpType.MultiHeadAttention
     optimized = optimize_model(
         str(path),
         model_type="bert",
         num_heads=int(config.num_attention_heads),
         hidden_size=int(config.hidden_size),
+        optimization_options=options,
     )
     stats = optimized.get_fused_operator_statistics()
     fused = {op: int(stats.get(op, 0)) for op in FUSED_OPS if stats.get(op, 0)}
