@@ -88,3 +88,8 @@ def test_bad_arguments(tiny_bundle: Path) -> None:
         OpenVINOBackend(model, precision="int4")
     with pytest.raises(ValueError, match="threads must be >= 1"):
         OpenVINOBackend(model, threads=0)
+
+
+def test_an_int8_bundle_on_openvino_is_refused_saying_why(default_int8: Path) -> None:
+    with pytest.raises(ValueError, match=r"is an int8 bundle; backend=OpenVINO runs fp32 models"):
+        NER(default_int8, backend=OpenVINO(precision="fp32"))

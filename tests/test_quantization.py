@@ -70,11 +70,31 @@ def test_static_int8_weights_fit_the_avx2_kernels(fp32: onnx.ModelProto, int8: o
     assert weights and all(
         w.dtype == np.int8 and w.min() >= -WEIGHT_LEVELS - 1 and w.max() <= WEIGHT_LEVELS for w in weights
     )
-    ops = {n.op_type for n in int8.graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
-    assert not weight_matmuls(int8)  # every weight MatMul now reads a dequantized copy
+    ops = [n.op_type for n in int8.graph.node]
+    assert ops.count("MatMulIntegerToFloat") == len(weight_matmuls(fp32)) and not weight_matmuls(int8)
+    assert ops.count("QuantizeLinear") == len({n.input[0] for n in weight_matmuls(fp32)})  # Q, K, V share one
     with pytest.raises(ValueError, match="no calibrated range for"):
         quantize_static(onnx.load_from_string(fp32.SerializeToString()), {})
+
+
+def test_folded_biases_give_the_results_of_a_separate_add(fp32: onnx.ModelProto, int8: onnx.ModelProto) -> None:
+    folded = [n for n in int8.graph.node if n.op_type == "MatMulIntegerToFloat" and len(n.input) == 7]
+    adds = [sum(n.op_type == "Add" for n in m.graph.node) for m in (fp32, int8)]
+    assert folded and adds[1] == adds[0] - len(folded)
+    nodes = []
+    for node in int8.graph.node:
+        nodes.append(onnx.NodeProto())
+        nodes[-1].CopyFrom(node)
+        if node.op_type == "MatMulIntegerToFloat" and len(node.input) == 7:  # the bias back in an Add of its own
+            bias, output = nodes[-1].input.pop(), node.output[0]
+            nodes[-1].output[0] = f"{output}/unbiased"
+            nodes.append(onnx.helper.make_node("Add", [f"{output}/unbiased", bias], [output]))
+    unfolded = onnx.ModelProto()
+    unfolded.CopyFrom(int8)
+    del unfolded.graph.node[:]
+    unfolded.graph.node.extend(nodes)
+    feed = batch(np.random.default_rng(3), 6, 40)
+    np.testing.assert_array_equal(session(int8).run(None, feed)[0], session(unfolded).run(None, feed)[0])
 
 
 def test_q4_table_lookup_is_exact(fp32: onnx.ModelProto, tiny_bundle: Path) -> None:

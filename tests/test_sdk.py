@@ -210,7 +210,7 @@ def test_model_resolution(tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("NERTRON_MODEL", str(tiny_bundle))
     assert NER().bundle.path == tiny_bundle
     assert NER(precision="fp32").bundle.path == tiny_bundle  # the bundle's own precision
-    with pytest.raises(ValueError, match="is a fp32 bundle; precision='int8' picks a variant of the embedded model"):
+    with pytest.raises(ValueError, match="is an fp32 bundle; precision='int8' picks a variant of the embedded model"):
         NER(precision="int8")
     with pytest.raises(ValueError, match="precision='int8' picks a variant"):
         NER(tiny_bundle, precision="int8")

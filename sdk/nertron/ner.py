@@ -170,10 +170,12 @@ class NER(Closable):
         config = self._config
         self._bundle = Bundle.load(resolve_model(config.model, config.variant))
         if config.variant is not None and self._bundle.precision != config.variant:
-            raise InvalidValue(
-                f"{self._bundle.path} is a {self._bundle.precision} bundle; precision={config.precision!r} picks a "
-                "variant of the embedded model (a bundle has its own)"
+            why = (
+                f"precision={config.precision!r} picks a variant of the embedded model (a bundle has its own)"
+                if config.precision is not None
+                else "backend=OpenVINO runs fp32 models (export one without --quantize)"
             )
+            raise InvalidValue(f"{self._bundle.path} is an {self._bundle.precision} bundle; {why}")
         self._postprocessor = PostProcessor(
             self._bundle.labels, NativeAggregation[config.aggregation.upper()], self._bundle.temperature
         )

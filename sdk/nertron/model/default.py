@@ -40,7 +40,7 @@ HF_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
 BUNDLE_FIELDS = ("labels", "scheme", "max_length", "inputs", "outputs", "opset", "special_tokens")
 # Part of a cache entry's name, with a digest of embedded.json: bumped when how an entry is assembled changes,
 # so that an entry assembled by another version of nertron (or of the model) is never read.
-CACHE_LAYOUT = 4
+CACHE_LAYOUT = 5
 
 
 def cache_dir() -> Path:
