@@ -15,6 +15,7 @@ from nertron import NER
 from nertron.entity import Entity
 from nertron.model.bundle import Bundle, Manifest, sha256_of
 from nertron.serving.repository import write_repositories
+from nertron.tagging import max_batch_tokens
 from nertron_export.onnx_export import ExportError, export_bundle
 from nertron_export.static_int8 import read_calibration_text
 from nertron_export.tiny import CONLL_LABELS
@@ -68,6 +69,17 @@ def test_manifest_describes_the_bundle(tiny_bundle: Path) -> None:
     assert manifest["sha256"] == sha256_of(tiny_bundle / "model.onnx")
     model = onnx.load(str(tiny_bundle / "model.onnx"))
     assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) == manifest["opset"] >= 17
+
+
+def test_batches_are_sized_by_the_models_width(tiny_bundle: Path, tiny_checkpoint: Path, default_int8: Path) -> None:
+    hidden = json.loads((tiny_checkpoint / "config.json").read_text())["hidden_size"]
+    assert Bundle.load(tiny_bundle).manifest.hidden_size == hidden
+    assert Bundle.load(default_int8).manifest.hidden_size == 384
+    with NER(tiny_bundle) as tiny, NER(default_int8) as default:
+        assert tiny._tagger.max_batch_tokens == max_batch_tokens(hidden)
+        assert default._tagger.max_batch_tokens == 768
+    assert max_batch_tokens(None) == max_batch_tokens(384) == 768  # bundles of older exports: as before
+    assert max_batch_tokens(768) == 384 and max_batch_tokens(10**6) == 64
 
 
 def test_a_manifest_needs_a_tokenizer(tiny_bundle: Path, tmp_path: Path) -> None:

@@ -182,6 +182,7 @@ def export_bundle(
         special_tokens=SpecialTokens(**_special_tokens(tokenizer)),
         precision=precision,
         opset=opset,
+        hidden_size=getattr(config, "hidden_size", None),
         provenance={
             "optimized": bool(optimize or fp16),
             "source": str(model),

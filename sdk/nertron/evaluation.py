@@ -15,7 +15,7 @@ from nertron.calibration import BINS, RecordingBackend, ScoredEntities, fit_temp
 from nertron.errors import InvalidValue
 from nertron.io.conll import Document
 from nertron.model.bundle import Calibration
-from nertron.tagging import Tagger
+from nertron.tagging import Tagger, max_batch_tokens
 from nertron.tags import to_iob2
 from nertron.text import SegmentedText
 
@@ -220,7 +220,13 @@ def evaluate(
         raise InvalidValue(f"context must be one of {CONTEXTS}, got {context!r}")
     postprocessor = postprocessor or ner._postprocessor
     backend = backend or ner.backend
-    tagger = Tagger(ner._encoder, backend, postprocessor, concurrent_batches=backend.concurrency)
+    tagger = Tagger(
+        ner._encoder,
+        backend,
+        postprocessor,
+        concurrent_batches=backend.concurrency,
+        max_batch_tokens=max_batch_tokens(ner.bundle.manifest.hidden_size),
+    )
     sentences = [s for d in documents for s in d.sentences]
     groups = (
         [[s.words] for s in sentences] if context == "sentence" else [[s.words for s in d.sentences] for d in documents]

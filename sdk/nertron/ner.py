@@ -22,7 +22,7 @@ from nertron.entity import Entity
 from nertron.errors import InvalidType, InvalidValue
 from nertron.model.bundle import Bundle
 from nertron.subwords import load_tokenizer
-from nertron.tagging import TaggedDocuments, Tagger
+from nertron.tagging import TaggedDocuments, Tagger, max_batch_tokens
 from nertron.text import SegmentedText
 from nertron.windows import SubwordEncoder
 
@@ -195,7 +195,11 @@ class NER(Closable):
         spec = config.backend_spec
         self._precision = spec.precision if isinstance(spec, OpenVINO) and built is None else self._bundle.precision
         self._tagger = Tagger(
-            self._encoder, self._backend, self._postprocessor, concurrent_batches=self._backend.concurrency
+            self._encoder,
+            self._backend,
+            self._postprocessor,
+            concurrent_batches=self._backend.concurrency,
+            max_batch_tokens=max_batch_tokens(self._bundle.manifest.hidden_size),
         )
         self._server_side: ServerSideTexts | None = None  # texts go whole to the server's text model
         if isinstance(spec, Triton) and spec.text_model is not None and built is None:

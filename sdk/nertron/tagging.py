@@ -23,10 +23,21 @@ from nertron.windows import SubwordEncoder, Window
 # Windows sorted together: enough for batches of similar lengths, few enough that documents come back
 # soon (a failure loses at most this much work; progress moves at least this often).
 LOOKAHEAD_WINDOWS = 256
-# Padded subwords per batch, at most: long windows go in smaller batches. On CPU that is faster (int8,
-# `python perf/ort_tuning.py --sections 4`: 518 CoNLL sentences/s at 768 vs 376 unbounded; a 10,000-word
-# document 3,703 vs 3,381 words/s), and it bounds the activations, so memory no longer grows with the batch.
+# Padded subwords per batch, at most, for a model of hidden size 384: long windows go in smaller batches. On
+# CPU that is faster (int8, `python perf/ort_tuning.py --sections 4`: 518 CoNLL sentences/s at 768 vs 376
+# unbounded; a 10,000-word document 3,703 vs 3,381 words/s), and it bounds the activations, so memory no
+# longer grows with the batch. Wider models get proportionally fewer (`max_batch_tokens`).
 MAX_BATCH_TOKENS = 768
+HIDDEN_SIZE_OF_MAX_BATCH_TOKENS = 384
+
+
+def max_batch_tokens(hidden_size: int | None) -> int:
+    """Padded subwords per batch for a model of ``hidden_size`` (None, unknown: as for 384): the same
+    activation budget, so 384 subwords at XLM-R base's 768 (``perf/base_bench.py``, int8: 12.2x the HF pipeline
+    instead of 10.5x at 768 subwords)."""
+    return max(
+        64, MAX_BATCH_TOKENS * HIDDEN_SIZE_OF_MAX_BATCH_TOKENS // (hidden_size or HIDDEN_SIZE_OF_MAX_BATCH_TOKENS)
+    )
 
 
 @dataclass

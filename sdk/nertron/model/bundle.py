@@ -67,7 +67,8 @@ class Manifest:
     """What ``manifest.json`` says of a bundle.
 
     ``sha256`` and ``model_bytes`` describe the model file (``with_model`` fills them); ``calibration``, if
-    any, sets the temperature of the scores; ``provenance`` holds what is only informative (source
+    any, sets the temperature of the scores; ``hidden_size`` (the encoder's width; None in older bundles)
+    sizes the batches; ``provenance`` holds what is only informative (source
     checkpoint, creation time, recorded scores, ...).
     """
 
@@ -85,6 +86,7 @@ class Manifest:
     model_bytes: int | None = None
     sentencepiece: SentencePiece | None = None
     calibration: Calibration | None = None
+    hidden_size: int | None = None
     provenance: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -96,6 +98,8 @@ class Manifest:
             raise InvalidValue(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if "input_ids" not in self.inputs or not set(self.inputs) <= {"input_ids", "attention_mask"}:
             raise InvalidValue(f"inputs must be input_ids and optionally attention_mask, got {list(self.inputs)}")
+        if self.hidden_size is not None and self.hidden_size < 1:
+            raise InvalidValue(f"hidden_size must be at least 1, got {self.hidden_size}")
         if self.tokenizer_file is None and self.sentencepiece is None:
             raise InvalidValue("a bundle needs a tokenizer: tokenizer_file, sentencepiece or both")
 
@@ -145,6 +149,7 @@ class Manifest:
             model_bytes=data.get("model_bytes"),
             sentencepiece=_sentencepiece(data.get("sentencepiece")),
             calibration=_calibration(data.get("calibration")),
+            hidden_size=_optional(data.get("hidden_size"), int, "hidden_size"),
             provenance={k: v for k, v in data.items() if k not in known | {"format", "format_version"}},
         )
 

@@ -169,6 +169,7 @@ def assemble(package_dir: Path, target: Path, precision: str, *, log: Any = _std
             # XLM-R's ids are SentencePiece's + 1 (fairseq's offset), its <unk> is 3
             sentencepiece=SentencePiece(SENTENCEPIECE_FILE, id_offset=1, unk_id=3),
             calibration=None if calibration is None else Calibration(**calibration),
+            hidden_size=int(word_embeddings.shape[1]),
             provenance={
                 "source": f"nertron embedded model {spec['name']}",
                 "scores": scores,

@@ -84,10 +84,10 @@ def quantize_static(model: Any, ranges: Mapping[str, tuple[float, float] | list[
             consumers.setdefault(name, []).append(node)
     graph_outputs = {o.name for o in model.graph.output}
     quantized: set[str] = set()
-    folded: set[int] = set()  # id() of the bias Adds folded into their MatMul
+    folded: set[str] = set()  # outputs of the bias Adds folded into their MatMul
     new_nodes: list[Any] = []
     for node in model.graph.node:
-        if id(node) in folded:
+        if node.op_type == "Add" and node.output[0] in folded:
             continue
         if node.op_type != "MatMul" or node.input[1] not in initializers or len(initializers[node.input[1]].dims) != 2:
             new_nodes.append(node)
@@ -102,7 +102,7 @@ def quantize_static(model: Any, ranges: Mapping[str, tuple[float, float] | list[
         output = node.output[0]
         add = _bias_add(node, consumers, initializers, graph_outputs, int(weight.dims[1]))
         if add is not None:
-            folded.add(id(add))
+            folded.add(add.output[0])
             output = add.output[0]
         w_int8, w_scale, w_zero = f"{weight.name}/int8", f"{weight.name}/scale", f"{weight.name}/zero_point"
         inputs = [f"{activation}/quantized", w_int8, f"{activation}/scale", w_scale, f"{activation}/zero_point", w_zero]
