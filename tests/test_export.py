@@ -155,8 +155,7 @@ def test_int8_f1_gate_refuses_a_lossy_model(tiny_checkpoint: Path, tmp_path: Pat
     # A negative allowance makes any int8 model fail the gate: the refusal path must leave no bundle.
     with pytest.raises(ExportError, match=r"sentences: the int8 model loses .* more than the allowed -1\.00"):
         export_bundle(tiny_checkpoint, tmp_path / "b", **static, gate_data=data, max_f1_loss=-1.0)
-    assert not (tmp_path / "b" / "manifest.json").exists()
-    assert not (tmp_path / "b" / "model.onnx").exists()
+    assert not any((tmp_path / "b").iterdir())  # no model, manifest or tokenizer left
     report = export_bundle(tiny_checkpoint, tmp_path / "ok", quantize="int8-dynamic", gate_data=data, max_f1_loss=100)
     quantization = Bundle.load(report.bundle).manifest.provenance["quantization"]
     assert Bundle.load(report.bundle).manifest.precision == "int8" and quantization["method"] == "dynamic"
@@ -285,13 +284,20 @@ def test_a_checkpoints_sentencepiece_model_ships_when_it_tokenises_as_tokenizer_
     assert Bundle.load(repository / "1").manifest.tokenizer_file is None
     (checkpoint / "sentencepiece.bpe.model").unlink()
     without = export_bundle(checkpoint, tmp_path / "without")
-    assert without.tokenizer == "tokenizer.json (the checkpoint has no SentencePiece model)"
+    assert without.tokenizer == "tokenizer.json (no SentencePiece model in the checkpoint's directory)"
     assert Bundle.load(without.bundle).manifest.sentencepiece is None
     assert (without.bundle / "tokenizer.json").is_file()
     with NER(report.bundle) as lean, NER(without.bundle) as full:
         assert isinstance(lean._encoder.tokenizer, SentencePieceTokenizer)
         texts = [*TEXTS, "東京で会議が開かれた。 Москва café naïve 👍"]
         assert lean.batch(texts) == full.batch(texts)
+    # A tokenizer with tokens added after training is not its SentencePiece model any more.
+    tokenizer.add_tokens(["<new-entity-marker>"])
+    tokenizer.save_pretrained(checkpoint)
+    (checkpoint / "sentencepiece.bpe.model").write_bytes((default_int8 / "sentencepiece.model").read_bytes())
+    added = export_bundle(checkpoint, tmp_path / "added")
+    assert added.tokenizer == "tokenizer.json (the tokenizer has added tokens that its SentencePiece model lacks)"
+    assert Bundle.load(added.bundle).manifest.sentencepiece is None
     # A SentencePiece model that is not the tokenizer's is left out, said.
     mismatched = tmp_path / "mismatched"
     mismatched.mkdir()

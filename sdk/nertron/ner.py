@@ -171,9 +171,9 @@ class NER(Closable):
         self._bundle = Bundle.load(resolve_model(config.model, config.variant))
         if config.variant is not None and self._bundle.precision != config.variant:
             why = (
-                f"precision={config.precision!r} picks a variant of the embedded model (a bundle has its own)"
-                if config.precision is not None
-                else "backend=OpenVINO runs fp32 models (export one without --quantize)"
+                "OpenVINO (and so precision='bf16') runs fp32 models: export one without --quantize or --fp16"
+                if isinstance(config.local_spec, OpenVINO) or config.precision == "bf16"
+                else f"precision={config.precision!r} picks a variant of the embedded model (a bundle has its own)"
             )
             raise InvalidValue(f"{self._bundle.path} is an {self._bundle.precision} bundle; {why}")
         self._postprocessor = PostProcessor(

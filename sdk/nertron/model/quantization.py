@@ -84,6 +84,7 @@ def quantize_static(model: Any, ranges: Mapping[str, tuple[float, float] | list[
             consumers.setdefault(name, []).append(node)
     graph_outputs = {o.name for o in model.graph.output}
     quantized: set[str] = set()
+    quantized_weights: set[str] = set()
     folded: set[str] = set()  # outputs of the bias Adds folded into their MatMul
     new_nodes: list[Any] = []
     for node in model.graph.node:
@@ -98,7 +99,9 @@ def quantize_static(model: Any, ranges: Mapping[str, tuple[float, float] | list[
         if activation not in quantized:
             new_nodes.append(_activation_q(model, activation, ranges[activation]))
             quantized.add(activation)
-        _weight_int8(model, weight)
+        if weight.name not in quantized_weights:  # a weight two MatMuls share is quantised once
+            _weight_int8(model, weight)
+            quantized_weights.add(weight.name)
         output = node.output[0]
         add = _bias_add(node, consumers, initializers, graph_outputs, int(weight.dims[1]))
         if add is not None:
