@@ -15,7 +15,7 @@ from nertron.calibration import BINS, RecordingBackend, ScoredEntities, fit_temp
 from nertron.errors import InvalidValue
 from nertron.io.conll import Document
 from nertron.model.bundle import Calibration
-from nertron.tagging import Tagger, max_batch_tokens
+from nertron.tagging import Tagger
 from nertron.tags import to_iob2
 from nertron.text import SegmentedText
 
@@ -225,7 +225,7 @@ def evaluate(
         backend,
         postprocessor,
         concurrent_batches=backend.concurrency,
-        max_batch_tokens=max_batch_tokens(ner.bundle.manifest.hidden_size),
+        max_batch_tokens=ner._tagger.max_batch_tokens,
     )
     sentences = [s for d in documents for s in d.sentences]
     groups = (

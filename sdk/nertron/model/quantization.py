@@ -102,15 +102,15 @@ def quantize_static(model: Any, ranges: Mapping[str, tuple[float, float] | list[
         if weight.name not in quantized_weights:  # a weight two MatMuls share is quantised once
             _weight_int8(model, weight)
             quantized_weights.add(weight.name)
+        w_int8, w_scale, w_zero = (f"{weight.name}/{part}" for part in ("int8", "scale", "zero_point"))
+        inputs = [f"{activation}/quantized", w_int8, f"{activation}/scale", w_scale, f"{activation}/zero_point", w_zero]
         output = node.output[0]
-        add = _bias_add(node, consumers, initializers, graph_outputs, int(weight.dims[1]))
-        if add is not None:
+        bias_add = _bias_add(node, consumers, initializers, graph_outputs, int(weight.dims[1]))
+        if bias_add is not None:
+            add, bias = bias_add
             folded.add(add.output[0])
             output = add.output[0]
-        w_int8, w_scale, w_zero = f"{weight.name}/int8", f"{weight.name}/scale", f"{weight.name}/zero_point"
-        inputs = [f"{activation}/quantized", w_int8, f"{activation}/scale", w_scale, f"{activation}/zero_point", w_zero]
-        if add is not None:
-            inputs.append(next(i for i in add.input if i in initializers))
+            inputs.append(bias)
         new_nodes.append(helper.make_node("MatMulIntegerToFloat", inputs, [output], node.name, domain="com.microsoft"))
     del model.graph.node[:]
     model.graph.node.extend(new_nodes)
@@ -120,8 +120,9 @@ def quantize_static(model: Any, ranges: Mapping[str, tuple[float, float] | list[
 
 def _bias_add(
     matmul: Any, consumers: dict[str, list[Any]], initializers: dict[str, Any], graph_outputs: set[str], width: int
-) -> Any | None:
-    """The ``Add`` of a constant ``[width]`` bias that alone reads ``matmul``'s output, if there is one."""
+) -> tuple[Any, str] | None:
+    """The ``Add`` of a constant ``[width]`` bias that alone reads ``matmul``'s output, and the bias's name, if
+    there is one."""
     users = consumers.get(matmul.output[0], [])
     if len(users) != 1 or users[0].op_type != "Add" or matmul.output[0] in graph_outputs:
         return None
@@ -129,7 +130,7 @@ def _bias_add(
     bias = initializers.get(other) if other is not None else None
     if bias is None or list(bias.dims) != [width] or bias.data_type != 1:  # float
         return None
-    return users[0]
+    return users[0], bias.name
 
 
 def _activation_q(model: Any, name: str, bounds: tuple[float, float] | list[float]) -> Any:
