@@ -43,8 +43,8 @@ fuzz: setup
 
 # Lint, format, types over sdk/, and the native module's .pyi checked against the compiled module.
 lint: setup
-	$(VENV)/bin/ruff check sdk export tests perf
-	$(VENV)/bin/ruff format --check sdk export tests perf
+	$(VENV)/bin/ruff check sdk export tests perf examples
+	$(VENV)/bin/ruff format --check sdk export tests perf examples
 	$(VENV)/bin/mypy
 	$(PY) -m mypy.stubtest nertron._native --allowlist tests/stubtest-allowlist.txt
 

@@ -13,6 +13,7 @@ import pytest
 from nertron import NER, Entity
 from nertron.backends import OnnxRuntime, Triton
 from nertron.integrations.spark import (
+    AnnotateJob,
     annotate,
     annotate_batches,
     engine,
@@ -156,7 +157,8 @@ def test_annotate_batches_is_lazy_and_chunked(sdk: NER, default_model: Path) -> 
             pulled.append(start)
             yield pa.RecordBatch.from_pydict({"text": texts[start : start + 250]})
 
-    out = annotate_batches(source(), NERConfig(model=str(default_model)), text_col="text", rows_per_chunk=100)
+    job = AnnotateJob(NERConfig(model=str(default_model)), text_col="text", rows_per_chunk=100)
+    out = annotate_batches(source(), job)
     first = next(out)
     assert first.num_rows == 100 and pulled == [0]  # one input batch read, one chunk annotated
     rest = list(out)
@@ -187,7 +189,7 @@ def test_calibrated_scores_and_min_score_reach_the_executors(
 
 
 def test_executor_threads_follow_task_cpus_within_the_bound(monkeypatch: pytest.MonkeyPatch) -> None:
-    import nertron.integrations.spark as spark_module
+    import nertron.integrations.spark.engines as spark_module
 
     for cpus, threads in ((4, 4), (1000, 256)):  # spark.task.cpus, capped at the specs' bound
         monkeypatch.setattr(spark_module, "_task_cpus", lambda cpus=cpus: cpus)
@@ -202,10 +204,22 @@ def test_bad_arguments_fail_on_the_driver(spark: SparkSession) -> None:
     df = spark.createDataFrame([(1, "x")], "id int, text string")
     with pytest.raises(ValueError, match="'body' is not a column"):
         annotate(df, "body")
-    with pytest.raises(TypeError, match="must be a string column, got int"):
+    with pytest.raises(TypeError, match="must be a string \\(or UTF-8 binary\\) column, got int"):
         annotate(df, "id")
-    with pytest.raises(ValueError, match="already exists"):
+    with pytest.raises(ValueError, match="column 'id' already exists"):
         annotate(df, "text", output_col="id")
+    with pytest.raises(ValueError, match="column 'id' already exists"):
+        annotate(df, "text", on_error="column", error_col="id")
+    with pytest.raises(ValueError, match="output_col and error_col must differ"):
+        annotate(df, "text", on_error="column", error_col="entities")
+    with pytest.raises(ValueError, match="on_error must be one of \\('fail', 'column'\\), got 'skip'"):
+        annotate(df, "text", on_error="skip")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_chars must be >= 1, got 0"):
+        annotate(df, "text", max_chars=0)
+    with pytest.raises(TypeError, match="rows_per_chunk must be an int, got float"):
+        annotate(df, "text", rows_per_chunk=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="id_col 'key' is not a column"):
+        annotate(df, "text", id_col="key")
     with pytest.raises(ValueError, match="schema must be one of"):
         annotate(df, "text", schema="conll")
     with pytest.raises(ValueError, match="aggregation must be one of"):
@@ -232,3 +246,22 @@ def test_triton_url_shared_by_executors(spark: SparkSession, tiny_bundle: Path, 
         rows = served.orderBy("id").collect()
     expected = NER(tiny_bundle).batch(texts)
     assert_same_entities([[e.asDict() for e in r.entities] for r in rows], expected)
+
+
+def test_executor_errors_come_back_as_themselves_in_one_line() -> None:
+    from nertron.integrations.spark import BadRow, executor_error, job_errors
+
+    worker_trace = (
+        "\n  An exception was thrown from the Python worker. Please see the stack trace below.\n"
+        'Traceback (most recent call last):\n  File "annotate.py", line 9, in _annotated_columns\n'
+        "nertron.integrations.spark.annotate.BadRow: cannot annotate row 3 of partition 1: text has 12 characters\n"
+    )
+    error = executor_error(RuntimeError(worker_trace))
+    assert isinstance(error, BadRow) and str(error) == "cannot annotate row 3 of partition 1: text has 12 characters"
+    assert executor_error(RuntimeError("java.lang.OutOfMemoryError: heap\nos.Error: x")) is None
+    assert executor_error(RuntimeError("nertron.nowhere.Missing: not a class of ours")) is None
+    with pytest.raises(BadRow) as caught, job_errors():
+        raise RuntimeError(worker_trace)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    with pytest.raises(KeyError), job_errors():  # not a nertron error: raised unchanged
+        raise KeyError("x")

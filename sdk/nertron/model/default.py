@@ -13,6 +13,7 @@ loads take the cached bundle.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -20,6 +21,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +82,26 @@ def default_bundle(precision: str | None = None, *, package_dir: Path = PACKAGE_
         cache.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise OSError(error.errno, f"cannot create {where} ({error.strerror})") from None
-    assemble(package_dir, target, precision, log=log)
+    with _assembly_lock(cache / f".{target.name}.lock"):
+        if not target.exists():  # not assembled meanwhile by another process (Spark's Python workers)
+            assemble(package_dir, target, precision, log=log)
     return target
+
+
+@contextlib.contextmanager
+def _assembly_lock(path: Path) -> Iterator[None]:
+    """One assembly per machine at a time: processes that need the same entry wait for the first."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: concurrent assemblies stay correct (atomic rename), only wasteful
+        yield
+        return
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def cache_key(package_dir: Path = PACKAGE_DIR) -> str:
