@@ -51,6 +51,7 @@ from nertron.backends import Triton  # noqa: E402
 from nertron.integrations.spark import StandaloneCluster, annotate  # noqa: E402
 from nertron.io.conll import read_conll  # noqa: E402
 from nertron.model.default import default_bundle  # noqa: E402
+from nertron.serving.processes import command_line  # noqa: E402
 
 TRAIN = ROOT.parent / "shared" / "data" / "conll2003" / "train.txt"
 WORK = ROOT / "artifacts" / "spark-bench"
@@ -112,10 +113,10 @@ class MemorySampler:
                 except (KeyError, OSError):
                     continue
                 jvm = max(
-                    (_memory_mib(p, "Rss") for p in processes if "CoarseGrainedExecutorBackend" in _cmdline(p)),
+                    (_memory_mib(p, "Rss") for p in processes if "CoarseGrainedExecutorBackend" in command_line(p)),
                     default=0.0,
                 )
-                python = [_memory_mib(p, "Pss") for p in processes if "-m pyspark.daemon" in _cmdline(p)]
+                python = [_memory_mib(p, "Pss") for p in processes if "-m pyspark.daemon" in command_line(p)]
                 peak = self.peaks[index]
                 peak["jvm"] = max(peak["jvm"], jvm)
                 peak["python"] = max(peak["python"], sum(python))
@@ -131,13 +132,6 @@ def _memory_mib(pid: int, field: str) -> float:
     except OSError:
         pass
     return 0.0
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 @contextmanager

@@ -21,14 +21,14 @@ from nertron.integrations.spark import (
     entities_column,
     executor_config,
 )
-from nertron.io.conll import read_conll
 from nertron.model.default import default_bundle
 from nertron.ner import NERConfig
 
 pyspark = pytest.importorskip("pyspark", reason="pip install 'nertron[spark]'")
-from pyspark.sql import DataFrame, SparkSession  # noqa: E402
+from pyspark.sql import SparkSession  # noqa: E402
 
-DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "conll2003" / "dev.txt"
+from tests.spark_data import dev_texts, frame  # noqa: E402
+
 ARROW_BATCH_ROWS = 500
 
 
@@ -64,10 +64,6 @@ def sdk(default_model: Path) -> NER:
     return NER(default_model)
 
 
-def dev_texts(limit: int) -> list[str]:
-    return [" ".join(s.words) for d in read_conll(DEV) for s in d.sentences][:limit]
-
-
 def assert_same_entities(got: list[list[dict[str, Any]]], expected: list[list[Entity]]) -> None:
     """Spans and labels equal; scores equal up to float32 rounding (batches pad to other lengths)."""
     assert len(got) == len(expected)
@@ -85,10 +81,6 @@ TRICKY = [
     "\U0001d49c Dr. Müller works at Siemens in München \U0001f600 with José García.",  # astral planes
     "東京で安倍晋三はトヨタの社長と会った。",
 ]
-
-
-def frame(spark: SparkSession, texts: list[str | None], partitions: int = 2) -> DataFrame:
-    return spark.createDataFrame(list(enumerate(texts)), "id long, text string").repartition(partitions)
 
 
 def test_equals_sdk_with_nulls_empty_and_long_texts(spark: SparkSession, sdk: NER) -> None:

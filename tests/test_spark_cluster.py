@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 from nertron import NER, Entity
 from nertron.backends import Triton
-from nertron.io.conll import read_conll
 
 pyspark = pytest.importorskip("pyspark", reason="pip install 'nertron[spark]'")
 from nertron.integrations.spark import (  # noqa: E402
@@ -29,9 +28,9 @@ from nertron.integrations.spark import (  # noqa: E402
     ship_bundle,
 )
 from nertron.integrations.spark.shipping import staged_archive  # noqa: E402
-from pyspark.sql import DataFrame, SparkSession  # noqa: E402
+from pyspark.sql import SparkSession  # noqa: E402
 
-DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "conll2003" / "dev.txt"
+from tests.spark_data import dev_texts, frame  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +59,6 @@ def spark(cluster: StandaloneCluster) -> Iterator[SparkSession]:
 @pytest.fixture(scope="module")
 def sdk(default_int8: Path) -> NER:
     return NER(default_int8)
-
-
-def dev_texts(limit: int) -> list[str]:
-    return [" ".join(s.words) for d in read_conll(DEV) for s in d.sentences][:limit]
-
-
-def frame(spark: SparkSession, texts: list[str | None], partitions: int) -> DataFrame:
-    return spark.createDataFrame(list(enumerate(texts)), "id long, text string").repartition(partitions)
 
 
 def assert_same_entities(rows: list[Any], expected: list[list[Entity]]) -> None:

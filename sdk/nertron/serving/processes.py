@@ -87,13 +87,58 @@ def signals_deferred() -> Iterator[None]:
 
 def group_members(pgid: int) -> list[int]:
     """Processes of the process group ``pgid`` (none where there is no /proc)."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            # pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses
-            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) == pgid:
-                members.append(int(stat.parent.name))
-    return members
+    return [pid for pid in all_pids() if _stat_field(pid, 2) == pgid]
+
+
+def all_pids() -> list[int]:
+    """Every process id (none where there is no /proc)."""
+    with contextlib.suppress(OSError):
+        return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    return []
+
+
+def parent_pid(pid: int) -> int:
+    """The parent of ``pid`` (-1 if it is gone)."""
+    return _stat_field(pid, 1)
+
+
+def descendants(roots: list[int]) -> list[int]:
+    """``roots`` and every process below them, by parent links (a process that left its parent's process
+    group, as pyspark's daemon does, is found too)."""
+    children: dict[int, list[int]] = {}
+    for pid in all_pids():
+        children.setdefault(parent_pid(pid), []).append(pid)
+    found, todo = [], list(roots)
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def command_line(pid: int) -> str:
+    """``pid``'s command line, arguments joined by spaces ("" if it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def working_dir(pid: int) -> str:
+    """``pid``'s current directory ("" if it is gone or not ours to read)."""
+    try:
+        return os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return ""
+
+
+def _stat_field(pid: int, index: int) -> int:
+    """Field ``index`` after the command name of ``/proc/pid/stat`` (0: state, 1: ppid, 2: pgrp); -1 if gone."""
+    try:
+        # pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[index])
+    except (OSError, IndexError, ValueError):
+        return -1
 
 
 class Watchdog:

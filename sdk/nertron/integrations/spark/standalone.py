@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nertron.errors import NertronError
-from nertron.serving.processes import die_with_parent
+from nertron.serving.processes import all_pids, command_line, descendants, die_with_parent, parent_pid, working_dir
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -140,18 +140,18 @@ class StandaloneCluster:
     def worker_pid(self, index: int) -> int:
         """The process id of worker ``index``'s JVM (``spark-class`` may still be its parent)."""
         launcher = self._workers[index].pid
-        jvms = [pid for pid in _descendants([launcher]) if "deploy.worker.Worker" in _cmdline(pid)]
+        jvms = [pid for pid in descendants([launcher]) if "deploy.worker.Worker" in command_line(pid)]
         return jvms[0] if jvms else launcher
 
     def worker_processes(self, index: int) -> list[int]:
         """Every process of worker ``index``: its JVM and their descendants (executors, Python daemons and
         workers)."""
-        return _descendants([self._workers[index].pid])
+        return descendants([self._workers[index].pid])
 
     def python_workers(self, index: int) -> list[int]:
         """Worker ``index``'s Python worker processes (forked by a ``pyspark.daemon``), not the daemons."""
-        forked = {pid for pid in self.worker_processes(index) if "pyspark.daemon" in _cmdline(pid)}
-        daemons = {pid for pid in forked if _ppid(pid) not in forked}
+        forked = {pid for pid in self.worker_processes(index) if "pyspark.daemon" in command_line(pid)}
+        daemons = {pid for pid in forked if parent_pid(pid) not in forked}
         return sorted(forked - daemons)
 
     def kill_worker(self, index: int) -> None:
@@ -227,10 +227,10 @@ class StandaloneCluster:
         """Processes of this cluster still alive: those it launched and theirs, and any whose working
         directory is in its folder (Python daemons leave their executor's process group)."""
         launched = [p.pid for p in self._launched if p.poll() is None]
-        found = set(_descendants(launched)) if launched else set()
+        found = set(descendants(launched)) if launched else set()
         folder = self._root or self._last_root
         if folder is not None:
-            found |= {pid for pid in _all_pids() if _cwd(pid).startswith(str(folder))}
+            found |= {pid for pid in all_pids() if working_dir(pid).startswith(str(folder))}
         return sorted(found)
 
     def stop(self) -> None:
@@ -296,41 +296,3 @@ def _free_ports(count: int) -> list[int]:
         for probe in probes:
             probe.bind((LOOPBACK, 0))
         return [int(probe.getsockname()[1]) for probe in probes]
-
-
-def _all_pids() -> list[int]:
-    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
-
-
-def _descendants(roots: list[int]) -> list[int]:
-    """``roots`` and every process below them (by parent links)."""
-    children: dict[int, list[int]] = {}
-    for pid in _all_pids():
-        children.setdefault(_ppid(pid), []).append(pid)
-    found, todo = [], list(roots)
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
-
-
-def _ppid(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return -1
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _cwd(pid: int) -> str:
-    try:
-        return os.readlink(f"/proc/{pid}/cwd")
-    except OSError:
-        return ""
