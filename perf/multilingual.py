@@ -1,9 +1,10 @@
-"""Entity F1 of models on a small hand-annotated probe in seven languages other than English.
+"""Entity F1 of models on a small hand-annotated probe in twelve languages other than English.
 
     python perf/multilingual.py [--model BUNDLE ...]     # default: the embedded model (int8)
 
-``perf/data/multilingual_probe.jsonl`` holds 42 news-style sentences (de, es, nl, fr, it, pt, ru; six each)
-written for this check and annotated with CoNLL's types; none comes from any training data. An entity
+``perf/data/multilingual_probe.jsonl`` holds 72 news-style sentences (de, es, nl, fr, it, pt, ru, and zh, ja,
+ar, hi, th; six each) written for this check and annotated with CoNLL's types; none comes from any training
+data. Chinese, Japanese and Thai are written without spaces: they test the word segmentation too. An entity
 counts as right when its text and type equal a gold one in the same sentence. The probe is small: it is
 there to catch a model that loses other languages while it gains English, not to rank close models.
 """

@@ -187,3 +187,29 @@ def test_cli_builds_and_checks(tmp_path: pathlib.Path, capsys: pytest.CaptureFix
     assert main(["--out", str(tmp_path), "--labels", "O,B-X,I-X"]) == 0
     assert "checks passed" in capsys.readouterr().out
     assert AutoConfig.from_pretrained(tmp_path).id2label == {0: "O", 1: "B-X", 2: "I-X"}
+
+
+def test_the_shipped_model_unpacks_to_a_checkpoint_with_its_logits(
+    base_dir: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    """``nertron_export.unpack``: the embedded model's fp16 weights back in an HF checkpoint (the student of
+    ``make default-model`` starts from it) give the assembled fp32 ONNX model's logits."""
+    import onnxruntime as ort
+    import torch
+    from nertron.model.default import default_bundle
+    from nertron_export.unpack import main as unpack_main
+    from transformers import AutoModelForTokenClassification
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NERTRON_CACHE", str(tmp_path / "cache"))
+        bundle = default_bundle("fp32", quiet=True)
+    assert unpack_main(["--base", str(base_dir), "--out", str(tmp_path / "unpacked")]) == 0
+    tokenizer = XLMRobertaTokenizer.from_pretrained(tmp_path / "unpacked")
+    encoded = tokenizer(["Angela Merkel visited Paris and met Emmanuel Macron ."], return_tensors="np")
+    inputs = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+    expected = ort.InferenceSession(str(bundle / "model.onnx")).run(None, inputs)[0]
+    model = AutoModelForTokenClassification.from_pretrained(tmp_path / "unpacked").eval()
+    with torch.no_grad():
+        got = model(**{k: torch.from_numpy(v) for k, v in inputs.items()}).logits.numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert model.config.id2label[1] == "B-PER"

@@ -27,6 +27,7 @@ from nertron.ner import NERConfig
 pyspark = pytest.importorskip("pyspark", reason="pip install 'nertron[spark]'")
 from pyspark.sql import SparkSession  # noqa: E402
 
+from tests.languages import WHOLE_WORD_ENTITIES  # noqa: E402
 from tests.spark_data import dev_texts, frame  # noqa: E402
 
 ARROW_BATCH_ROWS = 500
@@ -80,6 +81,7 @@ TRICKY = [
     "Angela Merkel met Emmanuel Macron in Paris.",
     "\U0001d49c Dr. Müller works at Siemens in München \U0001f600 with José García.",  # astral planes
     "東京で安倍晋三はトヨタの社長と会った。",
+    *WHOLE_WORD_ENTITIES,  # Chinese, Japanese, Thai: ICU's words on the executors too
 ]
 
 

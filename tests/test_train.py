@@ -7,7 +7,10 @@ from pathlib import Path
 
 from nertron import NER
 from nertron.cli import main
+from nertron.io.conll import read_conll
+from nertron.tags import to_iob2
 from nertron_export.onnx_export import export_bundle
+from nertron_export.pseudo_label import main as pseudo_label_main
 
 SENTENCES = [
     ("Angela Merkel met Emmanuel Macron in Paris .", "B-PER I-PER O B-PER I-PER O B-LOC O"),
@@ -63,3 +66,42 @@ def test_train_resume_and_export(tiny_checkpoint: Path, tmp_path: Path) -> None:
     bundle = tmp_path / "bundle"
     export_bundle(out / "best", bundle)
     assert len(NER(bundle).tag([SENTENCES[0][0].split()])[0]) == 8
+
+
+def test_self_training_on_pseudo_labels_selected_on_several_dev_sets(
+    tiny_checkpoint: Path, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """A teacher tags unlabeled text (a sentence per line, a blank line between documents); the student trains
+    on gold + those tags and is selected on the mean F1 of several dev files, each reported under its folder."""
+    unlabeled = tmp_path / "unlabeled.txt"
+    unlabeled.write_text(
+        "Peter Blackburn reported from Brussels .\nEU rejects German call .\n\nAngela Merkel met Macron .\n"
+    )
+    pseudo = tmp_path / "pseudo" / "xx.conll"
+    assert pseudo_label_main(["--model", str(tiny_bundle), "--text", str(unlabeled), "--out", str(pseudo)]) == 0
+    documents = read_conll(pseudo)
+    assert [[s.words for s in d.sentences] for d in documents] == [
+        [["Peter", "Blackburn", "reported", "from", "Brussels", "."], ["EU", "rejects", "German", "call", "."]],
+        [["Angela", "Merkel", "met", "Macron", "."]],
+    ]
+    with NER(tiny_bundle) as teacher:  # the teacher's own tags, each sentence alone (read back as IOB2)
+        tags = teacher.tag([s.words for d in documents for s in d.sentences])
+    assert [s.tags for d in documents for s in d.sentences] == [to_iob2(t) for t in tags]
+    (tmp_path / "xx").mkdir()
+    other_dev = write_conll(tmp_path / "xx" / "dev.txt", 1)
+    out = tmp_path / "student"
+    argv = [
+        "train",
+        "--model",
+        str(tiny_checkpoint),
+        "--train",
+        str(write_conll(tmp_path / "train.txt", 4)),
+        str(pseudo),
+    ]
+    argv += ["--dev", str(write_conll(tmp_path / "dev.txt", 2)), str(other_dev), "--select", "mean", "--out", str(out)]
+    argv += ["--epochs", "1", "--batch-size", "4", "--fp32", "--threads", "1"]
+    assert main(argv) == 0
+    (record,) = json.loads((out / "train_log.json").read_text())["history"]
+    scores = {k: v for k, v in record.items() if "_f1_" in k}
+    assert set(scores) == {f"{d}_f1_{c}" for d in ("dev", "xx") for c in ("sentence", "document")}
+    assert json.loads((out / "train_log.json").read_text())["best_f1"] == sum(scores.values()) / 4

@@ -30,6 +30,8 @@ from nertron.serving.repository import write_repository
 from nertron.serving.server import TritonServer
 from tritonclient.utils import InferenceServerException
 
+from tests.languages import WHOLE_WORD_ENTITIES
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEV = REPO_ROOT.parent / "shared" / "data" / "conll2003" / "dev.txt"
 NODE_CLIENT = REPO_ROOT / "examples" / "clients" / "ner.mjs"
@@ -175,6 +177,7 @@ def test_long_and_unusual_texts_equal_ner(server: TritonServer, default_int8: Pa
         "   ",
         "東京で会議が開かれた。 Москва и Санкт-Петербург. 😀 Angela Merkel in Zürich.",
         "Paris\n\nBerlin\tLondon",
+        *WHOLE_WORD_ENTITIES,  # Chinese, Japanese, Thai: ICU's words, in the server too
     ]
     status, reply = http_infer(server, texts_body(texts))
     assert status == 200, reply
@@ -184,6 +187,8 @@ def test_long_and_unusual_texts_equal_ner(server: TritonServer, default_int8: Pa
         ]
     long_entities = json.loads(reply["outputs"][0]["data"][0])
     assert long_entities[-1]["end"] > len(texts[0]) * 0.9  # the end of the long text was tagged too
+    for text, served in zip(texts[5:], reply["outputs"][0]["data"][5:], strict=True):
+        assert set(WHOLE_WORD_ENTITIES[text]) <= {(e["text"], e["label"]) for e in json.loads(served)}
 
 
 def test_bad_requests_get_their_own_error_and_the_server_stays_up(

@@ -52,7 +52,7 @@ def calibrate_default(
         spec["calibration"] = {
             "data": f"CoNLL-2003 {calibration.description}; {windows} windows",
             "method": method(),
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
         _write(package_dir, spec)
         scores = {"fp32": score_bundle(fp32, dev)}

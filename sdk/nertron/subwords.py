@@ -11,14 +11,18 @@ drops a combining mark of the same grapheme, SentencePiece keeps it (tested).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from nertron.errors import InvalidValue
+
+# ModelProto.normalizer_spec (field 3, length 2) { add_dummy_prefix (field 3, varint): false }
+_NO_DUMMY_PREFIX = b"\x1a\x02\x18\x00"
 
 if TYPE_CHECKING:
     from nertron.model.bundle import Bundle
@@ -26,9 +30,17 @@ if TYPE_CHECKING:
 
 class WordTokenizer(Protocol):
     """Subwords of pre-split words: ``(ids, word_ids)``, int64, ``word_ids[k]`` the index of the word that
-    subword ``k`` belongs to (words without subwords have none)."""
+    subword ``k`` belongs to (words without subwords have none). A word marked in ``unmarked`` (bool per word;
+    see ``SegmentedText.unmarked``) is tokenised without the word-start marker ``▁``, as XLM-R saw Chinese or
+    Thai text in pre-training."""
 
-    def encode_words(self, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]: ...
+    def encode_words(
+        self, words: Sequence[str], unmarked: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def _unmarked_indices(unmarked: np.ndarray | None) -> list[int]:
+    return [] if unmarked is None else np.flatnonzero(unmarked).tolist()
 
 
 class HFTokenizer:
@@ -45,10 +57,35 @@ class HFTokenizer:
             ) from None
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
+        self._unmarked: Any = None  # the same tokenizer without the word-start marker, made on first need
 
-    def encode_words(self, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        (encoding,) = self.tokenizer.encode_batch([list(words)], is_pretokenized=True, add_special_tokens=False)
-        return np.asarray(encoding.ids, dtype=np.int64), np.asarray(encoding.word_ids, dtype=np.int64)
+    def encode_words(self, words: Sequence[str], unmarked: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        indices = _unmarked_indices(unmarked)
+        if not indices:
+            (encoding,) = self.tokenizer.encode_batch([list(words)], is_pretokenized=True, add_special_tokens=False)
+            return np.asarray(encoding.ids, dtype=np.int64), np.asarray(encoding.word_ids, dtype=np.int64)
+        encodings = self.tokenizer.encode_batch([[w] for w in words], is_pretokenized=True, add_special_tokens=False)
+        pieces = [e.ids for e in encodings]
+        unmarked_words = [[words[i]] for i in indices]
+        for i, encoding in zip(
+            indices,
+            self._unmarked_tokenizer().encode_batch(unmarked_words, is_pretokenized=True, add_special_tokens=False),
+            strict=True,
+        ):
+            pieces[i] = encoding.ids
+        return _flatten(pieces)
+
+    def _unmarked_tokenizer(self) -> Any:
+        if self._unmarked is None:
+            from tokenizers import Tokenizer
+
+            config = json.loads(self.tokenizer.to_str())
+            pre_tokenizer = config.get("pre_tokenizer") or {}
+            for step in pre_tokenizer.get("pretokenizers", [pre_tokenizer]):
+                if step.get("type") == "Metaspace":
+                    step["prepend_scheme"] = "never"
+            self._unmarked = Tokenizer.from_str(json.dumps(config))
+        return self._unmarked
 
 
 class SentencePieceTokenizer:
@@ -65,13 +102,34 @@ class SentencePieceTokenizer:
             raise InvalidValue(f"{path}: not a valid SentencePiece model ({error}); re-export the bundle") from None
         self.id_offset, self.unk_id = id_offset, unk_id
         self._sp_unk = self.processor.unk_id()
+        self._unmarked: Any = None  # the same model without the word-start marker, loaded on first need
 
-    def encode_words(self, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def encode_words(self, words: Sequence[str], unmarked: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         pieces = self.processor.encode(list(words), num_threads=1)
-        lengths = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=len(pieces))
-        ids = np.fromiter(chain.from_iterable(pieces), dtype=np.int64, count=int(lengths.sum()))
-        word_ids = np.repeat(np.arange(len(pieces), dtype=np.int64), lengths)
+        indices = _unmarked_indices(unmarked)
+        if indices:
+            unmarked_pieces = self._unmarked_processor().encode([words[i] for i in indices], num_threads=1)
+            for i, word_pieces in zip(indices, unmarked_pieces, strict=True):
+                pieces[i] = word_pieces
+        ids, word_ids = _flatten(pieces)
         return np.where(ids == self._sp_unk, self.unk_id, ids + self.id_offset), word_ids
+
+    def _unmarked_processor(self) -> Any:
+        if self._unmarked is None:
+            import sentencepiece
+
+            # Protobuf merges a repeated sub-message field into the first, so this appended NormalizerSpec
+            # (ModelProto field 3) sets only its add_dummy_prefix (field 3) to false.
+            proto = self.processor.serialized_model_proto() + _NO_DUMMY_PREFIX
+            self._unmarked = sentencepiece.SentencePieceProcessor(model_proto=proto)
+        return self._unmarked
+
+
+def _flatten(pieces: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Ids of each word's pieces, concatenated, and the word index of each."""
+    lengths = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=len(pieces))
+    ids = np.fromiter(chain.from_iterable(pieces), dtype=np.int64, count=int(lengths.sum()))
+    return ids, np.repeat(np.arange(len(pieces), dtype=np.int64), lengths)
 
 
 def load_tokenizer(bundle: Bundle) -> WordTokenizer:

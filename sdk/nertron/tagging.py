@@ -123,7 +123,7 @@ class Tagger:
         for document in documents:
             doc_id = merger.add_document(len(document))
             waiting.append(document)
-            for window in self.encoder.windows(doc_id, document):
+            for window in self.encoder.windows(doc_id, document, document.unmarked):
                 windows.append(window)
                 if len(windows) >= self.lookahead:
                     self._run(windows, merger, batch_size, on_words)

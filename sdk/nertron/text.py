@@ -5,8 +5,13 @@ and measures (``61st``, ``10-year-old``), currencies such as ``C$``, abbreviatio
 ``Mr.``, hyphenated words, dashes and ellipses (``--``, ``...``) and e-mail/URLs stay whole; a list
 number at the start of a line (``5. Dionne Rose``) keeps its full stop; English clitics (``'s``, ``n't``)
 are split. Each of these is how CoNLL-2003 cuts the same text, which is what the model was trained on.
-Han, Hiragana and Katakana characters are one word each (those scripts do not separate words with
-spaces). Whitespace, control and format characters separate words and are never part of one. A line
+Scripts written without spaces between words (Chinese and Japanese: Han, Hiragana, Katakana; Thai, Lao,
+Khmer, Myanmar) are cut into words by ICU's dictionary-based word break (``icu4py``, ICU 78), run by run,
+so ``東京是日本的首都`` gives ``東京 是 日本 的 首都``; mixed-script text is cut at each change of script.
+Whitespace, control and format characters separate words and are never part of one. Words of those
+scripts are tokenised without SentencePiece's word-start marker ``▁`` (``SegmentedText.unmarked``): XLM-R was
+pre-trained on such text without spaces, where pieces rarely start with ``▁``, and a lone ``▁`` piece would
+carry the word's label (first-subword aggregation): ``习近平`` is found whole only so. A line
 break ends a sentence: no entity spans two lines. Offsets are Python string (code point) indices, so
 ``text[start:end] == word``.
 """
@@ -19,6 +24,7 @@ from typing import NamedTuple, overload
 
 import numpy as np
 import regex
+from icu4py.breakers import WordBreaker
 
 _ABBREVIATIONS = [
     "Mr",
@@ -84,7 +90,9 @@ _ABBREVIATIONS = [
 ]
 
 _WORD_CHAR = r"[\p{L}\p{M}\p{N}_]"
-_CJK = r"[\p{Han}\p{Hiragana}\p{Katakana}]"
+# Scripts without spaces between words, and the marks that extend them (the Japanese prolonged sound mark and
+# iteration marks are of script Common).
+_NO_SPACE = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\u30FC\u3005\u3006\u303B\uFF70]"
 _SEPARATOR = r"[\s\p{Z}\p{Cc}\p{Cf}]"
 
 _TOKEN = regex.compile(
@@ -100,10 +108,10 @@ _TOKEN = regex.compile(
     | (?<![\p{{L}}\p{{N}}+])\+\p{{N}}+(?:[.,]\p{{N}}+)*        # +48
     | (?>\p{{N}}+(?:[.,:/]\p{{N}}+)*(?:-\p{{N}}+)*)(?![\p{{L}}\p{{M}}_]|-\p{{L}}) # 10,000 3.5 1996-08-22, not 61st
     | -{{2,}} | \.{{2,}}                                 # dashes and ellipses: -- ...
-    | {_CJK}                                           # one Han/kana character
+    | (?P<no_space>{_NO_SPACE}(?:{_NO_SPACE}|\p{{M}})*)   # a run of scripts without spaces: cut by ICU
     | (?i:n['\u2019]t|['\u2019](?:s|re|ve|ll|d|m))(?!{_WORD_CHAR}) # clitics: n't, 's
-    | (?:(?!{_CJK}|(?i:n['\u2019]t)(?!{_WORD_CHAR})){_WORD_CHAR})+
-      (?:[-'\u2019&](?:(?!{_CJK}){_WORD_CHAR})+)*            # words, inner - ' &
+    | (?:(?!{_NO_SPACE}|(?i:n['\u2019]t)(?!{_WORD_CHAR})){_WORD_CHAR})+
+      (?:[-'\u2019&](?:(?!{_NO_SPACE}){_WORD_CHAR})+)*       # words, inner - ' &
       (?<!(?i:['\u2019](?:s|re|ve|ll|d|m)))
     | (?!{_SEPARATOR})\X                               # any other grapheme: punctuation, emoji
     """,
@@ -112,6 +120,18 @@ _TOKEN = regex.compile(
 
 
 _LINE_BREAK = regex.compile(r"\n")
+# The root locale: ICU's dictionaries (Chinese/Japanese, Thai, Lao, Khmer, Burmese) apply by script.
+_ICU_LOCALE = "und"
+
+
+def _dictionary_words(run: str, start: int) -> list[int]:
+    """``[start, end)`` offsets of ICU's words in ``run``, a run of scripts without spaces at ``start``."""
+    bounds = [b for segment in WordBreaker(run, _ICU_LOCALE).segments() for b in segment]
+    if max(run) > "\uffff":  # ICU counts UTF-16 units: an astral character (e.g. 𠮷) takes two
+        code_point_at = [i for i, char in enumerate(run) for _ in range(1 + (ord(char) > 0xFFFF))]
+        code_point_at.append(len(run))
+        bounds = [code_point_at[b] for b in bounds]
+    return [start + b for b in bounds]
 
 
 class Words(NamedTuple):
@@ -130,29 +150,47 @@ def split_words(text: str) -> Words:
 
 class SegmentedText(Sequence[str]):
     """A text and its words, held as ``[start, end)`` code-point offsets (``text[start:end]`` is a word); the
-    words are made on demand. ``sentence_lengths`` (words per sentence) keeps entities inside sentences."""
+    words are made on demand. ``sentence_lengths`` (words per sentence) keeps entities inside sentences;
+    ``unmarked`` (bool per word, None: no word is) marks the words of scripts without spaces, tokenised without
+    the word-start marker."""
 
     def __init__(
-        self, text: str, starts: np.ndarray, ends: np.ndarray, sentence_lengths: np.ndarray | None = None
+        self,
+        text: str,
+        starts: np.ndarray,
+        ends: np.ndarray,
+        sentence_lengths: np.ndarray | None = None,
+        unmarked: np.ndarray | None = None,
     ) -> None:
         self.text = text
         self.starts = starts
         self.ends = ends
         self.sentence_lengths = np.array([len(starts)], np.int64) if sentence_lengths is None else sentence_lengths
+        self.unmarked = unmarked
 
     @classmethod
     def split(cls, text: str) -> SegmentedText:
         """``text`` cut into words by nertron's segmentation (see the module docstring), a sentence per line."""
         offsets = array("q")
+        unmarked: list[int] = []  # word indices
         for match in _TOKEN.finditer(text):
-            offsets.extend(match.span())
+            if match.lastgroup == "no_space":
+                first = len(offsets) // 2
+                offsets.extend(_dictionary_words(match.group(), match.start()))
+                unmarked.extend(range(first, len(offsets) // 2))
+            else:
+                offsets.extend(match.span())
         spans = np.frombuffer(offsets, dtype=np.int64).reshape(-1, 2) if offsets else np.zeros((0, 2), np.int64)
         starts, ends = spans[:, 0], spans[:, 1]
+        unmarked_words = None
+        if unmarked:
+            unmarked_words = np.zeros(len(starts), dtype=bool)
+            unmarked_words[unmarked] = True
         if "\n" not in text or not len(starts):
-            return cls(text, starts, ends)
+            return cls(text, starts, ends, unmarked=unmarked_words)
         breaks = np.array([m.start() for m in _LINE_BREAK.finditer(text)], dtype=np.int64)
         _, lengths = np.unique(np.searchsorted(breaks, starts), return_counts=True)  # words per non-empty line
-        return cls(text, starts, ends, lengths.astype(np.int64))
+        return cls(text, starts, ends, lengths.astype(np.int64), unmarked_words)
 
     @classmethod
     def join(cls, sentences: Sequence[Sequence[str]]) -> SegmentedText:

@@ -68,8 +68,9 @@ class SubwordEncoder:
         self.stride = stride
         self.block_words = block_words
 
-    def windows(self, doc: int, words: Sequence[str]) -> Iterator[Window]:
-        """The windows of document ``doc`` (its id in the caller's numbering), in word order."""
+    def windows(self, doc: int, words: Sequence[str], unmarked: np.ndarray | None = None) -> Iterator[Window]:
+        """The windows of document ``doc`` (its id in the caller's numbering), in word order; ``unmarked`` (bool
+        per word, see ``SegmentedText.unmarked``) marks the words tokenised without the word-start marker."""
         budget = self.max_length - 2
         num_words = len(words)
         # Subwords of the words read so far, from the current window's first word on: ids and word index.
@@ -80,7 +81,10 @@ class SubwordEncoder:
             first_token = np.searchsorted(word_ids, np.arange(start, loaded + 1), side="left")
             # Enough subwords to place this window's end, unless the document ends first.
             if loaded < num_words and first_token[-1] - first_token[0] <= budget:
-                block_ids, block_word_ids = self._tokenize(words[loaded : loaded + self.block_words], loaded)
+                block = slice(loaded, loaded + self.block_words)
+                block_ids, block_word_ids = self._tokenize(
+                    words[block], None if unmarked is None else unmarked[block], loaded
+                )
                 keep = first_token[0]
                 ids = np.concatenate((ids[keep:], block_ids))
                 word_ids = np.concatenate((word_ids[keep:], block_word_ids))
@@ -98,8 +102,10 @@ class SubwordEncoder:
             overlap = int(np.searchsorted(first_token, first_token[end - start] - self.stride, side="left"))
             start = min(max(start + overlap, start + 1), end)
 
-    def _tokenize(self, words: Sequence[str], first_word: int) -> tuple[np.ndarray, np.ndarray]:
-        ids, word_ids = self.tokenizer.encode_words(words)
+    def _tokenize(
+        self, words: Sequence[str], unmarked: np.ndarray | None, first_word: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        ids, word_ids = self.tokenizer.encode_words(words, unmarked)
         return ids, word_ids + first_word
 
     def _window(

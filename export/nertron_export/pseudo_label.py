@@ -1,0 +1,70 @@
+"""Tags unlabeled text with a teacher model and writes it as CoNLL (``python -m nertron_export.pseudo_label``).
+
+Input: one sentence per line, its words joined by single spaces, a blank line where a document begins (the
+form of ``../shared/data/multilingual/*/unlabeled.txt``). Output: ``-DOCSTART- O`` per document, ``word TAG``
+per word, each sentence tagged on its own (sentence context: the teacher's better one on the target dev
+sets). Self-training then fine-tunes a student on these tags beside the English gold data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from nertron import NER
+from nertron.model.default import default_bundle
+
+
+def read_unlabeled(path: Path) -> Iterator[list[list[str]]]:
+    """Documents of ``path``: lists of sentences, each a list of words."""
+    document: list[list[str]] = []
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            words = line.split()
+            if words:
+                document.append(words)
+            elif document:
+                yield document
+                document = []
+    if document:
+        yield document
+
+
+def pseudo_label(ner: NER, source: Path, out: Path) -> tuple[int, int]:
+    """Writes ``out``; returns (sentences, entities)."""
+    documents = list(read_unlabeled(source))
+    sentences = [s for d in documents for s in d]
+    tags = iter(ner.tag(sentences))
+    entities = 0
+    with out.open("w", encoding="utf-8") as conll:
+        for document in documents:
+            conll.write("-DOCSTART- O\n\n")
+            for words in document:
+                sentence_tags = next(tags)
+                entities += sum(t.startswith("B-") for t in sentence_tags)
+                conll.writelines(f"{w} {t}\n" for w, t in zip(words, sentence_tags, strict=True))
+                conll.write("\n")
+    return len(sentences), entities
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nertron_export.pseudo_label", description=__doc__.splitlines()[0])
+    teacher = parser.add_mutually_exclusive_group()
+    teacher.add_argument("--model", type=Path, help="teacher bundle (default: the embedded default model, int8)")
+    teacher.add_argument("--package", type=Path, help="teacher: an embedded-model package (nertron_export.ship), int8")
+    parser.add_argument("--text", required=True, type=Path, help="unlabeled text, a sentence per line")
+    parser.add_argument("--out", required=True, type=Path, help="CoNLL file to write")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    model = default_bundle("int8", package_dir=args.package) if args.package else args.model
+    with NER(model) as teacher:
+        sentences, entities = pseudo_label(teacher, args.text, args.out)
+    print(f"{args.out}: {sentences:,} sentences, {entities:,} entities ({time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

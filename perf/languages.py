@@ -1,0 +1,58 @@
+"""The language table: entity F1 per language and context, for the README and the model card.
+
+    python perf/languages.py [--model BUNDLE] [--precision int8|fp32] [--test]
+
+Scores a model (default: the embedded model, int8) on every labelled dev set in ``../shared/data``: English
+CoNLL-2003 dev, Spanish and Dutch CoNLL-2002 dev (``testa``), German CoNLL-2003 dev (``testa``); ``--test``
+adds English test (measure it once, after choosing on dev). Each sentence alone, then each document whole:
+the same as ``nertron eval --data FILE --context both`` per file. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+from pathlib import Path
+
+from nertron import NER
+from nertron.evaluation import evaluate
+from nertron.io.conll import read_conll
+from nertron.model.default import default_bundle
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DEV_SETS = {
+    "English (CoNLL-2003 dev)": DATA / "conll2003" / "dev.txt",
+    "Spanish (CoNLL-2002 dev)": DATA / "multilingual" / "es" / "dev.txt",
+    "Dutch (CoNLL-2002 dev)": DATA / "multilingual" / "nl" / "dev.txt",
+    "German (CoNLL-2003 dev)": DATA / "multilingual" / "de" / "dev.txt",
+}
+TEST_SETS = {"English (CoNLL-2003 test)": DATA / "conll2003" / "test.txt"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, help="bundle directory (default: the embedded model)")
+    parser.add_argument("--precision", choices=["int8", "fp32"], default="int8", help="embedded model's variant")
+    parser.add_argument("--test", action="store_true", help="also English test (never select on it)")
+    args = parser.parse_args()
+    model = args.model or default_bundle(args.precision)
+    files = {**DEV_SETS, **(TEST_SETS if args.test else {})}
+    print("| data | F1, sentences alone | F1, whole documents | command |")
+    print("|---|---|---|---|")
+    with NER(model) as ner:
+        precision = ner.precision
+        for name, path in files.items():
+            documents = read_conll(path)
+            f1 = {c: 100 * evaluate(ner, documents, context=c).entity.f1 for c in ("sentence", "document")}
+            shown = path.relative_to(DATA.parent.parent) if path.is_relative_to(DATA.parent.parent) else path
+            print(
+                f"| {name} | {f1['sentence']:.2f} | {f1['document']:.2f} | "
+                f"`nertron eval --data ../{shown} --context both` |",
+                flush=True,
+            )
+    cpu = subprocess.run(["bash", "-c", "grep -o 'avx512_vnni\\|avx2' /proc/cpuinfo | sort -u"], capture_output=True)
+    print(f"\nmodel: {model} ({precision}); CPU flags: {' '.join(cpu.stdout.decode().split())}")
+
+
+if __name__ == "__main__":
+    main()

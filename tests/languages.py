@@ -1,0 +1,21 @@
+"""Hand-written sentences in scripts without spaces (written for these tests, from no data set), with the
+whole-word entities the default model must find in them: shared by the in-process, Triton and Spark tests."""
+
+from __future__ import annotations
+
+# text -> (entity text, label) pairs that must be among the entities found
+WHOLE_WORD_ENTITIES: dict[str, list[tuple[str, str]]] = {
+    "习近平在北京会见了法国总统马克龙。": [("习近平", "PER"), ("北京", "LOC"), ("马克龙", "PER")],
+    "昨天\uff0c微软在上海发布了新产品。": [("上海", "LOC")],
+    "東京は日本の首都です。": [("東京", "LOC"), ("日本", "LOC")],
+    "トヨタ自動車の豊田章男社長が名古屋で講演した。": [("豊田章男", "PER"), ("名古屋", "LOC")],
+    "กรุงเทพมหานครเป็นเมืองหลวงของประเทศไทย": [("กรุงเทพมหานคร", "LOC")],
+    "นายกรัฐมนตรีเดินทางไปเชียงใหม่": [("เชียงใหม่", "LOC")],
+    "Angela Merkel 在柏林会见了 Emmanuel Macron。": [
+        ("Angela Merkel", "PER"),
+        ("柏林", "LOC"),
+        ("Emmanuel Macron", "PER"),
+    ],
+}
+
+SENTENCES = list(WHOLE_WORD_ENTITIES)

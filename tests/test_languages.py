@@ -1,0 +1,111 @@
+"""Languages written without spaces: ICU's dictionary word break, exact offsets, the model's own pieces, and
+whole-word entities from the default model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from nertron import NER
+from nertron.model.bundle import Bundle
+from nertron.subwords import HFTokenizer, load_tokenizer
+from nertron.text import SegmentedText, split_words
+
+from tests.languages import WHOLE_WORD_ENTITIES
+from tests.properties import examples
+
+
+@pytest.fixture(scope="module")
+def default_int8_bundle(default_int8: Path) -> Bundle:
+    return Bundle.load(default_int8)
+
+
+@pytest.fixture(scope="module")
+def ner(default_int8: Path) -> Iterator[NER]:
+    with NER(default_int8) as model:
+        yield model
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (
+            "习近平在北京会见了法国总统马克龙。",
+            ["习", "近平", "在", "北京", "会见", "了", "法国", "总统", "马克", "龙", "。"],
+        ),
+        ("東京は日本の首都です。", ["東京", "は", "日本", "の", "首都", "です", "。"]),
+        ("ラーメンを食べた", ["ラーメン", "を", "食", "べた"]),  # the prolonged sound mark stays in its word
+        ("กรุงเทพมหานครเป็นเมืองหลวงของประเทศไทย", ["กรุงเทพมหานคร", "เป็น", "เมือง", "หลวง", "ของ", "ประเทศไทย"]),
+        ("ភ្នំពេញជារាជធានីនៃប្រទេសកម្ពុជា", ["ភ្នំពេញ", "ជា", "រាជធានី", "នៃ", "ប្រទេស", "កម្ពុជា"]),
+        ("ວຽງຈັນແມ່ນນະຄອນຫຼວງຂອງລາວ", ["ວຽງຈັນ", "ແມ່ນ", "ນະຄອນຫຼວງ", "ຂອງ", "ລາວ"]),
+        ("မြန်မာနိုင်ငံ၏ အကြီးဆုံးမြို့", ["မြန်မာနိုင်ငံ", "၏", "အကြီး", "ဆုံး", "မြို့"]),
+        # mixed scripts: each run of a script without spaces is cut on its own
+        ("iPhone手机于2024年在东京发布", ["iPhone", "手机", "于", "2024", "年", "在", "东京", "发布"]),
+        ("Angela Merkel 在柏林", ["Angela", "Merkel", "在", "柏林"]),
+        ("Thai: ประเทศไทย, 日本 and Москва.", ["Thai", ":", "ประเทศไทย", ",", "日本", "and", "Москва", "."]),
+    ],
+)
+def test_dictionary_words(text: str, words: list[str]) -> None:
+    segmented = split_words(text)
+    assert segmented.words == words
+    assert [text[s:e] for s, e in zip(segmented.starts, segmented.ends, strict=True)] == words
+
+
+def test_offsets_are_code_points_after_astral_characters() -> None:
+    """ICU counts UTF-16 units; offsets stay Python string indices past characters outside the BMP."""
+    text = "𠮷野家で😀牛丼を食べた。\U0001d49c 北京"
+    segmented = split_words(text)
+    assert [text[s:e] for s, e in zip(segmented.starts, segmented.ends, strict=True)] == segmented.words
+    assert segmented.words[0].startswith("𠮷") and segmented.words[-1] == "北京"
+
+
+def test_words_of_scripts_without_spaces_are_unmarked() -> None:
+    segmented = SegmentedText.split("Angela Merkel 在柏林 กรุงเทพ")
+    assert segmented.unmarked is not None
+    assert [w for w, m in zip(segmented, segmented.unmarked, strict=True) if m] == ["在", "柏林", "กรุงเทพ"]
+    assert SegmentedText.split("Angela Merkel in Berlin").unmarked is None
+
+
+def test_unmarked_words_are_tokenised_as_running_text(default_int8_bundle: Bundle) -> None:
+    """Without the word-start piece, as XLM-R saw these scripts; SentencePiece and ``tokenizers`` agree."""
+    lean = load_tokenizer(default_int8_bundle)
+    assert default_int8_bundle.tokenizer_path is not None
+    reference = HFTokenizer(default_int8_bundle.tokenizer_path)
+    segmented = SegmentedText.split("习近平在北京会见了马克龙。 東京は日本の首都 กรุงเทพมหานคร Paris")
+    words = list(segmented)
+    ids, word_ids = lean.encode_words(words, segmented.unmarked)
+    expected = reference.encode_words(words, segmented.unmarked)
+    assert np.array_equal(ids, expected[0]) and np.array_equal(word_ids, expected[1])
+    marker = 6  # "▁" alone
+    first_pieces = ids[np.r_[True, word_ids[1:] != word_ids[:-1]]]
+    assert segmented.unmarked is not None and segmented.unmarked.sum() == 14
+    assert marker not in first_pieces[segmented.unmarked].tolist()  # no unmarked word starts with a lone "▁"
+    marked_ids, _ = lean.encode_words(words)
+    assert marker in marked_ids.tolist()  # as they were before
+
+
+@pytest.mark.parametrize("text", list(WHOLE_WORD_ENTITIES))
+def test_whole_word_entities(ner: NER, text: str) -> None:
+    found = ner(text)
+    assert set(WHOLE_WORD_ENTITIES[text]) <= {(e.text, e.label) for e in found}, found
+    assert all(text[e.start : e.end] == e.text for e in found)
+
+
+@settings(max_examples=examples(200))
+@given(
+    st.lists(
+        st.sampled_from([*"北京東京はの在", "กรุงเทพ", "ភ្នំពេញ", "Paris", " ", "𠮷", "\u3099", "。", "\n", "1"]),
+        max_size=20,
+    ).map("".join)
+)
+def test_mixed_script_offsets_are_exact(text: str) -> None:
+    """Words in order, each ``text[start:end]``, and together every character that is not a space."""
+    segmented = SegmentedText.split(text)
+    starts, ends = segmented.starts.tolist(), segmented.ends.tolist()
+    assert all(start >= end for start, end in zip(starts[1:], ends, strict=False))
+    assert all(text[s:e] == w for s, e, w in zip(starts, ends, segmented, strict=True))
+    assert "".join(segmented) == "".join(text.split())
