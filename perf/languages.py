@@ -1,6 +1,6 @@
 """The language table: entity F1 per language and context, for the README and the model card.
 
-    python perf/languages.py [--model BUNDLE] [--precision int8|fp32] [--test]
+    python perf/languages.py [--model BUNDLE | --package DIR] [--precision int8|fp32] [--test]
 
 Scores a model (default: the embedded model, int8) on every labelled dev set in ``../shared/data``: English
 CoNLL-2003 dev, Spanish and Dutch CoNLL-2002 dev (``testa``), German CoNLL-2003 dev (``testa``); ``--test``
@@ -17,7 +17,7 @@ from pathlib import Path
 from nertron import NER
 from nertron.evaluation import evaluate
 from nertron.io.conll import read_conll
-from nertron.model.default import default_bundle
+from nertron.model.default import PACKAGE_DIR, default_bundle
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEV_SETS = {
@@ -31,11 +31,13 @@ TEST_SETS = {"English (CoNLL-2003 test)": DATA / "conll2003" / "test.txt"}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, help="bundle directory (default: the embedded model)")
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument("--model", type=Path, help="bundle directory (default: the embedded model)")
+    model.add_argument("--package", type=Path, help="an embedded-model package (nertron_export.ship --out)")
     parser.add_argument("--precision", choices=["int8", "fp32"], default="int8", help="embedded model's variant")
     parser.add_argument("--test", action="store_true", help="also English test (never select on it)")
     args = parser.parse_args()
-    model = args.model or default_bundle(args.precision)
+    model = args.model or default_bundle(args.precision, package_dir=args.package or PACKAGE_DIR)
     files = {**DEV_SETS, **(TEST_SETS if args.test else {})}
     print("| data | F1, sentences alone | F1, whole documents | command |")
     print("|---|---|---|---|")

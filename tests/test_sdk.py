@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nertron import NER, Entity
 from nertron.model.bundle import Bundle
-from nertron.text import split_words
+from nertron.text import SegmentedText, split_words
+from tokenizers import Tokenizer
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from tests import reference
@@ -36,19 +37,45 @@ class TorchReference:
         self.model = AutoModelForTokenClassification.from_pretrained(checkpoint).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        # Words of scripts without spaces are tokenised as running text: no word-start marker.
+        config = json.loads(self.tokenizer.backend_tokenizer.to_str())
+        steps = config["pre_tokenizer"].get("pretokenizers", [config["pre_tokenizer"]])
+        for step in steps:
+            if step["type"] == "Metaspace":
+                step["prepend_scheme"] = "never"
+        assert "Metaspace" in [step["type"] for step in steps]
+        self.running_text = Tokenizer.from_str(json.dumps(config))
 
-    def word_predictions(self, words: list[str], aggregation: str) -> list[reference.Prediction]:
-        encoded = self.tokenizer(words, is_split_into_words=True, return_tensors="pt")
+    def word_predictions(
+        self, words: list[str], aggregation: str, unmarked: np.ndarray | None = None
+    ) -> list[reference.Prediction]:
+        if unmarked is None:
+            encoded = self.tokenizer(words, is_split_into_words=True, return_tensors="pt")
+            word_ids = [-1 if w is None else w for w in encoded.word_ids()]
+            input_ids = encoded["input_ids"]
+        else:
+            ids, word_ids = [self.tokenizer.bos_token_id], [-1]
+            for index, (word, running) in enumerate(zip(words, unmarked, strict=True)):
+                pieces = (
+                    self.running_text.encode(word, add_special_tokens=False).ids
+                    if running
+                    else self.tokenizer(word, add_special_tokens=False)["input_ids"]
+                )
+                ids += pieces
+                word_ids += [index] * len(pieces)
+            ids.append(self.tokenizer.eos_token_id)
+            word_ids.append(-1)
+            input_ids = torch.tensor([ids])
         with torch.inference_mode():
-            logits = self.model(**encoded).logits[0].tolist()
-        word_ids = [-1 if w is None else w for w in encoded.word_ids()]
+            logits = self.model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).logits[0].tolist()
         return reference.align_row(logits, word_ids, len(words), aggregation)
 
     def entities(self, text: str, aggregation: str) -> list[tuple[str, str, int, int, float]]:
-        words, starts, ends = split_words(text)
+        segmented = SegmentedText.split(text)
+        words, starts, ends = list(segmented), segmented.starts.tolist(), segmented.ends.tolist()
         if not words:
             return []
-        predictions = self.word_predictions(words, aggregation)
+        predictions = self.word_predictions(words, aggregation, segmented.unmarked)
         spans = reference.decode_row([p[0] for p in predictions], [p[1] for p in predictions], self.labels)
         return [(text[starts[f] : ends[e - 1]], t, starts[f], ends[e - 1], score) for t, f, e, score in spans]
 
