@@ -17,6 +17,8 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 .PHONY: setup run test fuzz lint check-wheel lock clean default-model
+# A recipe that fails removes its target (a half-written English package must not count as built).
+.DELETE_ON_ERROR:
 
 setup: $(STAMP)
 

@@ -58,9 +58,10 @@ def test_dictionary_words(text: str, words: list[str]) -> None:
 def test_offsets_are_code_points_after_astral_characters() -> None:
     """ICU counts UTF-16 units; offsets stay Python string indices past characters outside the BMP."""
     text = "𠮷野家で😀牛丼を食べた。\U0001d49c 北京"
-    segmented = split_words(text)
-    assert [text[s:e] for s, e in zip(segmented.starts, segmented.ends, strict=True)] == segmented.words
-    assert segmented.words[0].startswith("𠮷") and segmented.words[-1] == "北京"
+    segmented = SegmentedText.split(text)
+    words = ["𠮷", "野家", "で", "😀", "牛", "丼", "を", "食", "べた", "。", "\U0001d49c", "北京"]
+    assert list(segmented) == words
+    assert segmented.starts.tolist() == [0, 1, 3, 4, 5, 6, 7, 8, 9, 11, 12, 14]
 
 
 def test_words_of_scripts_without_spaces_are_unmarked() -> None:
@@ -68,6 +69,10 @@ def test_words_of_scripts_without_spaces_are_unmarked() -> None:
     assert segmented.unmarked is not None
     assert [w for w, m in zip(segmented, segmented.unmarked, strict=True) if m] == ["在", "柏林", "กรุงเทพ"]
     assert SegmentedText.split("Angela Merkel in Berlin").unmarked is None
+    # pre-split words (nertron eval, NER.tag) are marked the same way
+    joined = SegmentedText.join([["Angela", "Merkel", "在", "柏林"], ["กรุงเทพ", "."]])
+    assert joined.unmarked is not None and joined.unmarked.tolist() == [False, False, True, True, True, False]
+    assert SegmentedText.join([["Angela", "Merkel"]]).unmarked is None
 
 
 def test_unmarked_words_are_tokenised_as_running_text(default_int8_bundle: Bundle) -> None:

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nertron import NER, Entity
 from nertron.model.bundle import Bundle
-from nertron.text import SegmentedText, split_words
+from nertron.text import SegmentedText
 from tokenizers import Tokenizer
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
@@ -102,8 +102,9 @@ def test_entities_equal_pytorch_reference(tiny_bundle: Path, torch_reference: To
 
 def test_long_documents_are_windowed_and_merged(tiny_bundle: Path, torch_reference: TorchReference) -> None:
     ner = NER(tiny_bundle, max_length=16, stride=5)
-    docs = [split_words(" ".join(TEXTS * 3)).words, ["Paris"], split_words(TEXTS[0]).words]
-    windows = [w for doc, words in enumerate(docs) for w in ner._encoder.windows(doc, words)]
+    segmented = [SegmentedText.split(text) for text in (" ".join(TEXTS * 3), "Paris", TEXTS[0])]
+    docs = [list(s) for s in segmented]
+    windows = [w for doc, s in enumerate(segmented) for w in ner._encoder.windows(doc, docs[doc], s.unmarked)]
     assert max(w.input_ids.size for w in windows) <= 16
     assert sum(w.doc == 0 for w in windows) > 5, "the long document must be cut into windows"
     # The reference merges PyTorch's predictions of the same windows with the most-context rule.
@@ -111,7 +112,11 @@ def test_long_documents_are_windowed_and_merged(tiny_bundle: Path, torch_referen
         (
             w.doc,
             w.word_start,
-            torch_reference.word_predictions(docs[w.doc][w.word_start : w.word_start + w.num_words], "first"),
+            torch_reference.word_predictions(
+                docs[w.doc][w.word_start : w.word_start + w.num_words],
+                "first",
+                None if (u := segmented[w.doc].unmarked) is None else u[w.word_start : w.word_start + w.num_words],
+            ),
         )
         for w in windows
     ]

@@ -99,9 +99,10 @@ def test_self_training_on_pseudo_labels_selected_on_several_dev_sets(
         str(pseudo),
     ]
     argv += ["--dev", str(write_conll(tmp_path / "dev.txt", 2)), str(other_dev), "--select", "mean", "--out", str(out)]
-    argv += ["--epochs", "1", "--batch-size", "4", "--fp32", "--threads", "1"]
+    argv += ["--epochs", "2", "--batch-size", "4", "--lr", "3e-3", "--head-lr", "3e-3", "--fp32", "--threads", "1"]
     assert main(argv) == 0
-    (record,) = json.loads((out / "train_log.json").read_text())["history"]
+    log = json.loads((out / "train_log.json").read_text())
+    record = log["history"][log["best_epoch"] - 1]
     scores = {k: v for k, v in record.items() if "_f1_" in k}
     assert set(scores) == {f"{d}_f1_{c}" for d in ("dev", "xx") for c in ("sentence", "document")}
-    assert json.loads((out / "train_log.json").read_text())["best_f1"] == sum(scores.values()) / 4
+    assert log["best_f1"] == sum(scores.values()) / 4 > 0

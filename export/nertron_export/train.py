@@ -403,7 +403,7 @@ OPTION_HELP = {
     "seed": "seed of shuffling, chunking and the head's initialisation",
     "patience": "epochs without a better dev F1 before stopping",
     "threads": "torch CPU threads (default: torch's)",
-    "limit_train_docs": "train on the first N documents only (smoke runs)",
+    "limit_train_docs": "train on the first N documents of each training file only (smoke runs)",
     "lr": "peak learning rate of the encoder",
     "head_lr": "peak learning rate of the classification head",
     "weight_decay": "AdamW weight decay",

@@ -92,7 +92,10 @@ _ABBREVIATIONS = [
 _WORD_CHAR = r"[\p{L}\p{M}\p{N}_]"
 # Scripts without spaces between words, and the marks that extend them (the Japanese prolonged sound mark and
 # iteration marks are of script Common).
-_NO_SPACE = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\u30FC\u3005\u3006\u303B\uFF70]"
+_NO_SPACE = (
+    r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}"
+    r"\u30FC\u3005\u3006\u303B\uFF70\uFF9E\uFF9F\u309B\u309C\u3031-\u3035]"
+)
 _SEPARATOR = r"[\s\p{Z}\p{Cc}\p{Cf}]"
 
 _TOKEN = regex.compile(
@@ -120,6 +123,7 @@ _TOKEN = regex.compile(
 
 
 _LINE_BREAK = regex.compile(r"\n")
+_NO_SPACE_WORD = regex.compile(rf"{_NO_SPACE}(?:{_NO_SPACE}|\p{{M}})*")
 # The root locale: ICU's dictionaries (Chinese/Japanese, Thai, Lao, Khmer, Burmese) apply by script.
 _ICU_LOCALE = "und"
 
@@ -202,7 +206,13 @@ class SegmentedText(Sequence[str]):
         empty_before = np.repeat(np.cumsum(lengths == 0) - (lengths == 0), lengths)  # an empty sentence is "\n"
         starts = np.concatenate(([0], np.cumsum(steps)[:-1])).astype(np.int64) + empty_before
         text = "\n".join(" ".join(s) for s in sentences)
-        return cls(text, starts, starts + sizes, lengths)
+        unmarked = None
+        if not text.isascii():  # words of scripts without spaces, tokenised as split() would
+            flags = np.fromiter(
+                (_NO_SPACE_WORD.fullmatch(w) is not None for s in sentences for w in s), dtype=bool, count=len(starts)
+            )
+            unmarked = flags if flags.any() else None
+        return cls(text, starts, starts + sizes, lengths, unmarked)
 
     def __len__(self) -> int:
         return len(self.starts)
