@@ -60,13 +60,12 @@ def unpack(package_dir: Path, base: Path, out: Path) -> Path:
     small = {
         i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer if i.name.startswith(PREFIX) and i.raw_data
     }
+    stored = {**small, **weights}
     loaded = set()
-    for onnx_name, values in {**small, **weights}.items():
-        if not onnx_name.startswith(PREFIX) and onnx_name not in weights:
-            continue
-        name, transposed = parameter_names(graph, {onnx_name: values})[onnx_name]
+    for onnx_name, (name, transposed) in parameter_names(graph, stored).items():
         if name not in state:
             continue  # e.g. a constant folded from a buffer
+        values = stored[onnx_name]
         tensor = torch.from_numpy(np.ascontiguousarray(values.T if transposed else values).astype(np.float32))
         if tuple(tensor.shape) != tuple(state[name].shape):
             raise ValueError(f"{onnx_name} -> {name}: shape {tuple(tensor.shape)}, expected {tuple(state[name].shape)}")

@@ -96,6 +96,7 @@ _NO_SPACE = (
     r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}"
     r"\u30FC\u3005\u3006\u303B\uFF70\uFF9E\uFF9F\u309B\u309C\u3031-\u3035]"
 )
+_NO_SPACE_RUN = rf"{_NO_SPACE}(?:{_NO_SPACE}|\p{{M}})*"  # a run of those scripts, with their combining marks
 _SEPARATOR = r"[\s\p{Z}\p{Cc}\p{Cf}]"
 
 _TOKEN = regex.compile(
@@ -111,7 +112,7 @@ _TOKEN = regex.compile(
     | (?<![\p{{L}}\p{{N}}+])\+\p{{N}}+(?:[.,]\p{{N}}+)*        # +48
     | (?>\p{{N}}+(?:[.,:/]\p{{N}}+)*(?:-\p{{N}}+)*)(?![\p{{L}}\p{{M}}_]|-\p{{L}}) # 10,000 3.5 1996-08-22, not 61st
     | -{{2,}} | \.{{2,}}                                 # dashes and ellipses: -- ...
-    | (?P<no_space>{_NO_SPACE}(?:{_NO_SPACE}|\p{{M}})*)   # a run of scripts without spaces: cut by ICU
+    | (?P<no_space>{_NO_SPACE_RUN})                     # a run of scripts without spaces: cut by ICU
     | (?i:n['\u2019]t|['\u2019](?:s|re|ve|ll|d|m))(?!{_WORD_CHAR}) # clitics: n't, 's
     | (?:(?!{_NO_SPACE}|(?i:n['\u2019]t)(?!{_WORD_CHAR})){_WORD_CHAR})+
       (?:[-'\u2019&](?:(?!{_NO_SPACE}){_WORD_CHAR})+)*       # words, inner - ' &
@@ -123,7 +124,7 @@ _TOKEN = regex.compile(
 
 
 _LINE_BREAK = regex.compile(r"\n")
-_NO_SPACE_WORD = regex.compile(rf"{_NO_SPACE}(?:{_NO_SPACE}|\p{{M}})*")
+_NO_SPACE_WORD = regex.compile(_NO_SPACE_RUN)
 # The root locale: ICU's dictionaries (Chinese/Japanese, Thai, Lao, Khmer, Burmese) apply by script.
 _ICU_LOCALE = "und"
 
