@@ -1,4 +1,5 @@
-# Two entry points: `make run` and `make test`. Both set up .venv first (idempotent).
+# Two entry points: `make run` and `make test`. Both set up .venv first (idempotent): `make run` only the
+# runtime and the extras it runs (setup-run), `make test` and the other targets every extra (setup).
 #
 # Every package that set-up installs, and every build dependency of the ones built from source
 # (setuptools for seqeval and pyspark, scikit-build-core and pybind11 for nertron), is pinned in
@@ -8,31 +9,40 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+RUN_STAMP := $(VENV)/.run-stamp
 STAMP := $(VENV)/.installed-stamp
 CONSTRAINTS := constraints.txt
 PINNED := -c $(CONSTRAINTS) --build-constraint $(CONSTRAINTS)
+RUN_EXTRAS := triton,server
 EXTRAS := export,triton,server,spark,openvino,perf,test
 ARTIFACTS := artifacts
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test fuzz lint check-wheel lock clean default-model
+.PHONY: setup-run setup run test fuzz lint check-wheel lock clean default-model
 # A recipe that fails removes its target (a half-written English package must not count as built).
 .DELETE_ON_ERROR:
 
+setup-run: $(RUN_STAMP)
 setup: $(STAMP)
 
+# The runtime, the C++ core and what `make run` needs (Triton's client and server; no torch, Spark or OpenVINO).
 # pip is upgraded first (to the pinned release): the venv's own pip predates --build-constraint.
-# torch comes from the pinned CPU build (an unpinned torch would pull a multi-GB CUDA build).
-$(STAMP): pyproject.toml CMakeLists.txt $(CONSTRAINTS) $(wildcard csrc/*)
+$(RUN_STAMP): pyproject.toml CMakeLists.txt $(CONSTRAINTS) $(wildcard csrc/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c $(CONSTRAINTS) pip
-	$(PIP) install -q $(PINNED) -e ".[$(EXTRAS)]"
-	touch $(STAMP)
+	$(PIP) install -q $(PINNED) -e ".[$(RUN_EXTRAS)]"
+	touch $@
+
+# Every extra, added to the same venv: "nertron[...]" is the editable install above (not rebuilt), so only the
+# extras' packages are installed. torch comes from the pinned CPU build (an unpinned one pulls a multi-GB CUDA build).
+$(STAMP): $(RUN_STAMP)
+	$(PIP) install -q $(PINNED) "nertron[$(EXTRAS)]"
+	touch $@
 
 # The main job: the embedded default model (assembled into ~/.cache/nertron at first use) served by a
 # real Triton server: sample texts through the gRPC client, entities, batching statistics, then stop.
-run: setup
+run: setup-run
 	$(PY) -m nertron.demo
 
 test: setup

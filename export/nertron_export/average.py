@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from nertron.errors import InvalidValue
+from nertron.io.atomic import check_apart, replacing_folder
 from nertron.model.bundle import sha256_of
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
@@ -48,16 +49,19 @@ def average_checkpoints(checkpoints: Sequence[str | Path], out: str | Path) -> P
             theirs = (path / name).read_bytes() if (path / name).is_file() else None
             if (first / name).is_file() and (first / name).read_bytes() != theirs:
                 raise InvalidValue(f"checkpoints: {path}/{name} differs from {first}/{name}")
-    averaged = _mean_weights(paths)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(averaged, str(out / WEIGHTS), metadata={"format": "pt"})
-    shutil.copyfile(first / "config.json", out / "config.json")
-    for name in TOKENIZER_FILES:
-        if (first / name).is_file():
-            shutil.copyfile(first / name, out / name)
-    record = {"method": "uniform mean of the weights", "checkpoints": [_describe(p) for p in paths]}
-    (out / RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    check_apart(("out", out), {f"checkpoint {path}": path for path in paths})
+    if out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file():
+        raise InvalidValue(f"out {out} is a folder that is not an HF checkpoint; give a new or empty folder")
+    averaged = _mean_weights(paths)
+    with replacing_folder(out) as work:  # a failure leaves out as it was
+        save_file(averaged, str(work / WEIGHTS), metadata={"format": "pt"})
+        shutil.copyfile(first / "config.json", work / "config.json")
+        for name in TOKENIZER_FILES:
+            if (first / name).is_file():
+                shutil.copyfile(first / name, work / name)
+        record = {"method": "uniform mean of the weights", "checkpoints": [_describe(p) for p in paths]}
+        (work / RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return out
 
 

@@ -25,8 +25,9 @@ import torch
 import transformers
 from nertron._native import PostProcessor
 from nertron.errors import InvalidValue
+from nertron.io.atomic import replacing_folder
 from nertron.io.conll import Document, read_conll
-from nertron.model.bundle import MANIFEST, Manifest, SentencePiece, SpecialTokens
+from nertron.model.bundle import Manifest, SentencePiece, SpecialTokens, check_bundle_target
 from nertron.model.quantization import (
     quantize_dynamic_int8,
     quantize_embedding_rows,
@@ -141,8 +142,16 @@ def export_bundle(
     calibration_data: str | Path | None = None,
     gate_data: str | Path | None = None,
     max_f1_loss: float = 0.3,
+    temperature_data: str | Path | None = None,
+    force: bool = False,
 ) -> ExportReport:
     """Exports ``model`` (an HF directory or hub id) into the bundle directory ``out``.
+
+    The bundle is built beside ``out`` and takes its place only when every step has passed: a failure leaves
+    ``out`` as it was. ``out`` may be missing, empty or a bundle (which is replaced); a folder holding anything
+    else is refused unless ``force`` (its content is then removed). ``out`` must not be, hold or lie inside the
+    checkpoint or a data file. ``temperature_data`` (held-out CoNLL, e.g. dev) fits the scores' temperature as
+    ``nertron calibrate`` does.
 
     ``quantize="int8"`` (static: a text's result does not depend on its batch-mates) needs ``calibration_data``
     (text like what the model will see: plain text, JSONL or CoNLL, e.g. the training set; see
@@ -151,10 +160,59 @@ def export_bundle(
     ``max_f1_loss`` points below fp32's. ``"int8-dynamic"`` is gated when ``gate_data`` is given.
     """
     _check_options(opset, quantize, fp16, calibration_data, gate_data)
+    check_bundle_target(
+        Path(out),
+        {
+            "model": model,
+            "calibration_data": calibration_data,
+            "gate_data": gate_data,
+            "temperature_data": temperature_data,
+        },
+        force=force,
+    )
     # Both files are read before the export, which takes minutes on a large model.
     calibration = read_calibration_text(Path(calibration_data)) if calibration_data is not None else None
     gate_documents = read_conll(gate_data) if gate_data is not None else None
     started = time.perf_counter()
+    with replacing_folder(out) as work:
+        report = _build(
+            model,
+            work,
+            opset=opset,
+            optimize=optimize,
+            quantize=quantize,
+            fp16=fp16,
+            scheme=scheme,
+            max_length=max_length,
+            atol=atol,
+            calibration=calibration,
+            gate=None if gate_data is None else (Path(gate_data).name, gate_documents or []),
+            max_f1_loss=max_f1_loss,
+        )
+        if temperature_data is not None:
+            from nertron.cli.calibrate import calibrate_bundle
+
+            calibrate_bundle(work, Path(temperature_data))
+    return dataclasses.replace(report, bundle=Path(out), seconds=time.perf_counter() - started)
+
+
+def _build(
+    model: str | Path,
+    out: Path,
+    *,
+    opset: int,
+    optimize: bool,
+    quantize: str | None,
+    fp16: bool,
+    scheme: str | None,
+    max_length: int | None,
+    atol: float,
+    calibration: CalibrationText | None,
+    gate: tuple[str, list[Document]] | None,
+    max_f1_loss: float,
+) -> ExportReport:
+    """The export's steps, writing the bundle into the empty folder ``out``; ``gate``: the gate file's name and
+    documents."""
     transformers.utils.logging.disable_progress_bar()
     # Eager attention exports the plain MatMul/Softmax pattern that onnxruntime fuses into Attention
     # (SDPA exports mask handling with Where/IsNaN ops that block the fusion).
@@ -167,9 +225,6 @@ def export_bundle(
     PostProcessor(labels)  # fails on malformed labels
     scheme = check_scheme(scheme) if scheme else detect_scheme(labels)
     length = max_length or model_max_length(config, tokenizer)
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     inputs = _sample_inputs(tokenizer, length)
     with torch.inference_mode():
         reference = hf_model(**{k: torch.from_numpy(v) for k, v in inputs.items()}).logits.numpy()
@@ -221,11 +276,11 @@ def export_bundle(
                 final_path, quantization = _quantize_dynamic(final_path)
             manifest = dataclasses.replace(manifest, provenance={**manifest.provenance, "quantization": quantization})
         _write_bundle(out, final_path, tokenizer, manifest, sentencepiece)
-        if gate_documents is not None:
+        if gate is not None:
             quantization["gate"] = {
-                "data": Path(gate_data).name,  # type: ignore[arg-type]
+                "data": gate[0],
                 "max_f1_loss": max_f1_loss,
-                **_f1_gate(reference_bundle, out, gate_documents, max_f1_loss),
+                **_f1_gate(reference_bundle, out, gate[1], max_f1_loss),
             }
             manifest = dataclasses.replace(manifest, provenance={**manifest.provenance, "quantization": quantization})
             manifest.with_model(out / "model.onnx").write(out)
@@ -243,7 +298,6 @@ def export_bundle(
         fused_ops=fused,
         quantization=quantization,
         tokenizer=sentencepiece_note,
-        seconds=time.perf_counter() - started,
     )
 
 
@@ -336,7 +390,7 @@ def check_f1_loss(fp32_f1: float, quantized_f1: float, max_loss: float, *, raise
 
 def _f1_gate(fp32_bundle: Path, int8_bundle: Path, documents: list[Document], max_loss: float) -> dict[str, Any]:
     """Entity F1 (points) of both bundles on ``documents``, sentences alone and documents whole; refuses the int8
-    bundle (removes the files the export wrote) when it loses more than ``max_loss`` in either."""
+    bundle when it loses more than ``max_loss`` in either."""
     from nertron import NER
     from nertron.evaluation import evaluate
 
@@ -348,9 +402,6 @@ def _f1_gate(fp32_bundle: Path, int8_bundle: Path, documents: list[Document], ma
     for context in ("sentence", "document"):
         reason = check_f1_loss(f1["fp32"][context], f1["int8"][context], max_loss, raise_error=False)
         if reason:
-            written = (MANIFEST, "model.onnx", "model.onnx.data", "tokenizer.json", SENTENCEPIECE_FILE)
-            for name in written:
-                (int8_bundle / name).unlink(missing_ok=True)
             raise ExportError(f"{context}s: {reason}" if context == "sentence" else f"documents: {reason}")
     return {"f1_fp32": f1["fp32"], "f1_int8": f1["int8"]}
 

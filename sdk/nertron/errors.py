@@ -40,3 +40,69 @@ class TritonServerError(NertronError, RuntimeError):
 class MissingExtra(NertronError, ImportError):
     """An optional dependency of a feature is not installed (or cannot be imported); the message says which
     extra brings it."""
+
+
+class InvalidFile(NertronError, OSError):
+    """A file or folder the caller named cannot be used (missing, unreadable, a folder where a file belongs, ...);
+    the message names it. Each kind also derives from the matching built-in ``OSError`` subclass, so that
+    ``except FileNotFoundError`` keeps working."""
+
+    def __str__(self) -> str:  # the message alone, without OSError's "[Errno N]"
+        return self.strerror or super().__str__()
+
+
+class MissingFile(InvalidFile, FileNotFoundError):
+    """A file or folder the caller named does not exist."""
+
+
+class FileIsFolder(InvalidFile, IsADirectoryError):
+    """A folder was named where a file belongs."""
+
+
+class FolderIsFile(InvalidFile, NotADirectoryError):
+    """A file was named where a folder belongs."""
+
+
+class FileNotPermitted(InvalidFile, PermissionError):
+    """A file or folder the caller named may not be read or written."""
+
+
+_FILE_ERRORS: tuple[tuple[type[OSError], type[InvalidFile]], ...] = (
+    (FileNotFoundError, MissingFile),
+    (IsADirectoryError, FileIsFolder),
+    (NotADirectoryError, FolderIsFile),
+    (PermissionError, FileNotPermitted),
+)
+
+
+def file_error(error: OSError, what: str | None = None) -> InvalidFile:
+    """``error`` as the ``InvalidFile`` of its kind, with its errno and file name; ``what`` (e.g. "model",
+    "--data") prefixes the message. An error that is already an ``InvalidFile`` is returned as it is."""
+    if isinstance(error, InvalidFile):
+        return error
+    kind = next((ours for builtin, ours in _FILE_ERRORS if isinstance(error, builtin)), InvalidFile)
+    why = error.strerror or " ".join(str(error).split()) or type(error).__name__
+    if error.filename is not None and error.strerror:
+        why = f"{error.filename}: {why}"
+    message = f"{what} {why}" if what else why
+    converted = kind(error.errno, message) if error.errno is not None else kind(message)
+    converted.__cause__ = error.__cause__
+    return converted
+
+
+def reraise_files(what: str | None = None) -> _FileErrors:
+    """A context manager that turns an ``OSError`` raised inside it into ``file_error(error, what)``."""
+    return _FileErrors(what)
+
+
+class _FileErrors:
+    def __init__(self, what: str | None) -> None:
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> bool:
+        if isinstance(error, OSError) and not isinstance(error, InvalidFile):
+            raise file_error(error, self.what) from None
+        return False

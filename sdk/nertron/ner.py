@@ -19,7 +19,7 @@ from nertron.backends import Backend, BackendSpec, OnnxRuntime, OpenVINO, Triton
 from nertron.backends.base import Closable
 from nertron.backends.failover import ServedRows
 from nertron.entity import Entity
-from nertron.errors import InvalidType, InvalidValue
+from nertron.errors import InvalidType, InvalidValue, reraise_files
 from nertron.model.bundle import Bundle
 from nertron.subwords import load_tokenizer
 from nertron.tagging import TaggedDocuments, Tagger, max_batch_tokens
@@ -168,7 +168,8 @@ class NER(Closable):
             raise InvalidType(f"backend must be a spec (OnnxRuntime, OpenVINO, Triton) or a Backend, got {backend!r}")
         self._config = NERConfig(model, **{**options, "backend": None if built is not None else backend})
         config = self._config
-        self._bundle = Bundle.load(resolve_model(config.model, config.variant))
+        with reraise_files():  # an unusable path or cache is the caller's to fix: a NertronError
+            self._bundle = Bundle.load(resolve_model(config.model, config.variant))
         if config.variant is not None and self._bundle.precision != config.variant:
             why = (
                 "OpenVINO (and so precision='bf16') runs fp32 models: export one without --quantize or --fp16"
@@ -183,8 +184,10 @@ class NER(Closable):
         if length > self._bundle.max_length:
             raise InvalidValue(f"max_length {length} exceeds the model's {self._bundle.max_length}")
         special = self._bundle.special_tokens
+        with reraise_files("model"):
+            tokenizer = load_tokenizer(self._bundle)
         self._encoder = SubwordEncoder(
-            load_tokenizer(self._bundle),
+            tokenizer,
             bos=special.bos,
             eos=special.eos,
             pad=special.pad,
@@ -276,8 +279,7 @@ class NER(Closable):
 
     def __call__(self, text: str) -> list[Entity]:
         """Entities in one text."""
-        if not isinstance(text, str):
-            raise InvalidType(f"text must be str, got {type(text).__name__}")
+        check_text(text, "text")
         return self.batch([text])[0]
 
     def batch(
@@ -346,8 +348,7 @@ class NER(Closable):
             if isinstance(words, str) or not isinstance(words, Sequence):
                 raise InvalidType(f"docs[{index}] must be a list of str, got {type(words).__name__}")
             for position, word in enumerate(words):
-                if not isinstance(word, str):
-                    raise InvalidType(f"docs[{index}][{position}] must be str, got {type(word).__name__}")
+                check_text(word, f"docs[{index}][{position}]")
         documents = (SegmentedText.join([words]) for words in docs)
         return [
             tags
@@ -395,6 +396,22 @@ def _check_texts(texts: object, kind: str) -> None:
 
 
 def _check_str(text: object, index: int) -> str:
+    return check_text(text, f"texts[{index}]")
+
+
+def check_text(text: object, name: str) -> str:
+    """``text`` if it is a ``str`` that is valid Unicode; else ``TypeError``/``ValueError`` naming ``name``. A
+    lone surrogate (U+D800 to U+DFFF: from JSON's ``"\\ud800"``, or bytes decoded with ``surrogateescape``)
+    is not a character and no tokenizer takes it."""
     if not isinstance(text, str):
-        raise InvalidType(f"texts[{index}] must be str, got {type(text).__name__}")
+        raise InvalidType(f"{name} must be str, got {type(text).__name__}")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise InvalidValue(
+                f"{name} holds a lone surrogate U+{ord(text[error.start]):04X} at index {error.start}, which is "
+                "not a character (text decoded with errors='surrogateescape', or a JSON \\ud800 escape); "
+                "decode the bytes as UTF-8 with errors='replace'"
+            ) from None
     return text

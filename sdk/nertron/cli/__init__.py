@@ -8,10 +8,13 @@ in one line on stderr, ``nertron COMMAND: error: ...``, and exit status 2; outpu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
 from nertron.cli import calibrate, evaluate, export, ner, serve
@@ -29,7 +32,10 @@ class Parser(argparse.ArgumentParser):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from nertron import __version__
+
     parser = Parser(prog="nertron", description="Named-entity recognition with XLM-R.")
+    parser.add_argument("--version", action="version", version=f"nertron {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     ner.add(commands.add_parser("ner", help="find entities in text, files or stdin"))
     evaluate.add(commands.add_parser("eval", help="score a model on a CoNLL file (token and entity level)"))
@@ -51,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # a usage error (status 2, one line already printed) or --help (0)
         return exit_.code if isinstance(exit_.code, int) else 2
     try:
-        return int(args.run(args))
+        with _terminate_as_interrupt():
+            return int(args.run(args))
     except KeyboardInterrupt:
         print(f"nertron {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -74,6 +81,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, ``timeout``) ends a command as Ctrl-C does: what it finished is kept (``-o``)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) not in (
+        signal.SIG_DFL,
+        None,
+    ):
+        yield
+        return
+
+    def interrupt(number: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _traceback_if_asked() -> None:

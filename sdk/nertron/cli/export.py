@@ -8,6 +8,8 @@ from pathlib import Path
 
 from nertron.errors import InvalidValue
 from nertron.extras import missing
+from nertron.io.atomic import check_apart
+from nertron.model.bundle import MANIFEST, check_bundle_target
 
 
 def add_train(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +33,7 @@ def add_average(parser: argparse.ArgumentParser) -> None:
 
 
 def run_average(args: argparse.Namespace) -> int:
+    check_apart(("--out", args.out), {f"checkpoint {path}": path for path in args.checkpoints})
     try:
         from nertron_export.average import average_checkpoints
     except ImportError as error:
@@ -42,7 +45,16 @@ def run_average(args: argparse.Namespace) -> int:
 
 def add_export(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="HF checkpoint directory or hub id")
-    parser.add_argument("--out", required=True, type=Path, help="bundle directory to write")
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="bundle directory to write (new, empty or a bundle, which is replaced; built beside it and moved in "
+        "when every check has passed)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="replace --out even when it holds files that are not a bundle"
+    )
     parser.add_argument("--opset", type=int, default=17)
     parser.add_argument("--optimize", action="store_true", help="onnxruntime transformer optimizer")
     parser.add_argument(
@@ -75,6 +87,18 @@ def add_export(parser: argparse.ArgumentParser) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     _check_export_options(args)
+    check_bundle_target(
+        args.out,
+        {
+            "--model": args.model,
+            "--calibration-data": args.calibration_data,
+            "--gate-data": args.gate_data,
+            "--temperature-data": args.temperature_data,
+        },
+        force=args.force,
+        option="--out",
+    )
+    replaced = (args.out / MANIFEST).is_file()
     try:
         from nertron_export.onnx_export import ExportError, export_bundle
     except ImportError as error:
@@ -93,14 +117,14 @@ def run_export(args: argparse.Namespace) -> int:
             calibration_data=args.calibration_data,
             gate_data=args.gate_data,
             max_f1_loss=args.max_f1_loss,
+            temperature_data=args.temperature_data,
+            force=args.force,
         )
     except ExportError as error:
-        raise InvalidValue(str(error)) from None
+        raise InvalidValue(f"{error} ({args.out} is left as it was)") from None
     print(report.summary())
-    if args.temperature_data is not None:
-        from nertron.cli.calibrate import calibrate_bundle
-
-        calibrate_bundle(args.out, args.temperature_data)
+    if replaced:
+        print(f"replaced the bundle that was in {args.out}")
     return 0
 
 

@@ -6,14 +6,16 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from tqdm import tqdm
 
 from nertron.cli.options import DEFAULTS, add_engine_options, bounded, config_from_args
-from nertron.errors import InvalidValue, TritonError
+from nertron.entity import Entity
+from nertron.errors import FileIsFolder, InvalidValue, MissingFile, NertronError, TritonError
+from nertron.io.atomic import replacing_file
 
 if TYPE_CHECKING:
     from nertron.io.corpus import ErrorPolicy, Record
@@ -79,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
     _check_distinct({"--input": args.input, "-o": args.output, "--html": args.html})
     if args.input is None and not args.text:
         _check_not_stdin({"-o": args.output, "--html": args.html})
+        if sys.stdin is not None and sys.stdin.isatty():
+            print("nertron ner: reading texts from stdin, one per line; Ctrl-D ends", file=sys.stderr, flush=True)
     hint = "; start the server (nertron serve) or leave out --no-fallback to compute locally"
     try:
         ner = config_from_args(args).build()
@@ -87,6 +91,11 @@ def run(args: argparse.Namespace) -> int:
     progress = bool(args.input) and not args.text
     written = 0
     last_line: int | None = None
+    scores = ScoreRange()
+
+    def started() -> bool:  # rows finished before a failure are kept; a run that wrote none changes no file
+        return written > 0
+
     with ExitStack() as stack:
         stack.enter_context(ner)
         bar = stack.enter_context(
@@ -94,14 +103,20 @@ def run(args: argparse.Namespace) -> int:
         )
         errors = ErrorPolicy(args.on_error, report=lambda message: bar.write(message, file=sys.stderr))
         records = _ner_records(args, stack, errors)
-        output = stack.enter_context(_open_output(args.output, "-o")) if args.output else Output(sys.stdout, "stdout")
+        output = (
+            stack.enter_context(_open_output(args.output, "-o", started))
+            if args.output
+            else Output(sys.stdout, "stdout")
+        )
         page = (
-            stack.enter_context(HtmlWriter(stack.enter_context(_open_output(args.html, "--html"))))
+            stack.enter_context(HtmlWriter(stack.enter_context(_open_output(args.html, "--html", started))))
             if args.html
             else None
         )
         try:
-            for annotation in tag_corpus(ner, records, batch_size=args.batch_size, on_words=bar.update):
+            for annotation in tag_corpus(
+                ner, records, batch_size=args.batch_size, on_words=bar.update, on_found=scores.add
+            ):
                 if args.format == "conll":
                     row = conll_block(annotation, docstart=annotation.record.docstart)
                 else:
@@ -121,7 +136,25 @@ def run(args: argparse.Namespace) -> int:
             raise TritonError(f"{error}; {written} document(s) were written{where} before it{last}{hint}") from None
     if errors.skipped:
         print(f"nertron ner: skipped {errors.skipped} malformed line(s)", file=sys.stderr)
+    if scores.found and scores.highest < args.min_score:
+        print(
+            f"nertron ner: warning: --min-score {args.min_score:g} is above every score the model gave "
+            f"(the highest of its {scores.found:,} entities: {scores.highest:.4f}), so every entity was left out",
+            file=sys.stderr,
+        )
     return 0
+
+
+class ScoreRange:
+    """How many entities the model found (before ``--min-score``) and the highest score among them."""
+
+    def __init__(self) -> None:
+        self.found = 0
+        self.highest = 0.0
+
+    def add(self, entities: list[Entity]) -> None:
+        self.found += len(entities)
+        self.highest = max([self.highest, *(entity.score for entity in entities)])
 
 
 STDIN = Path("-")
@@ -150,16 +183,22 @@ class Output:
 
 
 @contextmanager
-def _open_output(path: Path, option: str) -> Iterator[Output]:
-    """``path`` opened for writing; failures to write or close it name the option and the file."""
-    output = Output(path.open("w", encoding="utf-8"), f"{option} {path}")
+def _open_output(path: Path, option: str, keep_partial: Callable[[], bool]) -> Iterator[Output]:
+    """A file that replaces ``path`` when the run ends (see ``nertron.io.atomic.replacing_file``): after a failure
+    only if ``keep_partial()``; failures to write it name the option and the file."""
+    where = f"{option} {path}"
+    in_run = False  # an error of the run itself passes as it is; one of creating or placing the file is named
     try:
-        yield output
-    except BaseException:
-        with suppress(OSError):  # the error in flight says what went wrong
-            output.stream.close()
-        raise
-    output.close()
+        with replacing_file(path, keep_partial=keep_partial) as stream:
+            try:
+                yield Output(stream, where)  # type: ignore[arg-type]
+            except BaseException:
+                in_run = True
+                raise
+    except OSError as error:
+        if in_run or isinstance(error, NertronError):
+            raise
+        raise OSError(error.errno, f"cannot write {where}: {error.strerror}") from None
 
 
 def _check_distinct(files: dict[str, Path | None]) -> None:
@@ -187,24 +226,24 @@ def _check_not_stdin(outputs: dict[str, Path | None]) -> None:
 
 def _check_readable(path: Path, option: str) -> None:
     if path.is_dir():
-        raise IsADirectoryError(f"{option} {path} is a directory, not a file")
+        raise FileIsFolder(f"{option} {path} is a directory, not a file")
     if not path.exists():
-        raise FileNotFoundError(f"{option} {path} does not exist")
+        raise MissingFile(f"{option} {path} does not exist")
 
 
 def _check_writable(path: Path, option: str) -> None:
     if path.is_dir():
-        raise IsADirectoryError(f"{option} {path} is a directory, not a file")
+        raise FileIsFolder(f"{option} {path} is a directory, not a file")
     if not path.parent.is_dir():
-        raise FileNotFoundError(f"{option} {path}: its directory {path.parent} does not exist")
+        raise MissingFile(f"{option} {path}: its directory {path.parent} does not exist")
 
 
 def _ner_records(args: argparse.Namespace, stack: ExitStack, errors: ErrorPolicy) -> Iterable[Record]:
     """Text arguments, else the --input file, else stdin (txt unless --input-format says otherwise)."""
-    from nertron.io.corpus import Record, detect_format, read_corpus
+    from nertron.io.corpus import detect_format, read_corpus
 
     if args.text:
-        return [Record(text=text) for text in args.text]
+        return _argument_records(args.text, errors)
     input_format = args.input_format
     if args.input:
         lines: IO[bytes] | IO[str] = stack.enter_context(args.input.open("rb"))
@@ -224,3 +263,18 @@ def _ner_records(args: argparse.Namespace, stack: ExitStack, errors: ErrorPolicy
         keep_fields=args.keep_fields,
         context=args.context,
     )
+
+
+def _argument_records(texts: list[str], errors: ErrorPolicy) -> Iterator[Record]:
+    """The text arguments as records; one that is not valid UTF-8 (Python holds its bytes as lone surrogates)
+    is malformed, reported as ``<arguments>:N``."""
+    from nertron.io.corpus import Record
+
+    for number, text in enumerate(texts, start=1):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            byte = os.fsencode(text[error.start])[0]
+            errors.malformed("<arguments>", number, f"not valid UTF-8 (byte 0x{byte:02x} at index {error.start})")
+            continue
+        yield Record(text=text)

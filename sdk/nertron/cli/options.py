@@ -41,10 +41,15 @@ def bounded(kind: Callable[[str], int | float], low: float, high: float | None =
 def add_model_options(parser: argparse.ArgumentParser, *, precisions: tuple[str, ...] = PRECISIONS) -> None:
     """``-m/--model`` and ``--precision``: which bundle."""
     parser.add_argument("-m", "--model", help="bundle directory (default: $NERTRON_MODEL, else the embedded model)")
+    described = {
+        "int8": "int8 (static, the default)",
+        "fp32": "fp32",
+        "bf16": "bf16 (the fp32 weights in bfloat16 on OpenVINO)",
+    }
     parser.add_argument(
         "--precision",
         choices=precisions,
-        help="variant of the embedded model (default int8; bf16: fp32 weights in bfloat16 on OpenVINO)",
+        help=f"variant of the embedded model: {', '.join(described[p] for p in precisions)}",
     )
 
 

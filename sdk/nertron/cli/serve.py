@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from nertron.cli.options import add_model_options, add_threads_option
+from nertron.cli.options import add_model_options, add_threads_option, bounded
 from nertron.errors import InvalidValue
 from nertron.ner import resolve_model
 from nertron.serving.options import DEPLOYMENTS, TEXT_MODEL_NAME, ConfigOptions
@@ -14,17 +14,43 @@ from nertron.serving.options import DEPLOYMENTS, TEXT_MODEL_NAME, ConfigOptions
 
 def add_serve(parser: argparse.ArgumentParser) -> None:
     add_model_options(parser, precisions=("int8", "fp32"))
-    parser.add_argument("--repository", type=Path, help="serve this model repository as it is (see `repository`)")
+    parser.add_argument(
+        "--repository", type=Path, help="serve this model repository as it is (see `repository`; default: none)"
+    )
     parser.add_argument("--tritonserver", help="tritonserver binary (default: the one in nvidia-pytriton)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--grpc-port", type=int, default=8001, help="default %(default)s; 0 picks a free port")
-    parser.add_argument("--http-port", type=int, default=8000, help="default %(default)s; 0 picks a free port")
-    parser.add_argument("--metrics-port", type=int, default=8002, help="default %(default)s; 0 picks a free port")
-    add_threads_option(parser, "onnxruntime threads per model instance")
-    parser.add_argument("--max-batch-size", type=int, default=64, help="default %(default)s")
-    parser.add_argument("--max-queue-delay-us", type=int, default=ConfigOptions.max_queue_delay_us)
-    parser.add_argument("--instances", type=int, default=ConfigOptions.instances, help="model instances")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    port = bounded(int, 0, 65535)
+    parser.add_argument("--grpc-port", type=port, default=8001, help="default %(default)s; 0 picks a free port")
+    parser.add_argument("--http-port", type=port, default=8000, help="default %(default)s; 0 picks a free port")
+    parser.add_argument("--metrics-port", type=port, default=8002, help="default %(default)s; 0 picks a free port")
+    add_threads_option(
+        parser,
+        "onnxruntime threads per model instance (default: the CPUs this process may use, divided among the instances)",
+    )
+    add_config_options(parser)
     parser.set_defaults(run=run_serve)
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """The Triton model config's knobs, shared by ``serve`` and ``repository``; defaults are ``ConfigOptions``'s."""
+    parser.add_argument(
+        "--max-batch-size",
+        type=bounded(int, 1),
+        default=ConfigOptions.max_batch_size,
+        help="largest batch Triton forms (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-queue-delay-us",
+        type=bounded(int, 0),
+        default=ConfigOptions.max_queue_delay_us,
+        help="microseconds a request may wait for others to batch with (default %(default)s)",
+    )
+    parser.add_argument(
+        "--instances",
+        type=bounded(int, 1),
+        default=ConfigOptions.instances,
+        help="model instances (default %(default)s)",
+    )
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -82,13 +108,12 @@ def add_repository(parser: argparse.ArgumentParser) -> None:
         choices=DEPLOYMENTS,
         help="cpu (python backend + onnxruntime), onnx-gpu, tensorrt (default: all)",
     )
-    parser.add_argument("--max-batch-size", type=int, default=64, help="default %(default)s")
-    parser.add_argument("--max-queue-delay-us", type=int, default=ConfigOptions.max_queue_delay_us)
-    parser.add_argument("--instances", type=int, default=ConfigOptions.instances)
+    add_config_options(parser)
     parser.set_defaults(run=run_repository)
 
 
 def run_repository(args: argparse.Namespace) -> int:
+    from nertron.io.atomic import check_apart
     from nertron.serving.repository import write_repositories
 
     options = ConfigOptions(
@@ -98,6 +123,7 @@ def run_repository(args: argparse.Namespace) -> int:
     written = []
     if args.model and args.precision:
         raise InvalidValue("--precision picks a variant of the embedded model; a bundle (-m) has its own")
+    check_apart(("--out", args.out), {"-m": args.model})
     for deployment in deployments:
         # The embedded model serves int8 on CPU by default; GPUs get fp32 (int8 runs onnxruntime's CPU kernels).
         precision = None if args.model else (args.precision or ("int8" if deployment == "cpu" else "fp32"))

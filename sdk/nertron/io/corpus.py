@@ -141,6 +141,12 @@ def _decoded(stream: Iterable[bytes | str], source: str, errors: ErrorPolicy) ->
                 continue
         else:
             text = line
+            if not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as error:
+                    errors.malformed(source, number, f"not valid Unicode (a lone surrogate at index {error.start})")
+                    continue
         yield number, text.removeprefix("\ufeff") if number == 1 else text
 
 
@@ -157,10 +163,14 @@ def _jsonl_documents(
         try:
             data = json.loads(line)
         except json.JSONDecodeError as error:
-            errors.malformed(source, number, f"not valid JSON ({error.msg})")
+            errors.malformed(source, number, f"not valid JSON: {error.msg.removesuffix(' at')} (column {error.colno})")
             continue
         if not isinstance(data, dict) or not isinstance(data.get(field), str):
             errors.malformed(source, number, f"expected an object with a string field {field!r}")
+            continue
+        surrogate = _lone_surrogate(data) if "\\u" in line else None  # only a \uXXXX escape can make one
+        if surrogate is not None:
+            errors.malformed(source, number, surrogate)
             continue
         fields = {"id": data[id_field]} if id_field in data else {}
         if keep:
@@ -176,6 +186,32 @@ def _jsonl_documents(
                 continue
             fields.update(kept)
         yield Record(text=data[field], fields=fields, line=number)
+
+
+def _lone_surrogate(value: object, where: str = "") -> str | None:
+    """Why ``value`` (parsed JSON) cannot be written as UTF-8, naming the field and index of the first lone
+    surrogate (a ``\\ud800`` escape with no pair: valid JSON, but not a character), or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            return (
+                f"{where or 'the line'} holds a lone surrogate \\u{ord(value[error.start]):04x} at index "
+                f"{error.start}, which is not a character"
+            )
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            name = f"{where}.{key}" if where else f"field {key!r}"
+            why = _lone_surrogate(key, f"the name of {name}") or _lone_surrogate(item, name)
+            if why:
+                return why
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            why = _lone_surrogate(item, f"{where}[{index}]")
+            if why:
+                return why
+    return None
 
 
 def _conll_documents(lines: Iterator[tuple[int, str]], *, by_sentence: bool) -> Iterator[Record]:
@@ -220,9 +256,11 @@ def tag_corpus(
     *,
     batch_size: int | None = None,
     on_words: Callable[[int], object] | None = None,
+    on_found: Callable[[list[Entity]], object] | None = None,
 ) -> Iterator[Annotation]:
     """Tags records in input order, each as soon as the model has finished it. A record that cannot be read
-    raises its error after every record before it has been yielded.
+    raises its error after every record before it has been yielded. ``on_found(entities)``: each record's
+    entities before ``ner.min_score`` leaves any out (e.g. to tell a user that it left out every one).
 
     Raw texts are segmented as ``NER.__call__`` does, so their entities are the same. Entities never
     cross a sentence of CoNLL input, even when the whole document is tagged at once.
@@ -239,9 +277,10 @@ def tag_corpus(
             failed.append(error)
 
     for tagged in ner._stream(segmented(), batch_size=batch_size, on_words=on_words):
-        for document, entities in zip(
-            tagged.documents, tagged.entities(ner._postprocessor, ner.min_score), strict=True
-        ):
+        for document, found in zip(tagged.documents, tagged.entities(ner._postprocessor), strict=True):
+            if on_found is not None:
+                on_found(found)
+            entities = [entity for entity in found if entity.score >= ner.min_score]
             yield Annotation(waiting.popleft(), document, iob2_tags(document, entities), entities)
     if failed:
         raise failed[0]

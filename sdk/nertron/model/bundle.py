@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from nertron._native import PostProcessor
-from nertron.errors import InvalidType, InvalidValue
+from nertron.errors import FolderIsFile, InvalidType, InvalidValue, MissingFile, reraise_files
+from nertron.io.atomic import check_apart, write_file
 from nertron.tags import check_scheme
 
 MANIFEST = "manifest.json"
@@ -167,9 +168,9 @@ class Manifest:
         return data
 
     def write(self, directory: str | Path) -> Path:
-        """Writes ``directory/manifest.json``; returns its path."""
+        """Writes ``directory/manifest.json`` (in one step: a reader sees the old manifest or the new one)."""
         path = Path(directory) / MANIFEST
-        path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_file(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
         return path
 
     def with_model(self, model_path: Path, **changes: Any) -> Manifest:
@@ -194,19 +195,23 @@ class Bundle:
     def load(cls, path: str | Path, *, verify: bool = False) -> Bundle:
         """Reads ``path/manifest.json`` and checks that the files it names are there (``verify=True``: also
         the model file's sha256). Errors name the path and say what is wrong."""
-        root = Path(path)
+        with reraise_files("model"):
+            return cls._load(Path(path), verify)
+
+    @classmethod
+    def _load(cls, root: Path, verify: bool) -> Bundle:
         if not root.exists():
-            raise FileNotFoundError(f"model {root} does not exist (a bundle directory written by `nertron export`)")
+            raise MissingFile(f"model {root} does not exist (a bundle directory written by `nertron export`)")
         if not root.is_dir():
-            raise NotADirectoryError(f"model {root} is a file; a bundle is a directory written by `nertron export`")
+            raise FolderIsFile(f"model {root} is a file; a bundle is a directory written by `nertron export`")
         if not (root / MANIFEST).is_file():
-            raise FileNotFoundError(f"{root} is not a nertron bundle: {MANIFEST} is missing")
+            raise MissingFile(f"{root} is not a nertron bundle: {MANIFEST} is missing")
         bundle = cls(root, Manifest.read(root / MANIFEST))
         sentencepiece = bundle.manifest.sentencepiece
         files = [bundle.model_path, bundle.tokenizer_path, root / sentencepiece.file if sentencepiece else None]
         for file in filter(None, files):
             if not file.is_file():
-                raise FileNotFoundError(f"bundle {root} lacks {file.name}")
+                raise MissingFile(f"bundle {root} lacks {file.name}")
         size = bundle.model_path.stat().st_size
         expected = bundle.manifest.model_bytes
         if size == 0 or (expected is not None and size != expected):
@@ -299,3 +304,22 @@ def _strings(value: Any, name: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise InvalidType(f"field {name!r} must be a list of str")
     return tuple(value)
+
+
+def check_bundle_target(
+    out: Path, inputs: Mapping[str, str | Path | None], *, force: bool, option: str = "out"
+) -> None:
+    """Refuses an ``out`` that overlaps one of ``inputs`` (see ``check_apart``), or that is a folder holding
+    anything but a nertron bundle, unless ``force``."""
+    check_apart((option, out), inputs)
+    if out.exists() and not out.is_dir():
+        raise InvalidValue(f"{option} {out} is a file; a bundle is a folder")
+    if force or not out.is_dir() or (out / MANIFEST).is_file():
+        return
+    held = sorted(entry.name for entry in out.iterdir())
+    if held:
+        shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+        raise InvalidValue(
+            f"{option} {out} is a folder that is not a nertron bundle (it holds {shown}); give a new or empty "
+            "folder, or --force to replace it and what it holds"
+        )

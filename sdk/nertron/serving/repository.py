@@ -9,6 +9,7 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
+from nertron.io.atomic import check_apart, place_folder, scratch_folder
 from nertron.model.bundle import Bundle
 from nertron.serving.config import (
     CONFIG_FILE,
@@ -74,7 +75,22 @@ def write_repository(
     """
     check_deployment(deployment)
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+    check_apart(("repository", repository), {"bundle": bundle.path})
     options = options or ConfigOptions()
+    repository = Path(repository)
+    repository.mkdir(parents=True, exist_ok=True)
+    # Built beside the repository, then each model folder moved in: a failure leaves the repository as it was,
+    # and its other models are never touched.
+    with scratch_folder(repository) as work:
+        _write_models(bundle, work, deployment, options, name, text_model, link)
+        for model in sorted(work.iterdir()):
+            place_folder(model, repository / model.name)
+    return repository / name
+
+
+def _write_models(
+    bundle: Bundle, repository: Path, deployment: str, options: ConfigOptions, name: str, text_model: bool, link: bool
+) -> None:
     signature = Signature.of(bundle)
     model_dir = _model_dir(
         Path(repository) / name, config_text(model_config(deployment, signature, options, name=name))
@@ -100,13 +116,10 @@ def write_repository(
         else:  # the encoder runs in the other model; a link keeps the bundle complete without a copy
             (text_version / "model.onnx").symlink_to(Path("..", "..", name, "1", "model.onnx"))
         _place_bundle(bundle, text_version, link)
-    return model_dir
 
 
 def _model_dir(model_dir: Path, config: str) -> Path:
     """``model_dir`` with ``config`` as its config.pbtxt and an empty ``1/``."""
-    if (model_dir / "1").exists():
-        shutil.rmtree(model_dir / "1")
     (model_dir / "1").mkdir(parents=True)
     (model_dir / CONFIG_FILE).write_text(config, encoding="utf-8")
     return model_dir
