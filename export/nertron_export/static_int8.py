@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 from nertron import NER
-from nertron.errors import InvalidValue
+from nertron.errors import InvalidValue, MissingFile
 from nertron.io.corpus import ErrorPolicy, detect_format, read_corpus
 from nertron.model.quantization import calibrate
 
@@ -48,7 +48,7 @@ def read_calibration_text(
     whole; other formats give their first ``sentences + documents`` texts. A malformed line is an error naming it."""
     path = Path(path)
     if not path.is_file():
-        raise InvalidValue(f"calibration data {path} is not a file")
+        raise MissingFile(f"calibration data {path} is not a file")
     text_format = "conll" if _looks_like_conll(path) else detect_format(path)
     with path.open("rb") as stream:
         records = [r for r in read_corpus(stream, text_format, source=str(path), errors=ErrorPolicy("fail"))]

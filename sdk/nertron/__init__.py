@@ -13,6 +13,7 @@ from nertron.backends import TLS, OnnxRuntime, OpenVINO, Triton
 from nertron.backends.failover import ServedRows
 from nertron.entity import Entity
 from nertron.errors import (
+    InvalidFile,
     InvalidType,
     InvalidValue,
     MissingExtra,
@@ -27,6 +28,7 @@ __all__ = [
     "NER",
     "TLS",
     "Entity",
+    "InvalidFile",
     "InvalidType",
     "InvalidValue",
     "MissingExtra",

@@ -1,14 +1,17 @@
 """nertron's exceptions: one tree, importable without the optional dependencies of the features that raise them.
 
 Every error a user can cause and fix derives from ``NertronError``: a bad argument (``InvalidValue``, a
-``ValueError``, and ``InvalidType``, a ``TypeError``, each naming the argument), an unusable file (naming it),
-a missing extra, an unreachable Triton server. The CLI reports these in one line with exit status 2. Any other
-exception is a bug: the CLI calls it an internal error (exit status 1) and ``NERTRON_DEBUG=1`` prints its
-traceback. Operating-system errors (``OSError``: a missing file, a full disk, a busy port) name their file
-and also count as the user's to fix.
+``ValueError``, and ``InvalidType``, a ``TypeError``, each naming the argument), an unusable file or folder
+(``InvalidFile``, an ``OSError``, naming it), a missing extra, an unreachable Triton server. The CLI reports
+these in one line with exit status 2. Any other exception is a bug: the CLI calls it an internal error (exit
+status 1) and ``NERTRON_DEBUG=1`` prints its traceback. Other operating-system errors (``OSError``: a full
+disk, a busy port) name their file and also count as the user's to fix.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 
 class NertronError(Exception):
@@ -90,19 +93,12 @@ def file_error(error: OSError, what: str | None = None) -> InvalidFile:
     return converted
 
 
-def reraise_files(what: str | None = None) -> _FileErrors:
-    """A context manager that turns an ``OSError`` raised inside it into ``file_error(error, what)``."""
-    return _FileErrors(what)
-
-
-class _FileErrors:
-    def __init__(self, what: str | None) -> None:
-        self.what = what
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> bool:
-        if isinstance(error, OSError) and not isinstance(error, InvalidFile):
-            raise file_error(error, self.what) from None
-        return False
+@contextlib.contextmanager
+def reraise_files(what: str | None = None) -> Iterator[None]:
+    """Turns an ``OSError`` raised inside the block into ``file_error(error, what)``."""
+    try:
+        yield
+    except InvalidFile:
+        raise
+    except OSError as error:
+        raise file_error(error, what) from None

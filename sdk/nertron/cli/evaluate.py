@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from nertron.cli.options import add_engine_options, config_from_args
-from nertron.errors import InvalidValue
+from nertron.errors import InvalidValue, MissingFile
 
 
 def add(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from nertron.io.conll import read_conll
 
     if args.reliability is not None and not args.reliability.parent.is_dir():
-        raise FileNotFoundError(f"--reliability {args.reliability}: its directory does not exist")
+        raise MissingFile(f"--reliability {args.reliability}: its directory does not exist")
     documents = read_conll(args.data)
     contexts = ["sentence", "document"] if args.context == "both" else [args.context]
     on_words, on_raw = args.input in ("words", "both"), args.input in ("raw", "both")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nertron.errors import InvalidValue
+from nertron.errors import InvalidValue, MissingFile
 from nertron.extras import missing
 from nertron.io.atomic import check_apart
 from nertron.model.bundle import MANIFEST, check_bundle_target
@@ -159,4 +159,4 @@ def _check_export_options(args: argparse.Namespace) -> None:
         ("--temperature-data", args.temperature_data),
     ):
         if path is not None and not path.is_file():
-            raise FileNotFoundError(f"{option} {path} is not a file")
+            raise MissingFile(f"{option} {path} is not a file")

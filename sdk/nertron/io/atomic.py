@@ -56,8 +56,9 @@ def replacing_file(
     its own.
     """
     target = _resolved(Path(path))
+    mode = "wb" if binary else "w"
     if target.exists() and not target.is_file():  # a device or a pipe: nothing to build beside it
-        with _closed(target.open("wb" if binary else "w", **({} if binary else {"encoding": "utf-8"}))) as stream:
+        with _closed(target.open(mode, encoding=None if binary else "utf-8")) as stream:
             yield stream
         return
     descriptor, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=PARTIAL_SUFFIX)
@@ -67,7 +68,7 @@ def replacing_file(
             _copy_metadata(target, descriptor)
         else:
             os.fchmod(descriptor, 0o666 & ~_umask())
-        stream = os.fdopen(descriptor, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"}))
+        stream = os.fdopen(descriptor, mode, encoding=None if binary else "utf-8")
     except BaseException:
         os.close(descriptor)
         partial.unlink(missing_ok=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nertron.errors import InvalidValue
+from nertron.errors import InvalidValue, reraise_files
 from nertron.tags import to_iob2
 
 DOCSTART = "-DOCSTART-"
@@ -45,7 +45,7 @@ def read_conll(path: str | Path) -> list[Document]:
             words.clear()
             tags.clear()
 
-    with Path(path).open("rb") as stream:
+    with reraise_files("CoNLL file"), Path(path).open("rb") as stream:
         for number, raw in enumerate(stream, start=1):
             try:
                 line = raw.decode("utf-8-sig" if number == 1 else "utf-8")

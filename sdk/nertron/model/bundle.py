@@ -196,7 +196,8 @@ class Bundle:
         """Reads ``path/manifest.json`` and checks that the files it names are there (``verify=True``: also
         the model file's sha256). Errors name the path and say what is wrong."""
         with reraise_files("model"):
-            return cls._load(Path(path), verify)
+            bundle = cls._load(Path(path), verify)
+        return bundle
 
     @classmethod
     def _load(cls, root: Path, verify: bool) -> Bundle:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from nertron.errors import TritonServerError
+from nertron.errors import MissingFile, TritonServerError
 from nertron.extras import require
 from nertron.serving.binary import bundled_tritonserver, python_backend_directory, stub_environment
 from nertron.serving.processes import (
@@ -75,7 +75,7 @@ class TritonServer:
     ) -> None:
         self.model_repository = Path(model_repository)
         if not self.model_repository.is_dir():
-            raise FileNotFoundError(f"model repository {self.model_repository} does not exist")
+            raise MissingFile(f"model repository {self.model_repository} does not exist")
         self.binary = Path(tritonserver) if tritonserver else bundled_tritonserver()
         self.bundled = tritonserver is None
         self.host = host
