@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import statistics
 import sys
 import tempfile
@@ -41,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "perf")]
 
 from bench import load_sentences, machine  # noqa: E402
+from nertron.cpus import available_cpus  # noqa: E402
 from nertron.model.bundle import Bundle  # noqa: E402
 from nertron.model.default import default_bundle  # noqa: E402
 from nertron.model.quantization import quantize_static  # noqa: E402
@@ -92,7 +92,7 @@ def variant(fp32: onnx.ModelProto, kind: str, hidden: int, heads: int, work: Pat
 
 def session(model: onnx.ModelProto, dump: Path | None = None) -> ort.InferenceSession:
     options = ort.SessionOptions()
-    options.intra_op_num_threads = os.cpu_count() or 1
+    options.intra_op_num_threads = available_cpus()
     options.inter_op_num_threads = 1
     if dump is not None:
         options.optimized_model_filepath = str(dump)

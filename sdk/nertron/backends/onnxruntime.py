@@ -14,6 +14,7 @@ import numpy as np
 import onnxruntime as ort
 
 from nertron.backends.base import Closable
+from nertron.cpus import available_cpus
 from nertron.errors import InvalidValue
 
 # onnxruntime's fused SkipLayerNormalization CPU kernel made the int8 model ~20% slower than the Add +
@@ -63,14 +64,15 @@ class OnnxRuntimeBackend(Closable):
         providers = list(providers or default_providers())
         names = [p if isinstance(p, str) else p[0] for p in providers]
         on_cpu = names == ["CPUExecutionProvider"]
-        total = threads or os.cpu_count() or 1
+        total = threads or available_cpus()
         if concurrent_batches is None:
             concurrent_batches = min(2, total) if on_cpu else 1
         self.concurrency = concurrent_batches
         self.model_path = Path(model_path)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads is not None or concurrent_batches > 1:
+        # onnxruntime's own default counts the machine's cores, not those this process may use
+        if threads is not None or concurrent_batches > 1 or total < (os.cpu_count() or 1):
             options.intra_op_num_threads = max(1, total // concurrent_batches)
             options.inter_op_num_threads = 1
         try:

@@ -67,36 +67,58 @@ def default_bundle(precision: str | None = None, *, package_dir: Path = PACKAGE_
     if precision not in spec["precisions"]:
         raise InvalidValue(f"precision must be one of {sorted(spec['precisions'])}, got {precision!r}")
     cache = cache_dir()
-    where = f"NERTRON_CACHE={cache}" if os.environ.get("NERTRON_CACHE") else f"the model cache {cache}"
     if cache.exists() and not cache.is_dir():
-        raise NotADirectoryError(f"{where} is a file; the model cache must be a directory")
+        raise NotADirectoryError(f"{_cache_name(cache)} is a file; the model cache must be a directory")
     target = cache / f"{spec['name']}-{cache_key(package_dir)}-{precision}"
     log = (lambda _: None) if quiet else _stderr
-    if target.exists():
-        damage = cache_damage(target)
-        if damage is None:
-            return target
-        log(f"the cached default model in {target} is damaged ({damage}); assembling it again")
-        shutil.rmtree(target, ignore_errors=True)
+    # Without the lock when intact: an entry is only ever removed (or replaced) under the lock, once damaged.
+    if target.exists() and cache_damage(target) is None:
+        return target
     try:
         cache.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise OSError(error.errno, f"cannot create {where} ({error.strerror})") from None
+        raise _unwritable(cache, error, "create") from None
     with _assembly_lock(cache / f".{target.name}.lock"):
-        if not target.exists():  # not assembled meanwhile by another process (Spark's Python workers)
-            assemble(package_dir, target, precision, log=log)
+        # Checked again: another process (Spark's Python workers) may have assembled or repaired it meanwhile.
+        if target.exists():
+            damage = cache_damage(target)
+            if damage is None:
+                return target
+            log(f"the cached default model in {target} is damaged ({damage}); assembling it again")
+            try:
+                shutil.rmtree(target)
+            except OSError as error:
+                raise _unwritable(cache, error) from None
+        assemble(package_dir, target, precision, log=log)
     return target
+
+
+def _cache_name(cache: Path) -> str:
+    """How messages name the model cache ``cache``."""
+    return f"NERTRON_CACHE={cache}" if os.environ.get("NERTRON_CACHE") else f"the model cache {cache}"
+
+
+def _unwritable(folder: Path, error: OSError, verb: str = "write") -> OSError:
+    """The one-line error for a ``folder`` that cannot be written: for the model cache, it says what to do."""
+    if folder != cache_dir():  # assemble() into a folder of the caller's
+        return OSError(error.errno, f"cannot {verb} {folder} ({error.strerror})")
+    hint = "set NERTRON_CACHE to a writable folder"
+    return OSError(error.errno, f"cannot {verb} {_cache_name(folder)} ({error.strerror}); {hint}")
 
 
 @contextlib.contextmanager
 def _assembly_lock(path: Path) -> Iterator[None]:
-    """One assembly per machine at a time: processes that need the same entry wait for the first."""
+    """One assembly (or repair) per machine at a time: processes that need the same entry wait for the first."""
     try:
         import fcntl
     except ImportError:  # not POSIX: concurrent assemblies stay correct (atomic rename), only wasteful
         yield
         return
-    with path.open("a") as handle:
+    try:
+        handle = path.open("a")
+    except OSError as error:
+        raise _unwritable(path.parent, error) from None
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -145,28 +167,33 @@ def assemble(package_dir: Path, target: Path, precision: str, *, log: Any = _std
 
     spec = embedded_spec(package_dir)
     started = time.perf_counter()
-    log(f"first use: assembling the default model ({precision}) into {target}; this takes up to a minute")
     for name, key in ((WEIGHTS_FILE, "weights_sha256"), (SENTENCEPIECE_FILE, "sentencepiece_sha256")):
         if sha256_of(package_dir / name) != spec[key]:
             raise InvalidValue(f"{package_dir / name} does not match the sha256 recorded in {SPEC_FILE}")
-    weights_path = package_dir / WEIGHTS_FILE
-    e5 = read_e5()
-    word_embeddings = e5.tensor("emb.word")[: len(e5.pieces)]
-    log(f"read the word embeddings from {e5.path.name} ({time.perf_counter() - started:.1f} s)")
-
-    graph = onnx.load(str(package_dir / GRAPH_FILE))
-    with np.load(weights_path) as weights:
-        fill_initializers(graph, dict(weights), spec["word_embeddings"], word_embeddings)
-    if weights_digest(graph) != spec["fp32_weights_sha256"]:
-        raise InvalidValue("the assembled model's weights do not match the sha256 recorded at export")
-    if precision == "int8":
-        if not spec.get("activation_ranges"):
-            raise InvalidValue(f"{SPEC_FILE} has no activation ranges for int8: run python -m nertron_export.calibrate")
-        quantize_static(graph, spec["activation_ranges"])
-        embed_q4_table(graph, spec["word_embeddings"], *e5.q4_blocks("emb.word", len(e5.pieces)))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=target.parent, prefix=".assemble-"))
+    try:  # before the work: a cache that cannot be written fails now, not after a minute
+        target.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(dir=target.parent, prefix=".assemble-"))
+    except OSError as error:
+        raise _unwritable(target.parent, error) from None
+    log(f"first use: assembling the default model ({precision}) into {target}; this takes up to a minute")
     try:
+        weights_path = package_dir / WEIGHTS_FILE
+        e5 = read_e5()
+        word_embeddings = e5.tensor("emb.word")[: len(e5.pieces)]
+        log(f"read the word embeddings from {e5.path.name} ({time.perf_counter() - started:.1f} s)")
+
+        graph = onnx.load(str(package_dir / GRAPH_FILE))
+        with np.load(weights_path) as weights:
+            fill_initializers(graph, dict(weights), spec["word_embeddings"], word_embeddings)
+        if weights_digest(graph) != spec["fp32_weights_sha256"]:
+            raise InvalidValue("the assembled model's weights do not match the sha256 recorded at export")
+        if precision == "int8":
+            if not spec.get("activation_ranges"):
+                raise InvalidValue(
+                    f"{SPEC_FILE} has no activation ranges for int8: run python -m nertron_export.calibrate"
+                )
+            quantize_static(graph, spec["activation_ranges"])
+            embed_q4_table(graph, spec["word_embeddings"], *e5.q4_blocks("emb.word", len(e5.pieces)))
         model_path = work / "model.onnx"
         onnx.save_model(graph, str(model_path))
         del graph

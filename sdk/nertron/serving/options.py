@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from nertron.cpus import available_cpus
 from nertron.errors import InvalidValue
 from nertron.model.bundle import Bundle
 
@@ -32,12 +32,13 @@ class Signature:
 
 def threads_per_instance(config: Mapping[str, Any]) -> int:
     """onnxruntime threads for one instance of a model whose (JSON) Triton config is ``config``: its
-    ``intra_op_threads`` parameter, else the server's CPUs divided among the model's instances."""
+    ``intra_op_threads`` parameter, else the CPUs the server may use (``available_cpus``) divided among the
+    model's instances."""
     threads = int(config.get("parameters", {}).get("intra_op_threads", {}).get("string_value", "0"))
     if threads > 0:
         return threads
     instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
-    return max(1, (os.cpu_count() or 1) // instances)
+    return max(1, available_cpus() // instances)
 
 
 @dataclass(frozen=True)

@@ -132,13 +132,35 @@ def working_dir(pid: int) -> str:
         return ""
 
 
+def start_time(pid: int) -> int:
+    """When ``pid`` started (clock ticks after boot; -1 if it is gone): with the pid, it names one process
+    even once the pid is reused."""
+    return _stat_field(pid, 19)
+
+
+def running(pid: int, started: int) -> bool:
+    """Whether the process ``pid`` that started at ``started`` (``start_time``) runs still (a zombie has
+    ended)."""
+    fields = _stat_fields(pid)
+    return len(fields) > 19 and fields[0] != "Z" and fields[19] == str(started)
+
+
 def _stat_field(pid: int, index: int) -> int:
-    """Field ``index`` after the command name of ``/proc/pid/stat`` (0: state, 1: ppid, 2: pgrp); -1 if gone."""
+    """Field ``index`` after the command name of ``/proc/pid/stat`` (1: ppid, 2: pgrp, 19: start time); -1 if
+    gone."""
+    try:
+        return int(_stat_fields(pid)[index])
+    except (IndexError, ValueError):
+        return -1
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """The fields of ``/proc/pid/stat`` after the command name (0: state, 1: ppid, ...); [] if gone."""
     try:
         # pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[index])
-    except (OSError, IndexError, ValueError):
-        return -1
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
 
 
 class Watchdog:
@@ -176,30 +198,116 @@ class Watchdog:
 
 
 def private_tempdir(kind: str) -> tempfile.TemporaryDirectory[str]:
-    """A temporary folder ``nertron-<kind>-<pid>-*`` owned by this process; those of dead owners (a
-    supervisor killed before it could clean up) are removed first."""
+    """A temporary folder ``nertron-<kind>-<pid>-*`` owned by this process (``claim``); those of owners that
+    have ended (a supervisor killed before it could clean up) are removed first."""
     remove_stale(Path(tempfile.gettempdir()), f"nertron-{kind}-")
     return tempfile.TemporaryDirectory(prefix=f"nertron-{kind}-{os.getpid()}-")
 
 
+LOCK_SUFFIX = ".lock"
+# Lock files this process holds a shared lock on, each by its own open file description, until it ends.
+_claims: dict[Path, int] = {}
+_claims_lock = threading.Lock()
+
+
+def owner_lock(folder: Path, prefix: str, pid: int | str) -> Path:
+    """The lock file whose holders own the entries ``<prefix><pid>-*`` and ``<prefix><pid>_*`` of ``folder``."""
+    return folder / f"{prefix}{pid}{LOCK_SUFFIX}"
+
+
+def claim(folder: Path, prefix: str, pid: int | None = None) -> None:
+    """Marks the entries ``<prefix><pid>…`` of ``folder`` (``pid``: this process's) as owned by this process
+    for as long as it lives: it holds a shared ``flock`` on their lock file (``owner_lock``), which the kernel
+    releases when the process ends, however it ends. Shared, as a process of another PID namespace may have
+    the same pid. Where the lock file is not ours to open (another user's), nothing is claimed."""
+    import fcntl
+
+    path = owner_lock(folder, prefix, os.getpid() if pid is None else pid)
+    with _claims_lock:
+        while path not in _claims:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            except OSError:
+                return
+            fcntl.flock(fd, fcntl.LOCK_SH)  # waits while a cleanup holds it
+            if _same_file(fd, path):
+                _claims[path] = fd
+            else:  # removed by the cleanup it waited for: lock the file that replaces it
+                os.close(fd)
+
+
 def remove_stale(folder: Path, prefix: str) -> list[Path]:
-    """Removes the files and folders ``<prefix><pid>-*`` or ``<prefix><pid>_*`` in ``folder`` whose owner
-    ``pid`` is no longer alive; returns them."""
-    removed = []
+    """Removes the files and folders ``<prefix><pid>-*`` or ``<prefix><pid>_*`` of ``folder`` whose owner has
+    ended, and their lock file; then claims this process's (``claim``), which it is about to create. An owner
+    has ended when no process holds its lock file: a pid this process cannot see proves nothing, as /tmp or
+    /dev/shm may be shared with processes of other PID namespaces. Entries without a lock file (an older
+    nertron's) are kept while their pid runs here. Returns the entries removed."""
+    owners: dict[str, list[Path]] = {}
     for path in folder.glob(f"{prefix}*"):
-        owner = path.name[len(prefix) :].replace("_", "-").split("-", 1)[0]
-        if not owner.isdigit() or len(owner) > 7 or pid_alive(int(owner)):  # pids are below 2**22
-            continue
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
+        rest = path.name[len(prefix) :]
+        if rest.endswith(LOCK_SUFFIX) and rest[: -len(LOCK_SUFFIX)].isdigit():
+            owner, entry = rest[: -len(LOCK_SUFFIX)], None
         else:
-            path.unlink(missing_ok=True)
-        removed.append(path)
+            owner, entry = rest.replace("_", "-").split("-", 1)[0], path
+        if not owner.isdigit() or len(owner) > 7:  # pids are below 2**22
+            continue
+        owners.setdefault(owner, []).extend([entry] if entry else [])
+    removed = []
+    for owner, entries in sorted(owners.items()):
+        removed += _remove_if_ended(owner_lock(folder, prefix, owner), int(owner), entries)
+    claim(folder, prefix)
     return removed
 
 
+def _remove_if_ended(lock: Path, pid: int, entries: list[Path]) -> list[Path]:
+    """Removes ``entries`` of ``pid`` and ``lock`` if this process can lock ``lock`` exclusively (their owners
+    have ended); returns the entries removed."""
+    import fcntl
+
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd, unclaimed = os.open(lock, flags | os.O_CREAT | os.O_EXCL, 0o600), True
+    except FileExistsError:
+        try:
+            fd, unclaimed = os.open(lock, flags), False
+        except OSError:  # removed meanwhile by another cleanup, or another user's: not ours to judge
+            return []
+    except OSError:
+        return []
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: an owner lives
+            return []
+        if not _same_file(fd, lock):  # removed meanwhile by another cleanup, and maybe claimed anew since
+            return []
+        if unclaimed and pid_alive(pid):  # entries of an owner that takes no lock (an older nertron)
+            lock.unlink(missing_ok=True)
+            return []
+        for path in entries:
+            with contextlib.suppress(OSError):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+        lock.unlink(missing_ok=True)  # still locked: an owner waiting for it takes a new file
+        return [path for path in entries if not os.path.lexists(path)]
+    finally:
+        os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd``."""
+    try:
+        here, there = os.fstat(fd), os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
 def pid_alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists (a zombie counts: its parent has not reaped it yet)."""
+    """Whether a process ``pid`` exists in this PID namespace (a zombie counts: its parent has not reaped it
+    yet)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -26,12 +26,21 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nertron.errors import NertronError
-from nertron.serving.processes import all_pids, command_line, descendants, die_with_parent, parent_pid, working_dir
+from nertron.serving.processes import (
+    all_pids,
+    command_line,
+    descendants,
+    die_with_parent,
+    parent_pid,
+    running,
+    start_time,
+    working_dir,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -71,6 +80,8 @@ class StandaloneCluster:
         self._master: subprocess.Popen[bytes] | None = None
         self._workers: dict[int, subprocess.Popen[bytes]] = {}  # the running ones, by index
         self._launched: list[subprocess.Popen[bytes]] = []  # every process started, killed ones too
+        # (pid, start time) of the processes of killed workers: no longer descendants of a launched process
+        self._orphans: list[tuple[int, int]] = []
 
     def __enter__(self) -> StandaloneCluster:
         self.start()
@@ -158,6 +169,8 @@ class StandaloneCluster:
         """SIGKILLs worker ``index``'s JVM only, as a machine failure would (its executors notice that their
         worker is gone and exit), and waits until the master has dropped it."""
         jvm = self.worker_pid(index)
+        # Its executors outlive it a while (and their Python workers): stop() must find them without it.
+        self._orphans += [(pid, start_time(pid)) for pid in self.worker_processes(index) if pid != jvm]
         process = self._workers.pop(index)
         os.kill(jvm, signal.SIGKILL)
         process.wait(timeout=30)
@@ -223,28 +236,34 @@ class StandaloneCluster:
         finally:
             spark.stop()
 
+    def _own_processes(self) -> list[int]:
+        """The processes the cluster started that run still, and their descendants (executors, Python daemons
+        and workers: a daemon leaves its executor's process group, not its parent), killed workers' too."""
+        roots = [p.pid for p in self._launched if p.poll() is None]
+        roots += [pid for pid, started in self._orphans if running(pid, started)]
+        return descendants(roots) if roots else []
+
     def leftover_processes(self) -> list[int]:
-        """Processes of this cluster still alive: those it launched and theirs, and any whose working
-        directory is in its folder (Python daemons leave their executor's process group)."""
-        launched = [p.pid for p in self._launched if p.poll() is None]
-        found = set(descendants(launched)) if launched else set()
+        """Processes of this cluster still alive, for tests: those it started and their descendants, and any
+        other whose working directory is in its folder (``stop()`` leaves those alone: a shell opened there is
+        not the cluster's)."""
+        found = set(self._own_processes())
         folder = self._root or self._last_root
         if folder is not None:
             found |= {pid for pid in all_pids() if working_dir(pid).startswith(str(folder))}
         return sorted(found)
 
     def stop(self) -> None:
-        """Kills every process the cluster started (executors and Python workers too), waits until they are
-        gone, and removes its folder."""
+        """Kills every process the cluster started and their descendants (executors and Python workers
+        too), and no other; waits until they are gone, and removes its folder."""
         deadline = time.monotonic() + 30
-        while (alive := self.leftover_processes()) and time.monotonic() < deadline:
-            for pid in alive:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-            for process in self._launched:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    process.wait(timeout=0.1)
-            time.sleep(0.05)
+        killed = _kill_trees(self._own_processes, deadline)
+        for process in self._launched:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        while any(running(pid, started) for pid, started in killed.items()) and time.monotonic() < deadline:
+            time.sleep(0.05)  # SIGKILL takes effect when each is next scheduled
+        self._orphans.clear()
         self._workers.clear()
         self._master = None
         if self._root is not None:
@@ -281,6 +300,21 @@ class StandaloneCluster:
             )
         self._launched.append(popen)
         return popen
+
+
+def _kill_trees(find: Callable[[], list[int]], deadline: float) -> dict[int, int]:
+    """SIGKILLs the processes ``find()`` returns: first SIGSTOPs them, again until ``find()`` names no new
+    one, so that none can fork a child meanwhile that would escape. Returns them, with their start times."""
+    stopped: dict[int, int] = {}
+    while (new := [pid for pid in find() if pid not in stopped]) and time.monotonic() < deadline:
+        for pid in new:
+            stopped[pid] = start_time(pid)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGSTOP)
+    for pid in stopped:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    return stopped
 
 
 def _spark_home() -> Path:
