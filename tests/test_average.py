@@ -76,6 +76,13 @@ def test_average_cli_and_its_errors(tiny_checkpoint: Path, tmp_path: Path, capsy
         err = capsys.readouterr().err.strip()
         assert err.startswith("nertron average: error: checkpoints: ") and why in err and "\n" not in err
     assert not (tmp_path / "bad").exists()  # nothing half-written
+    # An output that is, or holds, one of the checkpoints would destroy it: refused, the checkpoint intact.
+    before = (a / WEIGHTS).read_bytes()
+    for out, why in ((a, "is the same path as"), (tmp_path, "contains")):
+        assert main(["average", "--out", str(out), str(a), str(b)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"nertron average: error: --out {out} {why} checkpoint {a}; write to a folder of its own", err
+    assert (a / WEIGHTS).read_bytes() == before
 
 
 def test_average_refuses_other_tensors(tiny_checkpoint: Path, tmp_path: Path) -> None:

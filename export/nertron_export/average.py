@@ -50,7 +50,8 @@ def average_checkpoints(checkpoints: Sequence[str | Path], out: str | Path) -> P
             if (first / name).is_file() and (first / name).read_bytes() != theirs:
                 raise InvalidValue(f"checkpoints: {path}/{name} differs from {first}/{name}")
     out = Path(out)
-    check_apart(("out", out), {f"checkpoint {path}": path for path in paths})
+    for path in paths:
+        check_apart(("out", out), {"checkpoint": path})
     if out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file():
         raise InvalidValue(f"out {out} is a folder that is not an HF checkpoint; give a new or empty folder")
     averaged = _mean_weights(paths)

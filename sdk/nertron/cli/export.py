@@ -33,7 +33,8 @@ def add_average(parser: argparse.ArgumentParser) -> None:
 
 
 def run_average(args: argparse.Namespace) -> int:
-    check_apart(("--out", args.out), {f"checkpoint {path}": path for path in args.checkpoints})
+    for path in args.checkpoints:
+        check_apart(("--out", args.out), {"checkpoint": path})
     try:
         from nertron_export.average import average_checkpoints
     except ImportError as error:
