@@ -223,10 +223,14 @@ def test_streaming_restarted_from_its_checkpoint_writes_every_row_once(
     texts = dev_texts(800)
     source, out, checkpoint = tmp_path / "in", tmp_path / "out", tmp_path / "checkpoint"
     source.mkdir()
-    files = 8
-    for index in range(files):
-        rows = [{"id": i, "text": texts[i]} for i in range(index, len(texts), files)]
-        (source / f"part-{index:02d}.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    files, at_first = 8, 5  # the first query sees 5 files: however fast it runs, it stops mid-stream
+
+    def add_files(indices: range) -> None:
+        for index in indices:
+            rows = [{"id": i, "text": texts[i]} for i in range(index, len(texts), files)]
+            (source / f"part-{index:02d}.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    add_files(range(at_first))
 
     def query(available_now: bool) -> Any:
         stream = spark.readStream.schema("id long, text string").option("maxFilesPerTrigger", 1).json(str(source))
@@ -243,20 +247,25 @@ def test_streaming_restarted_from_its_checkpoint_writes_every_row_once(
 
     first = query(available_now=False)
     try:
-        deadline = time.monotonic() + 180
-        while committed() < 3 and time.monotonic() < deadline:
+        # A count, not a time: the kill comes once 3 micro-batches (a file each) are committed; the deadline only
+        # keeps a stream that never gets there from hanging the test.
+        deadline = time.monotonic() + 300
+        while committed() < 3 and first.isActive and time.monotonic() < deadline:
             time.sleep(0.1)
-        cluster.kill_worker(1)  # its executor dies with the batch in flight
+        assert committed() >= 3, f"{committed()} micro-batch(es) committed; the query's error: {first.exception()}"
+        cluster.kill_worker(1)  # its executor dies, with a batch in flight if the stream was not through yet
     finally:
         first.stop()
         cluster.start_worker(1)
-    assert 3 <= committed() < files  # stopped mid-stream
+    assert 3 <= committed() <= at_first
+    add_files(range(at_first, files))
     second = query(available_now=True)
     try:
         assert second.awaitTermination(timeout=300), "the restarted query did not finish"
     finally:
         second.stop()
     assert second.exception() is None
+    assert committed() == files  # one micro-batch a file, each committed once, the interrupted one included
     rows = spark.read.parquet(str(out)).orderBy("id").collect()  # committed files only (_spark_metadata)
     assert_same_entities(rows, sdk.batch(texts))
 
@@ -342,3 +351,39 @@ def test_spark_submit_runs_the_example_job(cluster: StandaloneCluster, tiny_bund
     assert len(ours) == 1 and "cannot annotate row" in ours[0], output[-3000:]
     assert "(id=99): text has 1,000,001 characters, over max_chars=1,000,000" in ours[0]
     assert "Traceback" not in output
+
+
+def test_stop_kills_what_the_cluster_started_and_no_other_process(tmp_path: Path) -> None:
+    """What stop() kills: each process the cluster launched and its descendants, one that left the process group
+    and session too (as pyspark's daemon does); not another process that runs in the cluster's folder (a shell
+    opened there). A process tree stands in for a worker, no Spark needed."""
+    import os
+    import subprocess
+
+    from nertron.serving.processes import running, start_time
+
+    cluster = StandaloneCluster(workers=0)
+    cluster._root = tmp_path / "cluster"
+    cluster.root.mkdir()
+    script = "setsid sh -c 'echo left $$; exec sleep 600' & sh -c 'echo stayed $$; exec sleep 600' & wait"
+    worker = subprocess.Popen(["sh", "-c", script], cwd=cluster.root, stdout=subprocess.PIPE)
+    cluster._launched.append(worker)
+    assert worker.stdout is not None
+    children = {name.decode(): int(pid) for name, pid in (worker.stdout.readline().split() for _ in range(2))}
+    bystander = subprocess.Popen(["sleep", "600"], cwd=cluster.root)
+    tree = {pid: start_time(pid) for pid in [worker.pid, *children.values()]}
+    try:
+        assert os.getsid(children["left"]) == children["left"] != os.getsid(worker.pid)
+        cluster.stop()
+        assert bystander.poll() is None, "stop() killed a process the cluster did not start"
+        assert worker.returncode == -signal.SIGKILL
+        assert not [pid for pid, started in tree.items() if running(pid, started)]
+        assert not (tmp_path / "cluster").exists()
+    finally:
+        bystander.kill()
+        bystander.wait()
+        for pid, started in tree.items():
+            if running(pid, started):
+                os.kill(pid, signal.SIGKILL)
+        worker.wait()
+        worker.stdout.close()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from nertron import NER
 from nertron.cli import main
+from nertron.evaluation import evaluate
 from nertron.io.conll import read_conll
 from nertron.tags import to_iob2
 from nertron_export.onnx_export import export_bundle
@@ -61,11 +63,18 @@ def test_train_resume_and_export(tiny_checkpoint: Path, tmp_path: Path) -> None:
     log = json.loads((out / "train_log.json").read_text())
     assert [h["epoch"] for h in log["history"]] == [1, 2, 3]
     assert log["history"][-1]["train_loss"] < log["history"][0]["train_loss"]
-    assert log["best_f1"] > 0.0, "the tiny model should learn a few entities of its training data"
+    document_f1 = [h["dev_f1_document"] for h in log["history"]]
+    assert log["best_f1"] == max(document_f1) and log["best_epoch"] == 1 + document_f1.index(max(document_f1))
 
     bundle = tmp_path / "bundle"
     export_bundle(out / "best", bundle)
     assert len(NER(bundle).tag([SENTENCES[0][0].split()])[0]) == 8
+    # best/ is the selected epoch's model: scored again by nertron's own evaluation, it gets the F1 recorded for
+    # that epoch (sentences alone: the tiny model's 64 positions window documents otherwise than training does)
+    with NER(bundle) as ner:
+        f1 = evaluate(ner, read_conll(dev), context="sentence").entity.f1
+    assert f1 == pytest.approx(log["history"][log["best_epoch"] - 1]["dev_f1_sentence"], abs=1e-9)
+    assert f1 > 0, "the tiny model should learn a few entities of its training data"
 
 
 def test_self_training_on_pseudo_labels_selected_on_several_dev_sets(
@@ -106,3 +115,64 @@ def test_self_training_on_pseudo_labels_selected_on_several_dev_sets(
     scores = {k: v for k, v in record.items() if "_f1_" in k}
     assert set(scores) == {f"{d}_f1_{c}" for d in ("dev", "xx") for c in ("sentence", "document")}
     assert log["best_f1"] == sum(scores.values()) / 4 > 0
+
+
+def test_dev_files_in_folders_of_one_name_are_each_scored_under_a_key_of_their_own(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    """By folder name, ``--dev en/dev.txt x/dev/es.txt y/dev/es.txt`` named all three ``dev``: the later files'
+    F1 overwrote the first's, which picks the epoch. Each now has a key of its own."""
+    from nertron_export.train import dev_keys
+
+    devs = [tmp_path / "en" / "dev.txt", tmp_path / "x" / "dev" / "es.txt", tmp_path / "y" / "dev" / "es.txt"]
+    for copies, dev in enumerate(devs, start=1):
+        dev.parent.mkdir(parents=True)
+        write_conll(dev, copies)
+    out = tmp_path / "run"
+    argv = ["train", "--model", str(tiny_checkpoint), "--train", str(write_conll(tmp_path / "train.txt", 4))]
+    argv += ["--dev", *map(str, devs), "--out", str(out), "--epochs", "1", "--fp32", "--threads", "1"]
+    assert main(argv) == 0
+    (record,) = json.loads((out / "train_log.json").read_text())["history"]
+    keys = {k for k in record if "_f1_" in k}
+    assert keys == {f"{d}_f1_{c}" for d in ("dev", "x/dev/es", "y/dev/es") for c in ("sentence", "document")}
+
+    assert dev_keys(["en/dev.txt", "x/dev/es.txt", "y/dev/es.txt"]) == ["dev", "x/dev/es", "y/dev/es"]
+    paths = ["en/dev.txt", "a/es/dev.txt", "b/es/dev.txt", "nl/dev.txt"]
+    assert dev_keys(paths) == ["dev", "a/es/dev", "b/es/dev", "nl"]
+    assert dev_keys(["en/dev.txt", "dev/es.txt"]) == ["dev", "es"]  # "dev" is the first file's
+    assert dev_keys(["en/dev.txt", "es/dev.txt", "nl/dev.txt"]) == ["dev", "es", "nl"]  # the folder, when it is unique
+    keys = dev_keys(["dev.txt", "es/a.txt", "es/a.conll"])  # one name, two files: their absolute paths
+    assert keys == ["dev", str(Path("es/a.txt").absolute()), str(Path("es/a.conll").absolute())]
+
+
+def test_one_dev_file_given_twice_is_refused_before_anything_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dev = write_conll(tmp_path / "dev.txt", 1)
+    again = f"{tmp_path}/other/../dev.txt"
+    argv = ["train", "--model", str(tmp_path / "no-model"), "--train", str(dev), "--dev", str(dev), again]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2  # not the missing model: nothing was loaded
+    assert capsys.readouterr().err.splitlines() == [
+        f"nertron train: error: --dev names the same file twice: {dev} and {again}"
+    ]
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_out_folder_over_an_input_is_refused_before_anything_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "data").mkdir()
+    dev = write_conll(tmp_path / "data" / "dev.txt", 1)
+    model = tmp_path / "checkpoint"
+    model.mkdir()
+    for out, option, path, why in (
+        (model, "--model", model, "is the same path as"),
+        (model / "run", "--model", model, "lies inside"),
+        (tmp_path / "data", "--train", dev, "contains"),
+    ):
+        argv = ["train", "--model", str(model), "--train", str(dev), "--dev", str(dev), "--out", str(out)]
+        assert main(argv) == 2
+        assert capsys.readouterr().err.splitlines() == [
+            f"nertron train: error: --out {out} {why} {option} {path}; write to a folder of its own"
+        ]
+    assert sorted(p.name for p in model.iterdir()) == [] and dev.is_file()

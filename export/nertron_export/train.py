@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import time
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 from nertron.errors import InvalidValue
 from nertron.evaluation import score
+from nertron.io.atomic import check_apart, replacing_folder, write_file
 from nertron.io.conll import Document, read_conll
 from tokenizers import Tokenizer
 from tqdm import tqdm
@@ -39,7 +41,7 @@ IGNORE = -100
 class TrainConfig:
     model: str
     train: list[str]  # CoNLL files, e.g. English gold and pseudo-labelled target-language text
-    dev: list[str]  # the first one's F1 is reported as dev_f1_*, each other's as <its folder>_f1_*
+    dev: list[str]  # the first one's F1 is reported as dev_f1_*, each other's as <its key>_f1_* (dev_keys)
     out: str
     epochs: int = 5
     lr: float = 1e-4
@@ -156,9 +158,29 @@ def bucketed_batches(
     return batches
 
 
-def dev_key(path: str, index: int) -> str:
-    """How a dev file's F1 is named: ``dev`` for the first, its folder's name (``es/dev.txt`` -> ``es``) after."""
-    return "dev" if index == 0 else Path(path).parent.name or Path(path).stem
+def dev_keys(paths: Sequence[str]) -> list[str]:
+    """How each dev file's F1 is named (``<key>_f1_document``), a distinct key a file: ``dev`` for the first;
+    after it, its folder's name (``es/dev.txt`` -> ``es``) where no other of them is in a folder of that name,
+    else the shortest end of its path, without the extension, that ends no other one's path
+    (``x/dev/es.txt``, ``y/dev/es.txt`` -> ``x/dev/es``, ``y/dev/es``), else its absolute path.
+    ``InvalidValue``, naming both, when two of them are the same file."""
+    resolved = [Path(path).resolve() for path in paths]
+    for i, path in enumerate(resolved):
+        if path in resolved[:i]:
+            raise InvalidValue(f"--dev names the same file twice: {paths[resolved.index(path)]} and {paths[i]}")
+    folders = [Path(path).parent.name or Path(path).stem for path in paths[1:]]
+    keys = ["dev", *(f if f != "dev" and folders.count(f) == 1 else "" for f in folders)]
+    absolute = [Path(os.path.abspath(path)) for path in paths]  # ".." folded; links named as given
+    ends = [["/".join([*a.parts[1:-1], a.stem][-n:]) for n in range(1, len(a.parts))] for a in absolute]
+    for i in range(1, len(paths)):
+        if not keys[i]:
+            distinct = (
+                end
+                for n, end in enumerate(ends[i])
+                if end not in keys and all(n >= len(other) or other[n] != end for other in ends[:i] + ends[i + 1 :])
+            )
+            keys[i] = next(distinct, str(absolute[i]))  # an end of one path may be all of another
+    return keys
 
 
 @dataclass
@@ -180,6 +202,10 @@ class DevSet:
 
 class Trainer:
     def __init__(self, config: TrainConfig) -> None:
+        keys = dev_keys(config.dev)  # before anything is loaded: two names for one file are refused at once
+        for option, paths in (("--model", [config.model]), ("--train", config.train), ("--dev", config.dev)):
+            for path in paths:  # an --out over an input would overwrite it
+                check_apart(("--out", config.out), {option: path})
         self.config = config
         random.seed(config.seed)
         np.random.seed(config.seed)
@@ -198,7 +224,7 @@ class Trainer:
         self.train = encode_documents(train_docs, self.tokenizer, label2id)
         self.train_flat = [s for d in self.train for s in d]
         self.dev_sets = [
-            DevSet.read(path, dev_key(path, i), self.tokenizer, label2id) for i, path in enumerate(config.dev)
+            DevSet.read(path, key, self.tokenizer, label2id) for path, key in zip(config.dev, keys, strict=True)
         ]
         limit = model_max_length(self.model.config, self.hf_tokenizer)
         if config.max_length is None:
@@ -314,7 +340,7 @@ class Trainer:
             if epoch - self.state["best_epoch"] >= c.patience:
                 print(f"early stop: no dev improvement for {c.patience} epochs", flush=True)
                 break
-        (self.out / "train_log.json").write_text(json.dumps({"config": asdict(c), **self.state}, indent=2))
+        write_file(self.out / "train_log.json", json.dumps({"config": asdict(c), **self.state}, indent=2))
         return self.state
 
     def selection_score(self, dev: dict[str, float]) -> float:
@@ -363,22 +389,28 @@ class Trainer:
         return out
 
     def _save(self, path: Path) -> None:
+        """The checkpoint at ``path``, replaced whole: a run killed while saving leaves the one before."""
+        with replacing_folder(path) as work:
+            self._save_into(work)
+
+    def _save_into(self, path: Path) -> None:
         self.model.save_pretrained(path)
         self.hf_tokenizer.save_pretrained(path)
 
     def _save_last(self) -> None:
-        last = self.out / "last"
-        self._save(last)
-        torch.save(
-            {
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "ema": self.ema,
-            },
-            last / "trainer_state.pt",
-        )
-        (last / "state.json").write_text(json.dumps(self.state, indent=2))
+        """``last/``: the checkpoint with what ``--resume`` needs (optimiser, scheduler, RNG, state), replaced whole."""
+        with replacing_folder(self.out / "last") as last:
+            self._save_into(last)
+            torch.save(
+                {
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                    "ema": self.ema,
+                },
+                last / "trainer_state.pt",
+            )
+            (last / "state.json").write_text(json.dumps(self.state, indent=2))
 
     def _load_last(self) -> None:
         last = self.out / "last"

@@ -8,10 +8,12 @@ are split. Each of these is how CoNLL-2003 cuts the same text, which is what the
 Scripts written without spaces between words (Chinese and Japanese: Han, Hiragana, Katakana; Thai, Lao,
 Khmer, Myanmar) are cut into words by ICU's dictionary-based word break (``icu4py``, ICU 78), run by run,
 so ``東京是日本的首都`` gives ``東京 是 日本 的 首都``; mixed-script text is cut at each change of script.
-Whitespace, control and format characters separate words and are never part of one. Words of those
+A name the dictionary does not know may be cut in several words (``习近平`` gives ``习 近平``, ``马克龙``
+``马克 龙``): an entity is made of whole words, so it covers such a name only if the model tags each of its
+words. Whitespace, control and format characters separate words and are never part of one. Words of those
 scripts are tokenised without SentencePiece's word-start marker ``▁`` (``SegmentedText.unmarked``): XLM-R was
-pre-trained on such text without spaces, where pieces rarely start with ``▁``, and a lone ``▁`` piece would
-carry the word's label (first-subword aggregation): ``习近平`` is found whole only so. A line
+pre-trained on such text without spaces, where pieces rarely start with ``▁``, and a lone ``▁`` piece, not
+the word's own characters, would carry the word's label (first-subword aggregation). A line
 break ends a sentence: no entity spans two lines. Offsets are Python string (code point) indices, so
 ``text[start:end] == word``.
 """
