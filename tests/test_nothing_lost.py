@@ -11,6 +11,8 @@ import os
 import re
 import shutil
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,6 +54,22 @@ def test_a_replaced_file_keeps_its_permissions_and_a_link_keeps_pointing_at_it(t
     os.umask(umask)
     assert stat.S_IMODE((tmp_path / "fresh.txt").stat().st_mode) == 0o666 & ~umask
     assert no_partials(tmp_path)
+
+
+def test_a_device_or_a_pipe_is_written_in_place(tiny_bundle: Path, tmp_path: Path) -> None:
+    link = tmp_path / "null"
+    link.symlink_to(os.devnull)
+    write_file(link, "gone\n")
+    assert link.is_symlink() and sorted(p.name for p in tmp_path.iterdir()) == ["null"]
+    # /dev/stdout when stdout is a pipe: a link to "pipe:[N]", which no folder holds
+    done = subprocess.run(
+        [sys.executable, "-m", "nertron.cli", "ner", "-m", str(tiny_bundle), "-o", "/dev/stdout", "Paris"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["text"] == "Paris"
 
 
 def test_a_failed_write_leaves_the_file_as_it_was_unless_asked_to_keep_what_was_written(tmp_path: Path) -> None:

@@ -55,12 +55,12 @@ def replacing_file(
     replaces the file all the same. A new file gets the permissions the umask gives; a replaced one keeps
     its own.
     """
-    target = _resolved(Path(path))
     mode = "wb" if binary else "w"
-    if target.exists() and not target.is_file():  # a device or a pipe: nothing to build beside it
-        with _closed(target.open(mode, encoding=None if binary else "utf-8")) as stream:
+    if Path(path).exists() and not Path(path).is_file():  # a device or a pipe (/dev/stdout): written in place
+        with _closed(Path(path).open(mode, encoding=None if binary else "utf-8")) as stream:
             yield stream
         return
+    target = _resolved(Path(path))
     descriptor, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=PARTIAL_SUFFIX)
     partial = Path(name)
     try:
