@@ -4,21 +4,27 @@ and moved into place, outputs that overlap their inputs are refused, and each ca
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from nertron import NER, __version__
 from nertron.cli import main
-from nertron.errors import InvalidFile, MissingFile, NertronError
+from nertron.errors import FileNotPermitted, InvalidFile, MissingFile, NertronError
+from nertron.io import atomic
 from nertron.io.atomic import PARTIAL_SUFFIX, check_apart, replacing_file, replacing_folder, write_file
 
 from tests.test_errors import one_line_error, run
@@ -72,18 +78,54 @@ def test_a_device_or_a_pipe_is_written_in_place(tiny_bundle: Path, tmp_path: Pat
     assert json.loads(done.stdout)["text"] == "Paris"
 
 
-def test_a_failed_write_leaves_the_file_as_it_was_unless_asked_to_keep_what_was_written(tmp_path: Path) -> None:
+def test_a_failed_write_leaves_the_file_as_it_was_until_it_is_committed(tmp_path: Path) -> None:
     target = tmp_path / "out.jsonl"
     target.write_text("a\nb\nc\n")
-    with pytest.raises(RuntimeError), replacing_file(target) as stream:
-        stream.write("partial\n")
+    with pytest.raises(RuntimeError), replacing_file(target) as pending:
+        pending.stream.write("partial\n")
+        assert target.read_text() == "a\nb\nc\n"  # built beside it
         raise RuntimeError("the run failed")
     assert target.read_text() == "a\nb\nc\n"
-    with pytest.raises(KeyboardInterrupt), replacing_file(target, keep_partial=lambda: True) as stream:
-        stream.write("row 1\n")
+    with pytest.raises(KeyboardInterrupt), replacing_file(target) as pending:
+        pending.stream.write("row 1\n")
+        pending.commit()  # in place from now on
+        assert target.read_text() == "row 1\n"
+        pending.stream.write("row 2\n")
         raise KeyboardInterrupt
-    assert target.read_text() == "row 1\n"
+    assert target.read_text() == "row 1\nrow 2\n"
     assert no_partials(tmp_path)
+
+
+def test_a_read_only_file_is_refused_and_a_file_in_a_read_only_folder_written_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    # Tests run as root, for whom permissions do not hold: os.access and the folder's refusal are stood in for.
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    with pytest.raises(FileNotPermitted, match=r"out\.txt: Permission denied \(a read-only file\)"):
+        write_file(target, "new")
+    monkeypatch.setattr(os, "access", lambda path, mode: True)
+
+    def read_only_folder(*args: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(atomic, "_new_file", read_only_folder)
+    write_file(target, "new")
+    assert target.read_text() == "new"
+
+
+def test_without_an_atomic_exchange_a_folder_is_swapped_by_two_renames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(atomic, "_renameat2", None)  # as on macOS or musl
+    target = tmp_path / "bundle"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with replacing_folder(target) as work:
+        (work / "new.txt").write_text("new")
+    assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
 
 
 def test_a_folder_is_replaced_whole_or_not_at_all(tmp_path: Path) -> None:
@@ -118,16 +160,22 @@ def test_repository_refuses_to_copy_a_model_out_of_the_folder_it_replaces(
     root = tmp_path / "R"
     assert run(capsys, "repository", "-m", str(tiny_bundle), "--out", str(root), "--deployment", "cpu")[0] == 0
     (root / "cpu" / "users_model").mkdir()  # a model of the user's own in the same repository
+    (root / "cpu" / "nertron" / "2").mkdir()  # and a version of the user's own
+    (root / "cpu" / "nertron" / "2" / "model.onnx").write_bytes(b"theirs")
     before = fingerprint(root)
     inner = root / "cpu" / "nertron" / "1"
     code, _, err = run(capsys, "repository", "-m", str(inner), "--out", str(root), "--deployment", "cpu")
     assert code == 2
-    one_line_error(err, f"--out {root} contains -m {inner}")
+    one_line_error(err, f"--out {root} (its cpu/nertron) contains -m {inner}")
     assert fingerprint(root) == before and (inner / "model.onnx").is_file()
     # Written again over itself: the nertron models are replaced, the user's model stays, nothing half-built.
     assert run(capsys, "repository", "-m", str(tiny_bundle), "--out", str(root), "--deployment", "cpu")[0] == 0
     assert fingerprint(root) == before and (root / "cpu" / "users_model").is_dir()
     assert no_partials(tmp_path) and sorted(p.name for p in tmp_path.iterdir()) == ["R"]
+    # A bundle beside the repository, not in what it replaces, is fine.
+    beside = root / "bundle"
+    shutil.copytree(tiny_bundle, beside)
+    assert run(capsys, "repository", "-m", str(beside), "--out", str(root), "--deployment", "cpu")[0] == 0
 
 
 def test_export_refuses_to_write_into_its_checkpoint(
@@ -167,6 +215,12 @@ def test_export_into_a_folder_of_other_files_needs_force(
     code, printed, err = run(capsys, "export", "--model", str(tiny_checkpoint), "--out", str(out))
     assert code == 0, err
     assert f"replaced the bundle that was in {out}" in printed
+    # A bundle with a file of the user's beside it: that file would go, so --force again.
+    (out / "README.md").write_text("my notes")
+    code, _, err = run(capsys, "export", "--model", str(tiny_checkpoint), "--out", str(out))
+    assert code == 2
+    one_line_error(err, f"--out {out} is a nertron bundle with other files (it holds README.md)", "--force")
+    assert (out / "README.md").read_text() == "my notes"
     assert no_partials(tmp_path)
 
 
@@ -222,6 +276,41 @@ def test_a_run_that_fails_before_its_first_row_leaves_the_output_as_it_was(
     assert no_partials(tmp_path)
 
 
+def test_sigterm_keeps_the_rows_finished_before_it(tiny_bundle: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_text("old\n")
+    command = [sys.executable, "-m", "nertron.cli", "ner", "-m", str(tiny_bundle), "-o", str(out)]
+    fed = threading.Event()  # stdin never ends: only the signal can stop the run
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        stdin, stderr = process.stdin, process.stderr
+        assert stdin is not None and stderr is not None
+
+        def feed() -> None:
+            with contextlib.suppress(OSError, ValueError):
+                while not fed.is_set():
+                    stdin.write("Angela Merkel in Paris\n" * 100)
+                    stdin.flush()
+
+        feeder = threading.Thread(target=feed)
+        feeder.start()
+        try:
+            deadline = time.monotonic() + 120  # a guard, not the condition
+            while time.monotonic() < deadline and out.read_text() == "old\n":
+                time.sleep(0.05)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=120) == 128 + signal.SIGTERM
+            assert stderr.read().strip().endswith("nertron ner: terminated")
+        finally:
+            fed.set()
+            process.kill()
+            feeder.join()
+            with contextlib.suppress(OSError):
+                stdin.close()
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows and all(row["text"] == "Angela Merkel in Paris" for row in rows)
+    assert no_partials(tmp_path)
+
+
 def test_a_lone_surrogate_is_a_malformed_record_that_skip_skips(
     tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -240,7 +329,7 @@ def test_a_lone_surrogate_is_a_malformed_record_that_skip_skips(
     # Text arguments that are not UTF-8 reach Python as lone surrogates (surrogateescape).
     code, _, err = run(capsys, "ner", "-m", str(tiny_bundle), os.fsdecode(b"\xed\xa0\x80 Paris"), "Paris")
     assert code == 2
-    one_line_error(err, "<arguments>:1: not valid UTF-8 (byte 0xed at index 0)")
+    one_line_error(err, "<arguments>:1: not valid UTF-8 (byte 0xed at character 0)")
 
 
 def test_a_broken_json_line_is_reported_whole(
@@ -307,12 +396,13 @@ def test_a_min_score_above_every_score_warns_once(
     highest = max(entity["score"] for line in printed.splitlines() for entity in json.loads(line)["entities"])
     assert highest < 1.0
     above = f"{(highest + 1.0) / 2:.6f}"
+    at_most = f"{math.floor(highest * 1e6) / 1e6:.6f}"  # rounded down: no entity is left out
     code, printed, err = run(capsys, "ner", "-m", str(default_int8), "--min-score", above, *texts)
     assert code == 0 and all(not json.loads(line)["entities"] for line in printed.splitlines())
     warnings = [line for line in err.splitlines() if "warning" in line]
     assert len(warnings) == 1 and "is above every score the model gave" in warnings[0]
     assert f"{highest:.4f}" in warnings[0]
-    code, _, err = run(capsys, "ner", "-m", str(default_int8), "--min-score", f"{highest:.6f}", *texts)
+    code, _, err = run(capsys, "ner", "-m", str(default_int8), "--min-score", at_most, *texts)
     assert code == 0 and "warning" not in err
 
 

@@ -161,18 +161,21 @@ def test_one_dev_file_given_twice_is_refused_before_anything_loads(
 def test_an_out_folder_over_an_input_is_refused_before_anything_loads(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tmp_path / "data").mkdir()
-    dev = write_conll(tmp_path / "data" / "dev.txt", 1)
-    model = tmp_path / "checkpoint"
+    (tmp_path / "runs" / "last").mkdir(parents=True)
+    dev = write_conll(tmp_path / "runs" / "last" / "dev.txt", 1)
+    train = write_conll(tmp_path / "train.txt", 1)
+    model = tmp_path / "runs" / "best"
     model.mkdir()
-    for out, option, path, why in (
-        (model, "--model", model, "is the same path as"),
-        (model / "run", "--model", model, "lies inside"),
-        (tmp_path / "data", "--train", dev, "contains"),
+    for out, replaced, option, path, why in (  # what a run replaces: best/, last/, train_log.json
+        (model, "best", "--model", model, "lies inside"),
+        (tmp_path / "runs", "best", "--model", model, "is the same path as"),
+        (tmp_path / "runs", "last", "--dev", dev, "contains"),
     ):
-        argv = ["train", "--model", str(model), "--train", str(dev), "--dev", str(dev), "--out", str(out)]
-        assert main(argv) == 2
+        inputs = ["--model", str(model), "--train", str(train), "--dev", str(dev)]
+        if option == "--dev":
+            inputs[1] = str(tmp_path / "no-model")  # not the model's turn
+        assert main(["train", *inputs, "--out", str(out)]) == 2
         assert capsys.readouterr().err.splitlines() == [
-            f"nertron train: error: --out {out} {why} {option} {path}; write to a folder of its own"
+            f"nertron train: error: --out {out} (its {replaced}) {why} {option} {path}; write to a folder of its own"
         ]
     assert sorted(p.name for p in model.iterdir()) == [] and dev.is_file()

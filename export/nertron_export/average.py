@@ -30,6 +30,7 @@ RECORD = "average.json"
 # Written by transformers itself, so checkpoints saved by different versions may differ in them.
 IGNORED_CONFIG_KEYS = ("_name_or_path", "transformers_version")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "sentencepiece.bpe.model")
+AVERAGE_FILES = frozenset({WEIGHTS, "config.json", RECORD, *TOKENIZER_FILES})  # what an average writes
 
 
 def average_checkpoints(checkpoints: Sequence[str | Path], out: str | Path) -> Path:
@@ -52,8 +53,12 @@ def average_checkpoints(checkpoints: Sequence[str | Path], out: str | Path) -> P
     out = Path(out)
     for path in paths:
         check_apart(("out", out), {"checkpoint": path})
-    if out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file():
-        raise InvalidValue(f"out {out} is a folder that is not an HF checkpoint; give a new or empty folder")
+    others = sorted(e.name for e in out.iterdir() if e.name not in AVERAGE_FILES) if out.is_dir() else []
+    if others:  # the folder is replaced whole
+        raise InvalidValue(
+            f"out {out} holds files an averaged checkpoint does not ({', '.join(others[:3])}), which would be "
+            "removed; give a new or empty folder"
+        )
     averaged = _mean_weights(paths)
     with replacing_folder(out) as work:  # a failure leaves out as it was
         save_file(averaged, str(work / WEIGHTS), metadata={"format": "pt"})

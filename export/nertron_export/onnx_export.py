@@ -192,7 +192,7 @@ def export_bundle(
         if temperature_data is not None:
             from nertron.cli.calibrate import calibrate_bundle
 
-            calibrate_bundle(work, Path(temperature_data))
+            calibrate_bundle(work, Path(temperature_data), shown=Path(out))
     return dataclasses.replace(report, bundle=Path(out), seconds=time.perf_counter() - started)
 
 

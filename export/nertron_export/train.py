@@ -35,6 +35,7 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer
 from .onnx_export import model_max_length
 
 IGNORE = -100
+REPLACED = ("best", "last", "train_log.json")  # what a run writes into --out, each replaced whole
 
 
 @dataclass
@@ -205,7 +206,7 @@ class Trainer:
         keys = dev_keys(config.dev)  # before anything is loaded: two names for one file are refused at once
         for option, paths in (("--model", [config.model]), ("--train", config.train), ("--dev", config.dev)):
             for path in paths:  # an --out over an input would overwrite it
-                check_apart(("--out", config.out), {option: path})
+                check_apart(("--out", config.out), {option: path}, replaced=REPLACED)
         self.config = config
         random.seed(config.seed)
         np.random.seed(config.seed)

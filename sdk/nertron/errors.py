@@ -50,7 +50,9 @@ class InvalidFile(NertronError, OSError):
     the message names it. Each kind also derives from the matching built-in ``OSError`` subclass, so that
     ``except FileNotFoundError`` keeps working."""
 
-    def __str__(self) -> str:  # the message alone, without OSError's "[Errno N]"
+    def __str__(self) -> str:  # the message and the file, without OSError's "[Errno N]"
+        if self.strerror and self.filename is not None:
+            return f"{self.filename}: {self.strerror}"
         return self.strerror or super().__str__()
 
 
@@ -88,9 +90,7 @@ def file_error(error: OSError, what: str | None = None) -> InvalidFile:
     if error.filename is not None and error.strerror:
         why = f"{error.filename}: {why}"
     message = f"{what} {why}" if what else why
-    converted = kind(error.errno, message) if error.errno is not None else kind(message)
-    converted.__cause__ = error.__cause__
-    return converted
+    return kind(error.errno, message) if error.errno is not None else kind(message)
 
 
 @contextlib.contextmanager

@@ -59,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _terminate_as_interrupt():
             return int(args.run(args))
+    except Terminated:
+        print(f"nertron {args.command}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print(f"nertron {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -83,6 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is, so that it ends as Ctrl-C ends it (exit status 143)."""
+
+
 @contextlib.contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM (``kill``, ``timeout``) ends a command as Ctrl-C does: what it finished is kept (``-o``)."""
@@ -94,7 +101,7 @@ def _terminate_as_interrupt() -> Iterator[None]:
         return
 
     def interrupt(number: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        raise Terminated
 
     signal.signal(signal.SIGTERM, interrupt)
     try:

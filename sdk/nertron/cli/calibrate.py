@@ -25,8 +25,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def calibrate_bundle(path: Path, data: Path, *, batch_size: int = 16) -> None:
-    """Fits the temperature of the bundle at ``path`` on ``data``, writes it to its manifest, prints the ECE."""
+def calibrate_bundle(path: Path, data: Path, *, batch_size: int = 16, shown: Path | None = None) -> None:
+    """Fits the temperature of the bundle at ``path`` on ``data``, writes it to its manifest, prints the ECE;
+    ``shown``: the path to name in what it prints (where a bundle being built will be)."""
     from nertron import NER
     from nertron.evaluation import fit_calibration
     from nertron.io.conll import read_conll
@@ -43,4 +44,4 @@ def calibrate_bundle(path: Path, data: Path, *, batch_size: int = 16) -> None:
             f"{context:>8}: {fit.after[context].n} entities, ECE {fit.before[context].ece():.4f} uncalibrated, "
             f"{fit.after[context].ece():.4f} at temperature {fit.temperature:g}"
         )
-    print(f"wrote temperature {fit.temperature:g} to {bundle.path / 'manifest.json'}")
+    print(f"wrote temperature {fit.temperature:g} to {(shown or bundle.path) / 'manifest.json'}")

@@ -14,8 +14,8 @@ from tqdm import tqdm
 
 from nertron.cli.options import DEFAULTS, add_engine_options, bounded, config_from_args
 from nertron.entity import Entity
-from nertron.errors import FileIsFolder, InvalidValue, MissingFile, NertronError, TritonError
-from nertron.io.atomic import replacing_file
+from nertron.errors import FileIsFolder, InvalidValue, MissingFile, TritonError, file_error
+from nertron.io.atomic import PendingFile, replacing_file
 
 if TYPE_CHECKING:
     from nertron.io.corpus import ErrorPolicy, Record
@@ -92,10 +92,6 @@ def run(args: argparse.Namespace) -> int:
     written = 0
     last_line: int | None = None
     scores = ScoreRange()
-
-    def started() -> bool:  # rows finished before a failure are kept; a run that wrote none changes no file
-        return written > 0
-
     with ExitStack() as stack:
         stack.enter_context(ner)
         bar = stack.enter_context(
@@ -103,16 +99,9 @@ def run(args: argparse.Namespace) -> int:
         )
         errors = ErrorPolicy(args.on_error, report=lambda message: bar.write(message, file=sys.stderr))
         records = _ner_records(args, stack, errors)
-        output = (
-            stack.enter_context(_open_output(args.output, "-o", started))
-            if args.output
-            else Output(sys.stdout, "stdout")
-        )
-        page = (
-            stack.enter_context(HtmlWriter(stack.enter_context(_open_output(args.html, "--html", started))))
-            if args.html
-            else None
-        )
+        output = stack.enter_context(_open_output(args.output, "-o")) if args.output else Output(sys.stdout, "stdout")
+        page_file = stack.enter_context(_open_output(args.html, "--html")) if args.html else None
+        page = stack.enter_context(HtmlWriter(page_file)) if page_file else None
         try:
             for annotation in tag_corpus(
                 ner, records, batch_size=args.batch_size, on_words=bar.update, on_found=scores.add
@@ -126,6 +115,10 @@ def run(args: argparse.Namespace) -> int:
                     page.add(annotation.text, annotation.entities, None if doc_id is None else str(doc_id))
                 output.write(row)
                 output.flush()  # what is finished stays written, whatever happens next
+                if not written:  # the files take their places with the first row: a run that fails before changes none
+                    output.commit()
+                    if page_file is not None:
+                        page_file.commit()
                 written += 1
                 last_line = annotation.record.line
                 if progress:
@@ -154,17 +147,18 @@ class ScoreRange:
 
     def add(self, entities: list[Entity]) -> None:
         self.found += len(entities)
-        self.highest = max([self.highest, *(entity.score for entity in entities)])
+        self.highest = max((entity.score for entity in entities), default=self.highest)
 
 
 STDIN = Path("-")
 
 
 class Output:
-    """A text stream written to, whose failures (a full disk) name it: ``cannot write -o out.jsonl: ...``."""
+    """A text stream written to, whose failures (a full disk) name it: ``cannot write -o out.jsonl: ...``; with
+    ``pending``, a file built beside its target until ``commit()``."""
 
-    def __init__(self, stream: IO[str], where: str) -> None:
-        self.stream, self.where = stream, where
+    def __init__(self, stream: IO[str], where: str, pending: PendingFile | None = None) -> None:
+        self.stream, self.where, self.pending = stream, where, pending
 
     def write(self, text: str) -> None:
         self._named(self.stream.write, text)
@@ -172,8 +166,10 @@ class Output:
     def flush(self) -> None:
         self._named(self.stream.flush)
 
-    def close(self) -> None:
-        self._named(self.stream.close)
+    def commit(self) -> None:
+        """Moves the file into place (if it is one); later writes go to it there."""
+        if self.pending is not None:
+            self._named(self.pending.commit)
 
     def _named(self, operation: Callable[..., object], *args: object) -> None:
         try:
@@ -183,22 +179,22 @@ class Output:
 
 
 @contextmanager
-def _open_output(path: Path, option: str, keep_partial: Callable[[], bool]) -> Iterator[Output]:
-    """A file that replaces ``path`` when the run ends (see ``nertron.io.atomic.replacing_file``): after a failure
-    only if ``keep_partial()``; failures to write it name the option and the file."""
+def _open_output(path: Path, option: str) -> Iterator[Output]:
+    """A file built beside ``path`` that takes its place at ``commit()`` or when the run ends (see
+    ``nertron.io.atomic.replacing_file``); failures to create, write or place it name the option and the file."""
     where = f"{option} {path}"
     in_run = False  # an error of the run itself passes as it is; one of creating or placing the file is named
     try:
-        with replacing_file(path, keep_partial=keep_partial) as stream:
+        with replacing_file(path) as pending:
             try:
-                yield Output(stream, where)  # type: ignore[arg-type]
+                yield Output(pending.stream, where, pending)  # type: ignore[arg-type]
             except BaseException:
                 in_run = True
                 raise
     except OSError as error:
-        if in_run or isinstance(error, NertronError):
+        if in_run:
             raise
-        raise OSError(error.errno, f"cannot write {where}: {error.strerror}") from None
+        raise file_error(OSError(error.errno, f"cannot write {where}: {error.strerror}")) from None
 
 
 def _check_distinct(files: dict[str, Path | None]) -> None:
@@ -274,7 +270,12 @@ def _argument_records(texts: list[str], errors: ErrorPolicy) -> Iterator[Record]
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as error:
-            byte = os.fsencode(text[error.start])[0]
-            errors.malformed("<arguments>", number, f"not valid UTF-8 (byte 0x{byte:02x} at index {error.start})")
+            character = text[error.start]
+            what = (  # surrogateescape holds an undecodable byte as U+DC80..U+DCFF
+                f"byte 0x{ord(character) - 0xDC00:02x}"
+                if "\udc80" <= character <= "\udcff"
+                else f"U+{ord(character):04X}"
+            )
+            errors.malformed("<arguments>", number, f"not valid UTF-8 ({what} at character {error.start})")
             continue
         yield Record(text=text)

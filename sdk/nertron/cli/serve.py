@@ -9,7 +9,7 @@ from pathlib import Path
 from nertron.cli.options import add_model_options, add_threads_option, bounded
 from nertron.errors import InvalidValue
 from nertron.ner import resolve_model
-from nertron.serving.options import DEPLOYMENTS, TEXT_MODEL_NAME, ConfigOptions
+from nertron.serving.options import DEPLOYMENTS, MODEL_NAME, TEXT_MODEL_NAME, ConfigOptions
 
 
 def add_serve(parser: argparse.ArgumentParser) -> None:
@@ -119,11 +119,12 @@ def run_repository(args: argparse.Namespace) -> int:
     options = ConfigOptions(
         max_batch_size=args.max_batch_size, max_queue_delay_us=args.max_queue_delay_us, instances=args.instances
     )
-    deployments = args.deployment or list(DEPLOYMENTS)
     written = []
     if args.model and args.precision:
         raise InvalidValue("--precision picks a variant of the embedded model; a bundle (-m) has its own")
-    check_apart(("--out", args.out), {"-m": args.model})
+    deployments = args.deployment or list(DEPLOYMENTS)
+    replaced = [f"{d}/{model}" for d in deployments for model in (MODEL_NAME, TEXT_MODEL_NAME)]
+    check_apart(("--out", args.out), {"-m": args.model}, replaced=replaced)
     for deployment in deployments:
         # The embedded model serves int8 on CPU by default; GPUs get fp32 (int8 runs onnxruntime's CPU kernels).
         precision = None if args.model else (args.precision or ("int8" if deployment == "cpu" else "fp32"))

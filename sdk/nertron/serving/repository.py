@@ -75,17 +75,29 @@ def write_repository(
     """
     check_deployment(deployment)
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
-    check_apart(("repository", repository), {"bundle": bundle.path})
+    check_apart(("repository", repository), {"bundle": bundle.path}, replaced=(name, TEXT_MODEL_NAME))
     options = options or ConfigOptions()
     repository = Path(repository)
+    created = not repository.exists()
     repository.mkdir(parents=True, exist_ok=True)
-    # Built beside the repository, then each model folder moved in: a failure leaves the repository as it was,
-    # and its other models are never touched.
-    with scratch_folder(repository) as work:
-        _write_models(bundle, work, deployment, options, name, text_model, link)
-        for model in sorted(work.iterdir()):
-            place_folder(model, repository / model.name)
+    # Built in a hidden folder of the repository (so on its file system), then each model folder moved in
+    # with one rename: a failure before leaves the repository as it was. Other models, and other versions of
+    # these, stay.
+    try:
+        with scratch_folder(repository / name) as work:
+            _write_models(bundle, work, deployment, options, name, text_model, link)
+            for model in sorted(work.iterdir()):
+                place_folder(model, repository / model.name, keep=_other_version)
+    except BaseException:
+        if created:
+            shutil.rmtree(repository, ignore_errors=True)
+        raise
     return repository / name
+
+
+def _other_version(entry: Path) -> bool:
+    """A version folder of a Triton model other than the ``1/`` that nertron writes."""
+    return entry.is_dir() and entry.name.isdigit() and entry.name != "1"
 
 
 def _write_models(
