@@ -23,7 +23,7 @@ from nertron.errors import InvalidType, InvalidValue, reraise_files
 from nertron.model.bundle import Bundle
 from nertron.subwords import load_tokenizer
 from nertron.tagging import TaggedDocuments, Tagger, max_batch_tokens
-from nertron.text import SegmentedText
+from nertron.text import SegmentedText, lone_surrogate
 from nertron.windows import SubwordEncoder
 
 if TYPE_CHECKING:
@@ -405,13 +405,11 @@ def check_text(text: object, name: str) -> str:
     is not a character and no tokenizer takes it."""
     if not isinstance(text, str):
         raise InvalidType(f"{name} must be str, got {type(text).__name__}")
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as error:
-            raise InvalidValue(
-                f"{name} holds a lone surrogate U+{ord(text[error.start]):04X} at index {error.start}, which is "
-                "not a character (text decoded with errors='surrogateescape', or a JSON \\ud800 escape); "
-                "decode the bytes as UTF-8 with errors='replace'"
-            ) from None
+    index = lone_surrogate(text)
+    if index is not None:
+        raise InvalidValue(
+            f"{name} holds a lone surrogate U+{ord(text[index]):04X} at index {index}, which is "
+            "not a character (text decoded with errors='surrogateescape', or a JSON \\ud800 escape); "
+            "decode the bytes as UTF-8 with errors='replace'"
+        )
     return text

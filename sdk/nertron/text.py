@@ -149,6 +149,18 @@ class Words(NamedTuple):
     ends: list[int]
 
 
+def lone_surrogate(text: str) -> int | None:
+    """The index of the first lone surrogate in ``text`` (U+D800 to U+DFFF: from JSON's ``"\\ud800"``, or bytes
+    decoded with ``surrogateescape``; not a character, and no tokenizer or UTF-8 writer takes it), else None."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return error.start
+    return None
+
+
 def split_words(text: str) -> Words:
     """Splits ``text`` into words (see the module docstring for the rules)."""
     segmented = SegmentedText.split(text)

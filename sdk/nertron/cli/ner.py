@@ -265,17 +265,15 @@ def _argument_records(texts: list[str], errors: ErrorPolicy) -> Iterator[Record]
     """The text arguments as records; one that is not valid UTF-8 (Python holds its bytes as lone surrogates)
     is malformed, reported as ``<arguments>:N``."""
     from nertron.io.corpus import Record
+    from nertron.text import lone_surrogate
 
     for number, text in enumerate(texts, start=1):
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as error:
-            character = text[error.start]
-            what = (  # surrogateescape holds an undecodable byte as U+DC80..U+DCFF
-                f"byte 0x{ord(character) - 0xDC00:02x}"
-                if "\udc80" <= character <= "\udcff"
-                else f"U+{ord(character):04X}"
-            )
-            errors.malformed("<arguments>", number, f"not valid UTF-8 ({what} at character {error.start})")
+        index = lone_surrogate(text)
+        if index is None:
+            yield Record(text=text)
             continue
-        yield Record(text=text)
+        character = text[index]
+        what = (  # surrogateescape holds an undecodable byte as U+DC80..U+DCFF
+            f"byte 0x{ord(character) - 0xDC00:02x}" if "\udc80" <= character <= "\udcff" else f"U+{ord(character):04X}"
+        )
+        errors.malformed("<arguments>", number, f"not valid UTF-8 ({what} at character {index})")

@@ -60,25 +60,28 @@ def _target_of(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
-def _new_file(folder: Path, name: str) -> tuple[int, Path]:
-    """A new hidden file in ``folder`` for ``name``, created with the mode the umask gives (as ``open`` does)."""
+def _partial_name(folder: Path, name: str, create: Callable[[Path], object]) -> Path:
+    """A new hidden ``folder/.NAME.XXXXXXXX.partial``, made by ``create(path)`` (which fails if it exists)."""
     while True:
         partial = folder / f".{name}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
         try:
-            return os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o666), partial
-        except FileExistsError:
-            continue
-
-
-def _new_folder(folder: Path, name: str) -> Path:
-    """A new hidden, empty folder in ``folder`` for ``name``, created with the mode the umask gives."""
-    while True:
-        partial = folder / f".{name}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
-        try:
-            partial.mkdir(0o777)
+            create(partial)
             return partial
         except FileExistsError:
             continue
+
+
+def _new_file(folder: Path, name: str) -> tuple[int, Path]:
+    """A new hidden file in ``folder`` for ``name``, open, with the mode the umask gives (as ``open`` does)."""
+    descriptors: list[int] = []
+    flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC
+    partial = _partial_name(folder, name, lambda path: descriptors.append(os.open(path, flags, 0o666)))
+    return descriptors[0], partial
+
+
+def _new_folder(folder: Path, name: str) -> Path:
+    """A new hidden, empty folder in ``folder`` for ``name``, with the mode the umask gives."""
+    return _partial_name(folder, name, lambda path: path.mkdir(0o777))
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ from nertron.entity import Entity
 from nertron.errors import InvalidValue
 from nertron.io.conll import DOCSTART
 from nertron.ner import NER
-from nertron.text import SegmentedText
+from nertron.text import SegmentedText, lone_surrogate
 
 INPUT_FORMATS = ("txt", "jsonl", "conll")
 CONLL_SUFFIXES = (".conll", ".iob", ".iob2", ".bio", ".bioes")
@@ -141,12 +141,10 @@ def _decoded(stream: Iterable[bytes | str], source: str, errors: ErrorPolicy) ->
                 continue
         else:
             text = line
-            if not text.isascii():
-                try:
-                    text.encode("utf-8")
-                except UnicodeEncodeError as error:
-                    errors.malformed(source, number, f"not valid Unicode (a lone surrogate at index {error.start})")
-                    continue
+            index = lone_surrogate(text)
+            if index is not None:
+                errors.malformed(source, number, f"not valid Unicode (a lone surrogate at index {index})")
+                continue
         yield number, text.removeprefix("\ufeff") if number == 1 else text
 
 
@@ -192,14 +190,11 @@ def _lone_surrogate(value: object, where: str = "") -> str | None:
     """Why ``value`` (parsed JSON) cannot be written as UTF-8, naming the field and index of the first lone
     surrogate (a ``\\ud800`` escape with no pair: valid JSON, but not a character), or None."""
     if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as error:
-            return (
-                f"{where or 'the line'} holds a lone surrogate \\u{ord(value[error.start]):04x} at index "
-                f"{error.start}, which is not a character"
-            )
-        return None
+        index = lone_surrogate(value)
+        if index is None:
+            return None
+        where = where or "the line"
+        return f"{where} holds a lone surrogate \\u{ord(value[index]):04x} at index {index}, which is not a character"
     if isinstance(value, dict):
         for key, item in value.items():
             name = f"{where}.{key}" if where else f"field {key!r}"
