@@ -22,6 +22,7 @@ and prints each figure against the goals of docs/benchmarks.md. The checkpoint a
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -31,7 +32,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "perf")]
@@ -54,8 +55,21 @@ from nertron.model.default import default_bundle  # noqa: E402
 CONLL = ROOT.parent / "shared" / "data" / "conll2003"
 LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
 GATE_SENTENCES = 300  # of dev: enough to exercise the gate, which random weights make meaningless
+
+
+class Goals(TypedDict):
+    """The goals: speed-ups over the HF pipeline per CPU kind, and the rest whatever the CPU."""
+
+    xlmr_base_int8_x_hf: dict[str, float]
+    default_int8_x_hf: dict[str, float]
+    int8_percent_of_peak: float
+    int8_bundle_mb: float
+    int8_rss_mib: float
+    int8_load_s: float
+
+
 # The goals (docs/benchmarks.md): x the HF pipeline by CPU kind, and the limits of an exported int8 bundle.
-GOALS = {
+GOALS: Goals = {
     "xlmr_base_int8_x_hf": {"AVX-512 VNNI": 12.0, "AVX2 only": 3.5},
     "default_int8_x_hf": {"AVX-512 VNNI": 8.5, "AVX2 only": 5.0},
     "int8_percent_of_peak": 75.0,
@@ -84,12 +98,12 @@ print(json.dumps({"import_s": imported - started, "ner_s": loaded - imported, "r
 def build_checkpoint(out: Path) -> Path:
     """The XLM-R base-shaped checkpoint with random weights and the default model's tokenizer."""
     import torch
-    from transformers import XLMRobertaConfig, XLMRobertaForTokenClassification, XLMRobertaTokenizerFast
+    from transformers import XLMRobertaConfig, XLMRobertaForTokenClassification, XLMRobertaTokenizer
 
     if (out / "config.json").is_file():
         return out
     tokenizer_dir = default_bundle("fp32")
-    tokenizer = XLMRobertaTokenizerFast(tokenizer_file=str(tokenizer_dir / "tokenizer.json"), model_max_length=512)
+    tokenizer = XLMRobertaTokenizer(tokenizer_file=str(tokenizer_dir / "tokenizer.json"), model_max_length=512)
     torch.manual_seed(0)
     config = XLMRobertaConfig(
         vocab_size=len(tokenizer),
@@ -160,7 +174,9 @@ def bench_xlmr_e2e(checkpoint: Path, bundles: dict[str, Path], sentences: list, 
         device=-1,
     )
     ners = {precision: NER(bundle) for precision, bundle in bundles.items()}
-    systems: dict[str, Callable[[], Any]] = {f"nertron {p}": (lambda n=ner: n.batch(texts)) for p, ner in ners.items()}
+    systems: dict[str, Callable[[], Any]] = {
+        f"nertron {p}": functools.partial(ner.batch, texts) for p, ner in ners.items()
+    }
     systems["HF pipeline, torch fp32"] = lambda: hf(texts)
     with torch.inference_mode():
         seconds = interleaved(systems, repeats)
@@ -181,7 +197,7 @@ def bench_xlmr_e2e(checkpoint: Path, bundles: dict[str, Path], sentences: list, 
     base = results["HF pipeline, torch fp32"]["sentences_per_s"]
     for r in results.values():
         r["speedup_vs_hf"] = r["sentences_per_s"] / base
-    windows = [w for d, (words, _) in enumerate(sentences) for w in ners["int8"]._encoder.windows(d, words)]
+    windows = list(ners["int8"].pipeline.windows(words for words, _ in sentences))
     tokens = sum(w.input_ids.size for w in windows)
     return {"sentences": len(texts), "tokens": tokens, "mean_window": tokens / len(windows), "systems": results}
 

@@ -8,6 +8,8 @@ Sections (CoNLL-2003 test sentences, the embedded default model):
   e2e          raw text in, entities out: nertron int8 / fp32 (onnxruntime) and bf16 (OpenVINO, where the
                CPU has native bf16) vs the HF pipeline (PyTorch fp32, same
                weights, aggregation "first", batch 32): sentences/s, words/s, entity F1
+  pipeline     nertron end to end (raw text in, entities out) vs its model alone on the very batches the pipeline
+               sends, int8 and fp32: how much of the model's speed the pipeline keeps (goal: >= 93%)
   ceiling      the encoder's FLOPs per token vs this CPU's measured matmul peaks
   scaling      throughput and peak memory vs document length (10 to 1,000,000 words, one document)
   startup      the default model: first use (assembly), NER() from the cache (seconds, RSS, peak), the
@@ -19,6 +21,7 @@ machine and the CPU's instruction sets (int8 speed and even int8 results depend 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -37,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "perf")]
 
 from nertron import NER  # noqa: E402
+from nertron.backends.base import Backend  # noqa: E402
 from nertron.backends.openvino import has_native_bf16  # noqa: E402
 from nertron.io.conll import read_conll  # noqa: E402
 from nertron.model.default import default_bundle  # noqa: E402
@@ -47,7 +51,7 @@ from tests import reference  # noqa: E402
 DATA = ROOT.parent / "shared" / "data" / "conll2003" / "test.txt"
 
 
-SECTIONS = ("postprocess", "e2e", "ceiling", "scaling", "startup")
+SECTIONS = ("postprocess", "e2e", "pipeline", "ceiling", "scaling", "startup")
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -156,11 +160,11 @@ def bench_postprocess(ner: NER, sentences: list, repeats: int) -> dict[str, Any]
     from transformers.pipelines import AggregationStrategy, TokenClassificationPipeline
 
     docs = [words for words, _ in sentences]
-    windows = [w for d, words in enumerate(docs) for w in ner._encoder.windows(d, words)]
-    batches = [ner._encoder.pad(windows[b : b + 32]) for b in range(0, len(windows), 32)]
+    windows = list(ner.pipeline.windows(docs))
+    batches = [ner.pipeline.encoder.pad(windows[b : b + 32]) for b in range(0, len(windows), 32)]
     logits = [ner.backend(b.input_ids, b.attention_mask) for b in batches]
     names = ner.labels
-    postprocessor = ner._postprocessor
+    postprocessor = ner.pipeline.decoder
     offsets = [as_text(words)[1] for words in docs]
     starts = np.array([s for w in offsets for s in w.starts], np.int64)
     ends = np.array([e for w in offsets for e in w.ends], np.int64)
@@ -244,7 +248,7 @@ def bench_postprocess(ner: NER, sentences: list, repeats: int) -> dict[str, Any]
     )
     # Identical spans: C++ vs numpy vs reference (exact), and vs HF "first" (character spans).
     spans = native_with_offsets()
-    ours = [set() for _ in docs]
+    ours: list[set[tuple[int, int, str]]] = [set() for _ in docs]
     for r, t, s, e in zip(spans.row, spans.type, spans.start_char, spans.end_char, strict=True):
         ours[r].add((int(s), int(e), postprocessor.types[t]))
     numpy_spans = numpy_python()
@@ -287,7 +291,7 @@ def bench_e2e(sentences: list, repeats: int, ners: dict[str, NER]) -> dict[str, 
         device=-1,
     )
     systems: dict[str, Callable[[], Any]] = {
-        f"nertron {name}": (lambda n=ner: n.batch(texts)) for name, ner in ners.items()
+        f"nertron {name}": functools.partial(ner.batch, texts) for name, ner in ners.items()
     }
     systems["HF pipeline, torch fp32"] = lambda: hf(texts)
     with torch.inference_mode():
@@ -310,6 +314,73 @@ def bench_e2e(sentences: list, repeats: int, ners: dict[str, NER]) -> dict[str, 
     for r in results.values():
         r["speedup_vs_hf"] = r["sentences_per_s"] / base
     return {"sentences": len(texts), "words": words, "systems": results}
+
+
+# ------------------------------------------------------------------------------------------- pipeline
+class InputRecorder:
+    """A backend that keeps the inputs of every batch it runs (the model's share of an end-to-end run)."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self.runtime, self.concurrency = backend.runtime, backend.concurrency
+        self.inputs: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        self.inputs.append((input_ids, attention_mask))
+        return self.backend(input_ids, attention_mask)
+
+    def map(self, batches: Any) -> Any:
+        def recorded() -> Any:
+            for batch in batches:
+                self.inputs.append(batch)
+                yield batch
+
+        return self.backend.map(recorded())
+
+    def close(self) -> None:
+        pass
+
+
+def model_only(backend: Backend, batches: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+    """The logits of ``batches``, from the model alone."""
+    return list(backend.map(batches))
+
+
+def bench_pipeline(sentences: list, repeats: int, ners: dict[str, NER]) -> dict[str, Any]:
+    """End to end (``ner.batch``) vs the model alone (``backend.map`` over the batches that run sent),
+    interleaved; the entities of the overlapped pipeline vs one that tokenises, runs and decodes in turn."""
+    texts = [as_text(words)[0] for words, _ in sentences]
+    systems: dict[str, Callable[[], Any]] = {}
+    inputs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    same: dict[str, bool] = {}
+    for name, ner in ners.items():
+        recorder = InputRecorder(ner.backend)
+        list(ner.pipeline.replace(backend=recorder).entities(texts, ner.batch_size))
+        inputs[name] = recorder.inputs
+        in_turn = ner.pipeline.replace(backend=SequentialBackend(ner.backend))
+        same[name] = list(in_turn.entities(texts, ner.batch_size)) == ner.batch(texts)
+        systems[f"{name} end to end"] = functools.partial(ner.batch, texts)
+        systems[f"{name} model only"] = functools.partial(model_only, ner.backend, recorder.inputs)
+    seconds = interleaved(systems, repeats)
+    rows = {}
+    for name in ners:
+        e2e, model = seconds[f"{name} end to end"], seconds[f"{name} model only"]
+        rows[name] = {
+            "end_to_end_sentences_per_s": len(texts) / e2e,
+            "model_only_sentences_per_s": len(texts) / model,
+            "end_to_end_of_model_only": model / e2e,
+            "batches": len(inputs[name]),
+            "same_entities_as_in_turn": same[name],
+        }
+    return {"sentences": len(texts), "repeats": repeats, "systems": rows}
+
+
+class SequentialBackend(InputRecorder):
+    """The backend run one batch at a time, each when asked: the pipeline waits for every batch."""
+
+    def map(self, batches: Any) -> Any:
+        for input_ids, attention_mask in batches:
+            yield self.backend(input_ids, attention_mask)
 
 
 # -------------------------------------------------------------------------------------------- ceiling
@@ -581,6 +652,21 @@ def write_report(name: str, results: dict[str, Any]) -> str:
             for k, v in e["systems"].items()
         ]
         lines.append("")
+    if "pipeline" in results:
+        pl = results["pipeline"]
+        lines += [
+            f"## The pipeline vs its model alone ({pl['sentences']} sentences, medians of {pl['repeats']})",
+            "",
+            "| model | end to end, sentences/s | model only, sentences/s | end to end / model only | batches "
+            "| same entities as in turn |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {k} | {v['end_to_end_sentences_per_s']:.1f} | {v['model_only_sentences_per_s']:.1f} "
+            f"| {100 * v['end_to_end_of_model_only']:.1f}% | {v['batches']} | {v['same_entities_as_in_turn']} |"
+            for k, v in pl["systems"].items()
+        ]
+        lines.append("")
     if "ceiling" in results:
         c = results["ceiling"]
         lines += [
@@ -680,7 +766,7 @@ def main() -> None:
     sections = set(args.sections.split(","))
     sentences = load_sentences(args.sentences)
     ners: dict[str, NER] = {}
-    if sections & {"postprocess", "e2e", "ceiling"}:
+    if sections & {"postprocess", "e2e", "pipeline", "ceiling"}:
         ners = {"int8": NER(precision="int8"), "fp32": NER(precision="fp32")}
         if has_native_bf16():
             ners["bf16"] = NER(precision="bf16")
@@ -693,8 +779,10 @@ def main() -> None:
         results["postprocess"] = bench_postprocess(ners["int8"], sentences, args.repeats)
     if "e2e" in sections:
         results["e2e"] = bench_e2e(sentences, max(1, args.repeats // 2), ners)
+    if "pipeline" in sections:
+        results["pipeline"] = bench_pipeline(sentences, args.repeats, {k: v for k, v in ners.items() if k != "bf16"})
     if "ceiling" in sections and "e2e" in sections:
-        windows = [w for d, (words, _) in enumerate(sentences) for w in ners["int8"]._encoder.windows(d, words)]
+        windows = list(ners["int8"].pipeline.windows(words for words, _ in sentences))
         tokens = sum(w.input_ids.size for w in windows)
         mean_length = tokens / len(windows)
         per_second = {f"nertron {k}": tokens / results["e2e"]["systems"][f"nertron {k}"]["seconds"] for k in ners}

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import statistics
 import sys
 import tempfile
@@ -113,7 +114,7 @@ def compare_bundles(bundles: list[Path], sentences: int, repeats: int) -> None:
 
     texts = [as_text(words)[0] for words, _ in load_sentences(sentences)]
     ners = {str(b): NER(b) for b in bundles}
-    seconds = interleaved({name: (lambda n=ner: n.batch(texts)) for name, ner in ners.items()}, repeats)
+    seconds = interleaved({name: functools.partial(ner.batch, texts) for name, ner in ners.items()}, repeats)
     outputs = {name: ner.batch(texts) for name, ner in ners.items()}
     first = next(iter(seconds))
     print(f"python perf/fusion.py {' '.join(sys.argv[1:])}\n{machine()}")

@@ -23,7 +23,7 @@ import onnxruntime as ort
 import torch
 from nertron.model.bundle import Bundle
 from onnx import numpy_helper
-from transformers import XLMRobertaConfig, XLMRobertaForTokenClassification, XLMRobertaTokenizerFast
+from transformers import XLMRobertaConfig, XLMRobertaForTokenClassification, XLMRobertaTokenizer
 
 
 def state_dict_from_onnx(model_path: Path) -> dict[str, torch.Tensor]:
@@ -48,7 +48,7 @@ def state_dict_from_onnx(model_path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def build_hf_model(bundle_path: Path) -> tuple[XLMRobertaForTokenClassification, XLMRobertaTokenizerFast]:
+def build_hf_model(bundle_path: Path) -> tuple[XLMRobertaForTokenClassification, XLMRobertaTokenizer]:
     """The fp32 bundle's model and tokenizer in transformers, checked against onnxruntime (1e-4)."""
     bundle = Bundle.load(bundle_path)
     state = state_dict_from_onnx(bundle.model_path)
@@ -76,12 +76,12 @@ def build_hf_model(bundle_path: Path) -> tuple[XLMRobertaForTokenClassification,
     missing = [m for m in missing if not m.endswith("position_ids") and "token_type_ids" not in m]
     if missing:
         raise RuntimeError(f"weights not recovered from the ONNX graph: {missing}")
-    tokenizer = XLMRobertaTokenizerFast(tokenizer_file=str(bundle.tokenizer_path), model_max_length=bundle.max_length)
+    tokenizer = XLMRobertaTokenizer(tokenizer_file=str(bundle.tokenizer_path), model_max_length=bundle.max_length)
     _check(model, tokenizer, bundle)
     return model, tokenizer
 
 
-def _check(model: XLMRobertaForTokenClassification, tokenizer: XLMRobertaTokenizerFast, bundle: Bundle) -> None:
+def _check(model: XLMRobertaForTokenClassification, tokenizer: XLMRobertaTokenizer, bundle: Bundle) -> None:
     encoded = tokenizer(
         ["Angela Merkel met Emmanuel Macron in Paris.", "EU rejects German call."],
         padding=True,

@@ -12,6 +12,7 @@ The emulated run is slow (minutes), so it uses a few sentences.
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import subprocess
@@ -36,13 +37,14 @@ TEXTS = [
 def logits(out: Path, models: dict[str, Path]) -> None:
     """Runs the models on TEXTS (one padded batch each) and saves their logits and the CPU's features."""
     from nertron import NER
-    from numpy.core._multiarray_umath import __cpu_features__ as features
+
+    # numpy's C module, which has no type information; numpy 1.x tells its CPU features nowhere public
+    features = importlib.import_module("numpy.core._multiarray_umath").__cpu_features__
 
     arrays = {}
     for name, bundle in models.items():
         with NER(bundle) as ner:
-            windows = [w for i, text in enumerate(TEXTS) for w in ner._encoder.windows(i, text.split())]
-            batch = ner._encoder.pad(windows)
+            batch = ner.pipeline.encoder.pad(list(ner.pipeline.windows(text.split() for text in TEXTS)))
             arrays[name] = ner.backend(batch.input_ids, batch.attention_mask)
     arrays["avx512_vnni"] = np.array(bool(features.get("AVX512VNNI")))
     np.savez(out, **arrays)

@@ -31,9 +31,9 @@ TEST_SETS = {"English (CoNLL-2003 test)": DATA / "conll2003" / "test.txt"}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    model = parser.add_mutually_exclusive_group()
-    model.add_argument("--model", type=Path, help="bundle directory (default: the embedded model)")
-    model.add_argument("--package", type=Path, help="an embedded-model package (nertron_export.ship --out)")
+    models = parser.add_mutually_exclusive_group()
+    models.add_argument("--model", type=Path, help="bundle directory (default: the embedded model)")
+    models.add_argument("--package", type=Path, help="an embedded-model package (nertron_export.ship --out)")
     parser.add_argument("--precision", choices=["int8", "fp32"], default="int8", help="embedded model's variant")
     parser.add_argument("--test", action="store_true", help="also English test (never select on it)")
     args = parser.parse_args()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import json
 import statistics
 import sys
@@ -70,13 +71,9 @@ def main() -> None:
     sentences = load_sentences(args.sentences)
     texts = [as_text(words)[0] for words, _ in sentences]
     ner = NER(bundle)
-    windows = sorted(
-        [w for d, (words, _) in enumerate(sentences) for w in ner._encoder.windows(d, words)],
-        key=lambda w: w.input_ids.size,
-    )
     feeds = [
         {"input_ids": b.input_ids, "attention_mask": b.attention_mask}
-        for b in (ner._encoder.pad(windows[i : i + 16]) for i in range(0, len(windows), 16))
+        for b in ner.pipeline.batches((words for words, _ in sentences), 16)
     ]
 
     if "1" in sections:
@@ -89,6 +86,11 @@ def main() -> None:
         static_vs_dynamic(texts, args.repeats)
 
 
+def run_feeds(session: ort.InferenceSession, feeds: list[dict[str, Any]]) -> list[Any]:
+    """The session's outputs on each of ``feeds``."""
+    return [session.run(None, f) for f in feeds]
+
+
 def operators(model: Path, feeds: list[dict[str, Any]], texts: list[str], repeats: int) -> None:
     variants = {"SkipLayerNorm fused (onnxruntime default)": [], "no SkipLayerNorm fusion": ["SkipLayerNormFusion"]}
     print("## 1. Operator shares, int8, 1 thread (onnxruntime profiler)\n")
@@ -96,9 +98,7 @@ def operators(model: Path, feeds: list[dict[str, Any]], texts: list[str], repeat
         shares = ", ".join(f"{op} {share:.1f}%" for op, share in operator_shares(model, disabled, feeds).items())
         print(f"- {name}: {shares}")
     sessions = {name: session(model, disabled) for name, disabled in variants.items()}
-    seconds = interleaved(
-        {name: (lambda s=s: [s.run(None, f) for f in feeds]) for name, s in sessions.items()}, repeats
-    )
+    seconds = interleaved({name: functools.partial(run_feeds, s, feeds) for name, s in sessions.items()}, repeats)
     for name, s in seconds.items():
         print(f"- {name}: {len(texts) / s:.0f} sentences/s (model only, batches of 16)")
 
@@ -113,7 +113,7 @@ def concurrency(bundle: Path, model: Path, texts: list[str], repeats: int, secti
         "two batches at once, 1 thread each, batch 16 (default)": NER(bundle, backend=concurrent, batch_size=16),
     }
     if "2" in sections:
-        seconds = interleaved({name: (lambda n=n: n.batch(texts)) for name, n in systems.items()}, repeats)
+        seconds = interleaved({name: functools.partial(n.batch, texts) for name, n in systems.items()}, repeats)
         base = seconds["one batch at a time, 2 threads, batch 32"]
         for name, s in seconds.items():
             print(f"- {name}: {len(texts) / s:.0f} sentences/s ({base / s:.2f}x)")
@@ -128,7 +128,9 @@ def latency(bundle: Path, sequential: OnnxRuntimeBackend, concurrent: OnnxRuntim
         single = NER(bundle, backend=backend)
         for _ in range(20):
             single(text)
-        print(f"- {name}: {1000 * statistics.median(timed(lambda n=single: n(text)) for _ in range(200)):.2f} ms")
+        print(
+            f"- {name}: {1000 * statistics.median(timed(functools.partial(single, text)) for _ in range(200)):.2f} ms"
+        )
 
 
 def token_cap(ner: NER, texts: list[str], repeats: int) -> None:
@@ -138,11 +140,10 @@ def token_cap(ner: NER, texts: list[str], repeats: int) -> None:
     caps = {"512": 512, "768 (default)": 768, "1,024": 1024, "1,536": 1536, "unbounded": 1 << 30}
 
     def run(cap: int, inputs: list[str]) -> None:
-        ner._tagger.max_batch_tokens = cap
-        ner.batch(inputs)
+        list(ner.pipeline.replace(max_batch_tokens=cap).entities(inputs))
 
-    sentences = interleaved({name: (lambda c=c: run(c, texts)) for name, c in caps.items()}, repeats)
-    long = interleaved({name: (lambda c=c: run(c, [document])) for name, c in caps.items()}, repeats)
+    sentences = interleaved({name: functools.partial(run, c, texts) for name, c in caps.items()}, repeats)
+    long = interleaved({name: functools.partial(run, c, [document]) for name, c in caps.items()}, repeats)
     for name in caps:
         print(
             f"- {name}: {len(texts) / sentences[name]:.0f} sentences/s; "
@@ -159,7 +160,7 @@ def static_vs_dynamic(texts: list[str], repeats: int) -> None:
             "static (fixed scales)": NER(default_bundle("int8")),
             "dynamic (a scale per batch)": NER(dynamic_int8(default_bundle("fp32"), Path(tmp) / "dynamic")),
         }
-        seconds = interleaved({name: (lambda n=n: n.batch(texts)) for name, n in ners.items()}, repeats)
+        seconds = interleaved({name: functools.partial(n.batch, texts) for name, n in ners.items()}, repeats)
     base = seconds["dynamic (a scale per batch)"]
     for name, s in seconds.items():
         print(f"- {name}: {len(texts) / s:.0f} sentences/s ({base / s:.2f}x dynamic)")

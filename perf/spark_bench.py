@@ -48,7 +48,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 from bench import machine  # noqa: E402
 from nertron.backends import Triton  # noqa: E402
-from nertron.integrations.spark import StandaloneCluster, annotate  # noqa: E402
+from nertron.integrations.spark import Schema, StandaloneCluster, annotate  # noqa: E402
 from nertron.io.conll import read_conll  # noqa: E402
 from nertron.model.default import default_bundle  # noqa: E402
 from nertron.serving.processes import command_line  # noqa: E402
@@ -56,7 +56,7 @@ from nertron.serving.processes import command_line  # noqa: E402
 TRAIN = ROOT.parent / "shared" / "data" / "conll2003" / "train.txt"
 WORK = ROOT / "artifacts" / "spark-bench"
 FILES = 64
-SCHEMAS = ("nertron", "sparknlp")
+SCHEMAS: tuple[Schema, ...] = ("nertron", "sparknlp")
 
 
 def generate(docs: int) -> Path:
@@ -148,7 +148,7 @@ def session(cluster: StandaloneCluster, cores: int, source: Path) -> Iterator[An
         yield spark
 
 
-def run(spark: Any, source: Path, out: Path, schema: str, **options: Any) -> float:
+def run(spark: Any, source: Path, out: Path, schema: Schema, **options: Any) -> float:
     """Seconds to annotate ``source`` into ``out`` (Parquet)."""
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
@@ -172,7 +172,7 @@ def verify(spark: Any, source: Path, out: Path, docs: int) -> dict[str, Any]:
     return {"rows": rows, "distinct_ids": distinct, "missing_ids": missing, "ok": ok}
 
 
-def compare(spark: Any, reference: Path, out: Path, schema: str) -> dict[str, Any]:
+def compare(spark: Any, reference: Path, out: Path, schema: Schema) -> dict[str, Any]:
     """The output of ``out`` against ``reference``, joined on id in Spark: rows whose entities differ (spans,
     labels) and the largest score difference."""
     from pyspark.sql import functions as F
@@ -207,7 +207,7 @@ def fault_run(
     cluster: StandaloneCluster,
     source: Path,
     out: Path,
-    schema: str,
+    schema: Schema,
     kill: Callable[[], None],
     **options: Any,
 ) -> tuple[float, int, int]:
@@ -241,6 +241,14 @@ def fault_run(
     return result["seconds"], done_at, total
 
 
+def schema_of(name: str) -> Schema:
+    """``name`` as an output schema of ``annotate``; ValueError when it is none of ``SCHEMAS``."""
+    for schema in SCHEMAS:
+        if name == schema:
+            return schema
+    raise ValueError(f"--schemas: {name!r} is not one of {', '.join(SCHEMAS)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--name", default="cpu-2core")
@@ -251,7 +259,10 @@ def main() -> None:
     parser.add_argument("--faults", action="store_true")
     parser.add_argument("--triton", action="store_true")
     args = parser.parse_args()
-    schemas = args.schemas.split(",")
+    try:
+        schemas = [schema_of(name) for name in args.schemas.split(",")]
+    except ValueError as error:
+        parser.error(str(error))
     counts = [int(n) for n in args.workers.split(",")]
     if (args.faults or args.triton) and 2 not in counts:
         parser.error("--faults and --triton compare with the two-worker run: keep 2 in --workers")
@@ -349,7 +360,7 @@ def main() -> None:
 
 
 def triton_runs(
-    cluster: StandaloneCluster, source: Path, bundle: Path, schema: str, reference: Path, docs: int
+    cluster: StandaloneCluster, source: Path, bundle: Path, schema: Schema, reference: Path, docs: int
 ) -> list[dict[str, Any]]:
     """Two workers sharing one Triton server: alive for the whole job, then killed a third of the way."""
     from nertron.serving.options import ConfigOptions

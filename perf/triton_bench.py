@@ -59,8 +59,8 @@ HTTP, GRPC = "nertron_text, HTTP/JSON (http.client)", "nertron_text, gRPC (trito
 
 
 def make_requests(ner: NER, sentences: list) -> list[Request]:
-    windows = [w for d, (words, _) in enumerate(sentences) for w in ner._encoder.windows(d, words)]
-    return [(b.input_ids, b.attention_mask) for b in (ner._encoder.pad([w]) for w in windows)]
+    windows = ner.pipeline.windows(words for words, _ in sentences)
+    return [(b.input_ids, b.attention_mask) for b in (ner.pipeline.encoder.pad([w]) for w in windows)]
 
 
 def run_level(call: Callable[..., Any], requests: Sequence[tuple], concurrency: int) -> dict:
@@ -127,11 +127,8 @@ def batching_ceiling(
 ) -> dict[str, float]:
     """The same requests (one window each) in-process as length-sorted batches of ``size`` vs one by one
     (8 threads), interleaved: the most that any batching, Triton's included, can gain on this machine."""
-    windows = sorted(
-        [w for d, (words, _) in enumerate(sentences) for w in ner._encoder.windows(d, words)],
-        key=lambda w: w.input_ids.size,
-    )
-    padded = [ner._encoder.pad(windows[start : start + size]) for start in range(0, len(windows), size)]
+    padded = ner.pipeline.batches((words for words, _ in sentences), size)
+    windows = [w for b in padded for w in b.windows]
     batches = [(b.input_ids, b.attention_mask) for b in padded]
     list(backend.map(batches))  # warm-up
     batched, single = [], []
@@ -292,7 +289,7 @@ def main() -> None:
                 unbatched = TritonClient(
                     Triton(server.grpc_url, model="nertron_nobatch", max_in_flight=64, fallback=None)
                 )
-                systems = {
+                systems: dict[str, Callable[..., Any]] = {
                     "in-process": in_process,
                     "triton, dynamic batching": batching,
                     "triton, no batching": unbatched,
@@ -310,7 +307,7 @@ def main() -> None:
                     for m in after
                 }
                 served_ner = NER(bundle, backend=Triton(server.grpc_url, max_in_flight=8, fallback=None))
-                sdk_systems = {"SDK in-process": local_ner, "SDK via Triton": served_ner}
+                sdk_systems: dict[str, Callable[..., Any]] = {"SDK in-process": local_ner, "SDK via Triton": served_ner}
                 results["sdk_levels"] = {}
                 for level in (level for level in levels if level >= 8):
                     text_requests = [(text,) for text in texts]

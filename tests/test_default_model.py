@@ -322,8 +322,8 @@ def test_the_sentencepiece_form_of_the_tokenizer_agrees_with_tokenizers(default_
     from nertron.subwords import HFTokenizer, SentencePieceTokenizer
     from nertron.text import split_words
 
-    assert isinstance(default_ner._encoder.tokenizer, SentencePieceTokenizer)
-    lean, reference = default_ner._encoder.tokenizer, HFTokenizer(default_ner.bundle.tokenizer_path)
+    assert isinstance(default_ner.pipeline.encoder.tokenizer, SentencePieceTokenizer)
+    lean, reference = default_ner.pipeline.encoder.tokenizer, HFTokenizer(default_ner.bundle.tokenizer_path)
 
     def same(words: list[str]) -> bool:
         return all(

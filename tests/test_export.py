@@ -76,8 +76,8 @@ def test_batches_are_sized_by_the_models_width(tiny_bundle: Path, tiny_checkpoin
     assert Bundle.load(tiny_bundle).manifest.hidden_size == hidden
     assert Bundle.load(default_int8).manifest.hidden_size == 384
     with NER(tiny_bundle) as tiny, NER(default_int8) as default:
-        assert tiny._tagger.max_batch_tokens == max_batch_tokens(hidden)
-        assert default._tagger.max_batch_tokens == 768
+        assert tiny.pipeline.max_batch_tokens == max_batch_tokens(hidden)
+        assert default.pipeline.max_batch_tokens == 768
     assert max_batch_tokens(None) == max_batch_tokens(384) == 768  # bundles of older exports: as before
     assert max_batch_tokens(768) == 384 and max_batch_tokens(10**6) == 64
 
@@ -288,7 +288,7 @@ def test_a_checkpoints_sentencepiece_model_ships_when_it_tokenises_as_tokenizer_
     assert Bundle.load(without.bundle).manifest.sentencepiece is None
     assert (without.bundle / "tokenizer.json").is_file()
     with NER(report.bundle) as lean, NER(without.bundle) as full:
-        assert isinstance(lean._encoder.tokenizer, SentencePieceTokenizer)
+        assert isinstance(lean.pipeline.encoder.tokenizer, SentencePieceTokenizer)
         texts = [*TEXTS, "東京で会議が開かれた。 Москва café naïve 👍"]
         assert lean.batch(texts) == full.batch(texts)
     # A tokenizer with tokens added after training is not its SentencePiece model any more.

@@ -104,7 +104,7 @@ def test_long_documents_are_windowed_and_merged(tiny_bundle: Path, torch_referen
     ner = NER(tiny_bundle, max_length=16, stride=5)
     segmented = [SegmentedText.split(text) for text in (" ".join(TEXTS * 3), "Paris", TEXTS[0])]
     docs = [list(s) for s in segmented]
-    windows = [w for doc, s in enumerate(segmented) for w in ner._encoder.windows(doc, docs[doc], s.unmarked)]
+    windows = [w for doc, s in enumerate(segmented) for w in ner.pipeline.encoder.windows(doc, docs[doc], s.unmarked)]
     assert max(w.input_ids.size for w in windows) <= 16
     assert sum(w.doc == 0 for w in windows) > 5, "the long document must be cut into windows"
     # The reference merges PyTorch's predictions of the same windows with the most-context rule.
@@ -136,7 +136,7 @@ def test_windows_cut_as_the_document_is_read_equal_cutting_it_whole(
 ) -> None:
     stride = data.draw(st.integers(0, max_length - 3))
     block_words = data.draw(st.integers(1, 8))
-    encoder = NER(tiny_bundle, max_length=max_length, stride=stride)._encoder
+    encoder = NER(tiny_bundle, max_length=max_length, stride=stride).pipeline.encoder
     ids, word_ids = encoder.tokenizer.encode_words(words)  # the whole document at once
     expected = reference.cut_windows(ids.tolist(), word_ids.tolist(), len(words), max_length - 2, stride)
     encoder.block_words = block_words
@@ -158,7 +158,9 @@ def test_batch_preserves_order_and_equals_single_calls(tiny_bundle: Path) -> Non
     ner = NER(tiny_bundle, batch_size=2)
     texts = [*TEXTS, "", "  ", *reversed(TEXTS)]
     assert ner.batch(texts) == [ner(t) for t in texts]
-    ner._tagger.lookahead = 3  # documents come back in several groups, some of them mid-document
+    ner._pipeline = ner.pipeline.replace(
+        lookahead=3
+    )  # documents come back in several groups, some of them mid-document
     assert list(ner.pipe(iter(texts))) == ner.batch(texts)
     assert list(ner.pipe(iter([" ".join(TEXTS * 20), *texts]))) == ner.batch([" ".join(TEXTS * 20), *texts])
 

@@ -32,7 +32,7 @@ from nertron.evaluation import evaluate, fit_calibration
 from nertron.io.conll import read_conll
 from nertron.model.default import PACKAGE_DIR, SPEC_FILE, assemble, embedded_spec
 
-from .onnx_export import check_f1_loss
+from .gate import check_f1_loss
 from .static_int8 import activation_ranges, method, read_calibration_text
 
 

@@ -51,9 +51,9 @@ def pseudo_label(ner: NER, source: Path, out: Path) -> tuple[int, int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nertron_export.pseudo_label", description=__doc__.splitlines()[0])
-    teacher = parser.add_mutually_exclusive_group()
-    teacher.add_argument("--model", type=Path, help="teacher bundle (default: the embedded default model, int8)")
-    teacher.add_argument("--package", type=Path, help="teacher: an embedded-model package (nertron_export.ship), int8")
+    teachers = parser.add_mutually_exclusive_group()
+    teachers.add_argument("--model", type=Path, help="teacher bundle (default: the embedded default model, int8)")
+    teachers.add_argument("--package", type=Path, help="teacher: an embedded-model package (nertron_export.ship), int8")
     parser.add_argument("--text", required=True, type=Path, help="unlabeled text, a sentence per line")
     parser.add_argument("--out", required=True, type=Path, help="CoNLL file to write")
     args = parser.parse_args(argv)

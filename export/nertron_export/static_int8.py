@@ -94,12 +94,9 @@ def calibration_feeds(bundle: Path, texts: list[list[str]]) -> tuple[list[dict[s
     """The windows of ``texts`` as the SDK cuts them for ``bundle``, in length-sorted batches of 16; returns the
     feeds and the number of windows."""
     with NER(bundle) as ner:
-        encoder = ner._encoder
-        windows = sorted(
-            (w for i, words in enumerate(texts) for w in encoder.windows(i, words)), key=lambda w: w.input_ids.size
-        )
-        batches = [encoder.pad(windows[b : b + BATCH]) for b in range(0, len(windows), BATCH)]
-    return [{"input_ids": b.input_ids, "attention_mask": b.attention_mask} for b in batches], len(windows)
+        batches = ner.pipeline.batches(texts, BATCH)
+    windows = sum(len(b.windows) for b in batches)
+    return [{"input_ids": b.input_ids, "attention_mask": b.attention_mask} for b in batches], windows
 
 
 def activation_ranges(model: Any, bundle: Path, texts: list[list[str]]) -> tuple[dict[str, list[float]], int]:

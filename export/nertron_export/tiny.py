@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-from transformers import XLMRobertaConfig, XLMRobertaForTokenClassification, XLMRobertaTokenizerFast
+from transformers import XLMRobertaConfig, XLMRobertaForTokenClassification, XLMRobertaTokenizer
 
 CONLL_LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>")  # ids 0-3 as in XLM-R; <mask> is added last
@@ -30,7 +30,7 @@ Le président a rencontré des syndicats à Lyon et à Marseille.
 """
 
 
-def build_tokenizer(vocab_size: int = 600) -> XLMRobertaTokenizerFast:
+def build_tokenizer(vocab_size: int = 600) -> XLMRobertaTokenizer:
     """A unigram tokenizer with XLM-R's specials, normaliser style and ▁ word prefix."""
     tokenizer = Tokenizer(models.Unigram())
     tokenizer.normalizer = normalizers.NFKC()
@@ -40,13 +40,13 @@ def build_tokenizer(vocab_size: int = 600) -> XLMRobertaTokenizerFast:
         vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), unk_token="<unk>", show_progress=False
     )
     tokenizer.train_from_iterator(_CORPUS.splitlines() * 4, trainer=trainer)
-    fast = XLMRobertaTokenizerFast(tokenizer_object=tokenizer, model_max_length=64)
+    fast = XLMRobertaTokenizer(tokenizer_object=tokenizer, model_max_length=64)
     fast.add_special_tokens({"mask_token": "<mask>"})
     return fast
 
 
 def build_tiny_model(
-    out: str | Path, *, seed: int = 0, max_positions: int = 64, tokenizer: XLMRobertaTokenizerFast | None = None
+    out: str | Path, *, seed: int = 0, max_positions: int = 64, tokenizer: XLMRobertaTokenizer | None = None
 ) -> Path:
     """Writes an HF checkpoint (config, weights, tokenizer: a tiny one trained here unless given) into ``out``
     and returns it."""

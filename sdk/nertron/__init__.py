@@ -17,12 +17,14 @@ from nertron.errors import (
     InvalidType,
     InvalidValue,
     MissingExtra,
+    ModelMismatch,
     NertronError,
     TritonError,
     TritonServerError,
     TritonUnavailable,
 )
 from nertron.ner import NER, NERConfig
+from nertron.pipeline import Pipeline
 
 __all__ = [
     "NER",
@@ -32,10 +34,12 @@ __all__ = [
     "InvalidType",
     "InvalidValue",
     "MissingExtra",
+    "ModelMismatch",
     "NERConfig",
     "NertronError",
     "OnnxRuntime",
     "OpenVINO",
+    "Pipeline",
     "ServedRows",
     "Triton",
     "TritonError",

@@ -36,6 +36,11 @@ class TritonUnavailable(TritonError):
     timeout, or the channel was closed. The only failure a fallback computes locally (or a retry resends)."""
 
 
+class ModelMismatch(TritonError):
+    """The server serves another model than the local bundle: its fingerprint (``Bundle.fingerprint``) differs.
+    Not a transport failure: a fallback never hides it, and no row of the other model is returned."""
+
+
 class TritonServerError(NertronError, RuntimeError):
     """A ``tritonserver`` could not start, exited early or did not become ready; the message quotes its log."""
 

@@ -6,18 +6,22 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from nertron._native import PostProcessor
+from nertron.backends.base import Backend
 from nertron.calibration import BINS, RecordingBackend, ScoredEntities, fit_temperature
 from nertron.errors import InvalidValue
 from nertron.io.conll import Document
 from nertron.model.bundle import Calibration
-from nertron.tagging import Tagger
+from nertron.pipeline import Pipeline
 from nertron.tags import to_iob2
 from nertron.text import SegmentedText
+
+if TYPE_CHECKING:
+    from nertron.ner import NER
 
 CONTEXTS = ("sentence", "document")
 
@@ -202,31 +206,26 @@ def score(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], con
 
 
 def evaluate(
-    ner: Any,
+    ner: NER | Pipeline,
     documents: Sequence[Document],
     *,
     context: str = "sentence",
     batch_size: int = 16,
-    backend: Any = None,
-    postprocessor: PostProcessor | None = None,
+    backend: Backend | None = None,
 ) -> Report:
-    """Tags the gold words with ``ner`` (an ``NER``) and scores them, entity scores included.
+    """Tags the gold words with ``ner`` (an ``NER``, or a ``Pipeline`` of one) and scores them, entity scores
+    included.
 
     ``context="sentence"`` tags each sentence alone (as CoNLL-2003 is usually scored);
     ``"document"`` tags each document's words as one text, so sentences see their neighbours.
-    ``backend`` and ``postprocessor`` replace ``ner``'s (e.g. recorded logits, another temperature).
+    ``backend`` replaces the pipeline's (e.g. one that records or replays logits).
     """
     if context not in CONTEXTS:
         raise InvalidValue(f"context must be one of {CONTEXTS}, got {context!r}")
-    postprocessor = postprocessor or ner._postprocessor
-    backend = backend or ner.backend
-    tagger = Tagger(
-        ner._encoder,
-        backend,
-        postprocessor,
-        concurrent_batches=backend.concurrency,
-        max_batch_tokens=ner._tagger.max_batch_tokens,
-    )
+    pipeline = ner if isinstance(ner, Pipeline) else ner.pipeline
+    if backend is not None:
+        pipeline = pipeline.replace(backend=backend)
+    postprocessor = pipeline.decoder
     sentences = [s for d in documents for s in d.sentences]
     groups = (
         [[s.words] for s in sentences] if context == "sentence" else [[s.words for s in d.sentences] for d in documents]
@@ -234,7 +233,7 @@ def evaluate(
     predicted: list[list[str]] = []
     spans: list[tuple[int, int, int, str, float]] = []
     types = postprocessor.types
-    for tagged in tagger.tag((SegmentedText.join(g) for g in groups), batch_size):
+    for tagged in pipeline.tag((SegmentedText.join(g) for g in groups), batch_size):
         found = tagged.spans(postprocessor)
         first_row = len(predicted)
         for doc_tags, document in zip(tagged.tags(postprocessor), tagged.documents, strict=True):
@@ -277,7 +276,7 @@ class CalibrationFit:
 
 
 def rescore(
-    ner: Any,
+    ner: NER | Pipeline,
     documents: Sequence[Document],
     recorded: RecordingBackend,
     temperature: float,
@@ -287,17 +286,15 @@ def rescore(
 ) -> ScoredEntities:
     """The entities of a recorded run (``evaluate(..., backend=recorded)``, same documents and context) with
     their scores at ``temperature``: the logits are replayed, the model does not run again."""
-    postprocessor = PostProcessor(ner.labels, ner._postprocessor.aggregation, temperature)
-    replay = recorded.replay()
-    report = evaluate(
-        ner, documents, context=context, batch_size=batch_size, backend=replay, postprocessor=postprocessor
-    )
+    pipeline = ner if isinstance(ner, Pipeline) else ner.pipeline
+    replayed = pipeline.with_temperature(temperature).replace(backend=recorded.replay())
+    report = evaluate(replayed, documents, context=context, batch_size=batch_size)
     assert report.scored is not None
     return report.scored
 
 
 def fit_calibration(
-    ner: Any, documents: Sequence[Document], *, contexts: Sequence[str] = CONTEXTS, batch_size: int = 16
+    ner: NER, documents: Sequence[Document], *, contexts: Sequence[str] = CONTEXTS, batch_size: int = 16
 ) -> CalibrationFit:
     """Fits the temperature of ``ner``'s scores on ``documents`` (held-out data, e.g. dev): the model runs
     once per context, then post-processing is replayed at each temperature tried (``fit_temperature``)."""

@@ -13,18 +13,14 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from tqdm import tqdm
 
-from nertron._native import Aggregation as NativeAggregation
-from nertron._native import PostProcessor
 from nertron.backends import Backend, BackendSpec, OnnxRuntime, OpenVINO, Triton, create_backend
 from nertron.backends.base import Closable
 from nertron.backends.failover import ServedRows
+from nertron.checks import check_batch_size, check_item, check_min_score, check_text, check_texts
 from nertron.entity import Entity
 from nertron.errors import InvalidType, InvalidValue, reraise_files
 from nertron.model.bundle import Bundle
-from nertron.subwords import load_tokenizer
-from nertron.tagging import TaggedDocuments, Tagger, max_batch_tokens
-from nertron.text import SegmentedText, lone_surrogate
-from nertron.windows import SubwordEncoder
+from nertron.pipeline import Pipeline, default_stride
 
 if TYPE_CHECKING:
     from nertron.backends.triton_text import ServerSideTexts
@@ -122,6 +118,20 @@ def resolve_model(model: str | os.PathLike[str] | None, variant: str | None = No
     return default_bundle(variant)
 
 
+def check_text_model_options(config: NERConfig, bundle: Bundle) -> None:
+    """Raises ``ValueError`` for options that a Triton text model cannot honour: it windows every text with its
+    bundle's ``max_length`` and default stride (the model itself is checked by fingerprint at connect)."""
+    length = bundle.max_length if config.max_length is None else config.max_length
+    stride = default_stride(length) if config.stride is None else config.stride
+    served = (bundle.max_length, default_stride(bundle.max_length))
+    if (length, stride) != served:
+        raise InvalidValue(
+            f"max_length={config.max_length!r}, stride={config.stride!r}: the Triton text model windows texts with "
+            f"its bundle's max_length {served[0]} and stride {served[1]}; leave them unset, or send token ids "
+            "(Triton(url) without text_model) to window them here"
+        )
+
+
 def _runs_bf16(spec: OnnxRuntime | OpenVINO | None) -> bool:
     return isinstance(spec, OpenVINO) and spec.precision == "bf16"
 
@@ -162,11 +172,11 @@ class NER(Closable):
 
     def __init__(self, model: str | os.PathLike[str] | None = None, **options: Any) -> None:
         check_options(options, "NER()")
-        backend = options.get("backend")
-        built = backend if isinstance(backend, Backend) else None
-        if backend is not None and built is None and not isinstance(backend, (OnnxRuntime, OpenVINO, Triton)):
-            raise InvalidType(f"backend must be a spec (OnnxRuntime, OpenVINO, Triton) or a Backend, got {backend!r}")
-        self._config = NERConfig(model, **{**options, "backend": None if built is not None else backend})
+        given = options.get("backend")
+        built = given if isinstance(given, Backend) else None
+        if given is not None and built is None and not isinstance(given, (OnnxRuntime, OpenVINO, Triton)):
+            raise InvalidType(f"backend must be a spec (OnnxRuntime, OpenVINO, Triton) or a Backend, got {given!r}")
+        self._config = NERConfig(model, **{**options, "backend": None if built is not None else given})
         config = self._config
         with reraise_files():  # an unusable path or cache is the caller's to fix: a NertronError
             self._bundle = Bundle.load(resolve_model(config.model, config.variant))
@@ -177,39 +187,33 @@ class NER(Closable):
                 else f"precision={config.precision!r} picks a variant of the embedded model (a bundle has its own)"
             )
             raise InvalidValue(f"{self._bundle.path} is an {self._bundle.precision} bundle; {why}")
-        self._postprocessor = PostProcessor(
-            self._bundle.labels, NativeAggregation[config.aggregation.upper()], self._bundle.temperature
-        )
-        length = self._bundle.max_length if config.max_length is None else config.max_length
-        if length > self._bundle.max_length:
-            raise InvalidValue(f"max_length {length} exceeds the model's {self._bundle.max_length}")
-        special = self._bundle.special_tokens
-        with reraise_files("model"):
-            tokenizer = load_tokenizer(self._bundle)
-        self._encoder = SubwordEncoder(
-            tokenizer,
-            bos=special.bos,
-            eos=special.eos,
-            pad=special.pad,
-            max_length=length,
-            stride=(length - 2) // 4 if config.stride is None else config.stride,
-        )
-        self._backend: Backend = built or create_backend(config.backend_spec, self._bundle)
         spec = config.backend_spec
+        if isinstance(spec, Triton) and spec.text_model is not None and built is None:
+            check_text_model_options(config, self._bundle)
+        backend: Backend = built or create_backend(spec, self._bundle)
+        try:
+            self._pipeline = Pipeline.from_bundle(
+                self._bundle,
+                backend,
+                aggregation=config.aggregation,
+                max_length=config.max_length,
+                stride=config.stride,
+            )
+        except BaseException:
+            if built is None:
+                backend.close()
+            raise
         self._precision = spec.precision if isinstance(spec, OpenVINO) and built is None else self._bundle.precision
-        self._tagger = Tagger(
-            self._encoder,
-            self._backend,
-            self._postprocessor,
-            concurrent_batches=self._backend.concurrency,
-            max_batch_tokens=max_batch_tokens(self._bundle.manifest.hidden_size),
-        )
         self._server_side: ServerSideTexts | None = None  # texts go whole to the server's text model
         if isinstance(spec, Triton) and spec.text_model is not None and built is None:
             from nertron.backends.triton_text import ServerSideTexts, TritonTextClient
 
             local = None if spec.fallback is None else lambda texts: list(self._pipe_here(texts))
-            self._server_side = ServerSideTexts(TritonTextClient(spec), local, probe_interval=spec.probe_interval)
+            self._server_side = ServerSideTexts(
+                TritonTextClient(spec, fingerprint=self._bundle.fingerprint, bundle=self._bundle.path),
+                local,
+                probe_interval=spec.probe_interval,
+            )
 
     @property
     def config(self) -> NERConfig:
@@ -222,9 +226,14 @@ class NER(Closable):
         return self._bundle
 
     @property
+    def pipeline(self) -> Pipeline:
+        """The pieces that make the entities: segmenter, subword encoder, backend, decoder (``nertron.pipeline``)."""
+        return self._pipeline
+
+    @property
     def backend(self) -> Backend:
         """What runs the model."""
-        return self._backend
+        return self._pipeline.backend
 
     @property
     def aggregation(self) -> Aggregation:
@@ -247,17 +256,17 @@ class NER(Closable):
     @property
     def temperature(self) -> float:
         """The temperature of the scores (``softmax(logits / T)``): the bundle's calibration, else 1."""
-        return self._postprocessor.temperature
+        return self._pipeline.decoder.temperature
 
     @property
     def runtime(self) -> str:
         """What runs the model: ``"onnxruntime"``, ``"openvino"`` or ``"triton"``."""
-        return self._backend.runtime
+        return self._pipeline.backend.runtime
 
     def close(self) -> None:
         """Releases the backend (sessions, threads, channels); the recogniser cannot be used afterwards."""
         super().close()
-        self._backend.close()
+        self._pipeline.backend.close()
         if self._server_side is not None:
             self._server_side.close()
 
@@ -269,13 +278,13 @@ class NER(Closable):
         fallback: every row is the server's or an error)."""
         if self._server_side is not None:
             return self._server_side.rows
-        rows = getattr(self._backend, "rows", None)
+        rows = getattr(self._pipeline.backend, "rows", None)
         return rows if isinstance(rows, ServedRows) else None
 
     @property
     def labels(self) -> list[str]:
         """The model's tag set, e.g. ``["O", "B-PER", ...]``."""
-        return list(self._postprocessor.labels)
+        return self._pipeline.labels
 
     def __call__(self, text: str) -> list[Entity]:
         """Entities in one text."""
@@ -286,22 +295,22 @@ class NER(Closable):
         self, texts: Sequence[str], *, batch_size: int | None = None, progress: bool = False
     ) -> list[list[Entity]]:
         """Entities for each text, in input order. Raises ``TypeError`` naming a non-str item."""
-        _check_texts(texts, "a sequence")
+        check_texts(texts, "a sequence")
         texts = list(texts)
         for index, text in enumerate(texts):
-            _check_str(text, index)
+            check_item(text, index)
         return list(self.pipe(texts, batch_size=batch_size, progress=progress))
 
     def pipe(
         self, texts: Iterable[str], *, batch_size: int | None = None, progress: bool = False
     ) -> Iterator[list[Entity]]:
         """Streams the entities of each text, in input order; holds only a few batches of windows."""
-        _check_texts(texts, "an iterable")
+        check_texts(texts, "an iterable")
         self.check_open()
         size = self.batch_size if batch_size is None else check_batch_size(batch_size)
         # a bar only when asked: building one costs ~40 us per call
         with tqdm(desc="ner", unit=" words", unit_scale=True) if progress else nullcontext() as bar:
-            checked = (_check_str(text, index) for index, text in enumerate(texts))
+            checked = (check_item(text, index) for index, text in enumerate(texts))
             if self._server_side is None:
                 yield from self._pipe_here(checked, size, None if bar is None else bar.update)
                 return
@@ -322,22 +331,9 @@ class NER(Closable):
         self, texts: Iterable[str], batch_size: int | None = None, on_words: Callable[[int], object] | None = None
     ) -> Iterator[list[Entity]]:
         """Entities per text, tokenised and decoded in this process (the model runs wherever the backend does)."""
-        segmented = (SegmentedText.split(text) for text in texts)
-        for tagged in self._tagger.tag(segmented, batch_size or self.batch_size, on_words):
-            yield from tagged.entities(self._postprocessor, self.min_score)
-
-    def _stream(
-        self,
-        documents: Iterable[SegmentedText],
-        *,
-        batch_size: int | None = None,
-        on_words: Callable[[int], object] | None = None,
-    ) -> Iterator[TaggedDocuments]:
-        """Word predictions for segmented documents, in input order, in groups as they finish;
-        ``on_words(n)`` after each model batch with the words it finished (for progress)."""
-        self.check_open()
-        size = self.batch_size if batch_size is None else check_batch_size(batch_size)
-        return self._tagger.tag(documents, size, on_words)
+        return self._pipeline.entities(
+            texts, batch_size or self.batch_size, min_score=self.min_score, on_words=on_words
+        )
 
     def tag(self, docs: Sequence[Sequence[str]], *, batch_size: int | None = None) -> list[list[str]]:
         """Word-level tags (the model's scheme) for pre-split documents, e.g. for evaluation; the model's own
@@ -349,12 +345,9 @@ class NER(Closable):
                 raise InvalidType(f"docs[{index}] must be a list of str, got {type(words).__name__}")
             for position, word in enumerate(words):
                 check_text(word, f"docs[{index}][{position}]")
-        documents = (SegmentedText.join([words]) for words in docs)
-        return [
-            tags
-            for tagged in self._stream(documents, batch_size=batch_size)
-            for tags in tagged.tags(self._postprocessor)
-        ]
+        self.check_open()
+        size = self.batch_size if batch_size is None else check_batch_size(batch_size)
+        return list(self._pipeline.tags(docs, size))
 
 
 _OPTIONS = frozenset(f.name for f in dataclasses.fields(NERConfig))
@@ -367,49 +360,3 @@ def check_options(options: Iterable[str], caller: str) -> None:
         raise InvalidType(
             f"{caller} got an unknown option {unknown[0]!r}; the options are {', '.join(sorted(_OPTIONS))}"
         )
-
-
-def check_batch_size(batch_size: Any) -> int:
-    """``batch_size`` if it is an int >= 1; else ``TypeError``/``ValueError`` naming it."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
-        raise InvalidType(f"batch_size must be an int, got {type(batch_size).__name__} {batch_size!r}")
-    if batch_size < 1:
-        raise InvalidValue(f"batch_size must be >= 1, got {batch_size}")
-    return batch_size
-
-
-def check_min_score(min_score: Any) -> float:
-    """``min_score`` as a float if it is a number in [0, 1]; else ``TypeError``/``ValueError`` naming it."""
-    if isinstance(min_score, bool) or not isinstance(min_score, (int, float)):
-        raise InvalidType(f"min_score must be a number, got {type(min_score).__name__} {min_score!r}")
-    if not 0.0 <= min_score <= 1.0:
-        raise InvalidValue(f"min_score must be in [0, 1], got {min_score}")
-    return float(min_score)
-
-
-def _check_texts(texts: object, kind: str) -> None:
-    """Raises ``TypeError`` naming ``texts`` unless it is an iterable and not a single ``str``."""
-    if isinstance(texts, (str, bytes)):
-        raise InvalidType(f"texts must be {kind} of str, got a single {type(texts).__name__}; use ner(text)")
-    if not isinstance(texts, Iterable):
-        raise InvalidType(f"texts must be {kind} of str, got {type(texts).__name__}")
-
-
-def _check_str(text: object, index: int) -> str:
-    return check_text(text, f"texts[{index}]")
-
-
-def check_text(text: object, name: str) -> str:
-    """``text`` if it is a ``str`` that is valid Unicode; else ``TypeError``/``ValueError`` naming ``name``. A
-    lone surrogate (U+D800 to U+DFFF: from JSON's ``"\\ud800"``, or bytes decoded with ``surrogateescape``)
-    is not a character and no tokenizer takes it."""
-    if not isinstance(text, str):
-        raise InvalidType(f"{name} must be str, got {type(text).__name__}")
-    index = lone_surrogate(text)
-    if index is not None:
-        raise InvalidValue(
-            f"{name} holds a lone surrogate U+{ord(text[index]):04X} at index {index}, which is "
-            "not a character (text decoded with errors='surrogateescape', or a JSON \\ud800 escape); "
-            "decode the bytes as UTF-8 with errors='replace'"
-        )
-    return text

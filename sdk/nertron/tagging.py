@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain, islice
+from typing import Any
 
 import numpy as np
 
@@ -81,6 +83,12 @@ class TaggedDocuments:
             found[doc].append(Entity(self.documents[doc].text[start:end], types[type_id], start, end, score))
         return found
 
+    @classmethod
+    def take(cls, merger: WindowMerger, waiting: deque[SegmentedText], count: int) -> TaggedDocuments:
+        """The ``count`` oldest documents of ``merger`` (and of ``waiting``, the same documents)."""
+        labels, scores, _ = merger.take(count)
+        return cls([waiting.popleft() for _ in range(count)], labels, scores)
+
     def tags(self, postprocessor: PostProcessor) -> list[list[str]]:
         """The model's tag of each word of each document (a word without subwords reads as ``O``)."""
         names = np.array([*postprocessor.labels, "O"])  # label -1 reads as O
@@ -89,84 +97,113 @@ class TaggedDocuments:
         return [tags[bounds[d] : bounds[d + 1]] for d in range(len(self.documents))]
 
 
-class Tagger:
-    """Runs documents through ``backend`` and merges their windows; ``tag`` streams the results."""
+Entry = tuple[str, Any]  # ("document", SegmentedText), ("batch", PaddedBatch), ("done", int)
 
-    def __init__(
-        self,
-        encoder: SubwordEncoder,
-        backend: Backend,
-        postprocessor: PostProcessor,
-        *,
-        concurrent_batches: int = 1,
-        lookahead: int = LOOKAHEAD_WINDOWS,
-        max_batch_tokens: int = MAX_BATCH_TOKENS,
-    ) -> None:
-        self.encoder = encoder
-        self.backend = backend
-        self.postprocessor = postprocessor
-        self.concurrent_batches = concurrent_batches
-        self.lookahead = lookahead
-        self.max_batch_tokens = max_batch_tokens
 
-    def tag(
-        self,
-        documents: Iterable[SegmentedText],
-        batch_size: int,
-        on_words: Callable[[int], object] | None = None,
-    ) -> Iterator[TaggedDocuments]:
-        """Word predictions of ``documents``, in input order, in groups of consecutive documents as they
-        finish. ``on_words(n)`` is called after each batch with the number of words it finished."""
-        merger = WindowMerger()
-        waiting: deque[SegmentedText] = deque()  # added to the merger, not handed back yet
-        windows: list[Window] = []
-        for document in documents:
-            doc_id = merger.add_document(len(document))
-            waiting.append(document)
-            for window in self.encoder.windows(doc_id, document, document.unmarked):
-                windows.append(window)
-                if len(windows) >= self.lookahead:
-                    self._run(windows, merger, batch_size, on_words)
-                    windows = []
-                    if len(waiting) > 1:  # all but this document, which may have more windows
-                        yield self._take(merger, waiting, len(waiting) - 1)
-            if not windows:  # its last window has run (or it has none)
-                yield self._take(merger, waiting, len(waiting))
-        if windows:
-            self._run(windows, merger, batch_size, on_words)
-        if waiting:
-            yield self._take(merger, waiting, len(waiting))
+def tag_documents(
+    documents: Iterable[SegmentedText],
+    encoder: SubwordEncoder,
+    backend: Backend,
+    decoder: PostProcessor,
+    *,
+    batch_size: int,
+    lookahead: int = LOOKAHEAD_WINDOWS,
+    max_batch_tokens: int = MAX_BATCH_TOKENS,
+    on_words: Callable[[int], object] | None = None,
+) -> Iterator[TaggedDocuments]:
+    """Word predictions of ``documents``, in input order, in groups of consecutive documents as they finish.
+    ``on_words(n)`` is called after each batch with the number of words it finished.
 
-    def _run(
-        self, windows: list[Window], merger: WindowMerger, size: int, on_words: Callable[[int], object] | None
-    ) -> None:
-        # Few windows (one long document) are spread over the batches the backend computes at once.
-        size = max(1, min(size, -(-len(windows) // self.concurrent_batches)))
-        windows = sorted(windows, key=lambda w: w.input_ids.size)
-        groups: list[list[Window]] = []
-        for window in windows:  # up to `size` windows and `max_batch_tokens` padded tokens per batch
-            if (
-                not groups
-                or len(groups[-1]) == size
-                or (len(groups[-1]) + 1) * window.input_ids.size > self.max_batch_tokens
-            ):
-                groups.append([])
-            groups[-1].append(window)
-        batches = [self.encoder.pad(group) for group in groups]
-        if len(batches) == 1:  # a direct call: for Triton one blocking round trip instead of a callback
-            all_logits: Iterable[np.ndarray] = [self.backend(batches[0].input_ids, batches[0].attention_mask)]
-        else:
-            all_logits = self.backend.map((b.input_ids, b.attention_mask) for b in batches)
-        for group, batch, logits in zip(groups, batches, all_logits, strict=True):
-            labels, scores = self.postprocessor.align(logits, batch.word_ids, batch.num_words)
-            merger.merge(*_layout(group), labels, scores)
-            if on_words is not None:
-                on_words(sum(w.new_words for w in group))
+    One stream of batches feeds the backend from first to last: while it computes the batches in flight,
+    this thread cuts the next documents into windows (``backend.map`` draws the next batch as it hands
+    back a result), so the model does not wait for tokenisation at each ``lookahead`` of windows. The merge
+    step alone touches the merger, in the order the feed made its entries."""
+    entries: deque[Entry] = deque()  # ("document", d), ("batch", windows), ("done", count of documents)
+    feed = _batches(documents, encoder, entries, backend.concurrency, batch_size, lookahead, max_batch_tokens)
+    merger = WindowMerger()
+    waiting: deque[SegmentedText] = deque()  # added to the merger, not handed back yet
+    done = 0  # documents handed back
 
-    @staticmethod
-    def _take(merger: WindowMerger, waiting: deque[SegmentedText], count: int) -> TaggedDocuments:
-        labels, scores, _ = merger.take(count)
-        return TaggedDocuments([waiting.popleft() for _ in range(count)], labels, scores)
+    def settle() -> Iterator[TaggedDocuments]:
+        """Applies the entries up to the next batch: adds documents, hands back the finished ones."""
+        nonlocal done
+        while entries and entries[0][0] != "batch":
+            kind, value = entries.popleft()
+            if kind == "document":
+                merger.add_document(len(value))
+                waiting.append(value)
+            elif value > done:
+                yield TaggedDocuments.take(merger, waiting, value - done)
+                done = value
+
+    first = list(islice(feed, 2))
+    # One batch in all (one short text): a direct call, for Triton one blocking round trip, not a callback.
+    all_logits = [backend(*first[0])] if len(first) == 1 else backend.map(chain(first, feed))
+    for logits in all_logits:
+        yield from settle()
+        _, batch = entries.popleft()
+        labels, scores = decoder.align(logits, batch.word_ids, batch.num_words)
+        merger.merge(*_layout(batch.windows), labels, scores)
+        if on_words is not None:
+            on_words(sum(w.new_words for w in batch.windows))
+        yield from settle()
+    yield from settle()
+
+
+def _batches(
+    documents: Iterable[SegmentedText],
+    encoder: SubwordEncoder,
+    entries: deque[Entry],
+    concurrency: int,
+    batch_size: int,
+    lookahead: int,
+    max_batch_tokens: int,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The model inputs of ``documents``: their windows, ``lookahead`` at a time, sorted by length and cut
+    into batches of ``batch_size`` windows and ``max_batch_tokens`` padded subwords at most; each batch, each
+    document and each point where documents are finished is recorded in ``entries`` before it is yielded."""
+    windows: list[Window] = []
+    added = 0
+    # The first windows go to the model as soon as there are enough for the batches it runs at once; the
+    # chunks then double up to `lookahead` (the model starts sooner, and a short stream is not held back).
+    chunk = min(lookahead, batch_size * concurrency)
+    for document in documents:
+        entries.append(("document", document))
+        for window in encoder.windows(added, document, document.unmarked):
+            windows.append(window)
+            if len(windows) >= chunk:
+                yield from _sorted_batches(windows, encoder, entries, concurrency, batch_size, max_batch_tokens)
+                windows = []
+                entries.append(("done", added))  # all but this document, which may have more windows
+                chunk = min(lookahead, 2 * chunk)
+        added += 1
+        if not windows:  # its last window is on its way (or it has none)
+            entries.append(("done", added))
+    if windows:
+        yield from _sorted_batches(windows, encoder, entries, concurrency, batch_size, max_batch_tokens)
+    entries.append(("done", added))
+
+
+def _sorted_batches(
+    windows: list[Window],
+    encoder: SubwordEncoder,
+    entries: deque[Entry],
+    concurrency: int,
+    size: int,
+    max_batch_tokens: int,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    # Few windows (one long document) are spread over the batches the backend computes at once.
+    size = max(1, min(size, -(-len(windows) // concurrency)))
+    windows = sorted(windows, key=lambda w: w.input_ids.size)
+    groups: list[list[Window]] = []
+    for window in windows:  # up to `size` windows and `max_batch_tokens` padded tokens per batch
+        if not groups or len(groups[-1]) == size or (len(groups[-1]) + 1) * window.input_ids.size > max_batch_tokens:
+            groups.append([])
+        groups[-1].append(window)
+    for group in groups:
+        batch = encoder.pad(group)
+        entries.append(("batch", batch))
+        yield batch.input_ids, batch.attention_mask
 
 
 def _layout(windows: Sequence[Window]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

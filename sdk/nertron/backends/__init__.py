@@ -39,7 +39,13 @@ def create_backend(spec: BackendSpec, bundle: Bundle) -> Backend:
         from nertron.backends.fallback import FallbackBackend
         from nertron.backends.triton import TritonClient
 
-        client = TritonClient(spec, pad_id=bundle.special_tokens.pad, max_length=bundle.max_length)
+        client = TritonClient(
+            spec,
+            pad_id=bundle.special_tokens.pad,
+            max_length=bundle.max_length,
+            fingerprint=bundle.fingerprint,  # the server must serve this bundle: ModelMismatch otherwise
+            bundle=bundle.path,
+        )
         if spec.fallback is None:
             client.connect()  # raises TritonError now if the server is not usable
             return client

@@ -4,7 +4,9 @@
 Work goes to the server until a request fails with ``TritonUnavailable`` (a transport failure; any other
 error propagates). Then the channel is closed (requests in flight fail at once and are computed locally
 too), a warning is logged, and a daemon thread reconnects every ``probe_interval`` s; once it succeeds,
-work goes to the server again and that is logged too. Counts of rows answered by each are kept.
+work goes to the server again and that is logged too. Counts of rows answered by each are kept. A server that
+comes back with another model (``ModelMismatch``) ends the probing, and ``check()`` raises it: the stream
+stops rather than go on beside a server that no longer serves its model.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from nertron.errors import TritonError
+from nertron.errors import ModelMismatch, TritonError
 
 if TYPE_CHECKING:  # not imported at run time: ServedRows needs no tritonclient
     from nertron.backends.triton import TritonClient
@@ -49,6 +51,7 @@ class Failover:
         self._prober: threading.Thread | None = None
         self._on_server = True
         self._server_rows = self._fallback_rows = 0
+        self._mismatch: ModelMismatch | None = None  # what the prober found instead of the model
 
     @property
     def on_server(self) -> bool:
@@ -66,6 +69,12 @@ class Failover:
                 self._server_rows += rows
             else:
                 self._fallback_rows += rows
+
+    def check(self) -> None:
+        """Raises ``ModelMismatch`` if the prober found the server back with another model."""
+        mismatch = self._mismatch
+        if mismatch is not None:
+            raise ModelMismatch(str(mismatch))
 
     def degrade(self, reason: str) -> None:
         """Sends work to the fallback and starts probing; logs a warning when it was on the server."""
@@ -88,6 +97,11 @@ class Failover:
         while not self._stop.wait(self.probe_interval):
             try:
                 self.client.connect()
+            except ModelMismatch as error:  # raised by check(), to whoever computes locally next
+                with self._lock:
+                    self._mismatch, self._prober = error, None
+                logger.info("%s; probing stops", error)
+                return
             except (TritonError, RuntimeError) as error:  # RuntimeError: closed meanwhile
                 logger.debug("still unusable: %s", error)
                 continue

@@ -2,8 +2,9 @@
 
 Batches go to the primary (a ``TritonClient``). When one fails with ``TritonUnavailable`` (a transport
 failure), that batch and the following ones are computed by the fallback (built once, at first need) until
-a probe reaches the server again. Any other error propagates: a fallback never hides a bug. Every batch
-gives exactly one result, in order.
+a probe reaches the server again. Any other error propagates: a fallback never hides a bug, nor a server
+that serves another model (``ModelMismatch``, also when a probe finds one). Every batch gives exactly one
+result, in order.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ class FallbackBackend(Closable):
             else:
                 self.failover.count("server", len(input_ids))
                 return logits
+        self.failover.check()  # the server came back with another model: stop here
         logits = np.ascontiguousarray(self._local()(input_ids, attention_mask), dtype=np.float32)
         self.failover.count("fallback", len(input_ids))
         return logits

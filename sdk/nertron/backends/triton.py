@@ -4,12 +4,14 @@
 time (unreachable, overloaded, deadline, channel closed) raises ``TritonUnavailable``, after ``retries`` for
 the transient ones; ``FallbackBackend`` (``nertron.backends.fallback``) computes those batches locally.
 Anything else is not a transport failure and is never hidden: a reply the server rejects or malforms raises
-``TritonError``, and an exception of the client's own (a ``TypeError`` after a tritonclient change)
-propagates unchanged.
+``TritonError``, a server that serves another bundle than the client's ``ModelMismatch`` (checked on every
+(re)connect and, by the served model, on every request; see ``nertron.backends.served_model``), and an
+exception of the client's own (a ``TypeError`` after a tritonclient change) propagates unchanged.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -22,70 +24,32 @@ from typing import Any, Protocol
 import numpy as np
 
 from nertron.backends.base import Closable
+from nertron.backends.grpc_channel import (
+    RETRYABLE,
+    Channel,
+    ChannelClosed,
+    ChannelReplaced,
+    InferenceServerException,
+    dispatch,
+    grpc,
+    grpc_status,
+    grpcclient,
+    is_transport_error,
+)
+from nertron.backends.served_model import (
+    INPUTS,
+    OUTPUT,
+    Expected,
+    ModelInfo,
+    model_info,
+    open_client,
+    read_config,
+    rejected,
+)
 from nertron.backends.specs import Triton
 from nertron.errors import InvalidValue, TritonError, TritonUnavailable
-from nertron.extras import require
+from nertron.serving.identity import FINGERPRINT
 from nertron.windows import pad_rows
-
-_FEATURE = "Triton inference (backend=Triton(...))"
-grpcclient = require("tritonclient.grpc", _FEATURE)
-InferenceServerException = require("tritonclient.utils", _FEATURE).InferenceServerException
-grpc = require("grpc", _FEATURE)
-
-INPUTS = ("input_ids", "attention_mask")
-OUTPUT = "logits"
-# gRPC statuses of transport failures: the server is down, restarting, overloaded or late, or the channel
-# was closed under the request. Any other status (INVALID_ARGUMENT, INTERNAL from a model bug, ...) is an
-# answer that a fallback must not hide.
-TRANSPORT = (
-    "StatusCode.UNAVAILABLE",
-    "StatusCode.RESOURCE_EXHAUSTED",
-    "StatusCode.DEADLINE_EXCEEDED",
-    "StatusCode.CANCELLED",
-)
-# Those worth sending again (the server is restarting or overloaded). A request that timed out is not sent
-# again: the caller has already waited ``timeout``.
-RETRYABLE = ("StatusCode.UNAVAILABLE", "StatusCode.RESOURCE_EXHAUSTED")
-
-
-def grpc_status(error: BaseException) -> str | None:
-    """The gRPC status of a tritonclient or grpc error, as ``"StatusCode.NAME"`` (None for other errors)."""
-    if isinstance(error, InferenceServerException):
-        return None if error.status() is None else str(error.status())
-    if isinstance(error, grpc.RpcError) and callable(getattr(error, "code", None)):
-        return str(error.code())
-    return None
-
-
-def is_transport_error(error: BaseException) -> bool:
-    """Whether ``error`` is a transport failure: one that may be retried or computed by a fallback."""
-    return isinstance(error, TritonUnavailable) or grpc_status(error) in TRANSPORT
-
-
-class ChannelClosed(Exception):
-    """A request could not be sent because this side closed the channel (``disconnect``, ``close``)."""
-
-
-class Channel:
-    """A tritonclient gRPC client and whether this side closed it: grpc raises a plain ``ValueError`` for a
-    request on a closed channel, a transport failure only when it was us who closed it."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self.closed = False
-
-    def close(self) -> None:
-        self.closed = True
-        self.client.close()
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the client reads from the served model's config."""
-
-    inputs: tuple[str, ...]
-    num_labels: int  # -1 when the config leaves it variable
-    max_batch_size: int  # 0: the model does not batch; requests go as they are
 
 
 @dataclass
@@ -105,20 +69,35 @@ class Resend(Protocol):
 
 class TritonClient(Closable):
     """``(input_ids, attention_mask)`` int64 -> logits float32 from the model ``spec.model`` on a Triton
-    server; a ``Backend``. ``connect()`` (also done by the first request) reads the model's config."""
+    server; a ``Backend``. ``connect()`` (also done by the first request) reads the model's config.
+
+    ``fingerprint``: that of the bundle the client is for (``Bundle.fingerprint``; ``bundle``, its path, for
+    messages): a server whose model has another raises ``ModelMismatch``, one whose config names none a
+    ``TritonError``. ``None`` checks nothing (a model not written by nertron)."""
 
     runtime = "triton"
 
-    def __init__(self, spec: Triton, *, pad_id: int = 1, max_length: int | None = None) -> None:
+    def __init__(
+        self,
+        spec: Triton,
+        *,
+        pad_id: int = 1,
+        max_length: int | None = None,
+        fingerprint: str | None = None,
+        bundle: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.spec = spec
         self.model = spec.model
         self.pad_id, self.max_length = pad_id, max_length
+        self.expected = Expected.of(fingerprint, bundle)
         self.concurrency = spec.max_in_flight
         self.headers = dict(spec.headers) or None
+        self.parameters = {} if self.expected is None else {FINGERPRINT: self.expected.fingerprint}
         self._lock = threading.Lock()
-        self._connecting = threading.Lock()  # one connect at a time from _connected
+        self._connecting = threading.Lock()  # one connect at a time from _connected and _checked_since
         self._client: Channel | None = None  # once connected
         self._info: ModelInfo | None = None
+        self._checked_at = float("-inf")  # when the connect that opened the channel started
 
     @property
     def url(self) -> str:
@@ -135,13 +114,18 @@ class TritonClient(Closable):
     # -- connection -------------------------------------------------------------------------------------
 
     def connect(self) -> None:
-        """Opens a fresh channel and checks that the server and model are ready: ``TritonUnavailable`` if
-        they are not (yet), ``TritonError`` if the model does not fit or the server refuses us, and
-        ``RuntimeError`` once closed (also when ``close()`` comes while connecting)."""
+        """Opens a fresh channel and checks that the server and model are ready and are the bundle's:
+        ``TritonUnavailable`` if they are not (yet), ``ModelMismatch`` if the server serves another bundle,
+        ``TritonError`` if the model does not fit or the server refuses us, and ``RuntimeError`` once closed
+        (also when ``close()`` comes while connecting). Requests in flight on the old channel are sent again."""
         self.check_open()
+        started = time.monotonic()
         client = self._new_client()
         try:
-            info = self._check_ready(client)
+            config = read_config(client, self.spec, self.model, self.describe)
+            if self.expected is not None:
+                self.expected.check(self.spec.url, self.model, config)
+            info = self._model_info(config)
         except BaseException:
             client.close()
             raise
@@ -150,25 +134,12 @@ class TritonClient(Closable):
             closed = self._closed
             if not closed:
                 old, self._client, self._info = self._client, Channel(client), info
+                self._checked_at = started
         if closed:  # a closed client never publishes a channel
             client.close()
             self.check_open()
         if old is not None:
-            old.close()
-
-    def _check_ready(self, client: Any) -> ModelInfo:
-        options = {"headers": self.headers, "client_timeout": self.spec.probe_timeout}
-        try:
-            if not client.is_server_live(**options):
-                raise TritonUnavailable(self.describe("the server is not live"))
-            if not client.is_model_ready(self.model, self.spec.model_version, **options):
-                raise TritonUnavailable(self.describe(f"the model is not ready; {self._repository_states(client)}"))
-            config = client.get_model_config(self.model, self.spec.model_version, as_json=True, **options)
-        except InferenceServerException as error:
-            if is_transport_error(error):
-                raise TritonUnavailable(self.describe(f"cannot reach it: {error}")) from None
-            raise TritonError(self.describe(f"it refused the client: {error}")) from None
-        return self._model_info(config["config"])
+            old.close(replaced=True)
 
     def disconnect(self) -> None:
         """Closes the channel: requests in flight fail at once (``connect`` opens a new one)."""
@@ -190,30 +161,18 @@ class TritonClient(Closable):
             return self._connected()
         return client, info
 
-    def _new_client(self) -> Any:
-        tls = self.spec.tls
-        try:
-            return grpcclient.InferenceServerClient(
-                self.spec.url,
-                channel_args=_channel_args(),
-                ssl=tls is not None,
-                root_certificates=None if tls is None else tls.root_certificates,
-                private_key=None if tls is None else tls.private_key,
-                certificate_chain=None if tls is None else tls.certificate_chain,
-            )
-        except Exception as error:  # e.g. unreadable certificate files
-            raise TritonError(self.describe(f"cannot create a gRPC client: {error}")) from None
+    def _checked_since(self, moment: float) -> tuple[Channel, ModelInfo]:
+        """A channel whose connect (a full check) started after ``moment``: after a transport failure, gRPC
+        may have reconnected the old channel to another server on the same address."""
+        with self._connecting:
+            with self._lock:
+                checked = self._client is not None and self._checked_at >= moment
+            if not checked:
+                self.connect()
+        return self._connected()
 
-    def _repository_states(self, client: Any) -> str:
-        try:
-            index = client.get_model_repository_index(
-                headers=self.headers, as_json=True, client_timeout=self.spec.probe_timeout
-            )
-        except InferenceServerException:
-            return "the repository index is not available"
-        models = index.get("models", [])
-        states = ", ".join(f"{m.get('name')} {m.get('state', 'UNAVAILABLE')}" for m in models) or "none"
-        return f"models in the repository: {states}"
+    def _new_client(self) -> Any:
+        return open_client(self.spec, self.describe)
 
     # -- requests ---------------------------------------------------------------------------------------
 
@@ -266,8 +225,9 @@ class TritonClient(Closable):
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _result(self, future: Future[Any], resend: Resend) -> Any:
-        """The reply of a request; one that failed transiently is sent again (``retries`` times). Only
-        transport failures become ``TritonUnavailable``; an exception that is not a gRPC status propagates."""
+        """The reply of a request; one that failed transiently is sent again (``retries`` times) on a channel
+        checked anew. Only transport failures become ``TritonUnavailable``; a server that answers for another
+        bundle raises ``ModelMismatch``; an exception that is not a gRPC status propagates."""
         attempt = 0
         while True:
             try:
@@ -276,14 +236,29 @@ class TritonClient(Closable):
                 raise TritonUnavailable(self.describe(f"no reply within {self.spec.timeout:g} s")) from None
             except ChannelClosed:
                 raise TritonUnavailable(self.describe("the channel was closed under the request")) from None
+            except ChannelReplaced:  # by a connect that checked the server: send it there
+                future = resend(*self._connected())
+                continue
             except (InferenceServerException, grpc.RpcError) as error:
                 if not is_transport_error(error):
-                    raise TritonError(self.describe(f"request failed: {error}")) from None
+                    raise rejected(error, self.spec.url, self.expected, self.describe) from None
                 if grpc_status(error) not in RETRYABLE or attempt >= self.spec.retries:
                     raise TritonUnavailable(self.describe(f"request failed: {error}")) from None
+                failure = error
+            attempt, future = self._retry(resend, attempt, failure)
+
+    def _retry(self, resend: Resend, attempt: int, failure: BaseException) -> tuple[int, Future[Any]]:
+        """Sends a request that failed with ``failure`` again, after a backoff, on a channel checked since (a
+        reconnect that fails takes a retry too); the attempts made so far and the new request's future."""
+        failed_at = time.monotonic()
+        while True:
             attempt += 1
             time.sleep(self.spec.retry_backoff * 2 ** (attempt - 1))
-            future = resend(*self._connected())
+            try:
+                return attempt, resend(*self._checked_since(failed_at))
+            except TritonUnavailable as error:
+                if attempt >= self.spec.retries:
+                    raise TritonUnavailable(self.describe(f"request failed: {failure}; then {error}")) from None
 
     def _send(
         self, client: Channel, info: ModelInfo, ids: np.ndarray, mask: np.ndarray, blocking: bool = False
@@ -291,7 +266,7 @@ class TritonClient(Closable):
         """The request's logits as a future; with ``blocking`` it is done when this returns."""
         future: Future[np.ndarray] = Future()
         length = ids.shape[1]
-        ids, mask = self._bucket(ids, mask)
+        ids, mask = _bucket(ids, mask, self.spec.length_multiple, self.max_length, self.pad_id)
 
         # tritonclient calls back with these keyword names, in a gRPC thread: an exception escaping from here
         # would leave the future unset.
@@ -299,7 +274,7 @@ class TritonClient(Closable):
             try:
                 if error is not None:
                     raise error
-                logits = self._logits(result, ids.shape, info, length)
+                logits = _logits(result, ids.shape, info, length, self.describe)
             except Exception as failure:
                 future.set_exception(failure)
             else:
@@ -307,52 +282,18 @@ class TritonClient(Closable):
 
         request = {
             "model_name": self.model,
-            "inputs": self._inputs(info, ids, mask),
+            "inputs": _inputs(info, ids, mask),
             "model_version": self.spec.model_version,
             "outputs": [grpcclient.InferRequestedOutput(OUTPUT)],
             "client_timeout": self.spec.timeout,
             "headers": self.headers,
+            "parameters": self.parameters or None,
         }
         return dispatch(client, request, done, future, blocking)
 
-    def _inputs(self, info: ModelInfo, ids: np.ndarray, mask: np.ndarray) -> list[Any]:
-        arrays = dict(zip(INPUTS, (ids, mask), strict=True))
-        inputs = []
-        for name in info.inputs:
-            tensor = grpcclient.InferInput(name, list(ids.shape), "INT64")
-            tensor.set_data_from_numpy(arrays[name])
-            inputs.append(tensor)
-        return inputs
-
-    def _bucket(self, ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Pads to a multiple of ``length_multiple`` (not beyond ``max_length``); the logits are cut back."""
-        length = ids.shape[1]
-        target = -(-length // self.spec.length_multiple) * self.spec.length_multiple
-        if self.max_length is not None:
-            target = min(target, max(self.max_length, length))
-        if target == length:
-            return ids, mask
-        return pad_rows([ids], self.pad_id, target), pad_rows([mask], 0, target)
-
-    def _logits(self, result: Any, shape: tuple[int, ...], info: ModelInfo, length: int) -> np.ndarray:
-        """The reply's logits, checked against the request's (padded) ``shape``, cut to ``length``."""
-        logits = None if result is None else result.as_numpy(OUTPUT)
-        if logits is None:
-            raise TritonError(self.describe(f"malformed reply: no {OUTPUT!r} output"))
-        labels = info.num_labels if info.num_labels > 0 else (logits.shape[-1] if logits.ndim == 3 else -1)
-        expected = (*shape, labels)
-        if logits.dtype != np.float32 or logits.shape != expected:
-            raise TritonError(
-                self.describe(
-                    f"malformed reply: {OUTPUT} is {logits.dtype} {list(logits.shape)}, "
-                    f"expected float32 {list(expected)}"
-                )
-            )
-        return logits if length == shape[1] else np.ascontiguousarray(logits[:, :length])
-
     def _model_info(self, config: Mapping[str, Any]) -> ModelInfo:
         """What this client needs of the served model's (JSON) config; ``TritonError`` if it does not fit."""
-        return _model_info(config)
+        return model_info(config)
 
     def close(self) -> None:
         """Closes the gRPC channel; requests in flight fail (``TritonUnavailable``), later ones raise
@@ -362,27 +303,6 @@ class TritonClient(Closable):
             old, self._client = self._client, None
         if old is not None:
             old.close()
-
-
-def dispatch(
-    channel: Channel, request: dict[str, Any], done: Callable[..., None], future: Future[Any], blocking: bool
-) -> Future[Any]:
-    """Sends ``request`` (tritonclient's ``infer`` keywords); ``done`` gets the reply, in this thread when
-    ``blocking``, else in a gRPC thread. A request refused by the server, or not sent because this side
-    closed the channel, fails ``future``; any other exception is a bug here or in tritonclient and
-    propagates."""
-    try:
-        if blocking:
-            done(result=channel.client.infer(**request))
-        else:
-            channel.client.async_infer(callback=done, **request)
-    except (InferenceServerException, grpc.RpcError) as error:
-        future.set_exception(error)
-    except Exception:
-        if not channel.closed:
-            raise
-        future.set_exception(ChannelClosed())
-    return future
 
 
 def _checked(input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -400,29 +320,42 @@ def _row_slices(rows: int, max_batch_size: int) -> list[slice]:
     return [slice(start, start + step) for start in range(0, rows, step)]
 
 
-def _model_info(config: Mapping[str, Any]) -> ModelInfo:
-    names = tuple(str(i["name"]) for i in config.get("input", []))
-    unknown = [n for n in names if n not in INPUTS]
-    if unknown or "input_ids" not in names:
-        raise TritonError(f"the served model takes {list(names)}; nertron sends {list(INPUTS)}")
-    outputs = {str(o["name"]): [int(d) for d in o.get("dims", [])] for o in config.get("output", [])}
-    if OUTPUT not in outputs:
-        raise TritonError(f"the served model has no {OUTPUT!r} output (it has {sorted(outputs)})")
-    dims = outputs[OUTPUT]
-    return ModelInfo(names, dims[-1] if dims else -1, int(config.get("max_batch_size", 0)))
+def _inputs(info: ModelInfo, ids: np.ndarray, mask: np.ndarray) -> list[Any]:
+    arrays = dict(zip(INPUTS, (ids, mask), strict=True))
+    inputs = []
+    for name in info.inputs:
+        tensor = grpcclient.InferInput(name, list(ids.shape), "INT64")
+        tensor.set_data_from_numpy(arrays[name])
+        inputs.append(tensor)
+    return inputs
 
 
-def _channel_args() -> list[tuple[str, Any]]:
-    """tritonclient's defaults plus a short reconnect backoff: after a blip, gRPC reconnects within ~1 s
-    instead of after its default backoff of up to 2 minutes."""
-    keepalive = grpcclient.KeepAliveOptions()
-    return [
-        ("grpc.max_send_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
-        ("grpc.max_receive_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
-        ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
-        ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
-        ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
-        ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
-        ("grpc.initial_reconnect_backoff_ms", 200),
-        ("grpc.max_reconnect_backoff_ms", 1000),
-    ]
+def _bucket(
+    ids: np.ndarray, mask: np.ndarray, multiple: int, max_length: int | None, pad_id: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pads to a multiple of ``multiple`` (not beyond ``max_length``); the logits are cut back."""
+    length = ids.shape[1]
+    target = -(-length // multiple) * multiple
+    if max_length is not None:
+        target = min(target, max(max_length, length))
+    if target == length:
+        return ids, mask
+    return pad_rows([ids], pad_id, target), pad_rows([mask], 0, target)
+
+
+def _logits(
+    result: Any, shape: tuple[int, ...], info: ModelInfo, length: int, describe: Callable[[str], str]
+) -> np.ndarray:
+    """The reply's logits, checked against the request's (padded) ``shape``, cut to ``length``."""
+    logits = None if result is None else result.as_numpy(OUTPUT)
+    if logits is None:
+        raise TritonError(describe(f"malformed reply: no {OUTPUT!r} output"))
+    labels = info.num_labels if info.num_labels > 0 else (logits.shape[-1] if logits.ndim == 3 else -1)
+    expected = (*shape, labels)
+    if logits.dtype != np.float32 or logits.shape != expected:
+        raise TritonError(
+            describe(
+                f"malformed reply: {OUTPUT} is {logits.dtype} {list(logits.shape)}, expected float32 {list(expected)}"
+            )
+        )
+    return logits if length == shape[1] else np.ascontiguousarray(logits[:, :length])

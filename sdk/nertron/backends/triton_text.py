@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
@@ -21,8 +22,10 @@ from typing import Any
 import numpy as np
 
 from nertron.backends.failover import Failover, ServedRows
+from nertron.backends.grpc_channel import dispatch, grpcclient
+from nertron.backends.served_model import ModelInfo
 from nertron.backends.specs import Triton
-from nertron.backends.triton import ModelInfo, Resend, TritonClient, dispatch, grpcclient
+from nertron.backends.triton import Resend, TritonClient
 from nertron.entity import Entity
 from nertron.errors import InvalidValue, TritonError, TritonUnavailable
 
@@ -31,12 +34,15 @@ ENTITY_KEYS = ("text", "label", "start", "end", "score")
 
 
 class TritonTextClient(TritonClient):
-    """Texts -> entities from the model ``spec.text_model``; ``TritonError`` when a request fails."""
+    """Texts -> entities from the model ``spec.text_model``; ``TritonError`` when a request fails,
+    ``ModelMismatch`` when the server's text model is not the bundle of ``fingerprint`` (see ``TritonClient``)."""
 
-    def __init__(self, spec: Triton) -> None:
+    def __init__(
+        self, spec: Triton, *, fingerprint: str | None = None, bundle: str | os.PathLike[str] | None = None
+    ) -> None:
         if spec.text_model is None:
             raise InvalidValue("Triton(text_model=None) sends token ids, not texts")
-        super().__init__(spec)
+        super().__init__(spec, fingerprint=fingerprint, bundle=bundle)
         self.model = spec.text_model
 
     def _model_info(self, config: Mapping[str, Any]) -> ModelInfo:
@@ -100,7 +106,7 @@ class TritonTextClient(TritonClient):
             "outputs": [grpcclient.InferRequestedOutput(OUTPUT)],
             "client_timeout": self.spec.timeout,
             "headers": self.headers,
-            "parameters": dict(parameters),
+            "parameters": {**parameters, **self.parameters},
         }
         return dispatch(client, request, done, future, blocking)
 
@@ -181,6 +187,7 @@ class ServerSideTexts:
                 self.failover.count("server", len(chunk))
                 return found
         assert self.local is not None
+        self.failover.check()  # the server came back with another model: stop here
         found = self.local(chunk)
         self.failover.count("fallback", len(chunk))
         return found

@@ -7,7 +7,6 @@ in one line on stderr, ``nertron COMMAND: error: ...``, and exit status 2; outpu
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import signal
@@ -15,20 +14,13 @@ import sys
 import threading
 import traceback
 from collections.abc import Iterator, Sequence
-from typing import NoReturn
 
+from nertron.arguments import Parser
 from nertron.cli import calibrate, evaluate, export, ner, serve
 from nertron.errors import NertronError, TritonServerError
 
 # What a user can cause and fix: reported in one line with exit status 2 (see nertron.errors).
 USER_ERRORS = (NertronError, OSError)
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse's parser, with its errors in one line (argparse prints the whole usage before them)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from nertron.cli.options import DEFAULTS, add_engine_options, bounded, config_from_args
 from nertron.entity import Entity
-from nertron.errors import FileIsFolder, InvalidValue, MissingFile, TritonError, file_error
+from nertron.errors import FileIsFolder, InvalidValue, MissingFile, ModelMismatch, TritonError, file_error
 from nertron.io.atomic import PendingFile, replacing_file
 
 if TYPE_CHECKING:
@@ -86,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
     hint = "; start the server (nertron serve) or leave out --no-fallback to compute locally"
     try:
         ner = config_from_args(args).build()
+    except ModelMismatch:  # as it is: starting a server or computing locally is no remedy
+        raise
     except TritonError as error:
         raise TritonError(f"{error}{hint}") from None
     progress = bool(args.input) and not args.text
@@ -123,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
                 last_line = annotation.record.line
                 if progress:
                     bar.set_postfix_str(f"{written} docs", refresh=False)
+        except ModelMismatch:  # the rows written so far are the local bundle's and stay
+            raise
         except TritonError as error:
             last = f", the last from input line {last_line}" if last_line is not None else ""
             where = f" to {args.output}" if args.output else ""

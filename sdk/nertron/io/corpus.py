@@ -18,6 +18,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from nertron.checks import check_batch_size
 from nertron.entity import Entity
 from nertron.errors import InvalidValue
 from nertron.io.conll import DOCSTART
@@ -271,8 +272,11 @@ def tag_corpus(
         except (ValueError, OSError) as error:  # a malformed or unreadable line: finish the records before it
             failed.append(error)
 
-    for tagged in ner._stream(segmented(), batch_size=batch_size, on_words=on_words):
-        for document, found in zip(tagged.documents, tagged.entities(ner._postprocessor), strict=True):
+    ner.check_open()
+    pipeline = ner.pipeline
+    size = ner.batch_size if batch_size is None else check_batch_size(batch_size)
+    for tagged in pipeline.tag(segmented(), size, on_words):
+        for document, found in zip(tagged.documents, tagged.entities(pipeline.decoder), strict=True):
             if on_found is not None:
                 on_found(found)
             entities = [entity for entity in found if entity.score >= ner.min_score]

@@ -7,17 +7,18 @@ field at fault.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from nertron._native import PostProcessor
 from nertron.errors import FolderIsFile, InvalidType, InvalidValue, MissingFile, reraise_files
 from nertron.io.atomic import check_apart, write_file
+from nertron.model.fingerprint import fingerprint, sha256_of
 from nertron.tags import check_scheme
 
 MANIFEST = "manifest.json"
@@ -69,7 +70,8 @@ class Manifest:
 
     ``sha256`` and ``model_bytes`` describe the model file (``with_model`` fills them); ``calibration``, if
     any, sets the temperature of the scores; ``hidden_size`` (the encoder's width; None in older bundles)
-    sizes the batches; ``provenance`` holds what is only informative (source
+    sizes the batches; ``fingerprint``: the bundle's (``nertron.model.fingerprint``) when the manifest was
+    written, ``write`` sets it; ``provenance`` holds what is only informative (source
     checkpoint, creation time, recorded scores, ...).
     """
 
@@ -88,6 +90,7 @@ class Manifest:
     sentencepiece: SentencePiece | None = None
     calibration: Calibration | None = None
     hidden_size: int | None = None
+    fingerprint: str = field(default="", compare=False)  # derived from the files: not what a manifest says
     provenance: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -151,6 +154,7 @@ class Manifest:
             sentencepiece=_sentencepiece(data.get("sentencepiece")),
             calibration=_calibration(data.get("calibration")),
             hidden_size=_optional(data.get("hidden_size"), int, "hidden_size"),
+            fingerprint=_typed(data.get("fingerprint", ""), str, "fingerprint"),
             provenance={k: v for k, v in data.items() if k not in known | {"format", "format_version"}},
         )
 
@@ -163,14 +167,22 @@ class Manifest:
                 data.update(value)
             elif f.name in ("special_tokens", "sentencepiece", "calibration") and value is not None:
                 data[f.name] = dataclasses.asdict(value)
+            elif f.name == "fingerprint":
+                if value:
+                    data[f.name] = value
             elif value is not None or f.name == "tokenizer_file":  # null: SentencePiece alone
                 data[f.name] = list(value) if isinstance(value, tuple) else value
         return data
 
     def write(self, directory: str | Path) -> Path:
-        """Writes ``directory/manifest.json`` (in one step: a reader sees the old manifest or the new one)."""
+        """Writes ``directory/manifest.json`` (in one step: a reader sees the old manifest or the new one), with
+        the fingerprint of the bundle ``directory`` now holds (none while a file it names is missing)."""
         path = Path(directory) / MANIFEST
-        write_file(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        try:
+            stamped = dataclasses.replace(self, fingerprint=fingerprint(Path(directory), self))
+        except OSError:  # written before its files: Bundle.fingerprint is computed from them once they are there
+            stamped = dataclasses.replace(self, fingerprint="")
+        write_file(path, json.dumps(stamped.to_dict(), indent=2, ensure_ascii=False) + "\n")
         return path
 
     def with_model(self, model_path: Path, **changes: Any) -> Manifest:
@@ -222,7 +234,19 @@ class Bundle:
             )
         if verify and sha256_of(bundle.model_path) != bundle.manifest.sha256:
             raise InvalidValue(f"{bundle.model_path} does not match the sha256 in {MANIFEST}")
+        if verify and bundle.manifest.fingerprint and bundle.fingerprint != bundle.manifest.fingerprint:
+            raise InvalidValue(
+                f"{root / MANIFEST}: fingerprint {bundle.manifest.fingerprint} does not match the bundle's files "
+                f"({bundle.fingerprint}); re-export the bundle (nertron export) or restore its files"
+            )
         return bundle
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A content hash (16 hex digits) of what decides the bundle's output: model, tokenizer, labels, scheme,
+        temperature, max_length (see ``nertron.model.fingerprint``). Computed once, from the files."""
+        with reraise_files("model"):
+            return fingerprint(self.path, self.manifest)
 
     @property
     def model_path(self) -> Path:
@@ -258,14 +282,6 @@ class Bundle:
     def temperature(self) -> float:
         """The temperature of the scores: the manifest's calibration, else 1 (uncalibrated)."""
         return self.manifest.calibration.temperature if self.manifest.calibration else 1.0
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _typed(value: Any, kind: type, name: str) -> Any:

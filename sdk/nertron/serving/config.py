@@ -20,6 +20,7 @@ from typing import Any
 
 from nertron.errors import InvalidValue
 from nertron.extras import require
+from nertron.serving import identity
 from nertron.serving.options import DEPLOYMENTS, MODEL_NAME, TEXT_MODEL_NAME, ConfigOptions, Signature
 
 text_format = require("google.protobuf.text_format", "Triton model configs")
@@ -60,6 +61,7 @@ def model_config(
         config.parameters["intra_op_threads"].string_value = str(options.threads)
     if deployment == "onnx-gpu" and options.tensorrt:
         _add_tensorrt_accelerator(config, signature, options)
+    _add_identity(config, signature)
     return config
 
 
@@ -67,8 +69,9 @@ def text_model_config(
     deployment: str, signature: Signature, options: ConfigOptions | None = None, *, name: str = TEXT_MODEL_NAME
 ) -> Any:
     """The ``ModelConfig`` of the text model (see ``nertron.serving.text_model``): TEXT in, ENTITIES out, the
-    model's labels and tag scheme published as parameters. On GPU deployments it runs its encoder through
-    BLS on the ``nertron`` model (``encoder_model``); on CPU in its own process."""
+    model's labels and tag scheme, and the ``max_length`` and ``stride`` of its windows, published as
+    parameters. On GPU deployments it runs its encoder through BLS on the ``nertron`` model
+    (``encoder_model``); on CPU in its own process."""
     check_deployment(deployment)
     options = options or ConfigOptions()
     config = ModelConfig(name=name, backend="python", max_batch_size=options.max_batch_size)
@@ -79,11 +82,21 @@ def text_model_config(
     config.instance_group.add(count=options.instances, kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
     config.parameters["labels"].string_value = json.dumps(list(signature.labels))
     config.parameters["scheme"].string_value = signature.scheme
+    config.parameters["max_length"].string_value = str(signature.max_length)
+    config.parameters["stride"].string_value = str(signature.stride)
     if deployment != "cpu":
         config.parameters["encoder_model"].string_value = MODEL_NAME
     elif options.threads is not None:
         config.parameters["intra_op_threads"].string_value = str(options.threads)
+    _add_identity(config, signature)
     return config
+
+
+def _add_identity(config: Any, signature: Signature) -> None:
+    """The bundle's fingerprint and path as parameters (see ``nertron.serving.identity``), where it has them."""
+    if signature.fingerprint:
+        config.parameters[identity.FINGERPRINT].string_value = signature.fingerprint
+        config.parameters[identity.BUNDLE].string_value = signature.bundle or identity.UNKNOWN
 
 
 def config_text(config: Any) -> str:

@@ -17,17 +17,28 @@ TEXT_MODEL_NAME = "nertron_text"  # text in, entities out: for any client
 
 @dataclass(frozen=True)
 class Signature:
-    """What a config needs to know about the model."""
+    """What a config needs to know about the model; ``fingerprint`` and ``bundle`` (``Bundle.fingerprint``, its
+    path) say which bundle it is (empty: the configs name none, as the checked-in ones of the default model)."""
 
     num_labels: int
     max_length: int
     inputs: tuple[str, ...] = ("input_ids", "attention_mask")
     labels: tuple[str, ...] = ()
     scheme: str = "IOB2"
+    fingerprint: str = ""
+    bundle: str = ""
 
     @classmethod
     def of(cls, bundle: Bundle) -> Signature:
-        return cls(len(bundle.labels), bundle.max_length, bundle.manifest.inputs, tuple(bundle.labels), bundle.scheme)
+        labels, where = tuple(bundle.labels), str(bundle.path.absolute())
+        return cls(
+            len(labels), bundle.max_length, bundle.manifest.inputs, labels, bundle.scheme, bundle.fingerprint, where
+        )
+
+    @property
+    def stride(self) -> int:
+        """The overlap of the text model's windows: ``NER``'s default for ``max_length``."""
+        return (self.max_length - 2) // 4
 
 
 def threads_per_instance(config: Mapping[str, Any]) -> int:

@@ -11,6 +11,9 @@ model.py``), so that clients in any language (``curl``, Java, Go, JavaScript) ge
   version directory, so its entities equal in-process ``NER()``'s. The encoder runs in this process
   (onnxruntime on CPU), or, where the config parameter ``encoder_model`` names a model of the same server
   (the GPU repositories: TensorRT or onnxruntime on the GPU), there through BLS.
+- It windows as the config parameters ``max_length`` and ``stride`` say (``NER``'s defaults where absent). A
+  config naming a bundle (``nertron_fingerprint``) that is not the one in the version directory fails the load;
+  a request whose parameter ``nertron_fingerprint`` expects another bundle is refused (``nertron.serving.identity``).
 - A request with bad input (not BYTES ``[n, 1]``, invalid UTF-8, a bad parameter) gets its own error;
   the other requests of the execution, and the server, are unaffected.
 
@@ -29,9 +32,11 @@ import triton_python_backend_utils as pb_utils
 
 from nertron import NER
 from nertron.backends.onnxruntime import OnnxRuntimeBackend
+from nertron.checks import check_min_score
 from nertron.errors import InvalidValue
 from nertron.model.bundle import Bundle
-from nertron.ner import AGGREGATIONS, check_min_score
+from nertron.ner import AGGREGATIONS
+from nertron.serving import identity
 from nertron.serving.options import threads_per_instance
 
 INPUT, OUTPUT = "TEXT", "ENTITIES"
@@ -43,7 +48,10 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         config = json.loads(args["model_config"])
         self.bundle = Bundle.load(Path(args["model_repository"]) / args["model_version"])
+        self.served = identity.checked(config, self.bundle.path)
         parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        # the windows the config publishes (NER's defaults for the bundle where it names none)
+        self.windows = {name: int(parameters[name]) for name in ("max_length", "stride") if parameters.get(name)}
         encoder = parameters.get("encoder_model", "")
         if encoder:
             self.backend: Any = BLSBackend(encoder)
@@ -57,7 +65,9 @@ class TritonPythonModel:
     def ner(self, aggregation: str) -> NER:
         """The recogniser for an aggregation; all share the one backend."""
         if aggregation not in self.ners:
-            self.ners[aggregation] = NER(self.bundle.path, aggregation=aggregation, backend=self.backend)
+            self.ners[aggregation] = NER(
+                self.bundle.path, aggregation=aggregation, backend=self.backend, **self.windows
+            )
         return self.ners[aggregation]
 
     def execute(self, requests: list[Any]) -> list[Any]:
@@ -65,7 +75,7 @@ class TritonPythonModel:
         by_aggregation: dict[str, list[tuple[int, list[str], float]]] = {}
         for index, request in enumerate(requests):
             try:
-                texts, aggregation, min_score = _read(request)
+                texts, aggregation, min_score = _read(request, self.served)
             except ValueError as error:  # the client's mistake: 400 over HTTP, INVALID_ARGUMENT over gRPC
                 responses[index] = _error(str(error), pb_utils.TritonError.INVALID_ARG)
             else:
@@ -119,8 +129,9 @@ class BLSBackend:
         pass
 
 
-def _read(request: Any) -> tuple[list[str], str, float]:
-    """The request's texts, aggregation and min_score; ``ValueError`` saying what is wrong."""
+def _read(request: Any, served: tuple[str | None, str]) -> tuple[list[str], str, float]:
+    """The request's texts, aggregation and min_score; ``ValueError`` saying what is wrong (also when it
+    expects another model than the ``served`` one, see ``nertron.serving.identity``)."""
     tensor = pb_utils.get_input_tensor_by_name(request, INPUT)
     if tensor is None:
         raise InvalidValue(f"input {INPUT!r} is missing")
@@ -134,6 +145,9 @@ def _read(request: Any) -> tuple[list[str], str, float]:
         except UnicodeDecodeError as error:
             raise InvalidValue(f"{INPUT}[{row}] is not valid UTF-8 ({error.reason} at byte {error.start})") from None
     parameters = json.loads(request.parameters() or "{}")
+    refusal = identity.mismatch(parameters, *served)
+    if refusal is not None:
+        raise InvalidValue(refusal)
     aggregation = parameters.get("aggregation", "first")
     if aggregation not in AGGREGATIONS:
         raise InvalidValue(f"parameter 'aggregation' must be one of {AGGREGATIONS}, got {aggregation!r}")

@@ -6,6 +6,10 @@ sorted by length and split into the groups that cost least to run (see :func:`pl
 one onnxruntime run, padded to its longest request (pad id, mask 0), and the logits are split back per
 request and cut to its length.
 
+A config naming a bundle (``nertron_fingerprint``) that is not the one in the version directory fails the
+load; a request whose parameter ``nertron_fingerprint`` expects another bundle is refused
+(``nertron.serving.identity``).
+
 Runs inside Triton's python-backend stub, in an environment where nertron is installed (``nertron serve``
 runs the stub in nertron's own venv).
 """
@@ -22,6 +26,7 @@ import triton_python_backend_utils as pb_utils
 
 from nertron.backends.onnxruntime import OnnxRuntimeBackend
 from nertron.errors import InvalidValue
+from nertron.serving import identity
 from nertron.serving.options import threads_per_instance
 from nertron.windows import pad_rows
 
@@ -43,6 +48,7 @@ class TritonPythonModel:
         manifest = json.loads((version_dir / "manifest.json").read_text(encoding="utf-8"))
         self.pad_id = int(manifest["special_tokens"]["pad"])
         self.inputs = [entry["name"] for entry in config["input"]]
+        self.fingerprint, self.bundle = identity.checked(config, version_dir)
         # the bundle's file, if linked: a model that cannot load names it
         model_path = (version_dir / manifest["model_file"]).resolve()
         self.backend = OnnxRuntimeBackend(
@@ -70,6 +76,9 @@ class TritonPythonModel:
         return responses
 
     def _read(self, request: Any) -> dict[str, np.ndarray]:
+        refusal = identity.mismatch(json.loads(request.parameters() or "{}"), self.fingerprint, self.bundle)
+        if refusal is not None:
+            raise InvalidValue(refusal)
         arrays = {}
         for name in self.inputs:
             tensor = pb_utils.get_input_tensor_by_name(request, name)

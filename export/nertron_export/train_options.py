@@ -1,0 +1,73 @@
+"""The options of ``nertron train``: ``TrainConfig``, and its command-line options (``add_arguments``)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    train: list[str]  # CoNLL files, e.g. English gold and pseudo-labelled target-language text
+    dev: list[str]  # the first one's F1 is reported as dev_f1_*, each other's as <its key>_f1_* (dev_keys)
+    out: str
+    epochs: int = 5
+    lr: float = 1e-4
+    head_lr: float = 5e-4
+    weight_decay: float = 0.01
+    warmup: float = 0.05
+    batch_size: int = 16
+    max_length: int | None = None  # subwords per chunk; default min(256, the model's limit)
+    single_fraction: float = 0.3
+    freeze_embeddings: bool = True
+    bf16: bool = True
+    seed: int = 42
+    patience: int = 2
+    ema: float = 0.0  # decay of the weights' moving average per step; 0 = none
+    threads: int | None = None
+    limit_train_docs: int | None = None  # for smoke runs
+    select: str = "document"  # "document": the first dev file's document-context F1; "mean": every dev F1's mean
+
+
+# Help for each tunable option of TrainConfig; each default is TrainConfig's own.
+OPTION_HELP = {
+    "epochs": "passes over the training data",
+    "batch_size": "chunks per optimiser step",
+    "max_length": "subwords per training chunk (default: min(256, the model's limit))",
+    "seed": "seed of shuffling, chunking and the head's initialisation",
+    "patience": "epochs without a better dev F1 before stopping",
+    "threads": "torch CPU threads (default: torch's)",
+    "limit_train_docs": "train on the first N documents of each training file only (smoke runs)",
+    "lr": "peak learning rate of the encoder",
+    "head_lr": "peak learning rate of the classification head",
+    "weight_decay": "AdamW weight decay",
+    "warmup": "fraction of the steps with a linear warm-up",
+    "single_fraction": "fraction of chunks that are a single sentence (the rest span several, for context)",
+    "ema": "decay per step of a moving average of the weights, evaluated and saved instead (0: none)",
+    "select": "what picks the best epoch: 'document' (the first dev file, document context) or 'mean' (of all)",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = TrainConfig("", [], [], "")
+    parser.add_argument("--model", required=True, help="HF checkpoint (AutoModelForTokenClassification)")
+    parser.add_argument("--train", required=True, nargs="+", help="CoNLL training files")
+    parser.add_argument(
+        "--dev", required=True, nargs="+", help="CoNLL dev files (model selection; the first is the main one)"
+    )
+    parser.add_argument("--out", required=True, help="output directory (best/, last/, train_log.json)")
+    for name, help in OPTION_HELP.items():
+        annotation = str(TrainConfig.__dataclass_fields__[name].type)  # annotations are str
+        kind = float if "float" in annotation else str if "str" in annotation else int
+        default = getattr(defaults, name)
+        shown = "" if default is None else " (default %(default)s)"
+        choices = ("document", "mean") if name == "select" else None
+        parser.add_argument(
+            "--" + name.replace("_", "-"), type=kind, default=default, choices=choices, help=help + shown
+        )
+    parser.add_argument(
+        "--train-embeddings", dest="freeze_embeddings", action="store_false", help="also train the word embeddings"
+    )
+    parser.add_argument("--fp32", dest="bf16", action="store_false", help="no bf16 autocast")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last (optimiser state included)")
