@@ -139,3 +139,25 @@ def test_batches_are_the_models_inputs(ner: NER) -> None:
     assert sum(len(b.windows) for b in batches) == len(list(ner.pipeline.windows(documents)))
     lengths = [b.input_ids.shape[1] for b in batches]
     assert lengths == sorted(lengths)
+
+
+@pytest.mark.parametrize("options", [{"max_length": -8}, {"stride": 3}, {"max_length": -8, "stride": 7}])
+def test_a_text_model_refuses_windows_it_cannot_honour(tiny_bundle: Path, options: dict[str, int]) -> None:
+    """The server windows texts with its bundle's max_length and stride: other ones are refused at build, not
+    ignored (no server is needed to know that). A max_length here is relative to the bundle's."""
+    from nertron import Triton
+
+    length = NER(tiny_bundle).bundle.max_length
+    options = {k: length + v if k == "max_length" else v for k, v in options.items()}
+    with pytest.raises(ValueError, match="the Triton text model windows texts with its bundle's max_length"):
+        NER(tiny_bundle, backend=Triton("127.0.0.1:1", text_model="nertron_text"), **options)
+
+
+def test_a_text_model_takes_the_windows_it_uses(tiny_bundle: Path) -> None:
+    from nertron import Triton
+    from nertron.pipeline import default_stride
+
+    length = NER(tiny_bundle).bundle.max_length
+    spec = Triton("127.0.0.1:1", text_model="nertron_text")
+    with NER(tiny_bundle, backend=spec, max_length=length, stride=default_stride(length)) as ner:
+        assert ner.pipeline.encoder.max_length == length
