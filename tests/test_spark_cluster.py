@@ -22,12 +22,14 @@ pyspark = pytest.importorskip("pyspark", reason="pip install 'nertron[spark]'")
 from nertron.integrations.spark import (  # noqa: E402
     BadRow,
     BundleNotShipped,
+    NERTransformer,
     StandaloneCluster,
     annotate,
     job_errors,
     ship_bundle,
 )
 from nertron.integrations.spark.shipping import staged_archive  # noqa: E402
+from pyspark.ml import PipelineModel  # noqa: E402
 from pyspark.sql import SparkSession  # noqa: E402
 
 from tests.spark_data import dev_texts, frame  # noqa: E402
@@ -215,7 +217,7 @@ def test_a_process_killed_mid_job_loses_and_doubles_nothing(
     assert_same_entities(rows, sdk.batch(texts))
 
 
-def test_streaming_restarted_from_its_checkpoint_writes_every_row_once(
+def test_a_saved_pipeline_streaming_restarted_from_its_checkpoint_writes_every_row_once(
     cluster: StandaloneCluster, spark: SparkSession, sdk: NER, tmp_path: Path
 ) -> None:
     import json
@@ -231,11 +233,14 @@ def test_streaming_restarted_from_its_checkpoint_writes_every_row_once(
             (source / f"part-{index:02d}.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     add_files(range(at_first))
+    # The nertron stage of a Spark ML pipeline saved on this cluster, loaded again: what a job would run
+    PipelineModel(stages=[NERTransformer(inputCol="text")]).save(str(tmp_path / "pipeline"))
+    pipeline = PipelineModel.load(str(tmp_path / "pipeline"))
 
     def query(available_now: bool) -> Any:
         stream = spark.readStream.schema("id long, text string").option("maxFilesPerTrigger", 1).json(str(source))
         writer = (
-            annotate(stream, "text")
+            pipeline.transform(stream)
             .writeStream.format("parquet")
             .option("path", str(out))
             .option("checkpointLocation", str(checkpoint))

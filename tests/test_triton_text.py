@@ -1,5 +1,6 @@
 """The text-level model ``nertron_text`` (text in, entities out) on a real ``tritonserver``, from clients in
-several languages: curl (KServe v2 HTTP/JSON), tritonclient (gRPC), Node's fetch, and nertron's own SDK.
+several languages: curl (KServe v2 HTTP/JSON), tritonclient (gRPC), Node's fetch, Java's java.net.http (the JDK
+only), and nertron's own SDK.
 
 One server serves the default model's CPU repository (``nertron`` and ``nertron_text``) for the module. Every
 client must get exactly the entities that in-process ``NER()`` gives on 200 CoNLL dev sentences.
@@ -8,6 +9,7 @@ client must get exactly the entities that in-process ``NER()`` gives on 200 CoNL
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -35,6 +37,8 @@ from tests.languages import WHOLE_WORD_ENTITIES
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEV = REPO_ROOT.parent / "shared" / "data" / "conll2003" / "dev.txt"
 NODE_CLIENT = REPO_ROOT / "examples" / "clients" / "ner.mjs"
+JAVA_CLIENT = REPO_ROOT / "examples" / "clients" / "Ner.java"
+needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="needs java (JDK 17+) on PATH")
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +119,41 @@ def test_node_fetch_client_gets_the_entities_of_ner(
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == expected
+
+
+def java_client(server: TritonServer, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Runs Ner.java with Java's single-file source launcher (it compiles it: ~2 s), in a UTF-8 locale."""
+    return subprocess.run(
+        ["java", str(JAVA_CLIENT), "--url", server.http_url.removeprefix("http://"), *args], input=stdin,
+        capture_output=True, text=True, encoding="utf-8", timeout=120, check=False,
+        env={**os.environ, "LC_ALL": "C.UTF-8"},
+    )  # fmt: skip
+
+
+@needs_java
+def test_java_client_gets_the_entities_of_ner(server: TritonServer, sentences: list[str], expected: list[Any]) -> None:
+    out = java_client(server, stdin="".join(f"{text}\n" for text in sentences))  # one text a line
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(line) for line in out.stdout.splitlines()] == expected
+
+
+@needs_java
+def test_java_client_parameters_and_fingerprint(server: TritonServer, default_int8: Path, sentences: list[str]) -> None:
+    texts = [*sentences[:20], "東京で会議が開かれた。 😀 Angela Merkel in Zürich.", ""]
+    fingerprint = Bundle.load(default_int8).fingerprint
+    args = ["--aggregation", "max", "--min-score", "0.5", "--batch", "8", "--fingerprint", fingerprint]
+    out = java_client(server, *args, "--", *texts)  # texts as arguments
+    assert out.returncode == 0, out.stderr
+    with NER(default_int8, aggregation="max", min_score=0.5) as ner:
+        assert [json.loads(line) for line in out.stdout.splitlines()] == [
+            [e.to_dict() for e in found] for found in ner.batch(texts)
+        ]
+    # a job that expects another model is refused: exit 2, the server's error on one line
+    out = java_client(server, "--fingerprint", "0" * 16, "Angela Merkel visited Paris.")
+    assert (out.returncode, out.stdout) == (2, ""), out
+    (line,) = out.stderr.splitlines()
+    assert "HTTP 400" in line and "nertron_fingerprint mismatch" in line, line
+    assert fingerprint in line and "0" * 16 in line, line
 
 
 def test_grpc_tritonclient_one_text_per_request(

@@ -4,6 +4,9 @@
 >>> annotated = annotate(df, "text")                      # doctest: +SKIP
 >>> annotated.select("id", "entities").show()             # doctest: +SKIP
 
+In a Spark ML pipeline, the same as a stage that is saved and loaded with it (``NERTransformer``); from
+Spark SQL, ``register_sql_function(spark)`` then ``SELECT nertron_entities(text) FROM ...``.
+
 Rows travel to the Python workers as Arrow record batches (``mapInArrow``) and come back with an added
 entities column; each worker process builds one ``NER`` engine for a given configuration and keeps it for
 every later task and batch (Spark reuses Python workers by default). The engine runs the model in-process
@@ -36,6 +39,8 @@ from nertron.integrations.spark.engines import engine, engine_builds, executor_c
 from nertron.integrations.spark.failures import executor_error, job_errors  # noqa: E402
 from nertron.integrations.spark.schemas import SCHEMAS, Schema, entities_column, entity_schema  # noqa: E402
 from nertron.integrations.spark.shipping import BundleNotShipped, ShippedBundle, ship_bundle  # noqa: E402
+from nertron.integrations.spark.sql import register_sql_function  # noqa: E402
+from nertron.integrations.spark.stage import BundleChanged, NERTransformer  # noqa: E402
 from nertron.integrations.spark.standalone import ClusterError, StandaloneCluster  # noqa: E402
 
 __all__ = [
@@ -44,8 +49,10 @@ __all__ = [
     "SCHEMAS",
     "AnnotateJob",
     "BadRow",
+    "BundleChanged",
     "BundleNotShipped",
     "ClusterError",
+    "NERTransformer",
     "OnError",
     "Schema",
     "ShippedBundle",
@@ -59,5 +66,6 @@ __all__ = [
     "executor_config",
     "executor_error",
     "job_errors",
+    "register_sql_function",
     "ship_bundle",
 ]

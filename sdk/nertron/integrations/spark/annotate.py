@@ -14,11 +14,22 @@ import pyarrow as pa
 from nertron.entity import Entity
 from nertron.errors import InvalidType, InvalidValue, NertronError
 from nertron.integrations.spark.engines import engine
-from nertron.integrations.spark.schemas import Schema, arrow_type, check_schema, entity_rows, entity_schema
+from nertron.integrations.spark.schemas import (
+    Schema,
+    arrow_type,
+    check_schema,
+    entity_rows,
+    entity_schema,
+    token_arrow_types,
+    token_rows,
+    token_schemas,
+)
 from nertron.integrations.spark.shipping import ShippedBundle, ship_bundle
+from nertron.io.corpus import iob2_tags
 from nertron.ner import NER, NERConfig, check_options
 
 if TYPE_CHECKING:
+    from pyspark import SparkContext
     from pyspark.sql import DataFrame
 
 OnError = Literal["fail", "column"]
@@ -44,6 +55,8 @@ class AnnotateJob:
     error_col: str = "error"
     max_chars: int | None = MAX_CHARS
     id_col: str | None = None
+    tokens_col: str | None = None
+    tags_col: str | None = None
     shipped: ShippedBundle | None = None
 
     def __post_init__(self) -> None:
@@ -53,13 +66,34 @@ class AnnotateJob:
         _check_positive("rows_per_chunk", self.rows_per_chunk)
         if self.max_chars is not None:
             _check_positive("max_chars", self.max_chars)
+        if (self.tokens_col is None) != (self.tags_col is None):
+            raise InvalidValue(
+                f"tokens_col and tags_col go together (the words and their tags), got tokens_col={self.tokens_col!r} "
+                f"and tags_col={self.tags_col!r}"
+            )
+        for name in ("text_col", "output_col", "error_col", "id_col", "tokens_col", "tags_col"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise InvalidType(f"{name} must be a column name (a non-empty str), got {value!r}")
         if self.on_error == "column" and self.error_col == self.output_col:
             raise InvalidValue(f"output_col and error_col must differ, both are {self.output_col!r}")
+        added = self.added_columns
+        if len(set(added)) != len(added):
+            raise InvalidValue(f"the added columns must have distinct names, got {added}")
+
+    @property
+    def tokens(self) -> bool:
+        """Whether the job adds the token-level columns."""
+        return self.tokens_col is not None
 
     @property
     def added_columns(self) -> list[str]:
-        """The columns the job appends: the entities, and with ``on_error="column"`` the errors."""
-        return [self.output_col, self.error_col] if self.on_error == "column" else [self.output_col]
+        """The columns the job appends: the entities, the words and their tags (if asked), and with
+        ``on_error="column"`` the errors."""
+        columns = [self.output_col]
+        if self.tokens_col is not None and self.tags_col is not None:
+            columns += [self.tokens_col, self.tags_col]
+        return [*columns, self.error_col] if self.on_error == "column" else columns
 
 
 def annotate(
@@ -73,6 +107,8 @@ def annotate(
     error_col: str = "error",
     max_chars: int | None = MAX_CHARS,
     id_col: str | None = None,
+    tokens_col: str | None = None,
+    tags_col: str | None = None,
     **options: Any,
 ) -> DataFrame:
     """``df`` with an added column ``output_col`` holding the entities of ``text_col`` (lazy, like any
@@ -88,6 +124,9 @@ def annotate(
     ``on_error="fail"`` fails the job naming the row (by ``id_col``'s value when given, else its partition
     and position); ``"column"`` gives them null entities and a message in ``error_col`` (null for good
     rows). Each Arrow batch is annotated ``rows_per_chunk`` rows at a time: memory stays bounded.
+
+    ``tokens_col`` and ``tags_col`` (both or neither) add the token level: the text's words with their
+    offsets and one IOB2 tag per word, made from the row's entities (``schemas``).
     """
     from pyspark.sql.types import BinaryType, StringType, StructField, StructType
 
@@ -102,6 +141,8 @@ def annotate(
         error_col=error_col,
         max_chars=max_chars,
         id_col=id_col,
+        tokens_col=tokens_col,
+        tags_col=tags_col,
     )
     for name, column in (("text_col", text_col), ("id_col", id_col)):
         if column is not None and column not in df.columns:
@@ -117,6 +158,9 @@ def annotate(
     job = _with_model_source(job, df)
     # A new StructType: ``df.schema.add`` would change the DataFrame's cached schema in place.
     fields = [*df.schema.fields, StructField(output_col, entity_schema(schema), nullable=True)]
+    if tokens_col is not None and tags_col is not None:
+        tokens_type, tags_type = token_schemas(schema)
+        fields += [StructField(tokens_col, tokens_type, nullable=True), StructField(tags_col, tags_type, nullable=True)]
     if on_error == "column":
         fields.append(StructField(error_col, StringType(), nullable=True))
 
@@ -127,15 +171,19 @@ def annotate(
 
 
 def _with_model_source(job: AnnotateJob, df: DataFrame) -> AnnotateJob:
-    """A bundle that exists on the driver travels with the job (a cluster) or is read in place (local mode)."""
-    model = job.config.model
+    config, shipped = model_source(job.config, df.sparkSession.sparkContext)
+    return dataclasses.replace(job, config=config, shipped=shipped)
+
+
+def model_source(config: NERConfig, context: SparkContext) -> tuple[NERConfig, ShippedBundle | None]:
+    """A bundle that exists on the driver travels with the job (a cluster) or is read in place (local mode):
+    the configuration the executors build their engine from, and the shipped bundle if any."""
+    model = config.model
     if model is None or not Path(model).is_dir():
-        return job  # the embedded model, or a path only the executors have
-    context = df.sparkSession.sparkContext
+        return config, None  # the embedded model, or a path only the executors have
     if (context.master or "").startswith("local"):
-        return dataclasses.replace(job, config=dataclasses.replace(job.config, model=str(Path(model).resolve())))
-    shipped = ship_bundle(context, Path(model))
-    return dataclasses.replace(job, config=dataclasses.replace(job.config, model=None), shipped=shipped)
+        return dataclasses.replace(config, model=str(Path(model).resolve())), None
+    return dataclasses.replace(config, model=None), ship_bundle(context, Path(model))
 
 
 def annotate_batches(batches: Iterator[pa.RecordBatch], job: AnnotateJob) -> Iterator[pa.RecordBatch]:
@@ -169,12 +217,20 @@ def _annotated_columns(ner: NER, chunk: pa.RecordBatch, job: AnnotateJob, positi
         index = next(i for i, error in enumerate(errors) if error is not None)
         raise BadRow(f"{_row_name(chunk, job, index, position)}: {errors[index]}")
     rows: list[list[dict[str, Any]] | None] = [None] * len(texts)
+    tokens: list[list[Any] | None] = [None] * len(texts)
+    tags: list[list[Any] | None] = [None] * len(texts)
     for index, entities in zip(indices, found, strict=True):
         text = texts[index]
         if entities is not None and text is not None:
             rows[index] = entity_rows(text, entities, job.schema)
-    column = pa.array(rows, type=arrow_type(job.schema))
-    return [column] if job.on_error == "fail" else [column, pa.array(errors, type=pa.string())]
+            if job.tokens:
+                document = ner.pipeline.segmenter(text)
+                tokens[index], tags[index] = token_rows(document, iob2_tags(document, entities), job.schema)
+    columns = [pa.array(rows, type=arrow_type(job.schema))]
+    if job.tokens:
+        tokens_type, tags_type = token_arrow_types(job.schema)
+        columns += [pa.array(tokens, type=tokens_type), pa.array(tags, type=tags_type)]
+    return columns if job.on_error == "fail" else [*columns, pa.array(errors, type=pa.string())]
 
 
 def _text_of(value: object, max_chars: int | None) -> tuple[str | None, str | None]:
