@@ -621,7 +621,8 @@ def write_report(name: str, results: dict[str, Any]) -> str:
     ]
     if "earlier" in results:
         e = results["earlier"]
-        lines += [f"Sections {', '.join(e['sections'])} from an earlier run: `{e['command']}`, {e['date']}.", ""]
+        on = f" on {e['machine']}" if e.get("machine") else ""
+        lines += [f"Sections {', '.join(e['sections'])} from an earlier run{on}: `{e['command']}`, {e['date']}.", ""]
     if "postprocess" in results:
         p = results["postprocess"]
         lines += [
@@ -795,7 +796,12 @@ def main() -> None:
     if args.update and earlier.is_file():  # the sections not re-run, with the run that measured them
         previous = json.loads(earlier.read_text())
         kept = {k: previous[k] for k in SECTIONS if k in previous and k not in results}
-        results["earlier"] = {"command": previous["command"], "date": previous["date"], "sections": sorted(kept)}
+        results["earlier"] = {
+            "command": previous["command"],
+            "date": previous["date"],
+            "machine": previous.get("earlier", {}).get("machine", previous["machine"]),
+            "sections": sorted(kept),
+        }
         results.update(kept)
     print(write_report(args.name, results))
 

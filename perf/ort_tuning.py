@@ -7,7 +7,7 @@
 2. End to end (raw text in, entities out): one batch at a time on 2 threads, batch 32 (the earlier default)
    vs two batches at once on one thread each, batch 16 and 32.
 3. Latency of one sentence with ``concurrent_batches=1`` and 2.
-4. The cap on padded subwords per batch (``Tagger.max_batch_tokens``): sentences and a 10,000-word document.
+4. The cap on padded subwords per batch (``Pipeline.max_batch_tokens``): sentences and a 10,000-word document.
 5. int8 static (the default: fixed activation scales) vs dynamic (a scale per batch), end to end.
 Prints the tables; the machine is noisy, so runs are interleaved and medians reported.
 """

@@ -161,3 +161,26 @@ def test_a_text_model_takes_the_windows_it_uses(tiny_bundle: Path) -> None:
     spec = Triton("127.0.0.1:1", text_model="nertron_text")
     with NER(tiny_bundle, backend=spec, max_length=length, stride=default_stride(length)) as ner:
         assert ner.pipeline.encoder.max_length == length
+
+
+@pytest.mark.parametrize(("backend", "finished"), [(InTurn, 8), (None, 4)])
+def test_documents_finished_before_a_failing_input_still_come_back(
+    ner: NER, backend: type[InTurn] | None, finished: int
+) -> None:
+    """Chunks of 4 windows (a document each): a backend that runs each batch when asked has run the first two
+    chunks when the input fails; onnxruntime, which reads a batch ahead, the first only. Either way every
+    document whose windows have run comes back, in order, before the error."""
+
+    def documents() -> Iterator[SegmentedText]:
+        for index in range(10):
+            yield segment(f"Document {index} about Paris.")
+        raise ValueError("line 11 cannot be read")
+
+    pipeline = ner.pipeline.replace(lookahead=4)
+    if backend is not None:
+        pipeline = pipeline.replace(backend=backend(ner.backend))
+    got: list[str] = []
+    with pytest.raises(ValueError, match="line 11"):
+        for tagged in pipeline.tag(documents(), 2):
+            got += [d.text for d in tagged.documents]
+    assert got == [f"Document {i} about Paris." for i in range(finished)]

@@ -197,3 +197,19 @@ def test_the_migration_example(spark: SparkSession, default_int8: Path) -> None:
     print("\n".join(lines))
     page = (Path(__file__).parents[1] / "docs" / "spark.md").read_text()
     assert "\n".join(lines) in page
+
+
+def test_a_stage_set_to_another_bundle_runs_and_saves_that_one(
+    spark: SparkSession, bundle: Path, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    PipelineModel(stages=[NERTransformer(model=str(tiny_bundle))]).save(str(tmp_path / "first"))
+    stage = PipelineModel.load(str(tmp_path / "first")).stages[0]
+    assert isinstance(stage, NERTransformer)
+    manifest = Manifest.read(bundle / "manifest.json")
+    manifest.__class__(**{**manifest.__dict__, "calibration": Calibration(3.0, "a test")}).write(bundle)
+    stage.setParams(model=str(bundle))  # another bundle: its own fingerprint from now on
+    df = texts_frame(spark).withColumnRenamed("raw", "text")
+    assert rows(stage.transform(df)) == rows(annotate(df, "text", model=str(bundle)))
+    PipelineModel(stages=[stage]).save(str(tmp_path / "second"))
+    loaded = PipelineModel.load(str(tmp_path / "second")).stages[0]
+    assert loaded.getOrDefault("fingerprint") == Bundle.load(bundle).fingerprint != Bundle.load(tiny_bundle).fingerprint

@@ -20,7 +20,8 @@ from nertron.checks import check_batch_size, check_item, check_min_score, check_
 from nertron.entity import Entity
 from nertron.errors import InvalidType, InvalidValue, reraise_files
 from nertron.model.bundle import Bundle
-from nertron.pipeline import Pipeline, default_stride
+from nertron.pipeline import Pipeline
+from nertron.windows import default_stride
 
 if TYPE_CHECKING:
     from nertron.backends.triton_text import ServerSideTexts
@@ -187,6 +188,8 @@ class NER(Closable):
                 else f"precision={config.precision!r} picks a variant of the embedded model (a bundle has its own)"
             )
             raise InvalidValue(f"{self._bundle.path} is an {self._bundle.precision} bundle; {why}")
+        if config.max_length is not None and config.max_length > self._bundle.max_length:  # before any backend
+            raise InvalidValue(f"max_length {config.max_length} exceeds the model's {self._bundle.max_length}")
         spec = config.backend_spec
         if isinstance(spec, Triton) and spec.text_model is not None and built is None:
             check_text_model_options(config, self._bundle)

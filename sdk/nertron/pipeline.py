@@ -34,7 +34,7 @@ from nertron.errors import InvalidValue, reraise_files
 from nertron.subwords import load_tokenizer
 from nertron.tagging import LOOKAHEAD_WINDOWS, TaggedDocuments, max_batch_tokens, tag_documents
 from nertron.text import SegmentedText
-from nertron.windows import PaddedBatch, SubwordEncoder, Window
+from nertron.windows import PaddedBatch, SubwordEncoder, Window, default_stride
 
 if TYPE_CHECKING:
     from nertron.model.bundle import Bundle
@@ -47,11 +47,6 @@ def segment(text: str) -> SegmentedText:
     """nertron's segmentation (``nertron.text``): CoNLL-2003's cuts, ICU's dictionaries for scripts without
     spaces, a sentence per line."""
     return SegmentedText.split(text)
-
-
-def default_stride(max_length: int) -> int:
-    """The overlap of consecutive windows, in subwords, when none is given: a quarter of a window."""
-    return (max_length - 2) // 4
 
 
 @dataclass(frozen=True)
@@ -77,6 +72,9 @@ class Pipeline:
         segmenter: Segmenter = segment,
     ) -> Pipeline:
         """The pipeline of ``bundle`` (its tokenizer, labels, temperature, window length) run by ``backend``."""
+        aggregations = tuple(name.lower() for name in NativeAggregation.__members__)
+        if aggregation not in aggregations:
+            raise InvalidValue(f"aggregation must be one of {aggregations}, got {aggregation!r}")
         length = bundle.max_length if max_length is None else max_length
         if length > bundle.max_length:
             raise InvalidValue(f"max_length {length} exceeds the model's {bundle.max_length}")
@@ -109,13 +107,16 @@ class Pipeline:
         return list(self.decoder.labels)
 
     def windows(self, documents: Iterable[Sequence[str]]) -> Iterator[Window]:
-        """The windows of pre-split documents, numbered by their position, in order."""
+        """The windows of pre-split documents (word lists, tokenised as ``tag`` does), numbered by their
+        position, in order."""
         for index, words in enumerate(documents):
-            yield from self.encoder.windows(index, words)
+            document = SegmentedText.join([words])
+            yield from self.encoder.windows(index, document, document.unmarked)
 
     def batches(self, documents: Iterable[Sequence[str]], batch_size: int = 16) -> list[PaddedBatch]:
-        """The windows of ``documents`` sorted by length and padded in batches of ``batch_size``: the model's
-        inputs as the pipeline cuts them (for calibration and benchmarks)."""
+        """The windows of ``documents`` sorted by length and padded in batches of ``batch_size`` (for
+        calibration and benchmarks: the windows are the model's inputs; ``tag`` groups them otherwise, in
+        chunks of ``lookahead`` with at most ``max_batch_tokens`` padded subwords a batch)."""
         windows = sorted(self.windows(documents), key=lambda w: w.input_ids.size)
         return [self.encoder.pad(windows[i : i + batch_size]) for i in range(0, len(windows), batch_size)]
 

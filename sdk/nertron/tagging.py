@@ -118,7 +118,7 @@ def tag_documents(
     this thread cuts the next documents into windows (``backend.map`` draws the next batch as it hands
     back a result), so the model does not wait for tokenisation at each ``lookahead`` of windows. The merge
     step alone touches the merger, in the order the feed made its entries."""
-    entries: deque[Entry] = deque()  # ("document", d), ("batch", windows), ("done", count of documents)
+    entries: deque[Entry] = deque()
     feed = _batches(documents, encoder, entries, backend.concurrency, batch_size, lookahead, max_batch_tokens)
     merger = WindowMerger()
     waiting: deque[SegmentedText] = deque()  # added to the merger, not handed back yet
@@ -139,14 +139,18 @@ def tag_documents(
     first = list(islice(feed, 2))
     # One batch in all (one short text): a direct call, for Triton one blocking round trip, not a callback.
     all_logits = [backend(*first[0])] if len(first) == 1 else backend.map(chain(first, feed))
-    for logits in all_logits:
+    try:
+        for logits in all_logits:
+            yield from settle()
+            _, batch = entries.popleft()
+            labels, scores = decoder.align(logits, batch.word_ids, batch.num_words)
+            merger.merge(*_layout(batch.windows), labels, scores)
+            if on_words is not None:
+                on_words(sum(w.new_words for w in batch.windows))
+            yield from settle()
+    except Exception:  # e.g. the documents' iterable failed: the documents finished before it still come back
         yield from settle()
-        _, batch = entries.popleft()
-        labels, scores = decoder.align(logits, batch.word_ids, batch.num_words)
-        merger.merge(*_layout(batch.windows), labels, scores)
-        if on_words is not None:
-            on_words(sum(w.new_words for w in batch.windows))
-        yield from settle()
+        raise
     yield from settle()
 
 
@@ -164,23 +168,30 @@ def _batches(
     document and each point where documents are finished is recorded in ``entries`` before it is yielded."""
     windows: list[Window] = []
     added = 0
-    # The first windows go to the model as soon as there are enough for the batches it runs at once; the
-    # chunks then double up to `lookahead` (the model starts sooner, and a short stream is not held back).
-    chunk = min(lookahead, batch_size * concurrency)
+    # The first windows go to the model as soon as there are enough for the batches it runs at once (two at
+    # least: the first call decides between one direct call and a stream); the chunks then double up to
+    # `lookahead` (the model starts sooner, and a short stream is not held back).
+    chunk = min(lookahead, batch_size * max(2, concurrency))
     for document in documents:
         entries.append(("document", document))
-        for window in encoder.windows(added, document, document.unmarked):
+        cut = encoder.windows(added, document, document.unmarked)
+        window = next(cut, None)
+        while window is not None:
+            following = next(cut, None)  # one window ahead: whether this document ends with the chunk
             windows.append(window)
             if len(windows) >= chunk:
-                yield from _sorted_batches(windows, encoder, entries, concurrency, batch_size, max_batch_tokens)
+                finished = added + 1 if following is None else added
+                yield from _sorted_batches(
+                    windows, encoder, entries, concurrency, batch_size, max_batch_tokens, finished
+                )
                 windows = []
-                entries.append(("done", added))  # all but this document, which may have more windows
                 chunk = min(lookahead, 2 * chunk)
+            window = following
         added += 1
         if not windows:  # its last window is on its way (or it has none)
             entries.append(("done", added))
     if windows:
-        yield from _sorted_batches(windows, encoder, entries, concurrency, batch_size, max_batch_tokens)
+        yield from _sorted_batches(windows, encoder, entries, concurrency, batch_size, max_batch_tokens, added)
     entries.append(("done", added))
 
 
@@ -191,7 +202,11 @@ def _sorted_batches(
     concurrency: int,
     size: int,
     max_batch_tokens: int,
+    finished: int,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The batches of one chunk of windows. All of them, and then ``finished`` (the documents complete once they
+    have run), are recorded before the first is yielded: a backend that draws the next batch only after handing
+    back a result still gets the documents back as soon as their last batch is merged."""
     # Few windows (one long document) are spread over the batches the backend computes at once.
     size = max(1, min(size, -(-len(windows) // concurrency)))
     windows = sorted(windows, key=lambda w: w.input_ids.size)
@@ -200,9 +215,10 @@ def _sorted_batches(
         if not groups or len(groups[-1]) == size or (len(groups[-1]) + 1) * window.input_ids.size > max_batch_tokens:
             groups.append([])
         groups[-1].append(window)
-    for group in groups:
-        batch = encoder.pad(group)
-        entries.append(("batch", batch))
+    batches = [encoder.pad(group) for group in groups]
+    entries.extend(("batch", batch) for batch in batches)
+    entries.append(("done", finished))
+    for batch in batches:
         yield batch.input_ids, batch.attention_mask
 
 

@@ -21,6 +21,11 @@ from nertron.errors import InvalidValue
 from nertron.subwords import WordTokenizer
 
 
+def default_stride(max_length: int) -> int:
+    """The overlap of consecutive windows, in subwords, when none is given: a quarter of a window."""
+    return (max_length - 2) // 4
+
+
 @dataclass
 class Window:
     """One model input: subword ids of words ``[word_start, word_start + num_words)`` of document ``doc``."""

@@ -9,6 +9,7 @@ from typing import Any
 from nertron.cpus import available_cpus
 from nertron.errors import InvalidValue
 from nertron.model.bundle import Bundle
+from nertron.windows import default_stride
 
 DEPLOYMENTS = ("cpu", "onnx-gpu", "tensorrt")
 MODEL_NAME = "nertron"  # ids in, logits out: for nertron's own clients, which tokenise and decode
@@ -38,7 +39,7 @@ class Signature:
     @property
     def stride(self) -> int:
         """The overlap of the text model's windows: ``NER``'s default for ``max_length``."""
-        return (self.max_length - 2) // 4
+        return default_stride(self.max_length)
 
 
 def threads_per_instance(config: Mapping[str, Any]) -> int:

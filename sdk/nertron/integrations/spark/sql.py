@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from nertron.errors import MissingExtra
 from nertron.integrations.spark.annotate import model_source
 from nertron.integrations.spark.engines import engine
 from nertron.integrations.spark.schemas import Schema, check_schema, entities_column, entity_schema
@@ -27,7 +28,15 @@ def register_sql_function(
     >>> register_sql_function(spark, model="my-bundle")                                # doctest: +SKIP
     >>> spark.sql("SELECT id, nertron_entities(text) AS entities FROM docs")           # doctest: +SKIP
     """
-    from pyspark.sql.functions import arrow_udf
+    try:
+        from pyspark.sql.functions import arrow_udf
+    except ImportError:
+        import pyspark
+
+        raise MissingExtra(
+            f"register_sql_function needs pyspark >= 4.1 (its arrow_udf); this is pyspark {pyspark.__version__}: "
+            "use annotate() or NERTransformer, or upgrade pyspark"
+        ) from None
 
     check_options(options, "register_sql_function()")
     check_schema(schema)

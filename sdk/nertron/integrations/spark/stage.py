@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 from pyspark.ml import Transformer
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
-from pyspark.ml.util import DefaultParamsReadable, DefaultParamsReader, DefaultParamsWritable, MLWriter
+from pyspark.ml.util import (
+    DefaultParamsReadable,
+    DefaultParamsReader,
+    DefaultParamsWritable,
+    DefaultParamsWriter,
+    MLWriter,
+)
 
 from nertron.backends import OnnxRuntime, Triton
 from nertron.errors import InvalidValue, NertronError
@@ -81,7 +87,10 @@ class NERTransformer(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadab
         self.check()
 
     def setParams(self, **params: Any) -> NERTransformer:
-        """Sets the given params (checked at once)."""
+        """Sets the given params (checked at once). Another ``model`` or ``precision`` forgets the recorded
+        fingerprint: the stage runs the bundle it now names, and records that one when it is saved."""
+        if {"model", "precision"} & params.keys() and "fingerprint" not in params:
+            self.clear(self.fingerprint)
         self._set(**params)
         self.check()
         return self
@@ -163,12 +172,12 @@ class NERTransformer(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadab
         )
 
     def write(self) -> MLWriter:
-        """Saves the params, the fingerprint of the bundle among them."""
-        if not self.isSet(self.fingerprint):
-            fingerprint = self.bundle_fingerprint()
-            if fingerprint is not None:
-                self._set(fingerprint=fingerprint)
-        return super().write()
+        """Saves the params, with the fingerprint of the bundle as it is now (after ``check_bundle``: a stage
+        whose recorded bundle changed is not saved as if it were the same)."""
+        self.check_bundle()
+        fingerprint = self.bundle_fingerprint()
+        saved = self if fingerprint is None else self.copy({self.fingerprint: fingerprint})
+        return DefaultParamsWriter(saved)
 
     @classmethod
     def read(cls) -> _Reader:
@@ -176,7 +185,8 @@ class NERTransformer(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadab
 
 
 class _Reader(DefaultParamsReader):
-    """pyspark's reader of Python stages, then the bundle's fingerprint checked against the one saved."""
+    """pyspark's reader of Python stages, then the bundle's fingerprint checked against the one saved (a
+    bundle path that the driver does not have is checked by the executors' own verification only)."""
 
     def load(self, path: str) -> NERTransformer:
         stage = super().load(path)
