@@ -237,7 +237,7 @@ def test_a_saved_pipeline_streaming_restarted_from_its_checkpoint_writes_every_r
     PipelineModel(stages=[NERTransformer(inputCol="text")]).save(str(tmp_path / "pipeline"))
     pipeline = PipelineModel.load(str(tmp_path / "pipeline"))
 
-    def query(available_now: bool) -> Any:
+    def query() -> Any:
         stream = spark.readStream.schema("id long, text string").option("maxFilesPerTrigger", 1).json(str(source))
         writer = (
             pipeline.transform(stream)
@@ -245,12 +245,12 @@ def test_a_saved_pipeline_streaming_restarted_from_its_checkpoint_writes_every_r
             .option("path", str(out))
             .option("checkpointLocation", str(checkpoint))
         )
-        return (writer.trigger(availableNow=True) if available_now else writer).start()
+        return writer.start()
 
     def committed() -> int:
         return len(list((checkpoint / "commits").glob("[0-9]*")))
 
-    first = query(available_now=False)
+    first = query()
     try:
         # A count, not a time: the kill comes once 3 micro-batches (a file each) are committed; the deadline only
         # keeps a stream that never gets there from hanging the test.
@@ -264,12 +264,16 @@ def test_a_saved_pipeline_streaming_restarted_from_its_checkpoint_writes_every_r
         cluster.start_worker(1)
     assert 3 <= committed() <= at_first
     add_files(range(at_first, files))
-    second = query(available_now=True)
+    # Not trigger(availableNow=True): restarted after a first query that had committed all its files, Spark 4.3
+    # listed the last new file in the source log and then ended the query without running it (seen twice here).
+    second = query()
     try:
-        assert second.awaitTermination(timeout=300), "the restarted query did not finish"
+        deadline = time.monotonic() + 300
+        while committed() < files and second.isActive and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert second.exception() is None
     finally:
         second.stop()
-    assert second.exception() is None
     assert committed() == files  # one micro-batch a file, each committed once, the interrupted one included
     rows = spark.read.parquet(str(out)).orderBy("id").collect()  # committed files only (_spark_metadata)
     assert_same_entities(rows, sdk.batch(texts))
