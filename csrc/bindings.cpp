@@ -184,7 +184,7 @@ py::tuple align(const nertron::PostProcessor& self, const py::object& logits_obj
 
 PySpans decode(const nertron::PostProcessor& self, const py::object& labels_obj, const py::object& scores_obj,
                const py::object& row_words_obj, const py::object& word_start_obj,
-               const py::object& word_end_obj) {
+               const py::object& word_end_obj, const py::object& word_links_obj) {
     const std::vector<int32_t> labels = label_ids(labels_obj, self.labels().size());
     const auto scores = float_array(scores_obj, "scores", 1);
     const std::vector<int64_t> row_words = owned(int_array(row_words_obj, "row_words", 1));
@@ -205,11 +205,21 @@ PySpans decode(const nertron::PostProcessor& self, const py::object& labels_obj,
         check_length(*starts, 0, total, "word_start_char", "row_words sums to " + std::to_string(total));
         check_length(*ends, 0, total, "word_end_char", "row_words sums to " + std::to_string(total));
     }
+    std::optional<std::vector<uint8_t>> links;  // a copy: the core checks the values, then reads them again
+    if (!word_links_obj.is_none()) {
+        const py::array a = as_array(word_links_obj, "word_links");
+        check_dtype(a, has_dtype(a, "u", 1), "word_links", "a uint8");
+        check_ndim(a, 1, "word_links");
+        check_length(a, 0, total, "word_links", "row_words sums to " + std::to_string(total));
+        const CArray<uint8_t> values(a);
+        links.emplace(values.data(), values.data() + values.size());
+    }
     nertron::Spans spans;
     {
         py::gil_scoped_release release;
         spans = self.decode(labels.data(), scores.data(), row_words.data(), rows,
-                            starts ? starts->data() : nullptr, ends ? ends->data() : nullptr);
+                            starts ? starts->data() : nullptr, ends ? ends->data() : nullptr,
+                            links ? links->data() : nullptr);
     }
     return spans_to_python(std::move(spans));
 }
@@ -259,6 +269,11 @@ PYBIND11_MODULE(_native, m) {
         .value("MAX", Aggregation::Max, "the subword whose top probability is highest")
         .finalize();
 
+    // decode's word_links values (nertron::WordLink), as plain ints: the links travel as a uint8 array.
+    m.attr("WORD_FREE") = static_cast<int>(nertron::WordLink::Free);
+    m.attr("WORD_JOINED") = static_cast<int>(nertron::WordLink::Joined);
+    m.attr("WORD_PARTICLE") = static_cast<int>(nertron::WordLink::Particle);
+
     py::class_<PySpans>(m, "Spans", "Entity spans as arrays, one entry per span.")
         .def_readonly("row", &PySpans::row)
         .def_readonly("first_word", &PySpans::first_word)
@@ -283,7 +298,9 @@ PYBIND11_MODULE(_native, m) {
              "Subword logits [batch, seq, labels] -> flat per-word (labels int32, scores float32).")
         .def("decode", &decode, py::arg("labels"), py::arg("scores"), py::arg("row_words"),
              py::arg("word_start_char") = py::none(), py::arg("word_end_char") = py::none(),
-             "Per-word labels (flat over rows) -> Spans (conlleval/seqeval semantics).");
+             py::arg("word_links") = py::none(),
+             "Per-word labels (flat over rows) -> Spans (conlleval/seqeval semantics); word_links (uint8, "
+             "WORD_FREE / WORD_JOINED / WORD_PARTICLE per word) keep entities whole across the segmenter's cuts.");
 
     py::class_<WindowMerger>(m, "WindowMerger", "Merges overlapping windows' word predictions into documents.")
         .def(py::init<>())

@@ -284,7 +284,8 @@ bool starts_chunk(Prefix prev, Prefix tag, int32_t prev_type, int32_t type) {
 }  // namespace
 
 Spans PostProcessor::decode(const int32_t* labels, const float* scores, const int64_t* row_words,
-                            int64_t num_rows, const int64_t* word_start_char, const int64_t* word_end_char) const {
+                            int64_t num_rows, const int64_t* word_start_char, const int64_t* word_end_char,
+                            const uint8_t* word_links) const {
     const int64_t num_labels = labels_.size();
     const int64_t total = checked_total(row_words, num_rows, "row_words");
     for (int64_t i = 0; i < total; ++i) {
@@ -296,6 +297,10 @@ Spans PostProcessor::decode(const int32_t* labels, const float* scores, const in
         if (word_start_char != nullptr &&
             (word_start_char[i] < 0 || word_end_char[i] < word_start_char[i])) {
             fail("word offsets at " + std::to_string(i) + " are not a valid [start, end) range");
+        }
+        if (word_links != nullptr && word_links[i] > static_cast<uint8_t>(WordLink::Particle)) {
+            fail("word_links[" + std::to_string(i) + "] = " + std::to_string(word_links[i]) +
+                 " is not a WordLink (0 free, 1 joined, 2 particle)");
         }
     }
 
@@ -311,9 +316,17 @@ Spans PostProcessor::decode(const int32_t* labels, const float* scores, const in
         for (int64_t i = 0; i <= n; ++i) {  // i == n is a closing O
             Prefix tag = Prefix::O;
             int32_t type = -1;
-            if (i < n && labels[offset + i] >= 0) {
+            const WordLink link = (i < n && word_links != nullptr) ? static_cast<WordLink>(word_links[offset + i])
+                                                                    : WordLink::Free;
+            if (i < n && labels[offset + i] >= 0 && link != WordLink::Particle) {
                 tag = labels_.prefix(labels[offset + i]);
                 type = labels_.type(labels[offset + i]);
+            }
+            if (link == WordLink::Joined && tag != Prefix::O && prev != Prefix::O && type == prev_type) {
+                // The same entity, cut by the segmenter: it goes on (B-X reads as I-X, S-X as E-X).
+                score_sum += scores[offset + i];
+                prev = (tag == Prefix::B || tag == Prefix::I) ? Prefix::I : Prefix::E;
+                continue;
             }
             if (ends_chunk(prev, tag, prev_type, type)) {
                 spans.row.push_back(r);

@@ -52,6 +52,14 @@ class LabelTable {
     std::vector<int32_t> type_;
 };
 
+// How a word stands to the word before it, as the segmenter cut the text (decode's optional word_links).
+enum class WordLink : uint8_t {
+    Free = 0,      // a word of its own: tags alone decide where entities start and end
+    Joined = 1,    // cut from the previous word inside a run written without spaces (ICU's dictionary cut
+                   // 华为 into 华|为): an entity of the same type on both sides of the cut is one entity
+    Particle = 2,  // a grammatical ending split off the previous word (Korean 부산|을): never in an entity
+};
+
 // One label and score per word, flat over rows.
 struct WordPredictions {
     std::vector<int32_t> labels;  // argmax label per word; -1 if the word got no subword
@@ -91,8 +99,12 @@ class PostProcessor {
     // and S-X always start an entity; I-X or E-X start one after O, after an E/S tag, or after another
     // type; E-X and S-X end one. Label -1 counts as O. word_start_char / word_end_char (optional, flat
     // like labels) give each word's [start, end) character offsets, from which span offsets are taken.
+    // word_links (optional, flat like labels; values of WordLink) keep an entity whole across the
+    // segmenter's cuts: a Joined word of the same type as the word before continues its entity, whatever
+    // its prefix; a Particle word reads as O.
     Spans decode(const int32_t* labels, const float* scores, const int64_t* row_words, int64_t num_rows,
-                 const int64_t* word_start_char, const int64_t* word_end_char) const;
+                 const int64_t* word_start_char, const int64_t* word_end_char,
+                 const uint8_t* word_links = nullptr) const;
 
    private:
     LabelTable labels_;

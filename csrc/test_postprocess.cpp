@@ -200,6 +200,32 @@ void test_spans() {
                  "word offsets at 2", "word ending before its start");
 }
 
+void test_word_links() {
+    // 华|为 (joined) both B-ORG -> one ORG; 古|特 B-PER O and 雷 joined B-PER -> two; 부산|을 with 을 I-LOC, a
+    // particle -> 부산 alone; a free B-ORG after the particle starts its own entity.
+    const PostProcessor pp({"O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"}, Aggregation::First);
+    const auto joined = static_cast<uint8_t>(WordLink::Joined), particle = static_cast<uint8_t>(WordLink::Particle);
+    const std::vector<int32_t> labels = {5, 5, 1, 0, 1, 3, 4, 5, 5};
+    const std::vector<uint8_t> links = {0, joined, 0, joined, joined, 0, particle, 0, 0};
+    const std::vector<float> scores = {1, .5f, 1, 1, 1, 1, 1, 1, 1};
+    const std::vector<int64_t> rows = {9};
+    auto spans = pp.decode(labels.data(), scores.data(), rows.data(), 1, nullptr, nullptr, links.data());
+    check(spans.first_word == std::vector<int64_t>({0, 2, 4, 5, 7, 8}), "links: starts");
+    check(spans.end_word == std::vector<int64_t>({2, 3, 5, 6, 8, 9}), "links: ends");
+    check(std::fabs(spans.score[0] - 0.75f) < 1e-6, "links: a joined entity's score is its words' mean");
+    // BIOES: S-X then a joined S-X is one entity that still ends there (a free I-X after it starts anew).
+    const PostProcessor bioes({"O", "S-PER", "B-PER", "I-PER", "E-PER"}, Aggregation::First);
+    const std::vector<int32_t> tags = {1, 1, 3};
+    const std::vector<uint8_t> cut = {0, joined, 0};
+    const std::vector<int64_t> three = {3};
+    spans = bioes.decode(tags.data(), scores.data(), three.data(), 1, nullptr, nullptr, cut.data());
+    check(spans.first_word == std::vector<int64_t>({0, 2}) && spans.end_word == std::vector<int64_t>({2, 3}),
+          "links: a joined S-X ends its entity");
+    const std::vector<uint8_t> bad = {0, 3, 0};
+    check_throws([&] { bioes.decode(tags.data(), scores.data(), three.data(), 1, nullptr, nullptr, bad.data()); },
+                 "word_links[1] = 3 is not a WordLink", "an unknown word link");
+}
+
 }  // namespace
 
 int main() {
@@ -208,6 +234,7 @@ int main() {
     test_temperature();
     test_windows();
     test_spans();
+    test_word_links();
     test_extreme_sizes();
     if (failures == 0) std::printf("all C++ core checks passed\n");
     return failures == 0 ? EXIT_SUCCESS : EXIT_FAILURE;

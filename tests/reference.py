@@ -98,11 +98,28 @@ def get_entities(tags: Sequence[str]) -> list[tuple[str, int, int]]:
     return chunks
 
 
+def linked_tags(tags: Sequence[str], links: Sequence[int]) -> list[str]:
+    """``tags`` rewritten as the decoder reads them with word links (0 free, 1 joined, 2 particle): a particle
+    is O; a joined word of the previous word's type continues its entity (its B- read as I-, S- as E-, and the
+    previous word's E- as I-, S- as B-)."""
+    out: list[str] = []
+    for tag, link in zip(tags, links, strict=True):
+        if link == 2:
+            tag = "O"
+        elif link == 1 and tag != "O" and out and out[-1] != "O" and out[-1][2:] == tag[2:]:
+            out[-1] = {"E": "I", "S": "B"}.get(out[-1][0], out[-1][0]) + out[-1][1:]
+            tag = {"B": "I", "S": "E"}.get(tag[0], tag[0]) + tag[1:]
+        out.append(tag)
+    return out
+
+
 def decode_row(
-    labels: Sequence[int], scores: Sequence[float], names: Sequence[str]
+    labels: Sequence[int], scores: Sequence[float], names: Sequence[str], links: Sequence[int] | None = None
 ) -> list[tuple[str, int, int, float]]:
     """(type, first_word, end_word, mean score) spans of one row; label -1 reads as O."""
     tags = [names[label] if label >= 0 else "O" for label in labels]
+    if links is not None:
+        tags = linked_tags(tags, links)
     return [
         (type_, first, last + 1, sum(scores[first : last + 1]) / (last + 1 - first))
         for type_, first, last in get_entities(tags)

@@ -9,8 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nertron.cli import main
+from nertron.entity import Entity
 from nertron.evaluation import evaluate, score
 from nertron.io.conll import DOCSTART, read_conll
+from nertron.raw_evaluation import evaluate_raw, raw_text
+from nertron.text import SegmentedText
 from seqeval.metrics import f1_score, precision_score, recall_score
 from sklearn.metrics import classification_report
 
@@ -148,3 +151,64 @@ def test_evaluate_document_context_splits_back_into_sentences(tiny_bundle: Path,
     report = evaluate(ner, documents, context="document")
     flat = ner.tag([d.words for d in documents])
     assert report.tokens == sum(len(d) for d in flat)
+
+
+CHARACTERS = "华 B-ORG\n为 I-ORG\n在 O\n北 B-LOC\n京 I-LOC\n\n马 B-PER\n云 I-PER\n说 O\n"
+
+
+class Found:
+    """Stands in for an NER: answers each text with fixed entities, and keeps the texts it was given."""
+
+    def __init__(self, entities: dict[str, list[Entity]]) -> None:
+        self.entities, self.texts = entities, []
+
+    def batch(self, texts: list[str], batch_size: int = 16) -> list[list[Entity]]:
+        self.texts += texts
+        return [self.entities.get(t, []) for t in texts]
+
+
+def test_raw_text_joins_gold_words_as_a_user_writes_them() -> None:
+    sentences = [["Angela", "Merkel", "."], [], ["华", "为"]]
+    text, starts = raw_text(sentences)
+    joined = SegmentedText.join(sentences)
+    assert (
+        text == joined.text and [s for sentence in starts for s in sentence] == joined.starts.tolist()
+    )  # as the words input cuts it
+    assert raw_text(sentences, "") == ("AngelaMerkel.\n\n华为", [[0, 6, 12], [], [15, 16]])
+
+
+def test_characters_are_scored_as_raw_text_on_their_types(tmp_path: Path) -> None:
+    path = tmp_path / "zh.txt"
+    path.write_text(CHARACTERS)
+    found = Found(
+        {
+            "华为在北京": [
+                Entity("华为", "ORG", 0, 2, 0.9),
+                Entity("在", "MISC", 2, 3, 0.9),
+                Entity("北", "LOC", 3, 4, 0.9),
+            ],
+            "马云说": [Entity("马云", "PER", 0, 2, 0.9)],
+        }
+    )
+    report = evaluate_raw(found, read_conll(path), joiner="", types={"PER", "ORG", "LOC"})
+    assert found.texts == ["华为在北京", "马云说"]  # the characters joined by nothing, a sentence each
+    assert (report.entity.support, report.entity.found, report.correct_entities) == (3, 3, 2)  # 北 is not 北京
+    assert report.per_type["ORG"].f1 == report.per_type["PER"].f1 == 1.0 and report.per_type["LOC"].f1 == 0.0
+    everything = evaluate_raw(found, read_conll(path), joiner="")
+    assert (everything.entity.found, everything.correct_entities) == (4, 2)  # MISC counts against precision
+
+
+def test_eval_command_scores_a_file_of_characters(
+    tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "zh.txt"
+    path.write_text(CHARACTERS)
+    args = ["eval", "--data", str(path), "-m", str(tiny_bundle), "--context", "sentence"]
+    assert main([*args, "--input", "raw", "--join", "nothing", "--types", "PER,ORG,LOC", "--json"]) == 0
+    (report,) = json.loads(capsys.readouterr().out)["reports"]
+    assert report["input"] == "raw" and report["entity"]["support"] == 3
+    assert set(report["per_type"]) <= {"PER", "ORG", "LOC"}
+    assert main([*args, "--join", "nothing"]) == 2
+    assert "--join nothing needs --input raw" in capsys.readouterr().err
+    assert main([*args, "--input", "raw", "--types", "PER,GPE"]) == 2
+    assert "--types GPE: the model has no such type" in capsys.readouterr().err

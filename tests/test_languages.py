@@ -3,7 +3,7 @@ whole-word entities from the default model."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nertron import NER
+from nertron._native import WORD_FREE, WORD_JOINED, WORD_PARTICLE
 from nertron.model.bundle import Bundle
 from nertron.subwords import HFTokenizer, load_tokenizer
 from nertron.text import SegmentedText, split_words
@@ -114,3 +115,70 @@ def test_mixed_script_offsets_are_exact(text: str) -> None:
     assert all(start >= end for start, end in zip(starts[1:], ends, strict=False))
     assert all(text[s:e] == w for s, e, w in zip(starts, ends, segmented, strict=True))
     assert "".join(segmented) == "".join(text.split())
+
+
+@pytest.mark.parametrize(
+    ("text", "words", "particles"),
+    [
+        (
+            "부산을 떠난 손흥민은 런던에서 뛰었다.",
+            ["부산", "을", "떠난", "손흥민", "은", "런던", "에서", "뛰었다", "."],
+            ["을", "은", "에서"],
+        ),
+        (
+            "삼성전자는 현대자동차가 서울에서부터",
+            ["삼성전자", "는", "현대자동차", "가", "서울", "에서부터"],
+            ["는", "가", "에서부터"],
+        ),
+        # names ending in a particle's syllable stay whole: 이 after a vowel, a one-syllable stem, 로 (no rule)
+        ("상하이 하와이 인도 카이로 인도가", ["상하이", "하와이", "인도", "카이로", "인도", "가"], ["가"]),
+    ],
+)
+def test_korean_particles_are_cut_off_their_word(text: str, words: list[str], particles: list[str]) -> None:
+    segmented = SegmentedText.split(text)
+    assert list(segmented) == words
+    assert all(text[s:e] == w for s, e, w in zip(segmented.starts, segmented.ends, segmented, strict=True))
+    assert segmented.links is not None and segmented.unmarked is not None
+    assert [w for w, link in zip(segmented, segmented.links, strict=True) if link == WORD_PARTICLE] == particles
+    # a particle is tokenised as the rest of its word (no word-start marker), the noun before it as a word
+    assert [w for w, m in zip(segmented, segmented.unmarked, strict=True) if m] == particles
+
+
+def test_words_cut_from_a_run_without_spaces_are_joined() -> None:
+    segmented = SegmentedText.split("Angela 华为在联合国 กรุงเทพ 2024")
+    assert segmented.links is not None
+    linked = dict(zip(segmented, segmented.links.tolist(), strict=True))
+    assert linked == {"Angela": WORD_FREE, "华": WORD_FREE, "为": WORD_JOINED, "在": WORD_JOINED, "联合": WORD_JOINED,
+                      "国": WORD_JOINED, "กรุงเทพ": WORD_FREE, "2024": WORD_FREE}  # fmt: skip
+    assert SegmentedText.split("Angela Merkel in Berlin").links is None
+
+
+class EveryTokenTagged:
+    """A backend whose model tags every token with one label: the decoder alone decides where entities end."""
+
+    runtime, concurrency = "test", 1
+
+    def __init__(self, label: int, num_labels: int) -> None:
+        self.label, self.num_labels = label, num_labels
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        logits = np.zeros((*input_ids.shape, self.num_labels), np.float32)
+        logits[..., self.label] = 10.0
+        return logits
+
+    def map(self, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[np.ndarray]:
+        for input_ids, attention_mask in batches:
+            yield self(input_ids, attention_mask)
+
+    def close(self) -> None:
+        pass
+
+
+def test_an_entity_is_never_cut_where_the_segmenter_cut(ner: NER) -> None:
+    labels = ner.pipeline.labels
+    pipeline = ner.pipeline.replace(backend=EveryTokenTagged(labels.index("B-ORG"), len(labels)))
+    texts = ["华为在联合国。", "부산을 떠났다", "Angela 华为", "ผู้ว่าการเจนีวา"]
+    found = [[e.text for e in entities] for entities in pipeline.entities(texts)]
+    # each word a B-ORG: runs without spaces come back whole, a particle never inside an entity, spaces still cut
+    assert found == [["华为在联合国", "。"], ["부산", "떠났다"], ["Angela", "华为"], ["ผู้ว่าการเจนีวา"]]
+    assert all(len(list(ner.pipeline.segmenter(t))) > len(f) for t, f in zip(texts, found, strict=True))

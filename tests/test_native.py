@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from nertron._native import Aggregation, PostProcessor, WindowMerger
+from nertron._native import WORD_FREE, WORD_JOINED, WORD_PARTICLE, Aggregation, PostProcessor, WindowMerger
 from seqeval.metrics.sequence_labeling import get_entities as seqeval_entities
 
 from tests import reference
@@ -149,6 +149,52 @@ def test_decode_spans_matches_reference_and_seqeval(rows: list[list[int]], data:
     assert got == expected
 
 
+@settings(max_examples=examples(500))
+@given(tag_sequences, st.data())
+def test_decode_with_word_links_matches_reference(rows: list[list[int]], data: st.DataObject) -> None:
+    flat = [label for row in rows for label in row]
+    links = data.draw(
+        st.lists(st.sampled_from([WORD_FREE, WORD_JOINED, WORD_PARTICLE]), min_size=len(flat), max_size=len(flat))
+    )
+    scores = data.draw(st.lists(st.floats(0, 1, width=32), min_size=len(flat), max_size=len(flat)))
+    lengths = np.array([len(r) for r in rows], np.int64)
+    spans = DECODER.decode(
+        np.array(flat, np.int32), np.array(scores, np.float32), lengths, word_links=np.array(links, np.uint8)
+    )
+    expected, offset = [], 0
+    for r, row in enumerate(rows):
+        ours = reference.decode_row(row, scores[offset : offset + len(row)], LABELS, links[offset : offset + len(row)])
+        expected += [(r, DECODER.types.index(t), f, e) for t, f, e, _ in ours]
+        np.testing.assert_allclose(spans.score[spans.row == r], [s for *_, s in ours], rtol=1e-5, atol=1e-7)
+        offset += len(row)
+    got = zip(spans.row.tolist(), spans.type.tolist(), spans.first_word.tolist(), spans.end_word.tolist(), strict=True)
+    assert list(got) == expected
+
+
+def test_word_links_keep_a_cut_name_whole_and_particles_out() -> None:
+    decoder = PostProcessor(["O", "B-ORG", "I-ORG", "B-LOC", "I-LOC"])
+    # 华|为 (B-ORG B-ORG, joined) 在 (O) | 부산|을 (B-LOC I-LOC, the particle) | Angela Merkel-like free B B
+    labels = np.array([1, 1, 0, 3, 4, 1, 1], np.int32)
+    links = np.array([WORD_FREE, WORD_JOINED, WORD_JOINED, WORD_FREE, WORD_PARTICLE, WORD_FREE, WORD_FREE], np.uint8)
+    starts, ends = np.array([0, 1, 2, 4, 6, 8, 12]), np.array([1, 2, 3, 6, 7, 11, 15])
+    spans = decoder.decode(labels, np.ones(7, np.float32), np.array([7]), starts, ends, word_links=links)
+    assert list(zip(spans.first_word.tolist(), spans.end_word.tolist(), strict=True)) == [
+        (0, 2),
+        (3, 4),
+        (5, 6),
+        (6, 7),
+    ]
+    assert spans.start_char.tolist() == [0, 4, 8, 12] and spans.end_char.tolist() == [2, 6, 11, 15]
+    free = decoder.decode(labels, np.ones(7, np.float32), np.array([7]))  # without links: as tagged
+    assert list(zip(free.first_word.tolist(), free.end_word.tolist(), strict=True)) == [
+        (0, 1),
+        (1, 2),
+        (3, 5),
+        (5, 6),
+        (6, 7),
+    ]
+
+
 def test_decode_spans_iob1_iob2_and_char_offsets() -> None:
     decoder = PostProcessor(["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])
     # IOB1: I-PER I-PER B-PER I-LOC -> [PER 0-1] [PER 2] [LOC 3]; IOB2 reading of I-after-O is the same.
@@ -254,3 +300,9 @@ def test_decode_rejects_bad_input() -> None:
         DECODER.decode(np.array([0]), np.array([np.nan], np.float32), np.array([1]))
     with pytest.raises(ValueError, match="valid"):
         DECODER.decode(np.array([0]), np.zeros(1, np.float32), np.array([1]), one, one - 1)
+    with pytest.raises(ValueError, match=r"word_links\[1\] = 3 is not a WordLink"):
+        DECODER.decode(np.array([0, 1]), np.zeros(2, np.float32), np.array([2]), word_links=np.array([0, 3], np.uint8))
+    with pytest.raises(ValueError, match="word_links has shape"):
+        DECODER.decode(np.array([0, 1]), np.zeros(2, np.float32), np.array([2]), word_links=np.zeros(3, np.uint8))
+    with pytest.raises(TypeError, match="word_links must be a uint8 array"):
+        DECODER.decode(np.array([0]), np.zeros(1, np.float32), np.array([1]), word_links=np.zeros(1, np.int64))

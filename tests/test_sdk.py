@@ -26,6 +26,7 @@ TEXTS = [
     "Der Bundestag in Berlin stimmte am Dienstag zu, sagte Olaf Scholz.",
     "El presidente de México visitó Madrid y Barcelona.",
     "東京で会議が開かれた。 Москва и Санкт-Петербург.",
+    "부산을 떠난 손흥민은 런던에서 뛰었다. 华为在联合国",
     "x",
 ]
 
@@ -76,7 +77,9 @@ class TorchReference:
         if not words:
             return []
         predictions = self.word_predictions(words, aggregation, segmented.unmarked)
-        spans = reference.decode_row([p[0] for p in predictions], [p[1] for p in predictions], self.labels)
+        labels, scores = [p[0] for p in predictions], [p[1] for p in predictions]
+        links = segmented.links.tolist() if segmented.links is not None else None
+        spans = reference.decode_row(labels, scores, self.labels, links)
         return [(text[starts[f] : ends[e - 1]], t, starts[f], ends[e - 1], score) for t, f, e, score in spans]
 
 
@@ -102,8 +105,8 @@ def test_entities_equal_pytorch_reference(tiny_bundle: Path, torch_reference: To
 
 def test_long_documents_are_windowed_and_merged(tiny_bundle: Path, torch_reference: TorchReference) -> None:
     ner = NER(tiny_bundle, max_length=16, stride=5)
-    segmented = [SegmentedText.split(text) for text in (" ".join(TEXTS * 3), "Paris", TEXTS[0])]
-    docs = [list(s) for s in segmented]
+    docs = [list(SegmentedText.split(text)) for text in (" ".join(TEXTS * 3), "Paris", TEXTS[0])]
+    segmented = [SegmentedText.join([doc]) for doc in docs]  # pre-split words, as ner.tag takes them
     windows = [w for doc, s in enumerate(segmented) for w in ner.pipeline.encoder.windows(doc, docs[doc], s.unmarked)]
     assert max(w.input_ids.size for w in windows) <= 16
     assert sum(w.doc == 0 for w in windows) > 5, "the long document must be cut into windows"

@@ -81,7 +81,7 @@ TRICKY = [
     "Angela Merkel met Emmanuel Macron in Paris.",
     "\U0001d49c Dr. Müller works at Siemens in München \U0001f600 with José García.",  # astral planes
     "東京で安倍晋三はトヨタの社長と会った。",
-    *WHOLE_WORD_ENTITIES,  # Chinese, Japanese, Thai: ICU's words on the executors too
+    *WHOLE_WORD_ENTITIES,  # Chinese, Japanese, Thai, Korean: word links on the executors too
 ]
 
 

@@ -179,3 +179,46 @@ def test_an_out_folder_over_an_input_is_refused_before_anything_loads(
             f"nertron train: error: --out {out} (its {replaced}) {why} {option} {path}; write to a folder of its own"
         ]
     assert sorted(p.name for p in model.iterdir()) == [] and dev.is_file()
+
+
+def test_raw_text_is_pseudo_labelled_as_a_user_gets_its_entities(tiny_bundle: Path, tmp_path: Path) -> None:
+    from nertron.pipeline import segment
+
+    texts = ["普京在莫斯科会见了默克尔。", "부산을 떠난 손흥민은 런던에서 뛰었다.", "Angela Merkel met Macron ."]
+    unlabeled = tmp_path / "zh.txt"
+    unlabeled.write_text("\n".join(texts) + "\n")
+    pseudo = tmp_path / "zh.conll"
+    assert (
+        pseudo_label_main(["--raw", "--model", str(tiny_bundle), "--text", str(unlabeled), "--out", str(pseudo)]) == 0
+    )
+    (document,) = read_conll(pseudo)
+    assert [s.words for s in document.sentences] == [list(segment(t)) for t in texts]  # nertron's words
+    with NER(tiny_bundle) as teacher:
+        found = teacher.batch(texts)
+    for sentence, text, entities in zip(document.sentences, texts, found, strict=True):
+        # the teacher's entities, read back from the word tags, as character spans
+        starts, ends = segment(text).starts.tolist(), segment(text).ends.tolist()
+        spans = [(starts[s], ends[e - 1], label) for s, e, label in entity_spans(sentence.tags)]
+        assert spans == [(e.start, e.end, e.label) for e in entities]
+
+
+def entity_spans(tags: list[str]) -> list[tuple[int, int, str]]:
+    """(first word, end word, type) of the IOB2 ``tags``' entities."""
+    spans: list[tuple[int, int, str]] = []
+    for i, tag in enumerate(tags):
+        if tag.startswith("B-"):
+            spans.append((i, i + 1, tag[2:]))
+        elif tag.startswith("I-"):
+            spans[-1] = (spans[-1][0], i + 1, spans[-1][2])
+    return spans
+
+
+def test_bf16_autocast_only_where_the_cpu_computes_it(tmp_path: Path) -> None:
+    from nertron_export.train_options import native_bf16
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("flags\t\t: fpu avx2 avx512f avx512_vnni\n")
+    assert not native_bf16("cpu", cpuinfo)  # emulated: ~20x slower than fp32 here
+    cpuinfo.write_text("flags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_int8\n")
+    assert native_bf16("cpu", cpuinfo)
+    assert not native_bf16("cpu", tmp_path / "missing")

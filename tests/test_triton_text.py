@@ -216,7 +216,7 @@ def test_long_and_unusual_texts_equal_ner(server: TritonServer, default_int8: Pa
         "   ",
         "東京で会議が開かれた。 Москва и Санкт-Петербург. 😀 Angela Merkel in Zürich.",
         "Paris\n\nBerlin\tLondon",
-        *WHOLE_WORD_ENTITIES,  # Chinese, Japanese, Thai: ICU's words, in the server too
+        *WHOLE_WORD_ENTITIES,  # Chinese, Japanese, Thai, Korean: word links, in the server too
     ]
     status, reply = http_infer(server, texts_body(texts))
     assert status == 200, reply

@@ -4,6 +4,10 @@ Input: one sentence per line, its words joined by single spaces, a blank line wh
 form of ``../shared/data/multilingual/*/unlabeled.txt``). Output: ``-DOCSTART- O`` per document, ``word TAG``
 per word, each sentence tagged on its own (sentence context: the teacher's better one on the target dev
 sets). Self-training then fine-tunes a student on these tags beside the English gold data.
+
+``--raw``: each line is raw text, as a user has it (Chinese: no spaces); nertron's segmentation cuts it into
+words, the teacher's entities (decoded as a user gets them, a name the segmenter cut kept whole) become the
+tags of those words, and the words are what the student trains on.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 
 from nertron import NER
 from nertron.model.default import default_bundle
+from nertron.pipeline import segment
 
 
 def read_unlabeled(path: Path) -> Iterator[list[list[str]]]:
@@ -49,6 +54,28 @@ def pseudo_label(ner: NER, source: Path, out: Path) -> tuple[int, int]:
     return len(sentences), entities
 
 
+def raw_pseudo_label(ner: NER, source: Path, out: Path) -> tuple[int, int]:
+    """``pseudo_label`` for a file of raw text lines (``--raw``); returns (sentences, entities)."""
+    documents = [[" ".join(words) for words in document] for document in read_unlabeled(source)]
+    texts = [text for document in documents for text in document]
+    found = iter(ner.batch(texts))
+    entities = 0
+    with out.open("w", encoding="utf-8") as conll:
+        for document in documents:
+            conll.write("-DOCSTART- O\n\n")
+            for text in document:
+                words = segment(text)
+                tags = ["O"] * len(words)
+                for entity in next(found):
+                    inside = [i for i in range(len(words)) if entity.start <= words.starts[i] < entity.end]
+                    tags[inside[0]] = f"B-{entity.label}"
+                    tags[inside[0] + 1 : inside[-1] + 1] = [f"I-{entity.label}"] * (len(inside) - 1)
+                    entities += 1
+                conll.writelines(f"{w} {t}\n" for w, t in zip(words, tags, strict=True))
+                conll.write("\n")
+    return len(texts), entities
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nertron_export.pseudo_label", description=__doc__.splitlines()[0])
     teachers = parser.add_mutually_exclusive_group()
@@ -56,12 +83,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     teachers.add_argument("--package", type=Path, help="teacher: an embedded-model package (nertron_export.ship), int8")
     parser.add_argument("--text", required=True, type=Path, help="unlabeled text, a sentence per line")
     parser.add_argument("--out", required=True, type=Path, help="CoNLL file to write")
+    parser.add_argument("--raw", action="store_true", help="lines are raw text (e.g. Chinese), cut by nertron")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     model = default_bundle("int8", package_dir=args.package) if args.package else args.model
     with NER(model) as teacher:
-        sentences, entities = pseudo_label(teacher, args.text, args.out)
+        sentences, entities = (raw_pseudo_label if args.raw else pseudo_label)(teacher, args.text, args.out)
     print(f"{args.out}: {sentences:,} sentences, {entities:,} entities ({time.perf_counter() - started:.0f} s)")
     return 0
 

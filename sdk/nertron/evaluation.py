@@ -4,7 +4,7 @@ well the entities' scores are calibrated (ECE, precision and recall above score 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -212,6 +212,7 @@ def evaluate(
     context: str = "sentence",
     batch_size: int = 16,
     backend: Backend | None = None,
+    types: Collection[str] | None = None,
 ) -> Report:
     """Tags the gold words with ``ner`` (an ``NER``, or a ``Pipeline`` of one) and scores them, entity scores
     included.
@@ -219,6 +220,7 @@ def evaluate(
     ``context="sentence"`` tags each sentence alone (as CoNLL-2003 is usually scored);
     ``"document"`` tags each document's words as one text, so sentences see their neighbours.
     ``backend`` replaces the pipeline's (e.g. one that records or replays logits).
+    ``types``: the entity types scored, in the gold tags and the model's; others read as ``O`` (``None``: all).
     """
     if context not in CONTEXTS:
         raise InvalidValue(f"context must be one of {CONTEXTS}, got {context!r}")
@@ -232,12 +234,14 @@ def evaluate(
     )
     predicted: list[list[str]] = []
     spans: list[tuple[int, int, int, str, float]] = []
-    types = postprocessor.types
+    names = postprocessor.types
     for tagged in pipeline.tag((SegmentedText.join(g) for g in groups), batch_size):
         found = tagged.spans(postprocessor)
         first_row = len(predicted)
         for doc_tags, document in zip(tagged.tags(postprocessor), tagged.documents, strict=True):
             start = 0
+            if types is not None:
+                doc_tags = [tag if tag == "O" or tag[2:] in types else "O" for tag in doc_tags]
             for length in document.sentence_lengths.tolist():
                 predicted.append(doc_tags[start : start + length])
                 start += length
@@ -249,9 +253,13 @@ def evaluate(
             found.score.tolist(),
             strict=True,
         ):
-            spans.append((first_row + row, first, end, types[type_id], entity_score))
-    report = score([s.tags for s in sentences], predicted, context)
-    gold = entity_set([to_iob2(s.tags) for s in sentences])
+            if types is None or names[type_id] in types:
+                spans.append((first_row + row, first, end, names[type_id], entity_score))
+    gold_tags = [s.tags for s in sentences]
+    if types is not None:
+        gold_tags = [[tag if tag == "O" or tag[2:] in types else "O" for tag in tags] for tags in gold_tags]
+    report = score(gold_tags, predicted, context)
+    gold = entity_set([to_iob2(tags) for tags in gold_tags])
     report.scored = ScoredEntities(
         np.array([x[4] for x in spans], dtype=np.float64),
         np.array([x[:4] in gold for x in spans], dtype=bool),
@@ -283,12 +291,13 @@ def rescore(
     *,
     context: str,
     batch_size: int = 16,
+    types: Collection[str] | None = None,
 ) -> ScoredEntities:
     """The entities of a recorded run (``evaluate(..., backend=recorded)``, same documents and context) with
     their scores at ``temperature``: the logits are replayed, the model does not run again."""
     pipeline = ner if isinstance(ner, Pipeline) else ner.pipeline
     replayed = pipeline.with_temperature(temperature).replace(backend=recorded.replay())
-    report = evaluate(replayed, documents, context=context, batch_size=batch_size)
+    report = evaluate(replayed, documents, context=context, batch_size=batch_size, types=types)
     assert report.scored is not None
     return report.scored
 
@@ -311,59 +320,3 @@ def fit_calibration(
 
     temperature = fit_temperature(lambda t: ScoredEntities.concatenate(list(scored_at(t).values())))
     return CalibrationFit(temperature, scored_at(1.0), scored_at(temperature))
-
-
-@dataclass
-class RawTextReport:
-    """Entity scores on raw text: the gold words joined by spaces (sentences of a document by newlines), cut
-    into words by nertron's own segmentation, and scored on character spans. Against the report on the gold
-    words, it shows what segmentation costs."""
-
-    context: str
-    entity: Scores
-    per_type: dict[str, Scores]
-    correct_entities: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "context": self.context,
-            "input": "raw",
-            "entity": {**vars(self.entity), "correct": self.correct_entities},
-            "per_type": {t: vars(s) for t, s in self.per_type.items()},
-        }
-
-    def format(self) -> str:
-        e = self.entity
-        lines = [
-            f"raw text: found {e.found} phrases of {e.support}; correct: {self.correct_entities}.",
-            f"precision: {100 * e.precision:6.2f}%; recall: {100 * e.recall:6.2f}%; FB1: {100 * e.f1:6.2f}",
-        ]
-        return "\n".join(lines + type_lines(self.per_type))
-
-
-def evaluate_raw(
-    ner: Any, documents: Sequence[Document], *, context: str = "sentence", batch_size: int = 16
-) -> RawTextReport:
-    """Tags raw text made from the gold words (each sentence alone, or each document with a sentence per
-    line) with ``ner(text)``'s segmentation, and scores entities by (text, start, end, type)."""
-    if context not in CONTEXTS:
-        raise InvalidValue(f"context must be one of {CONTEXTS}, got {context!r}")
-    groups = (
-        [[s] for d in documents for s in d.sentences] if context == "sentence" else [d.sentences for d in documents]
-    )
-    texts, gold = [], set()
-    for index, sentences in enumerate(groups):
-        joined = SegmentedText.join([s.words for s in sentences])
-        texts.append(joined.text)
-        before = np.concatenate(([0], np.cumsum(joined.sentence_lengths)))  # words before each sentence
-        for row, first, end, label in entity_set([to_iob2(s.tags) for s in sentences]):
-            start, stop = int(before[row]) + first, int(before[row]) + end
-            gold.add((index, int(joined.starts[start]), int(joined.ends[stop - 1]), label))
-    predicted = {
-        (index, e.start, e.end, e.label)
-        for index, found in enumerate(ner.batch(texts, batch_size=batch_size))
-        for e in found
-    }
-    correct = gold & predicted
-    per_type = scores_by_type(gold, predicted)
-    return RawTextReport(context, Scores.from_counts(len(correct), len(predicted), len(gold)), per_type, len(correct))

@@ -59,7 +59,14 @@ class TaggedDocuments:
             np.concatenate([d.sentence_lengths for d in docs]) if docs else np.zeros(0, np.int64),
             np.concatenate([d.starts for d in docs]) if docs else np.zeros(0, np.int64),
             np.concatenate([d.ends for d in docs]) if docs else np.zeros(0, np.int64),
+            self.links(),
         )
+
+    def links(self) -> np.ndarray | None:
+        """The segmenter's word links of all documents, flat (None: every word free)."""
+        if all(d.links is None for d in self.documents):
+            return None
+        return np.concatenate([np.zeros(len(d), np.uint8) if d.links is None else d.links for d in self.documents])
 
     def entities(self, postprocessor: PostProcessor, min_score: float = 0.0) -> list[list[Entity]]:
         """The entities of each document (never across a sentence), those scored below ``min_score`` left out."""

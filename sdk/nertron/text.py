@@ -5,17 +5,23 @@ and measures (``61st``, ``10-year-old``), currencies such as ``C$``, abbreviatio
 ``Mr.``, hyphenated words, dashes and ellipses (``--``, ``...``) and e-mail/URLs stay whole; a list
 number at the start of a line (``5. Dionne Rose``) keeps its full stop; English clitics (``'s``, ``n't``)
 are split. Each of these is how CoNLL-2003 cuts the same text, which is what the model was trained on.
-Scripts written without spaces between words (Chinese and Japanese: Han, Hiragana, Katakana; Thai, Lao,
-Khmer, Myanmar) are cut into words by ICU's dictionary-based word break (``icu4py``, ICU 78), run by run,
-so ``東京是日本的首都`` gives ``東京 是 日本 的 首都``; mixed-script text is cut at each change of script.
-A name the dictionary does not know may be cut in several words (``习近平`` gives ``习 近平``, ``马克龙``
-``马克 龙``): an entity is made of whole words, so it covers such a name only if the model tags each of its
-words. Whitespace, control and format characters separate words and are never part of one. Words of those
-scripts are tokenised without SentencePiece's word-start marker ``▁`` (``SegmentedText.unmarked``): XLM-R was
-pre-trained on such text without spaces, where pieces rarely start with ``▁``, and a lone ``▁`` piece, not
-the word's own characters, would carry the word's label (first-subword aggregation). A line
-break ends a sentence: no entity spans two lines. Offsets are Python string (code point) indices, so
-``text[start:end] == word``.
+Scripts written without spaces between words (Chinese and Japanese: Han, Hiragana, Katakana; Thai, Lao, Khmer,
+Myanmar) are cut into words by ICU's dictionary-based word break (``icu4py``, ICU 78), run by run, so
+``東京是日本的首都`` gives ``東京 是 日本 的 首都``; mixed-script text is cut at each change of script. A name
+the dictionary does not know may be cut in several words (``习近平`` gives ``习 近平``, ``华为`` ``华 为``):
+those words are linked (``SegmentedText.links``, ``WORD_JOINED``), and the decoder keeps an entity of one type
+whole across such a cut, so ``华`` ORG + ``为`` ORG is ``华为`` ORG. Korean is written with spaces, but a case
+particle is glued to its noun (``부산을``, ``서울에서``, ``대구와``): a Hangul word ending in one is cut before it
+(``부산 을``), the particle tokenised as the rest of its word and linked as ``WORD_PARTICLE``, which is never part of an
+entity. The particles are the common case and topic markers, and only where Korean puts them (``이``, ``은``,
+``을`` after a final consonant; ``가``, ``는``, ``를`` after a vowel) and after at least two syllables for a
+one-syllable particle, so names ending in such a syllable stay whole (``상하이``, ``인도``; and four listed by
+name, ``카이로`` among them). Whitespace, control
+and format characters separate words and are never part of one. Words of those scripts are tokenised without
+SentencePiece's word-start marker ``▁`` (``SegmentedText.unmarked``): XLM-R was pre-trained on such text without
+spaces, where pieces rarely start with ``▁``, and a lone ``▁`` piece, not the word's own characters, would carry
+the word's label (first-subword aggregation). A line break ends a sentence: no entity spans two lines. Offsets
+are Python string (code point) indices, so ``text[start:end] == word``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from typing import NamedTuple, overload
 import numpy as np
 import regex
 from icu4py.breakers import WordBreaker
+
+from nertron._native import WORD_JOINED, WORD_PARTICLE
 
 _ABBREVIATIONS = [
     "Mr",
@@ -125,6 +133,56 @@ _TOKEN = regex.compile(
 )
 
 
+# Korean particles cut off a Hangul word: (particle, what the syllable before it must end in). Longest first.
+_AFTER_CONSONANT, _AFTER_VOWEL, _AFTER_ANY = "consonant", "vowel", "any"
+_KOREAN_PARTICLES = (
+    ("에서부터", _AFTER_ANY),
+    ("에서는", _AFTER_ANY),
+    ("에서도", _AFTER_ANY),
+    ("에게서", _AFTER_ANY),
+    ("에게는", _AFTER_ANY),
+    ("으로는", _AFTER_CONSONANT),
+    ("으로서", _AFTER_CONSONANT),
+    ("이라는", _AFTER_CONSONANT),
+    ("에서", _AFTER_ANY),
+    ("에게", _AFTER_ANY),
+    ("께서", _AFTER_ANY),
+    ("한테", _AFTER_ANY),
+    ("까지", _AFTER_ANY),
+    ("부터", _AFTER_ANY),
+    ("으로", _AFTER_CONSONANT),
+    ("라는", _AFTER_VOWEL),
+    ("은", _AFTER_CONSONANT),
+    ("을", _AFTER_CONSONANT),
+    ("이", _AFTER_CONSONANT),
+    ("는", _AFTER_VOWEL),
+    ("를", _AFTER_VOWEL),
+    ("가", _AFTER_VOWEL),
+    ("의", _AFTER_ANY),
+    ("에", _AFTER_ANY),
+    ("과", _AFTER_CONSONANT),
+    ("와", _AFTER_VOWEL),
+    ("로", _AFTER_VOWEL),
+)
+# Well-known names that end as a particle would, after a stem the rules allow: kept whole.
+_KOREAN_NAMES_LIKE_PARTICLES = frozenset({"카이로", "몬테네그로", "오타와", "아이오와"})
+_HANGUL_WORD = regex.compile(r"[\uAC00-\uD7A3]{2,}")  # precomposed syllables only: the particles are
+
+
+def _korean_particle(word: str) -> int:
+    """The length of the case particle that ends ``word``, a word of Hangul syllables, or 0."""
+    if word in _KOREAN_NAMES_LIKE_PARTICLES:
+        return 0
+    for particle, after in _KOREAN_PARTICLES:
+        stem = len(word) - len(particle)
+        if not word.endswith(particle) or stem < (2 if len(particle) == 1 else 1):
+            continue
+        final_consonant = (ord(word[stem - 1]) - 0xAC00) % 28 != 0
+        if after == _AFTER_ANY or final_consonant == (after == _AFTER_CONSONANT):
+            return len(particle)
+    return 0
+
+
 _LINE_BREAK = regex.compile(r"\n")
 _NO_SPACE_WORD = regex.compile(_NO_SPACE_RUN)
 # The root locale: ICU's dictionaries (Chinese/Japanese, Thai, Lao, Khmer, Burmese) apply by script.
@@ -171,7 +229,8 @@ class SegmentedText(Sequence[str]):
     """A text and its words, held as ``[start, end)`` code-point offsets (``text[start:end]`` is a word); the
     words are made on demand. ``sentence_lengths`` (words per sentence) keeps entities inside sentences;
     ``unmarked`` (bool per word, None: no word is) marks the words of scripts without spaces, tokenised without
-    the word-start marker."""
+    the word-start marker; ``links`` (uint8 per word, None: all free) say which words the segmenter cut from the
+    word before (``nertron._native.WORD_JOINED``, ``WORD_PARTICLE``), for the decoder."""
 
     def __init__(
         self,
@@ -180,36 +239,50 @@ class SegmentedText(Sequence[str]):
         ends: np.ndarray,
         sentence_lengths: np.ndarray | None = None,
         unmarked: np.ndarray | None = None,
+        links: np.ndarray | None = None,
     ) -> None:
         self.text = text
         self.starts = starts
         self.ends = ends
         self.sentence_lengths = np.array([len(starts)], np.int64) if sentence_lengths is None else sentence_lengths
         self.unmarked = unmarked
+        self.links = links
 
     @classmethod
     def split(cls, text: str) -> SegmentedText:
         """``text`` cut into words by nertron's segmentation (see the module docstring), a sentence per line."""
         offsets = array("q")
         unmarked: list[int] = []  # word indices
+        links: dict[int, int] = {}  # word index -> WORD_JOINED or WORD_PARTICLE
         for match in _TOKEN.finditer(text):
             if match.lastgroup == "no_space":
                 first = len(offsets) // 2
                 offsets.extend(_dictionary_words(match.group(), match.start()))
                 unmarked.extend(range(first, len(offsets) // 2))
-            else:
-                offsets.extend(match.span())
+                links.update(dict.fromkeys(range(first + 1, len(offsets) // 2), WORD_JOINED))
+                continue
+            start, end = match.span()
+            particle = _korean_particle(match.group()) if _HANGUL_WORD.fullmatch(match.group()) else 0
+            if particle:
+                offsets.extend((start, end - particle))
+                start = end - particle
+                unmarked.append(len(offsets) // 2)
+                links[len(offsets) // 2] = WORD_PARTICLE
+            offsets.extend((start, end))
         spans = np.frombuffer(offsets, dtype=np.int64).reshape(-1, 2) if offsets else np.zeros((0, 2), np.int64)
         starts, ends = spans[:, 0], spans[:, 1]
-        unmarked_words = None
+        unmarked_words = word_links = None
         if unmarked:
             unmarked_words = np.zeros(len(starts), dtype=bool)
             unmarked_words[unmarked] = True
+        if links:
+            word_links = np.zeros(len(starts), dtype=np.uint8)
+            word_links[list(links)] = list(links.values())
         if "\n" not in text or not len(starts):
-            return cls(text, starts, ends, unmarked=unmarked_words)
+            return cls(text, starts, ends, unmarked=unmarked_words, links=word_links)
         breaks = np.array([m.start() for m in _LINE_BREAK.finditer(text)], dtype=np.int64)
         _, lengths = np.unique(np.searchsorted(breaks, starts), return_counts=True)  # words per non-empty line
-        return cls(text, starts, ends, lengths.astype(np.int64), unmarked_words)
+        return cls(text, starts, ends, lengths.astype(np.int64), unmarked_words, word_links)
 
     @classmethod
     def join(cls, sentences: Sequence[Sequence[str]]) -> SegmentedText:

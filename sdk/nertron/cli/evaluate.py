@@ -28,6 +28,19 @@ def add(parser: argparse.ArgumentParser) -> None:
         "on character spans), or report both",
     )
     parser.add_argument(
+        "--join",
+        choices=["space", "nothing"],
+        default="space",
+        help="what goes between the gold words of --input raw: a space, or nothing (a file of characters of a "
+        "script written without spaces, e.g. Chinese: scored as the text a user has, on character spans)",
+    )
+    parser.add_argument(
+        "--types",
+        type=entity_types,
+        metavar="TYPE,...",
+        help="score only these entity types, gold and found (e.g. PER,ORG,LOC for data annotated without MISC)",
+    )
+    parser.add_argument(
         "--reliability",
         type=Path,
         metavar="PNG",
@@ -37,10 +50,19 @@ def add(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(run=run)
 
 
+def entity_types(value: str) -> frozenset[str]:
+    """``PER,ORG,LOC`` -> the set of types."""
+    types = frozenset(t.strip() for t in value.split(","))
+    if "" in types:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a comma-separated list of entity types")
+    return types
+
+
 def run(args: argparse.Namespace) -> int:
     from nertron.calibration import RecordingBackend, ScoredEntities, plot_reliability
-    from nertron.evaluation import calibration_dict, evaluate, evaluate_raw, format_calibration, rescore
+    from nertron.evaluation import calibration_dict, evaluate, format_calibration, rescore
     from nertron.io.conll import read_conll
+    from nertron.raw_evaluation import evaluate_raw
 
     if args.reliability is not None and not args.reliability.parent.is_dir():
         raise MissingFile(f"--reliability {args.reliability}: its directory does not exist")
@@ -49,16 +71,33 @@ def run(args: argparse.Namespace) -> int:
     on_words, on_raw = args.input in ("words", "both"), args.input in ("raw", "both")
     if args.reliability is not None and not on_words:
         raise InvalidValue("--reliability needs --input words or both (entity scores are measured on the gold words)")
+    if args.join == "nothing" and args.input != "raw":
+        raise InvalidValue("--join nothing needs --input raw (it says how raw text is made from the gold words)")
+    joiner = "" if args.join == "nothing" else " "
     with config_from_args(args).build() as ner:
+        model_types = ner.pipeline.decoder.types
+        unknown = sorted((args.types or frozenset()) - set(model_types))
+        if unknown:
+            raise InvalidValue(
+                f"--types {','.join(unknown)}: the model has no such type (it has {', '.join(model_types)})"
+            )
         temperature = ner.temperature
         reports, uncalibrated = [], {}
-        raw_reports = [evaluate_raw(ner, documents, context=c, batch_size=args.batch_size) for c in contexts if on_raw]
+        raw_reports = [
+            evaluate_raw(ner, documents, context=c, batch_size=args.batch_size, joiner=joiner, types=args.types)
+            for c in contexts
+            if on_raw
+        ]
         for context in contexts if on_words else []:
             recorder = RecordingBackend(ner.backend)
-            reports.append(evaluate(ner, documents, context=context, batch_size=args.batch_size, backend=recorder))
+            reports.append(
+                evaluate(
+                    ner, documents, context=context, batch_size=args.batch_size, backend=recorder, types=args.types
+                )
+            )
             if temperature != 1.0:  # the same logits, scored without the bundle's temperature
                 uncalibrated[context] = rescore(
-                    ner, documents, recorder, 1.0, context=context, batch_size=args.batch_size
+                    ner, documents, recorder, 1.0, context=context, batch_size=args.batch_size, types=args.types
                 )
     if args.reliability is not None:
         curves: dict[str, ScoredEntities] = {}
