@@ -5,7 +5,10 @@
 Scores a model (default: the embedded model, int8) on every labelled dev set in ``../shared/data``: English
 CoNLL-2003 dev, Spanish and Dutch CoNLL-2002 dev (``testa``), German CoNLL-2003 dev (``testa``); ``--test``
 adds English test (measure it once, after choosing on dev). Each sentence alone, then each document whole:
-the same as ``nertron eval --data FILE --context both`` per file. Prints a Markdown table.
+the same as ``nertron eval --data FILE --context both`` per file. Chinese dev (People's Daily, per character,
+PER/ORG/LOC) is scored as a user meets it: raw text, character spans, MISC left out (``nertron eval --input
+raw --join nothing --types PER,ORG,LOC``; each sentence alone, the file marks no documents). Prints a
+Markdown table.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from nertron import NER
 from nertron.evaluation import evaluate
 from nertron.io.conll import read_conll
 from nertron.model.default import PACKAGE_DIR, default_bundle
+from nertron.raw_evaluation import evaluate_raw
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEV_SETS = {
@@ -27,6 +31,8 @@ DEV_SETS = {
     "German (CoNLL-2003 dev)": DATA / "multilingual" / "de" / "dev.txt",
 }
 TEST_SETS = {"English (CoNLL-2003 test)": DATA / "conll2003" / "test.txt"}
+CHINESE_DEV = DATA / "multilingual" / "zh" / "dev.txt"
+CHINESE_TYPES = frozenset({"PER", "ORG", "LOC"})
 
 
 def main() -> None:
@@ -52,6 +58,14 @@ def main() -> None:
                 f"`nertron eval --data ../{shown} --context both` |",
                 flush=True,
             )
+        documents = read_conll(CHINESE_DEV)
+        f1 = 100 * evaluate_raw(ner, documents, joiner="", types=CHINESE_TYPES).entity.f1
+        shown = CHINESE_DEV.relative_to(DATA.parent.parent)
+        print(
+            f"| Chinese (People's Daily dev, raw text, PER/ORG/LOC) | {f1:.2f} | - | `nertron eval --data ../{shown} "
+            "--input raw --join nothing --types PER,ORG,LOC --context sentence` |",
+            flush=True,
+        )
     cpu = subprocess.run(["bash", "-c", "grep -o 'avx512_vnni\\|avx2' /proc/cpuinfo | sort -u"], capture_output=True)
     print(f"\nmodel: {model} ({precision}); CPU flags: {' '.join(cpu.stdout.decode().split())}")
 

@@ -1,6 +1,6 @@
 """Entity F1 of models on a small hand-annotated probe in thirteen languages other than English.
 
-    python perf/multilingual.py [--model BUNDLE ...] [--without-links]   # default: the embedded model (int8)
+    python perf/multilingual.py [--model BUNDLE | --package DIR ...] [--without-links]   # default: embedded int8
 
 ``perf/data/multilingual_probe.jsonl`` holds 134 news-style sentences written for this check and annotated
 with CoNLL's types; none comes from any data set. Twenty each in the languages whose words a user's text does
@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from nertron import NER
 from nertron._native import WORD_PARTICLE
+from nertron.model.default import default_bundle
 from nertron.pipeline import segment
 from nertron.text import SegmentedText
 
@@ -85,14 +86,19 @@ def f1(c: Counter[str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", help="bundle directory (repeatable); default: embedded int8")
+    parser.add_argument(
+        "--package", action="append", type=Path, help="an embedded-model package (nertron_export.ship), int8"
+    )
     parser.add_argument("--without-links", action="store_true", help="also each model with word links dropped")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     rows = [json.loads(line) for line in PROBE.read_text(encoding="utf-8").splitlines() if line.strip()]
     results: dict[str, dict[str, Counter[str]]] = {}
-    for model in args.model or [None]:
+    models: list[tuple[str | None, str | Path | None]] = [(m, m) for m in args.model or []]
+    models += [(str(p), default_bundle("int8", package_dir=p)) for p in args.package or []]
+    for shown, model in models or [(None, None)]:
         with NER(model) as ner:
-            name = str(model or f"embedded ({ner.precision})")
+            name = shown or f"embedded ({ner.precision})"
             results[name] = score(ner, rows)
             if args.without_links:
                 results[f"{name}, without word links"] = score(ner, rows, links=False)

@@ -3,7 +3,7 @@ whole-word entities from the default model."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from nertron.text import SegmentedText, split_words
 
 from tests.languages import WHOLE_WORD_ENTITIES
 from tests.properties import examples
+from tests.test_pipeline import InTurn
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +155,7 @@ def test_words_cut_from_a_run_without_spaces_are_joined() -> None:
 
 
 class EveryTokenTagged:
-    """A backend whose model tags every token with one label: the decoder alone decides where entities end."""
+    """A model that tags every token with one label: the decoder alone decides where entities end."""
 
     runtime, concurrency = "test", 1
 
@@ -166,17 +167,10 @@ class EveryTokenTagged:
         logits[..., self.label] = 10.0
         return logits
 
-    def map(self, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[np.ndarray]:
-        for input_ids, attention_mask in batches:
-            yield self(input_ids, attention_mask)
-
-    def close(self) -> None:
-        pass
-
 
 def test_an_entity_is_never_cut_where_the_segmenter_cut(ner: NER) -> None:
     labels = ner.pipeline.labels
-    pipeline = ner.pipeline.replace(backend=EveryTokenTagged(labels.index("B-ORG"), len(labels)))
+    pipeline = ner.pipeline.replace(backend=InTurn(EveryTokenTagged(labels.index("B-ORG"), len(labels))))
     texts = ["华为在联合国。", "부산을 떠났다", "Angela 华为", "ผู้ว่าการเจนีวา"]
     found = [[e.text for e in entities] for entities in pipeline.entities(texts)]
     # each word a B-ORG: runs without spaces come back whole, a particle never inside an entity, spaces still cut

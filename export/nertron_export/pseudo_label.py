@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from nertron import NER
@@ -37,43 +37,55 @@ def read_unlabeled(path: Path) -> Iterator[list[list[str]]]:
         yield document
 
 
-def pseudo_label(ner: NER, source: Path, out: Path) -> tuple[int, int]:
-    """Writes ``out``; returns (sentences, entities)."""
-    documents = list(read_unlabeled(source))
-    sentences = [s for d in documents for s in d]
-    tags = iter(ner.tag(sentences))
-    entities = 0
+Tagged = tuple[list[str], list[str]]  # a sentence's words and their tags
+
+
+def write_conll(out: Path, documents: list[list[str]], tag: Callable[[list[str]], list[Tagged]]) -> tuple[int, int]:
+    """Writes the tagged ``documents`` (``tag`` turns all their sentences into words and tags) to ``out``;
+    returns (sentences, entities)."""
+    tagged = iter(tag([s for d in documents for s in d]))
+    sentences = entities = 0
     with out.open("w", encoding="utf-8") as conll:
         for document in documents:
             conll.write("-DOCSTART- O\n\n")
-            for words in document:
-                sentence_tags = next(tags)
-                entities += sum(t.startswith("B-") for t in sentence_tags)
-                conll.writelines(f"{w} {t}\n" for w, t in zip(words, sentence_tags, strict=True))
+            for _ in document:
+                words, tags = next(tagged)
+                sentences += 1
+                entities += sum(t.startswith("B-") for t in tags)
+                conll.writelines(f"{w} {t}\n" for w, t in zip(words, tags, strict=True))
                 conll.write("\n")
-    return len(sentences), entities
+    return sentences, entities
+
+
+def pseudo_label(ner: NER, source: Path, out: Path) -> tuple[int, int]:
+    """Writes ``out``; returns (sentences, entities)."""
+    documents = [[" ".join(words) for words in document] for document in read_unlabeled(source)]
+    return write_conll(out, documents, lambda texts: tag_words(ner, [t.split(" ") for t in texts]))
 
 
 def raw_pseudo_label(ner: NER, source: Path, out: Path) -> tuple[int, int]:
     """``pseudo_label`` for a file of raw text lines (``--raw``); returns (sentences, entities)."""
     documents = [[" ".join(words) for words in document] for document in read_unlabeled(source)]
-    texts = [text for document in documents for text in document]
-    found = iter(ner.batch(texts))
-    entities = 0
-    with out.open("w", encoding="utf-8") as conll:
-        for document in documents:
-            conll.write("-DOCSTART- O\n\n")
-            for text in document:
-                words = segment(text)
-                tags = ["O"] * len(words)
-                for entity in next(found):
-                    inside = [i for i in range(len(words)) if entity.start <= words.starts[i] < entity.end]
-                    tags[inside[0]] = f"B-{entity.label}"
-                    tags[inside[0] + 1 : inside[-1] + 1] = [f"I-{entity.label}"] * (len(inside) - 1)
-                    entities += 1
-                conll.writelines(f"{w} {t}\n" for w, t in zip(words, tags, strict=True))
-                conll.write("\n")
-    return len(texts), entities
+    return write_conll(out, documents, lambda texts: tag_raw(ner, texts))
+
+
+def tag_words(ner: NER, sentences: list[list[str]]) -> list[Tagged]:
+    """The teacher's tags of each sentence's words (each sentence alone)."""
+    return list(zip(sentences, ner.tag(sentences), strict=True))
+
+
+def tag_raw(ner: NER, texts: list[str]) -> list[Tagged]:
+    """nertron's words of each text, tagged with the teacher's entities as a user gets them."""
+    out: list[Tagged] = []
+    for text, found in zip(texts, ner.batch(texts), strict=True):
+        words = segment(text)
+        tags = ["O"] * len(words)
+        for entity in found:
+            inside = [i for i in range(len(words)) if entity.start <= words.starts[i] < entity.end]
+            tags[inside[0]] = f"B-{entity.label}"
+            tags[inside[0] + 1 : inside[-1] + 1] = [f"I-{entity.label}"] * (len(inside) - 1)
+        out.append((list(words), tags))
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
