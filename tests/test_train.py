@@ -222,3 +222,14 @@ def test_bf16_autocast_only_where_the_cpu_computes_it(tmp_path: Path) -> None:
     cpuinfo.write_text("flags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_int8\n")
     assert native_bf16("cpu", cpuinfo)
     assert not native_bf16("cpu", tmp_path / "missing")
+
+
+def test_precision_options() -> None:
+    import argparse
+
+    from nertron_export.train_options import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--model", "m", "--train", "t", "--dev", "d", "--out", "o"]
+    assert [parser.parse_args(base + extra).bf16 for extra in ([], ["--bf16"], ["--fp32"])] == [None, True, False]
