@@ -59,11 +59,11 @@ def main() -> None:
                 flush=True,
             )
         documents = read_conll(CHINESE_DEV)
-        f1 = 100 * evaluate_raw(ner, documents, joiner="", types=CHINESE_TYPES).entity.f1
+        chinese = 100 * evaluate_raw(ner, documents, joiner="", types=CHINESE_TYPES).entity.f1
         shown = CHINESE_DEV.relative_to(DATA.parent.parent)
         print(
-            f"| Chinese (People's Daily dev, raw text, PER/ORG/LOC) | {f1:.2f} | - | `nertron eval --data ../{shown} "
-            "--input raw --join nothing --types PER,ORG,LOC --context sentence` |",
+            f"| Chinese (People's Daily dev, raw text, PER/ORG/LOC) | {chinese:.2f} | - | "
+            f"`nertron eval --data ../{shown} --input raw --join nothing --types PER,ORG,LOC --context sentence` |",
             flush=True,
         )
     cpu = subprocess.run(["bash", "-c", "grep -o 'avx512_vnni\\|avx2' /proc/cpuinfo | sort -u"], capture_output=True)

@@ -131,8 +131,13 @@ def test_mixed_script_offsets_are_exact(text: str) -> None:
             ["삼성전자", "는", "현대자동차", "가", "서울", "에서부터"],
             ["는", "가", "에서부터"],
         ),
-        # names ending in a particle's syllable stay whole: 이 after a vowel, a one-syllable stem, 로 (no rule)
-        ("상하이 하와이 인도 카이로 인도가", ["상하이", "하와이", "인도", "카이로", "인도", "가"], ["가"]),
+        # names ending in a particle's syllable stay whole: 이 after a vowel, a one-syllable stem, 은 after a
+        # vowel (한지은), and the listed ones (김정은, 카이로); 로 follows a vowel or ㄹ
+        (
+            "상하이 하와이 인도 한지은 김정은 카이로 인도가 서울로",
+            ["상하이", "하와이", "인도", "한지은", "김정은", "카이로", "인도", "가", "서울", "로"],
+            ["가", "로"],
+        ),
     ],
 )
 def test_korean_particles_are_cut_off_their_word(text: str, words: list[str], particles: list[str]) -> None:
@@ -152,6 +157,9 @@ def test_words_cut_from_a_run_without_spaces_are_joined() -> None:
     assert linked == {"Angela": WORD_FREE, "华": WORD_FREE, "为": WORD_JOINED, "在": WORD_JOINED, "联合": WORD_JOINED,
                       "国": WORD_JOINED, "กรุงเทพ": WORD_FREE, "2024": WORD_FREE}  # fmt: skip
     assert SegmentedText.split("Angela Merkel in Berlin").links is None
+    assert SegmentedText.split("北京上海广州").links is None  # dictionary words side by side: three places
+    thai = SegmentedText.split("ประชุมที่เจนีวา")  # Thai: ICU's fallback cuts syllables, every cut is linked
+    assert thai.links is not None and thai.links.tolist() == [WORD_FREE] + [WORD_JOINED] * (len(thai) - 1)
 
 
 class EveryTokenTagged:

@@ -233,3 +233,25 @@ def test_precision_options() -> None:
     add_arguments(parser)
     base = ["--model", "m", "--train", "t", "--dev", "d", "--out", "o"]
     assert [parser.parse_args(base + extra).bf16 for extra in ([], ["--bf16"], ["--fp32"])] == [None, True, False]
+
+
+def test_words_without_spaces_are_trained_as_the_sdk_tokenises_them(tiny_checkpoint: Path) -> None:
+    import numpy as np
+    from nertron.io.conll import Document, Sentence
+    from nertron.text import SegmentedText
+    from nertron_export.train_data import encode_documents
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint).backend_tokenizer
+    words = ["华", "为", "在", "联合", "国", "Paris", "부산", "을"]
+    tags = ["B-ORG", "I-ORG", "O", "B-ORG", "I-ORG", "B-LOC", "B-LOC", "O"]
+    (encoded,) = encode_documents(
+        [Document([Sentence(words, tags)])], tokenizer, {"O": 0, "B-ORG": 1, "I-ORG": 2, "B-LOC": 3}
+    )
+    unmarked = SegmentedText.join([words]).unmarked
+    assert unmarked is not None and unmarked.tolist() == [True] * 5 + [False] * 3
+    marker = tokenizer.token_to_id("▁")
+    first = np.r_[True, encoded[0].word_ids[1:] != encoded[0].word_ids[:-1]]
+    pieces = encoded[0].ids[first]
+    assert marker not in pieces[:5].tolist()  # no Chinese word's label sits on a lone "▁"
+    assert encoded[0].labels[first].tolist() == [1, 2, 0, 1, 2, 3, 3, 0]

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from nertron.errors import InvalidValue
 from nertron.io.conll import Document, read_conll
+from nertron.subwords import HFTokenizer
+from nertron.text import SegmentedText
 from tokenizers import Tokenizer
 
 IGNORE = -100
@@ -30,16 +32,21 @@ class EncodedSentence:
 def encode_documents(
     documents: Sequence[Document], tokenizer: Tokenizer, label2id: dict[str, int]
 ) -> list[list[EncodedSentence]]:
-    """Tokenises every sentence once; labels go on first subwords."""
+    """Tokenises every sentence once, as the SDK does (words of scripts without spaces without the word-start
+    marker, ``SegmentedText.unmarked``); labels go on first subwords."""
     sentences = [s for d in documents for s in d.sentences]
     encodings = tokenizer.encode_batch([s.words for s in sentences], is_pretokenized=True, add_special_tokens=False)
+    words_tokenizer = HFTokenizer.of(tokenizer)
     encoded = []
     for sentence, encoding in zip(sentences, encodings, strict=True):
-        word_ids = np.asarray(encoding.word_ids, dtype=np.int64)
+        ids, word_ids = np.asarray(encoding.ids, np.int64), np.asarray(encoding.word_ids, dtype=np.int64)
+        unmarked = SegmentedText.join([sentence.words]).unmarked
+        if unmarked is not None:
+            ids, word_ids = words_tokenizer.encode_words(sentence.words, unmarked)
         labels = np.full(word_ids.size, IGNORE, dtype=np.int64)
         first = np.flatnonzero(np.r_[True, word_ids[1:] != word_ids[:-1]]) if word_ids.size else np.zeros(0, int)
         labels[first] = [label2id[sentence.tags[w]] for w in word_ids[first]]
-        encoded.append(EncodedSentence(np.asarray(encoding.ids, np.int64), labels, word_ids, len(sentence.words)))
+        encoded.append(EncodedSentence(ids, labels, word_ids, len(sentence.words)))
     out, start = [], 0
     for d in documents:
         out.append(encoded[start : start + len(d.sentences)])

@@ -55,7 +55,7 @@ def native_bf16(device: str, cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     if device == "cuda":
         import torch
 
-        return bool(torch.cuda.is_bf16_supported())
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
     try:
         flags = set(cpuinfo.read_text().split())
     except OSError:

@@ -19,7 +19,7 @@ from nertron.tags import to_iob2
 
 @dataclass
 class RawTextReport:
-    """Entity scores on raw text: the gold words joined by spaces (sentences of a document by newlines), cut
+    """Entity scores on raw text: the gold words joined (by spaces, or by nothing; sentences by newlines), cut
     into words by nertron's own segmentation, and scored on character spans. Against the report on the gold
     words, it shows what segmentation costs."""
 

@@ -59,6 +59,13 @@ class HFTokenizer:
         self.tokenizer.no_padding()
         self._unmarked: Any = None  # the same tokenizer without the word-start marker, made on first need
 
+    @classmethod
+    def of(cls, tokenizer: Any) -> HFTokenizer:
+        """A ``tokenizers.Tokenizer`` already loaded (e.g. a transformers tokenizer's backend), as it is."""
+        wrapped = cls.__new__(cls)
+        wrapped.tokenizer, wrapped._unmarked = tokenizer, None  # noqa: SLF001 (its own class)
+        return wrapped
+
     def encode_words(self, words: Sequence[str], unmarked: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         indices = _unmarked_indices(unmarked)
         if not indices:

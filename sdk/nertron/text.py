@@ -9,19 +9,21 @@ Scripts written without spaces between words (Chinese and Japanese: Han, Hiragan
 Myanmar) are cut into words by ICU's dictionary-based word break (``icu4py``, ICU 78), run by run, so
 ``東京是日本的首都`` gives ``東京 是 日本 的 首都``; mixed-script text is cut at each change of script. A name
 the dictionary does not know may be cut in several words (``习近平`` gives ``习 近平``, ``华为`` ``华 为``):
-those words are linked (``SegmentedText.links``, ``WORD_JOINED``), and the decoder keeps an entity of one type
-whole across such a cut, so ``华`` ORG + ``为`` ORG is ``华为`` ORG. Korean is written with spaces, but a case
-particle is glued to its noun (``부산을``, ``서울에서``, ``대구와``): a Hangul word ending in one is cut before it
-(``부산 을``), the particle tokenised as the rest of its word and linked as ``WORD_PARTICLE``, which is never part of an
-entity. The particles are the common case and topic markers, and only where Korean puts them (``이``, ``은``,
-``을`` after a final consonant; ``가``, ``는``, ``를`` after a vowel) and after at least two syllables for a
-one-syllable particle, so names ending in such a syllable stay whole (``상하이``, ``인도``; and four listed by
-name, ``카이로`` among them). Whitespace, control
-and format characters separate words and are never part of one. Words of those scripts are tokenised without
-SentencePiece's word-start marker ``▁`` (``SegmentedText.unmarked``): XLM-R was pre-trained on such text without
-spaces, where pieces rarely start with ``▁``, and a lone ``▁`` piece, not the word's own characters, would carry
-the word's label (first-subword aggregation). A line break ends a sentence: no entity spans two lines. Offsets
-are Python string (code point) indices, so ``text[start:end] == word``.
+where a cut is next to a single character (ICU's fallback for what it does not know; in Thai, Lao, Khmer and
+Myanmar, every cut) the words are linked (``SegmentedText.links``, ``WORD_JOINED``), and the decoder keeps an
+entity of one type whole across such a cut, so ``华`` ORG + ``为`` ORG is ``华为`` ORG. Korean is written with
+spaces, but a case particle is glued to its noun (``부산을``, ``서울에서``, ``대구와``): a Hangul word ending
+in one is cut before it (``부산 을``), the particle tokenised as the rest of its word and linked as
+``WORD_PARTICLE``, which is never part of an entity. The particles are the common case and topic markers, and
+only where Korean puts them (``이``, ``은``, ``을`` after a final consonant; ``가``, ``는``, ``를`` after a
+vowel) and after at least two syllables for a one-syllable particle, so names ending in such a syllable stay
+whole (``상하이``, ``인도``; and a few listed by name, ``김정은`` and ``카이로`` among them; others are cut,
+e.g. a foreign name ending in ``로`` or ``와``). Whitespace, control and format characters separate words and
+are never part of one. Words of those scripts are tokenised without SentencePiece's word-start marker ``▁``
+(``SegmentedText.unmarked``): XLM-R was pre-trained on such text without spaces, where pieces rarely start
+with ``▁``, and a lone ``▁`` piece, not the word's own characters, would carry the word's label (first-subword
+aggregation). A line break ends a sentence: no entity spans two lines. Offsets are Python string (code point)
+indices, so ``text[start:end] == word``.
 """
 
 from __future__ import annotations
@@ -134,7 +136,7 @@ _TOKEN = regex.compile(
 
 
 # Korean particles cut off a Hangul word: (particle, what the syllable before it must end in). Longest first.
-_AFTER_CONSONANT, _AFTER_VOWEL, _AFTER_ANY = "consonant", "vowel", "any"
+_AFTER_CONSONANT, _AFTER_VOWEL, _AFTER_VOWEL_OR_L, _AFTER_ANY = "consonant", "vowel", "vowel or ㄹ", "any"
 _KOREAN_PARTICLES = (
     ("에서부터", _AFTER_ANY),
     ("에서는", _AFTER_ANY),
@@ -162,10 +164,28 @@ _KOREAN_PARTICLES = (
     ("에", _AFTER_ANY),
     ("과", _AFTER_CONSONANT),
     ("와", _AFTER_VOWEL),
-    ("로", _AFTER_VOWEL),
+    ("로", _AFTER_VOWEL_OR_L),
 )
-# Well-known names that end as a particle would, after a stem the rules allow: kept whole.
-_KOREAN_NAMES_LIKE_PARTICLES = frozenset({"카이로", "몬테네그로", "오타와", "아이오와"})
+# Well-known names that end as a particle would, after a stem the rules allow: kept whole. Others are cut
+# (a Korean given name ending in 은 or 이, a foreign one in 로 or 와): the model cannot see the difference either.
+_KOREAN_NAMES_LIKE_PARTICLES = frozenset(
+    {
+        "김정은",
+        "카이로",
+        "몬테네그로",
+        "페드로",
+        "마두로",
+        "카스트로",
+        "오타와",
+        "아이오와",
+        "오키나와",
+        "이시카와",
+        "가나가와",
+        "말라가",
+        "몽펠리에",
+    }
+)
+_RIEUL = 8  # the final consonant ㄹ, after which 로 (not 으로) follows
 _HANGUL_WORD = regex.compile(r"[\uAC00-\uD7A3]{2,}")  # precomposed syllables only: the particles are
 
 
@@ -177,12 +197,18 @@ def _korean_particle(word: str) -> int:
         stem = len(word) - len(particle)
         if not word.endswith(particle) or stem < (2 if len(particle) == 1 else 1):
             continue
-        final_consonant = (ord(word[stem - 1]) - 0xAC00) % 28 != 0
-        if after == _AFTER_ANY or final_consonant == (after == _AFTER_CONSONANT):
+        final = (ord(word[stem - 1]) - 0xAC00) % 28  # the syllable's final consonant, 0: none
+        if (
+            after == _AFTER_ANY
+            or (after == _AFTER_CONSONANT and final != 0)
+            or (after == _AFTER_VOWEL and final == 0)
+            or (after == _AFTER_VOWEL_OR_L and final in (0, _RIEUL))
+        ):
             return len(particle)
     return 0
 
 
+_SYLLABLE_SCRIPT = regex.compile(r"[\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}]")  # a run of these is all of them
 _LINE_BREAK = regex.compile(r"\n")
 _NO_SPACE_WORD = regex.compile(_NO_SPACE_RUN)
 # The root locale: ICU's dictionaries (Chinese/Japanese, Thai, Lao, Khmer, Burmese) apply by script.
@@ -220,7 +246,9 @@ def lone_surrogate(text: str) -> int | None:
 
 
 def split_words(text: str) -> Words:
-    """Splits ``text`` into words (see the module docstring for the rules)."""
+    """Splits ``text`` into words (see the module docstring for the rules). The words alone do not carry their
+    links (``SegmentedText.split`` does): tagged as pre-split words (``NER.tag``), a name cut in pieces or a
+    Korean particle is decoded as the model tags it, not as ``ner(text)`` decodes it."""
     segmented = SegmentedText.split(text)
     return Words(list(segmented), segmented.starts.tolist(), segmented.ends.tolist())
 
@@ -259,7 +287,14 @@ class SegmentedText(Sequence[str]):
                 first = len(offsets) // 2
                 offsets.extend(_dictionary_words(match.group(), match.start()))
                 unmarked.extend(range(first, len(offsets) // 2))
-                links.update(dict.fromkeys(range(first + 1, len(offsets) // 2), WORD_JOINED))
+                syllables = _SYLLABLE_SCRIPT.match(match.group()) is not None
+                for word in range(first + 1, len(offsets) // 2):
+                    # For what its dictionary does not know, ICU falls back to single characters (Chinese,
+                    # Japanese) or syllables (Thai, ...): a cut next to one may be inside a name (华|为, เจ|นี|วา);
+                    # two Chinese dictionary words side by side are two words (北京|上海).
+                    sizes = (offsets[2 * word + 1] - offsets[2 * word], offsets[2 * word - 1] - offsets[2 * word - 2])
+                    if syllables or 1 in sizes:
+                        links[word] = WORD_JOINED
                 continue
             start, end = match.span()
             particle = _korean_particle(match.group()) if _HANGUL_WORD.fullmatch(match.group()) else 0
