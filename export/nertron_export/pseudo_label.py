@@ -40,7 +40,9 @@ def read_unlabeled(path: Path) -> Iterator[list[list[str]]]:
 Tagged = tuple[list[str], list[str]]  # a sentence's words and their tags
 
 
-def write_conll(out: Path, documents: list[list[str]], tag: Callable[[list[str]], list[Tagged]]) -> tuple[int, int]:
+def write_conll(
+    out: Path, documents: list[list[list[str]]], tag: Callable[[list[list[str]]], list[Tagged]]
+) -> tuple[int, int]:
     """Writes the tagged ``documents`` (``tag`` turns all their sentences into words and tags) to ``out``;
     returns (sentences, entities)."""
     tagged = iter(tag([s for d in documents for s in d]))
@@ -59,14 +61,14 @@ def write_conll(out: Path, documents: list[list[str]], tag: Callable[[list[str]]
 
 def pseudo_label(ner: NER, source: Path, out: Path) -> tuple[int, int]:
     """Writes ``out``; returns (sentences, entities)."""
-    documents = [[" ".join(words) for words in document] for document in read_unlabeled(source)]
-    return write_conll(out, documents, lambda texts: tag_words(ner, [t.split(" ") for t in texts]))
+    return write_conll(out, list(read_unlabeled(source)), lambda sentences: tag_words(ner, sentences))
 
 
 def raw_pseudo_label(ner: NER, source: Path, out: Path) -> tuple[int, int]:
     """``pseudo_label`` for a file of raw text lines (``--raw``); returns (sentences, entities)."""
-    documents = [[" ".join(words) for words in document] for document in read_unlabeled(source)]
-    return write_conll(out, documents, lambda texts: tag_raw(ner, texts))
+    return write_conll(
+        out, list(read_unlabeled(source)), lambda sentences: tag_raw(ner, [" ".join(s) for s in sentences])
+    )
 
 
 def tag_words(ner: NER, sentences: list[list[str]]) -> list[Tagged]:

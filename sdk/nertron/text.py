@@ -297,7 +297,9 @@ class SegmentedText(Sequence[str]):
                         links[word] = WORD_JOINED
                 continue
             start, end = match.span()
-            particle = _korean_particle(match.group()) if _HANGUL_WORD.fullmatch(match.group()) else 0
+            word = match.group()
+            # the first character first: no regex call for a word that does not start in Hangul
+            particle = _korean_particle(word) if "\uac00" <= word[0] <= "\ud7a3" and _HANGUL_WORD.fullmatch(word) else 0
             if particle:
                 offsets.extend((start, end - particle))
                 start = end - particle
