@@ -17,7 +17,7 @@ from nertron.model.bundle import Bundle, Manifest, sha256_of
 from nertron.serving.repository import write_repositories
 from nertron.tagging import max_batch_tokens
 from nertron_export.onnx_export import ExportError, export_bundle
-from nertron_export.static_int8 import read_calibration_text
+from nertron_export.static_int8 import read_calibration_text, read_calibration_texts
 from nertron_export.tiny import CONLL_LABELS
 from onnx import numpy_helper
 from transformers import AutoModelForTokenClassification
@@ -257,6 +257,26 @@ def test_calibration_text_in_three_formats(tmp_path: Path) -> None:
     (tmp_path / "empty.txt").write_text("\n\n")
     with pytest.raises(ValueError, match=r"empty\.txt: no text to calibrate on"):
         read_calibration_text(tmp_path / "empty.txt")
+
+
+def test_calibration_text_from_several_files_covers_each(tmp_path: Path) -> None:
+    # the default model's ranges are measured on English CoNLL and unlabeled text in its other languages
+    (tmp_path / "en").mkdir()
+    (tmp_path / "zh").mkdir()
+    english = "-DOCSTART- O\n\n" + "\n\n".join(f"Word{i} O\nhere O" for i in range(6)) + "\n"
+    (tmp_path / "en" / "train.txt").write_text(english)
+    (tmp_path / "zh" / "unlabeled.txt").write_text("默克尔访问北京。\n华为在深圳。\n腾讯。\n")
+    both = read_calibration_texts([tmp_path / "en" / "train.txt", tmp_path / "zh" / "unlabeled.txt"], sentences=2)
+    alone = [
+        read_calibration_text(p, sentences=2)
+        for p in (tmp_path / "en" / "train.txt", tmp_path / "zh" / "unlabeled.txt")
+    ]
+    assert both.texts == alone[0].texts + alone[1].texts
+    assert len(alone[0].texts) == 3 and len(alone[1].texts) == 3  # 2 sentences + 1 document; all 3 lines
+    assert both.description.startswith("en/train.txt (conll, ") and "; zh/unlabeled.txt (txt, " in both.description
+    assert ["华", "为", "在", "深圳", "。"] in both.texts  # cut into words as the SDK cuts Chinese (ICU)
+    with pytest.raises(ValueError, match="calibration data: give at least one file"):
+        read_calibration_texts([])
 
 
 def test_a_checkpoints_sentencepiece_model_ships_when_it_tokenises_as_tokenizer_json(

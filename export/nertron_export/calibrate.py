@@ -2,11 +2,13 @@
 variant's score temperature.
 
     python -m nertron_export.calibrate --train ../shared/data/conll2003/train.txt \\
-        --dev ../shared/data/conll2003/dev.txt [--temperatures-only]
+        [../shared/data/multilingual/es/unlabeled.txt ...] --dev ../shared/data/conll2003/dev.txt \\
+        [--temperatures-only]
 
 The fp32 model runs over windows of CoNLL-2003 *train* text (sentences alone and whole documents, as the
-SDK cuts them; ``nertron_export.static_int8``, the path ``nertron export --quantize int8`` takes too); the range
-of each activation that feeds an int8 MatMul is stored in ``embedded.json``.
+SDK cuts them; ``nertron_export.static_int8``, the path ``nertron export --quantize int8`` takes too) and of
+any further files given (unlabeled text in the other languages the model serves, so their activations are
+inside the ranges too); the range of each activation that feeds an int8 MatMul is stored in ``embedded.json``.
 These are statistics (two numbers per tensor); no text ships. Then both variants are assembled exactly as
 users get them and scored on dev in both contexts; int8 is the default only if it loses at most
 ``--max-f1-loss`` F1 points to fp32 in each, on this CPU (the 7-bit weights make int8 compute the same
@@ -23,6 +25,7 @@ import datetime as dt
 import json
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,24 +36,24 @@ from nertron.io.conll import read_conll
 from nertron.model.default import PACKAGE_DIR, SPEC_FILE, assemble, embedded_spec
 
 from .gate import check_f1_loss
-from .static_int8 import activation_ranges, method, read_calibration_text
+from .static_int8 import activation_ranges, method, read_calibration_texts
 
 
 def calibrate_default(
-    train: Path, dev: Path, *, package_dir: Path = PACKAGE_DIR, sentences: int = 1200, documents: int = 150,
+    train: Sequence[Path], dev: Path, *, package_dir: Path = PACKAGE_DIR, sentences: int = 1200, documents: int = 150,
     seed: int = 0, max_f1_loss: float = 0.3,
 ) -> dict[str, Any]:  # fmt: skip
-    """Measures the activation ranges, stores them in ``embedded.json``, scores both variants on ``dev`` and
-    sets the default precision by the gate; returns the updated spec."""
+    """Measures the activation ranges over ``train`` (one file or more), stores them in ``embedded.json``,
+    scores both variants on ``dev`` and sets the default precision by the gate; returns the updated spec."""
     spec = embedded_spec(package_dir)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32"
         assemble(package_dir, fp32, "fp32", log=lambda m: print(m, flush=True))
-        calibration = read_calibration_text(train, sentences=sentences, documents=documents, seed=seed)
+        calibration = read_calibration_texts(train, sentences=sentences, documents=documents, seed=seed)
         ranges, windows = activation_ranges(onnx.load(str(fp32 / "model.onnx")), fp32, calibration.texts)
         spec["activation_ranges"] = ranges
         spec["calibration"] = {
-            "data": f"CoNLL-2003 {calibration.description}; {windows} windows",
+            "data": f"{calibration.description}; {windows} windows",
             "method": method(),
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
@@ -110,10 +113,12 @@ def _write(package_dir: Path, spec: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train", required=True, type=Path, help="CoNLL file the ranges are measured on")
+    parser.add_argument(
+        "--train", required=True, type=Path, nargs="+", help="CoNLL or text files the ranges are measured on"
+    )
     parser.add_argument("--dev", required=True, type=Path, help="CoNLL file both variants are scored on")
-    parser.add_argument("--sentences", type=int, default=1200, help="train sentences to calibrate on, alone")
-    parser.add_argument("--documents", type=int, default=150, help="train documents to calibrate on, whole")
+    parser.add_argument("--sentences", type=int, default=1200, help="sentences (texts) per file, alone")
+    parser.add_argument("--documents", type=int, default=150, help="documents per CoNLL file, whole")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-f1-loss", type=float, default=0.3, help="F1 points int8 may lose vs fp32")
     parser.add_argument(

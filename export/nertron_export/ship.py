@@ -12,6 +12,7 @@ import argparse
 import datetime as dt
 import json
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,14 @@ def training_record(checkpoint: Path) -> dict[str, Any] | None:
 
 
 def ship(
-    checkpoint: Path, train: Path, dev: Path, out: Path, *, name: str, max_f1_loss: float, max_length: int | None
+    checkpoint: Path,
+    train: Sequence[Path],
+    dev: Path,
+    out: Path,
+    *,
+    name: str,
+    max_f1_loss: float,
+    max_length: int | None,
 ) -> dict[str, Any]:
     training = training_record(checkpoint)
     if max_length is None and training:
@@ -129,14 +137,17 @@ def ship(
         if training:
             spec["training"] = training
         (out / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
-    # The int8 variant: activation ranges measured on train, both variants scored on dev, int8 gated.
+    # The int8 variant: activation ranges measured on train (and any text files given), both variants scored
+    # on dev, int8 gated.
     return calibrate_default(train, dev, package_dir=out, max_f1_loss=max_f1_loss)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, type=Path)
-    parser.add_argument("--train", required=True, type=Path, help="CoNLL file the int8 ranges are measured on")
+    parser.add_argument(
+        "--train", required=True, type=Path, nargs="+", help="CoNLL or text files the int8 ranges are measured on"
+    )
     parser.add_argument("--dev", required=True, type=Path)
     parser.add_argument("--out", type=Path, default=PACKAGE_DIR)
     parser.add_argument("--name", default="xlmr-e5small-conll03")
