@@ -16,6 +16,7 @@ from nertron.entity import Entity
 from nertron.model.bundle import Bundle, Manifest, sha256_of
 from nertron.serving.repository import write_repositories
 from nertron.tagging import max_batch_tokens
+from nertron_export.gate import check_f1_loss
 from nertron_export.onnx_export import ExportError, export_bundle
 from nertron_export.static_int8 import read_calibration_text, read_calibration_texts
 from nertron_export.tiny import CONLL_LABELS
@@ -160,6 +161,15 @@ def test_int8_f1_gate_refuses_a_lossy_model(tiny_checkpoint: Path, tmp_path: Pat
     quantization = Bundle.load(report.bundle).manifest.provenance["quantization"]
     assert Bundle.load(report.bundle).manifest.precision == "int8" and quantization["method"] == "dynamic"
     assert set(quantization["gate"]["f1_int8"]) == {"sentence", "document"}
+
+
+def test_the_f1_gate_allows_a_loss_of_exactly_the_allowance() -> None:
+    # 94.79 - 94.49 is 0.30000000000001 in floating point: the gate compares the loss as the F1s are given
+    assert check_f1_loss(94.79, 94.49, 0.3) is None
+    assert check_f1_loss(94.79, 94.48, 0.3, raise_error=False) == (
+        "the int8 model loses 0.31 F1 points (fp32 94.79, int8 94.48), more than the allowed 0.30; "
+        "ship fp32 or raise --max-f1-loss"
+    )
 
 
 def _alone_and_batched(bundle: Path) -> tuple[list[list[Entity]], list[list[list[Entity]]]]:
