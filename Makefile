@@ -73,14 +73,18 @@ check-wheel: setup
 #    unlabeled text (teacher); a student starts from the English weights and trains on English gold + those
 #    tags (2 epochs, moving average of the weights), selected on the mean dev F1 of English, Spanish, Dutch and
 #    German; it then tags the same text again (fp32 export), and a second student, again from the English
-#    weights, trains one epoch on English gold + the new tags. nertron_export.ship packs it (ONNX export,
-#    int8 activation ranges and gate on English dev, score temperatures; ~15 minutes). No dev set is trained on.
+#    weights, trains one epoch on English gold + the new tags; nertron_export.ship packs it (ONNX export,
+#    int8 activation ranges and gate on English dev, score temperatures; ~15 minutes).
+# 3. English back, and Chinese (about 45 minutes): the stage-2 model tags the Spanish, Dutch and Chinese
+#    unlabeled text (Chinese as raw text, in the SDK's words); a student starts from the mean of the English
+#    and stage-2 weights (`nertron average`) and trains one epoch (fp32) on English gold + those tags, selected
+#    as in stage 2; nertron_export.ship packs it as the default model. No dev set is trained on.
 CONLL ?= ../shared/data/conll2003
 MULTILINGUAL ?= ../shared/data/multilingual
 ENGLISH_PACKAGE ?= $(ARTIFACTS)/english-package
-# --bf16: the shipped model was trained with bf16 autocast (on a CPU with AMX). `nertron train` now uses bf16
-# only where the CPU computes it natively; emulated (AVX2) it is ~20x slower than --fp32, which trains a
-# close but different model.
+# --bf16: stages 1 and 2 were trained with bf16 autocast (on a CPU with AMX), stage 3 in fp32 (on AVX2).
+# `nertron train` uses bf16 only where the CPU computes it natively; emulated (AVX2) it is ~20x slower than
+# --fp32, which trains a close but different model.
 TRAIN := $(VENV)/bin/nertron train --model $(ARTIFACTS)/base --train $(CONLL)/train.txt --dev $(CONLL)/dev.txt \
 	--batch-size 8 --lr 1e-4 --head-lr 5e-4 --max-length 256 --single-fraction 0.3 --seed 42 --patience 3 --bf16
 DEV_SETS := $(CONLL)/dev.txt $(MULTILINGUAL)/es/dev.txt $(MULTILINGUAL)/nl/dev.txt $(MULTILINGUAL)/de/dev.txt
@@ -93,10 +97,9 @@ $(ENGLISH_PACKAGE)/embedded.json: | $(STAMP)
 	$(PY) -m nertron_export.ship --checkpoint $(ARTIFACTS)/english --train $(CONLL)/train.txt \
 		--dev $(CONLL)/dev.txt --out $(ENGLISH_PACKAGE)
 
-# the pseudo-labelled files follow, as further --train files
-SELF_TRAIN := $(VENV)/bin/nertron train --model $(ARTIFACTS)/english-unpacked --dev $(DEV_SETS) --batch-size 8 \
-	--lr 5e-5 --head-lr 1e-4 --max-length 256 --single-fraction 0.3 --seed 42 --ema 0.999 --select mean --bf16 \
-	--train $(CONLL)/train.txt
+# the pseudo-labelled files follow, as further --train files; then --model, the precision, --out, --epochs
+STUDENT := $(VENV)/bin/nertron train --dev $(DEV_SETS) --batch-size 8 --lr 5e-5 --head-lr 1e-4 --max-length 256 \
+	--single-fraction 0.3 --seed 42 --ema 0.999 --select mean --train $(CONLL)/train.txt
 PSEUDO_LABEL := $(PY) -m nertron_export.pseudo_label
 
 default-model: setup $(ENGLISH_PACKAGE)/embedded.json
@@ -106,14 +109,29 @@ default-model: setup $(ENGLISH_PACKAGE)/embedded.json
 		$(PSEUDO_LABEL) --package $(ENGLISH_PACKAGE) --text $(MULTILINGUAL)/$$lang/unlabeled.txt \
 			--out $(ARTIFACTS)/pseudo/$$lang.conll || exit 1; \
 	done
-	$(SELF_TRAIN) $(ARTIFACTS)/pseudo/es.conll $(ARTIFACTS)/pseudo/nl.conll --out $(ARTIFACTS)/run-multilingual --epochs 2
+	$(STUDENT) $(ARTIFACTS)/pseudo/es.conll $(ARTIFACTS)/pseudo/nl.conll --model $(ARTIFACTS)/english-unpacked --bf16 \
+		--out $(ARTIFACTS)/run-multilingual --epochs 2
 	$(VENV)/bin/nertron export --model $(ARTIFACTS)/run-multilingual/best --out $(ARTIFACTS)/round1-bundle
 	for lang in es nl; do \
 		$(PSEUDO_LABEL) --model $(ARTIFACTS)/round1-bundle --text $(MULTILINGUAL)/$$lang/unlabeled.txt \
 			--out $(ARTIFACTS)/pseudo-2/$$lang.conll || exit 1; \
 	done
-	$(SELF_TRAIN) $(ARTIFACTS)/pseudo-2/es.conll $(ARTIFACTS)/pseudo-2/nl.conll --out $(ARTIFACTS)/run-multilingual-2 --epochs 1
+	$(STUDENT) $(ARTIFACTS)/pseudo-2/es.conll $(ARTIFACTS)/pseudo-2/nl.conll --model $(ARTIFACTS)/english-unpacked --bf16 \
+		--out $(ARTIFACTS)/run-multilingual-2 --epochs 1
 	$(PY) -m nertron_export.ship --checkpoint $(ARTIFACTS)/run-multilingual-2/best --train $(CONLL)/train.txt \
+		--dev $(CONLL)/dev.txt --name xlmr-e5small-ner-multilingual --out $(ARTIFACTS)/stage2-package
+	for lang in es nl; do \
+		$(PSEUDO_LABEL) --package $(ARTIFACTS)/stage2-package --text $(MULTILINGUAL)/$$lang/unlabeled.txt \
+			--out $(ARTIFACTS)/pseudo-3/$$lang.conll || exit 1; \
+	done
+	$(PSEUDO_LABEL) --package $(ARTIFACTS)/stage2-package --raw --text $(MULTILINGUAL)/zh/unlabeled.txt \
+		--out $(ARTIFACTS)/pseudo-3/zh.conll
+	$(PY) -m nertron_export.unpack --package $(ARTIFACTS)/stage2-package --base $(ARTIFACTS)/base \
+		--out $(ARTIFACTS)/stage2-unpacked
+	$(VENV)/bin/nertron average --out $(ARTIFACTS)/soup $(ARTIFACTS)/english-unpacked $(ARTIFACTS)/stage2-unpacked
+	$(STUDENT) $(ARTIFACTS)/pseudo-3/es.conll $(ARTIFACTS)/pseudo-3/nl.conll $(ARTIFACTS)/pseudo-3/zh.conll \
+		--model $(ARTIFACTS)/soup --fp32 --out $(ARTIFACTS)/run-3 --epochs 1
+	$(PY) -m nertron_export.ship --checkpoint $(ARTIFACTS)/run-3/best --train $(CONLL)/train.txt \
 		--dev $(CONLL)/dev.txt --name xlmr-e5small-ner-multilingual
 
 # Re-pins every dependency (and build dependency) to the newest release; run `make test` after it.
