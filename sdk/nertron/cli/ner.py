@@ -151,7 +151,7 @@ class ScoreRange:
 
     def add(self, entities: list[Entity]) -> None:
         self.found += len(entities)
-        self.highest = max((entity.score for entity in entities), default=self.highest)
+        self.highest = max([self.highest, *(entity.score for entity in entities)])
 
 
 STDIN = Path("-")
