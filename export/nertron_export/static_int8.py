@@ -66,19 +66,23 @@ def read_calibration_text(
     if not texts:
         raise InvalidValue(f"calibration data {path}: no text to calibrate on")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    where = f"{path.parent.name}/{path.name} ({text_format}, sha256 {digest}...)"
-    return CalibrationText(texts, f"{where}: {what}, in a random order (seed {seed})")
+    return CalibrationText(
+        texts, f"{path.name} ({text_format}, sha256 {digest}...): {what}, in a random order (seed {seed})"
+    )
 
 
 def read_calibration_texts(
     paths: Sequence[Path], *, sentences: int = SENTENCES, documents: int = DOCUMENTS, seed: int = 0
 ) -> CalibrationText:
-    """Each of ``paths`` read as ``read_calibration_text`` reads it (each gives its own ``sentences`` and
-    ``documents``), their texts one after another: ranges that cover every language the model will see."""
+    """Each of ``paths`` read as ``read_calibration_text`` reads it (each file its own sample), their texts one
+    after another; the description names each file with its folder (``es/unlabeled.txt``)."""
+    if isinstance(paths, str | Path):
+        paths = [paths]
     if not paths:
         raise InvalidValue("calibration data: give at least one file")
     parts = [read_calibration_text(p, sentences=sentences, documents=documents, seed=seed) for p in paths]
-    return CalibrationText([t for p in parts for t in p.texts], "; ".join(p.description for p in parts))
+    described = (f"{Path(p).parent.name}/{part.description}" for p, part in zip(paths, parts, strict=True))
+    return CalibrationText([t for part in parts for t in part.texts], "; ".join(described))
 
 
 _TAG = re.compile(rb"^(O|[BIES]-\S+)$")
