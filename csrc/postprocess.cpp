@@ -322,8 +322,9 @@ Spans PostProcessor::decode(const int32_t* labels, const float* scores, const in
                 tag = labels_.prefix(labels[offset + i]);
                 type = labels_.type(labels[offset + i]);
             }
-            if (link == WordLink::Joined && tag != Prefix::O && prev != Prefix::O && type == prev_type) {
-                // The same entity, cut by the segmenter: it goes on (B-X reads as I-X, S-X as E-X).
+            if (link == WordLink::Joined && tag != Prefix::O && prev != Prefix::O) {
+                // One word, cut by the segmenter: its entity goes on (B-X reads as I-X, S-X as E-X) with the
+                // first piece's type, as a word takes its first subword's label.
                 score_sum += scores[offset + i];
                 prev = (tag == Prefix::B || tag == Prefix::I) ? Prefix::I : Prefix::E;
                 continue;

@@ -56,7 +56,7 @@ class LabelTable {
 enum class WordLink : uint8_t {
     Free = 0,      // a word of its own: tags alone decide where entities start and end
     Joined = 1,    // cut from the previous word inside a run written without spaces (ICU's dictionary cut
-                   // 华为 into 华|为): an entity of the same type on both sides of the cut is one entity
+                   // 华为 into 华|为): entities on both sides of the cut are one, of the first one's type
     Particle = 2,  // a grammatical ending split off the previous word (Korean 부산|을): never in an entity
 };
 
@@ -100,8 +100,8 @@ class PostProcessor {
     // type; E-X and S-X end one. Label -1 counts as O. word_start_char / word_end_char (optional, flat
     // like labels) give each word's [start, end) character offsets, from which span offsets are taken.
     // word_links (optional, flat like labels; values of WordLink) keep an entity whole across the
-    // segmenter's cuts: a Joined word of the same type as the word before continues its entity, whatever
-    // its prefix; a Particle word reads as O.
+    // segmenter's cuts: a Joined word in an entity continues the entity of the word before, whatever its
+    // prefix and type (the entity keeps its first piece's type); a Particle word reads as O.
     Spans decode(const int32_t* labels, const float* scores, const int64_t* row_words, int64_t num_rows,
                  const int64_t* word_start_char, const int64_t* word_end_char,
                  const uint8_t* word_links = nullptr) const;

@@ -213,6 +213,15 @@ void test_word_links() {
     check(spans.first_word == std::vector<int64_t>({0, 2, 4, 5, 7, 8}), "links: starts");
     check(spans.end_word == std::vector<int64_t>({2, 3, 5, 6, 8, 9}), "links: ends");
     check(std::fabs(spans.score[0] - 0.75f) < 1e-6, "links: a joined entity's score is its words' mean");
+    // 默|克尔 (joined) B-PER then B-LOC -> one PER: a cut word's type is its first piece's; a free B-LOC after
+    // it starts anew.
+    const std::vector<int32_t> mixed = {1, 3, 3};
+    const std::vector<uint8_t> mixed_links = {0, joined, 0};
+    const std::vector<int64_t> three_words = {3};
+    spans = pp.decode(mixed.data(), scores.data(), three_words.data(), 1, nullptr, nullptr, mixed_links.data());
+    check(spans.first_word == std::vector<int64_t>({0, 2}) && spans.end_word == std::vector<int64_t>({2, 3}) &&
+              spans.type == std::vector<int32_t>({0, 1}),
+          "links: a joined word of another type continues the entity, with the first piece's type");
     // BIOES: S-X then a joined S-X is one entity that still ends there (a free I-X after it starts anew).
     const PostProcessor bioes({"O", "S-PER", "B-PER", "I-PER", "E-PER"}, Aggregation::First);
     const std::vector<int32_t> tags = {1, 1, 3};

@@ -4,13 +4,13 @@ whole-word entities the default model must find in them: shared by the in-proces
 from __future__ import annotations
 
 # text -> (entity text, label) pairs that must be among the entities found. 马克龙 is two dictionary words
-# (马克 龙) that the model tags as one entity; 特朗普 and 拜登 are cut into characters, which the decoder keeps
-# together (word links). Korean particles are cut off (부산을 -> 부산). Known misses (MODEL_CARD.md): 习近平 (the
-# English-only model found it whole) and 默克尔, which the shipped model tags 默 PER + 克尔 LOC (stage 2 found it).
+# (马克 龙) that the model tags as one entity; 特朗普, 拜登 and 默克尔 are cut into pieces, which the decoder keeps
+# together (word links: 默 PER + 克尔 LOC is 默克尔 PER, the first piece's type). Korean particles are cut off
+# (부산을 -> 부산). Known miss (MODEL_CARD.md): 习近平 (the English-only model found it whole).
 WHOLE_WORD_ENTITIES: dict[str, list[tuple[str, str]]] = {
     "习近平在北京会见了法国总统马克龙。": [("北京", "LOC"), ("马克龙", "PER")],
     "昨天\uff0c微软在上海发布了新产品。": [("上海", "LOC")],
-    "普京在莫斯科会见了默克尔。": [("普京", "PER"), ("莫斯科", "LOC")],
+    "普京在莫斯科会见了默克尔。": [("普京", "PER"), ("莫斯科", "LOC"), ("默克尔", "PER")],
     "特朗普和拜登在华盛顿辩论。": [("特朗普", "PER"), ("拜登", "PER"), ("华盛顿", "LOC")],
     "부산을 떠난 손흥민은 런던에서 뛰었다.": [("부산", "LOC"), ("손흥민", "PER"), ("런던", "LOC")],
     "東京は日本の首都です。": [("東京", "LOC"), ("日本", "LOC")],

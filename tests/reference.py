@@ -100,15 +100,15 @@ def get_entities(tags: Sequence[str]) -> list[tuple[str, int, int]]:
 
 def linked_tags(tags: Sequence[str], links: Sequence[int]) -> list[str]:
     """``tags`` rewritten as the decoder reads them with word links (0 free, 1 joined, 2 particle): a particle
-    is O; a joined word of the previous word's type continues its entity (its B- read as I-, S- as E-, and the
-    previous word's E- as I-, S- as B-)."""
+    is O; a joined word in an entity continues the previous word's entity, with that entity's type (its B- read
+    as I-, S- as E-, and the previous word's E- as I-, S- as B-)."""
     out: list[str] = []
     for tag, link in zip(tags, links, strict=True):
         if link == 2:
             tag = "O"
-        elif link == 1 and tag != "O" and out and out[-1] != "O" and out[-1][2:] == tag[2:]:
+        elif link == 1 and tag != "O" and out and out[-1] != "O":
             out[-1] = {"E": "I", "S": "B"}.get(out[-1][0], out[-1][0]) + out[-1][1:]
-            tag = {"B": "I", "S": "E"}.get(tag[0], tag[0]) + tag[1:]
+            tag = {"B": "I", "S": "E"}.get(tag[0], tag[0]) + out[-1][1:]
         out.append(tag)
     return out
 
