@@ -15,7 +15,7 @@ class Aggregation(enum.Enum):
 
 # decode's word_links: how a word stands to the word before it (csrc/postprocess.hpp, WordLink)
 WORD_FREE: int  # a word of its own
-WORD_JOINED: int  # cut from the previous word in a run without spaces: a same-type entity goes on across the cut
+WORD_JOINED: int  # cut from the previous word in a run without spaces: an entity goes on across the cut (first type)
 WORD_PARTICLE: int  # a grammatical ending split off the previous word (Korean 부산|을): never in an entity
 
 class Spans:

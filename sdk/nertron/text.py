@@ -11,7 +11,8 @@ Myanmar) are cut into words by ICU's dictionary-based word break (``icu4py``, IC
 the dictionary does not know may be cut in several words (``习近平`` gives ``习 近平``, ``华为`` ``华 为``):
 where a cut is next to a single character (ICU's fallback for what it does not know; in Thai, Lao, Khmer and
 Myanmar, every cut) the words are linked (``SegmentedText.links``, ``WORD_JOINED``), and the decoder keeps an
-entity of one type whole across such a cut, so ``华`` ORG + ``为`` ORG is ``华为`` ORG. Korean is written with
+entity whole across such a cut, with its first piece's type: ``华`` ORG + ``为`` ORG is ``华为`` ORG, ``默`` PER
++ ``克尔`` LOC is ``默克尔`` PER. Korean is written with
 spaces, but a case particle is glued to its noun (``부산을``, ``서울에서``, ``대구와``): a Hangul word ending
 in one is cut before it (``부산 을``), the particle tokenised as the rest of its word and linked as
 ``WORD_PARTICLE``, which is never part of an entity. The particles are the common case and topic markers, and
