@@ -57,6 +57,16 @@ def test_average_cli_and_its_errors(tiny_checkpoint: Path, tmp_path: Path, capsy
     assert "averaged 2 checkpoints" in capsys.readouterr().out
     assert training_record(tmp_path / "ab") is None  # runs without a train_log.json: nothing to report
 
+    # a run's checkpoint and an unpacked package differ in how transformers loaded them, not in the tokenizer
+    loaded = tuned_copy(tiny_checkpoint, tmp_path / "loaded", 2.0)
+    settings = json.loads((loaded / "tokenizer_config.json").read_text())
+    (loaded / "tokenizer_config.json").write_text(json.dumps({**settings, "is_local": True, "local_files_only": True}))
+    assert main(["average", "--out", str(tmp_path / "a-loaded"), str(a), str(loaded)]) == 0
+    capsys.readouterr()
+    retokenized = tmp_path / "retokenized"
+    shutil.copytree(tiny_checkpoint, retokenized)
+    (retokenized / "tokenizer_config.json").write_text(json.dumps({**settings, "model_max_length": 7}))
+
     other = tmp_path / "other"
     shutil.copytree(tiny_checkpoint, other)
     config = json.loads((other / "config.json").read_text())
@@ -70,6 +80,7 @@ def test_average_cli_and_its_errors(tiny_checkpoint: Path, tmp_path: Path, capsy
         ([str(a), str(broken)], "broken/model.safetensors is not a readable safetensors file"),
         ([str(a), str(tmp_path / "missing")], "missing is not an HF checkpoint"),
         ([str(a), str(other)], "other/config.json differs"),
+        ([str(a), str(retokenized)], "retokenized/tokenizer_config.json differs"),
     ]
     for checkpoints, why in cases:
         assert main(["average", "--out", str(tmp_path / "bad"), *checkpoints]) == 2

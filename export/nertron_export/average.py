@@ -29,6 +29,9 @@ WEIGHTS = "model.safetensors"
 RECORD = "average.json"
 # Written by transformers itself, so checkpoints saved by different versions may differ in them.
 IGNORED_CONFIG_KEYS = ("_name_or_path", "transformers_version")
+# Written into tokenizer_config.json by transformers when a checkpoint was loaded from a local folder (a run's
+# checkpoints have them, an unpacked package does not): how it was loaded, not what it tokenises.
+IGNORED_TOKENIZER_KEYS = ("is_local", "local_files_only")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "sentencepiece.bpe.model")
 AVERAGE_FILES = frozenset({WEIGHTS, "config.json", RECORD, *TOKENIZER_FILES})  # what an average writes
 
@@ -47,8 +50,7 @@ def average_checkpoints(checkpoints: Sequence[str | Path], out: str | Path) -> P
         if _config(path) != config:
             raise InvalidValue(f"checkpoints: {path}/config.json differs from {first}/config.json")
         for name in TOKENIZER_FILES:
-            theirs = (path / name).read_bytes() if (path / name).is_file() else None
-            if (first / name).is_file() and (first / name).read_bytes() != theirs:
+            if (first / name).is_file() and _tokenizer_file(first, name) != _tokenizer_file(path, name):
                 raise InvalidValue(f"checkpoints: {path}/{name} differs from {first}/{name}")
     out = Path(out)
     for path in paths:
@@ -105,6 +107,17 @@ def _load(checkpoint: Path) -> dict[str, np.ndarray]:
 def _config(path: Path) -> dict[str, Any]:
     config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     return {k: v for k, v in config.items() if k not in IGNORED_CONFIG_KEYS}
+
+
+def _tokenizer_file(path: Path, name: str) -> Any:
+    """What ``path``'s tokenizer file ``name`` says, for comparison: its bytes, or for tokenizer_config.json its
+    settings without the keys of IGNORED_TOKENIZER_KEYS; None if it is missing."""
+    if not (path / name).is_file():
+        return None
+    if name != "tokenizer_config.json":
+        return (path / name).read_bytes()
+    settings = json.loads((path / name).read_text(encoding="utf-8"))
+    return {k: v for k, v in settings.items() if k not in IGNORED_TOKENIZER_KEYS}
 
 
 def _describe(path: Path) -> dict[str, Any]:
