@@ -37,11 +37,13 @@ def encode_documents(
     sentences = [s for d in documents for s in d.sentences]
     encodings = tokenizer.encode_batch([s.words for s in sentences], is_pretokenized=True, add_special_tokens=False)
     words_tokenizer = HFTokenizer.of(tokenizer)
+    all_unmarked = SegmentedText.join([s.words for s in sentences]).unmarked  # one pass over every word
+    ends = np.cumsum([len(s.words) for s in sentences])
     encoded = []
-    for sentence, encoding in zip(sentences, encodings, strict=True):
+    for sentence, encoding, end in zip(sentences, encodings, ends.tolist(), strict=True):
         ids, word_ids = np.asarray(encoding.ids, np.int64), np.asarray(encoding.word_ids, dtype=np.int64)
-        unmarked = SegmentedText.join([sentence.words]).unmarked
-        if unmarked is not None:
+        unmarked = None if all_unmarked is None else all_unmarked[end - len(sentence.words) : end]
+        if unmarked is not None and unmarked.any():
             ids, word_ids = words_tokenizer.encode_words(sentence.words, unmarked)
         labels = np.full(word_ids.size, IGNORE, dtype=np.int64)
         first = np.flatnonzero(np.r_[True, word_ids[1:] != word_ids[:-1]]) if word_ids.size else np.zeros(0, int)
