@@ -84,6 +84,14 @@ def test_export_and_ner_as_commands(tiny_checkpoint: Path, tmp_path: Path) -> No
         (["--calibration-data", "{text}"], "--calibration-data sets the activation ranges of --quantize int8"),
         (["--gate-data", "{text}"], "--gate-data checks an int8 model against fp32: it needs --quantize"),
         (["--quantize", "int8", "--calibration-data", "{missing}", "--gate-data", "{text}"], "is not a file"),
+        (  # each of several calibration files is checked
+            ["--quantize", "int8", "--calibration-data", "{text}", "{missing}", "--gate-data", "{text}"],
+            "--calibration-data {missing} is not a file",
+        ),
+        (  # the model, before minutes of export
+            ["--quantize", "int8", "--calibration-data", "{text}", "--gate-data", "{text}"],
+            "model {never_read}: no such folder (and not a hub id)",
+        ),
     ],
 )
 def test_export_names_what_static_int8_lacks(
@@ -95,7 +103,8 @@ def test_export_names_what_static_int8_lacks(
     argv += [o.format(text=text, missing=tmp_path / "missing.txt") for o in options]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert message in err and len(err.strip().splitlines()) == 1
+    expected = message.format(missing=tmp_path / "missing.txt", never_read=tmp_path / "never-read")
+    assert expected in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "b").exists()  # refused before anything was written
 
 

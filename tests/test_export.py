@@ -200,16 +200,20 @@ def test_optimized_static_int8_fuses_attention_only_and_stays_batch_independent(
     tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
     (tmp_path / "calibration.txt").write_text(CALIBRATION_TEXT)
+    (tmp_path / "more.txt").write_text("Die Kanzlerin sprach in Hamburg.\n")
     (tmp_path / "gate.txt").write_text(GATE_DATA)
     report = export_bundle(
         tiny_checkpoint,
         tmp_path / "bundle",
         optimize=True,
         quantize="int8",
-        calibration_data=tmp_path / "calibration.txt",
+        calibration_data=[tmp_path / "calibration.txt", tmp_path / "more.txt"],  # several files, each sampled
         gate_data=tmp_path / "gate.txt",
         max_f1_loss=100.0,
     )
+    calibrated_on = report.quantization["calibration"]["data"]
+    assert f"{tmp_path.name}/calibration.txt (txt, " in calibrated_on
+    assert f"; {tmp_path.name}/more.txt (txt, " in calibrated_on
     # MultiHeadAttention (its Q, K, V MatMuls quantised); SkipLayerNormalization is slower on CPU, so not fused
     assert report.fused_ops.get("MultiHeadAttention") == 2 and "SkipLayerNormalization" not in report.fused_ops
     ops = [n.op_type for n in onnx.load(str(report.bundle / "model.onnx")).graph.node]

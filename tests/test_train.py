@@ -181,6 +181,32 @@ def test_an_out_folder_over_an_input_is_refused_before_anything_loads(
     assert sorted(p.name for p in model.iterdir()) == [] and dev.is_file()
 
 
+def test_a_model_or_option_no_run_can_use_is_refused_in_one_line_before_anything_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    dev = write_conll(tmp_path / "dev.txt", 1)
+    (tmp_path / "empty").mkdir()
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text("{}")
+    for model, options, message in (
+        (tmp_path / "missing", [], f"--model {tmp_path / 'missing'}: no such folder (and not a hub id)"),
+        (tmp_path / "empty", [], f"--model {tmp_path / 'empty'}: the folder has no config.json"),
+        (dev, [], f"--model {dev}: a file, not a checkpoint folder or a hub id"),
+        ("no-such/hub-model", [], "--model no-such/hub-model: no such folder, and no hub model of that id in the"),
+        (checkpoint, ["--epochs", "0"], "--epochs 0: must be >= 1"),
+        (checkpoint, ["--lr", "nan"], "--lr nan: must be in (0, 1)"),
+        (checkpoint, ["--single-fraction", "1.5"], "--single-fraction 1.5: must be in [0, 1]"),
+    ):
+        argv = ["train", "--model", str(model), "--train", str(dev), "--dev", str(dev), *options]
+        assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and err[0].startswith(f"nertron train: error: {message}"), err
+    assert not (tmp_path / "out").exists()
+
+
 def test_raw_text_is_pseudo_labelled_as_a_user_gets_its_entities(tiny_bundle: Path, tmp_path: Path) -> None:
     from nertron.pipeline import segment
 

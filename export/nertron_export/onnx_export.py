@@ -14,6 +14,7 @@ import datetime as dt
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +32,13 @@ from .errors import ExportError
 from .gate import check_f1_loss
 from .gate import f1_gate as _f1_gate  # a name of this module, so that a test can replace the gate
 from .model_info import model_max_length, special_tokens
+from .model_source import check_model_source
 from .onnx_graph import export_onnx, optimize_onnx, save_onnx
 from .parity import SAMPLE_TEXTS, max_diff, run_onnx, sample_inputs
 from .quantize import quantize_dynamic, quantize_static_int8
 from .report import ExportReport
 from .sentencepiece_detect import SENTENCEPIECE_FILE, detect_sentencepiece
-from .static_int8 import CalibrationText, read_calibration_text
+from .static_int8 import CalibrationText, read_calibration_text, read_calibration_texts
 
 __all__ = [
     "QUANTIZATIONS",
@@ -61,7 +63,7 @@ def export_bundle(
     scheme: str | None = None,
     max_length: int | None = None,
     atol: float = 1e-4,
-    calibration_data: str | Path | None = None,
+    calibration_data: str | Path | Sequence[str | Path] | None = None,
     gate_data: str | Path | None = None,
     max_f1_loss: float = 0.3,
     temperature_data: str | Path | None = None,
@@ -76,24 +78,35 @@ def export_bundle(
     ``nertron calibrate`` does.
 
     ``quantize="int8"`` (static: a text's result does not depend on its batch-mates) needs ``calibration_data``
-    (text like what the model will see: plain text, JSONL or CoNLL, e.g. the training set; see
-    ``nertron_export.static_int8``) and ``gate_data`` (a labelled CoNLL file, e.g. dev): the int8 model is refused
+    (text like what the model will see: plain text, JSONL or CoNLL, e.g. the training set; one file or several,
+    e.g. one per language, each sampled alike; see ``nertron_export.static_int8``) and ``gate_data`` (a labelled
+    CoNLL file, e.g. dev): the int8 model is refused
     (``ExportError``, no bundle left) when its entity F1, sentences alone or documents whole, is more than
     ``max_f1_loss`` points below fp32's. ``"int8-dynamic"`` is gated when ``gate_data`` is given.
     """
-    _check_options(opset, quantize, fp16, calibration_data, gate_data)
+    calibration_files = _files(calibration_data, "calibration_data")
+    _check_options(opset, quantize, fp16, calibration_files, gate_data)
+    check_model_source(model, "model")
+    files = calibration_files or []
+    named_files = {"calibration_data" if len(files) == 1 else f"calibration_data[{i}]": p for i, p in enumerate(files)}
     check_bundle_target(
         Path(out),
         {
             "model": model,
-            "calibration_data": calibration_data,
+            **named_files,
             "gate_data": gate_data,
             "temperature_data": temperature_data,
         },
         force=force,
     )
-    # Both files are read before the export, which takes minutes on a large model.
-    calibration = read_calibration_text(Path(calibration_data)) if calibration_data is not None else None
+    # The data files are read before the export, which takes minutes on a large model.
+    calibration = (
+        None
+        if calibration_files is None
+        else read_calibration_text(calibration_files[0])
+        if len(calibration_files) == 1
+        else read_calibration_texts(calibration_files)
+    )
     gate_documents = read_conll(gate_data) if gate_data is not None else None
     started = time.perf_counter()
     with replacing_folder(out) as work:
@@ -223,8 +236,18 @@ def _build(
     )
 
 
+def _files(value: str | Path | Sequence[str | Path] | None, name: str) -> list[Path] | None:
+    """``value`` (a path, several, or None) as a list of paths; an empty list is refused."""
+    if value is None:
+        return None
+    paths = [Path(value)] if isinstance(value, str | Path) else [Path(p) for p in value]
+    if not paths:
+        raise InvalidValue(f"{name}: give at least one file (or None)")
+    return paths
+
+
 def _check_options(
-    opset: int, quantize: str | None, fp16: bool, calibration_data: str | Path | None, gate_data: str | Path | None
+    opset: int, quantize: str | None, fp16: bool, calibration_data: list[Path] | None, gate_data: str | Path | None
 ) -> None:
     if opset < 17:
         raise InvalidValue(f"opset must be >= 17, got {opset}")

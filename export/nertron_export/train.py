@@ -33,6 +33,7 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from .checkpoints import REPLACED, TrainState, load_last, new_state, save_checkpoint, save_last
 from .model_info import model_max_length
+from .model_source import check_model_source
 from .train_data import (
     IGNORE,
     DevSet,
@@ -71,6 +72,7 @@ class Trainer:
         for option, paths in (("--model", [config.model]), ("--train", config.train), ("--dev", config.dev)):
             for path in paths:  # an --out over an input would overwrite it
                 check_apart(("--out", config.out), {option: path}, replaced=REPLACED)
+        check_model_source(config.model)
         self.config = config
         random.seed(config.seed)
         np.random.seed(config.seed)

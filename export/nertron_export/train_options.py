@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from nertron.errors import InvalidValue
 
 
 @dataclass
@@ -29,6 +33,32 @@ class TrainConfig:
     threads: int | None = None
     limit_train_docs: int | None = None  # for smoke runs
     select: str = "document"  # "document": the first dev file's document-context F1; "mean": every dev F1's mean
+
+    def __post_init__(self) -> None:
+        """Refuses a value no run can use, in the option's name, before the model is loaded."""
+        for name, allowed, why in _RANGES:
+            value = getattr(self, name)
+            if value is not None and not allowed(value):
+                raise InvalidValue(f"--{name.replace('_', '-')} {value}: must be {why}")
+        if self.select not in ("document", "mean"):
+            raise InvalidValue(f"--select {self.select}: must be 'document' or 'mean'")
+
+
+# Each numeric option's valid values (None, where allowed, means "the default").
+_RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("epochs", lambda v: v >= 1, ">= 1"),
+    ("batch_size", lambda v: v >= 1, ">= 1"),
+    ("max_length", lambda v: v >= 8, ">= 8"),
+    ("patience", lambda v: v >= 1, ">= 1"),
+    ("threads", lambda v: v >= 1, ">= 1"),
+    ("limit_train_docs", lambda v: v >= 1, ">= 1"),
+    ("lr", lambda v: 0 < v < 1, "in (0, 1)"),
+    ("head_lr", lambda v: 0 < v < 1, "in (0, 1)"),
+    ("weight_decay", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("warmup", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("single_fraction", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("ema", lambda v: 0 <= v < 1, "in [0, 1)"),
+)
 
 
 # Help for each tunable option of TrainConfig; each default is TrainConfig's own.

@@ -71,8 +71,11 @@ def add_export(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--calibration-data",
         type=Path,
+        nargs="+",
+        metavar="FILE",
         help="--quantize int8: text like what the model will see (plain text, JSONL with a 'text' field, or "
-        "CoNLL; e.g. the training set) to fix the activation ranges on",
+        "CoNLL; e.g. the training set) to fix the activation ranges on; several files (e.g. one per language) are "
+        "each sampled alike",
     )
     parser.add_argument(
         "--gate-data", type=Path, help="CoNLL file (e.g. dev): refuse an int8 model that loses F1 on it"
@@ -92,7 +95,7 @@ def run_export(args: argparse.Namespace) -> int:
         args.out,
         {
             "--model": args.model,
-            "--calibration-data": args.calibration_data,
+            **{f"--calibration-data (file {i + 1})": path for i, path in enumerate(args.calibration_data or [])},
             "--gate-data": args.gate_data,
             "--temperature-data": args.temperature_data,
         },
@@ -155,7 +158,7 @@ def _check_export_options(args: argparse.Namespace) -> None:
     if args.gate_data is not None and args.quantize is None:
         raise InvalidValue("--gate-data checks an int8 model against fp32: it needs --quantize")
     for option, path in (
-        ("--calibration-data", args.calibration_data),
+        *(("--calibration-data", path) for path in args.calibration_data or []),
         ("--gate-data", args.gate_data),
         ("--temperature-data", args.temperature_data),
     ):
