@@ -207,6 +207,33 @@ def test_a_model_or_option_no_run_can_use_is_refused_in_one_line_before_anything
     assert not (tmp_path / "out").exists()
 
 
+def test_several_teachers_keep_only_the_sentences_they_tag_alike(tmp_path: Path) -> None:
+    from nertron_export.pseudo_label import PseudoLabelled, pseudo_label
+
+    class Teacher:  # stands in for NER: each sentence's tags from a table
+        def __init__(self, tags: dict[str, list[str]]) -> None:
+            self.tags = tags
+
+        def tag(self, sentences: list[list[str]]) -> list[list[str]]:
+            return [self.tags[" ".join(s)] for s in sentences]
+
+    merkel, eu, paris = "Angela Merkel met Macron .", "EU rejects German call .", "Paris is far ."
+    unlabeled = tmp_path / "unlabeled.txt"
+    unlabeled.write_text(f"{merkel}\n{eu}\n\n{paris}\n")
+    one = {merkel: ["B-PER", "I-PER", "O", "B-PER", "O"], eu: ["B-ORG", "O", "B-MISC", "O", "O"], paris: list("OOOO")}
+    other = {**one, eu: ["B-LOC", "O", "B-MISC", "O", "O"], paris: ["B-LOC", "O", "O", "O"]}
+    out = tmp_path / "pseudo.conll"
+    assert pseudo_label([Teacher(one)], unlabeled, out) == PseudoLabelled(3, 4)
+    assert [[s.words for s in d.sentences] for d in read_conll(out)] == [
+        [merkel.split(), eu.split()],
+        [paris.split()],
+    ]
+    both = [Teacher(one), Teacher(other)]
+    assert pseudo_label(both, unlabeled, out) == PseudoLabelled(1, 2, disagreed=2)
+    (document,) = read_conll(out)  # the second document lost its only sentence, so it is left out
+    assert [(s.words, s.tags) for s in document.sentences] == [(merkel.split(), one[merkel])]
+
+
 def test_raw_text_is_pseudo_labelled_as_a_user_gets_its_entities(tiny_bundle: Path, tmp_path: Path) -> None:
     from nertron.pipeline import segment
 

@@ -8,13 +8,19 @@ sets). Self-training then fine-tunes a student on these tags beside the English 
 ``--raw``: each line is raw text, as a user has it (Chinese: no spaces); nertron's segmentation cuts it into
 words, the teacher's entities (decoded as a user gets them, a name the segmenter cut kept whole) become the
 tags of those words, and the words are what the student trains on.
+
+Several teachers (``--model``/``--package`` repeated): a sentence is kept only where every teacher gives its
+words the same tags (an agreement filter against the noise of one teacher's tags); a document left without
+sentences is dropped.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from nertron import NER
@@ -40,35 +46,51 @@ def read_unlabeled(path: Path) -> Iterator[list[list[str]]]:
 Tagged = tuple[list[str], list[str]]  # a sentence's words and their tags
 
 
+@dataclass(frozen=True)
+class PseudoLabelled:
+    """What ``pseudo_label`` wrote: sentences kept, entities in them, sentences dropped for disagreement."""
+
+    sentences: int
+    entities: int
+    disagreed: int = 0
+
+
 def write_conll(
-    out: Path, documents: list[list[list[str]]], tag: Callable[[list[list[str]]], list[Tagged]]
-) -> tuple[int, int]:
-    """Writes the tagged ``documents`` (``tag`` turns all their sentences into words and tags) to ``out``;
-    returns (sentences, entities)."""
+    out: Path, documents: list[list[list[str]]], tag: Callable[[list[list[str]]], list[Tagged | None]]
+) -> PseudoLabelled:
+    """Writes the tagged ``documents`` (``tag`` turns all their sentences into words and tags, or None for a
+    sentence to leave out) to ``out``."""
     tagged = iter(tag([s for d in documents for s in d]))
-    sentences = entities = 0
+    sentences = entities = disagreed = 0
     with out.open("w", encoding="utf-8") as conll:
         for document in documents:
+            kept = [t for t in (next(tagged) for _ in document) if t is not None]
+            disagreed += len(document) - len(kept)
+            if not kept:
+                continue
             conll.write("-DOCSTART- O\n\n")
-            for _ in document:
-                words, tags = next(tagged)
+            for words, tags in kept:
                 sentences += 1
                 entities += sum(t.startswith("B-") for t in tags)
                 conll.writelines(f"{w} {t}\n" for w, t in zip(words, tags, strict=True))
                 conll.write("\n")
-    return sentences, entities
+    return PseudoLabelled(sentences, entities, disagreed)
 
 
-def pseudo_label(ner: NER, source: Path, out: Path) -> tuple[int, int]:
-    """Writes ``out``; returns (sentences, entities)."""
-    return write_conll(out, list(read_unlabeled(source)), lambda sentences: tag_words(ner, sentences))
+def pseudo_label(teachers: Sequence[NER], source: Path, out: Path, *, raw: bool = False) -> PseudoLabelled:
+    """Writes ``out``: each sentence of ``source`` with the teachers' tags, where they all agree. ``raw``: lines
+    are raw text, cut into words by nertron (``tag_raw``)."""
+    if not teachers:
+        raise ValueError("teachers: give at least one")
 
+    def tag(sentences: list[list[str]]) -> list[Tagged | None]:
+        each = [
+            tag_raw(teacher, [" ".join(s) for s in sentences]) if raw else tag_words(teacher, sentences)
+            for teacher in teachers
+        ]
+        return [first if all(t == first for t in rest) else None for first, *rest in zip(*each, strict=True)]
 
-def raw_pseudo_label(ner: NER, source: Path, out: Path) -> tuple[int, int]:
-    """``pseudo_label`` for a file of raw text lines (``--raw``); returns (sentences, entities)."""
-    return write_conll(
-        out, list(read_unlabeled(source)), lambda sentences: tag_raw(ner, [" ".join(s) for s in sentences])
-    )
+    return write_conll(out, list(read_unlabeled(source)), tag)
 
 
 def tag_words(ner: NER, sentences: list[list[str]]) -> list[Tagged]:
@@ -92,19 +114,35 @@ def tag_raw(ner: NER, texts: list[str]) -> list[Tagged]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nertron_export.pseudo_label", description=__doc__.splitlines()[0])
-    teachers = parser.add_mutually_exclusive_group()
-    teachers.add_argument("--model", type=Path, help="teacher bundle (default: the embedded default model, int8)")
-    teachers.add_argument("--package", type=Path, help="teacher: an embedded-model package (nertron_export.ship), int8")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        action="append",
+        default=[],
+        help="teacher bundle (repeatable; default: the embedded default model, int8)",
+    )
+    parser.add_argument(
+        "--package",
+        type=Path,
+        action="append",
+        default=[],
+        help="teacher: an embedded-model package (nertron_export.ship), int8 (repeatable)",
+    )
     parser.add_argument("--text", required=True, type=Path, help="unlabeled text, a sentence per line")
     parser.add_argument("--out", required=True, type=Path, help="CoNLL file to write")
     parser.add_argument("--raw", action="store_true", help="lines are raw text (e.g. Chinese), cut by nertron")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    model = default_bundle("int8", package_dir=args.package) if args.package else args.model
-    with NER(model) as teacher:
-        sentences, entities = (raw_pseudo_label if args.raw else pseudo_label)(teacher, args.text, args.out)
-    print(f"{args.out}: {sentences:,} sentences, {entities:,} entities ({time.perf_counter() - started:.0f} s)")
+    models = [default_bundle("int8", package_dir=p) for p in args.package] + args.model or [None]
+    with contextlib.ExitStack() as stack:
+        teachers = [stack.enter_context(NER(model)) for model in models]
+        written = pseudo_label(teachers, args.text, args.out, raw=args.raw)
+    dropped = f", {written.disagreed:,} sentences dropped: the teachers disagree" if len(teachers) > 1 else ""
+    print(
+        f"{args.out}: {written.sentences:,} sentences, {written.entities:,} entities{dropped} "
+        f"({time.perf_counter() - started:.0f} s)"
+    )
     return 0
 
 
