@@ -90,11 +90,11 @@ def test_export_and_ner_as_commands(tiny_checkpoint: Path, tmp_path: Path) -> No
         ),
         (  # the model, before minutes of export
             ["--quantize", "int8", "--calibration-data", "{text}", "--gate-data", "{text}"],
-            "model {never_read}: no such folder (and not a hub id)",
+            "nertron export: error: --model {never_read}: no such folder in ",
         ),
     ],
 )
-def test_export_names_what_static_int8_lacks(
+def test_export_names_what_static_int8_lacks_and_a_missing_model(
     options: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     text = tmp_path / "text.txt"

@@ -186,16 +186,20 @@ def test_a_model_or_option_no_run_can_use_is_refused_in_one_line_before_anything
 ) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
     dev = write_conll(tmp_path / "dev.txt", 1)
     (tmp_path / "empty").mkdir()
     checkpoint = tmp_path / "checkpoint"
     checkpoint.mkdir()
     (checkpoint / "config.json").write_text("{}")
     for model, options, message in (
-        (tmp_path / "missing", [], f"--model {tmp_path / 'missing'}: no such folder (and not a hub id)"),
+        (tmp_path / "missing", [], f"--model {tmp_path / 'missing'}: no such folder in {tmp_path}"),
         (tmp_path / "empty", [], f"--model {tmp_path / 'empty'}: the folder has no config.json"),
         (dev, [], f"--model {dev}: a file, not a checkpoint folder or a hub id"),
         ("no-such/hub-model", [], "--model no-such/hub-model: no such folder, and no hub model of that id in the"),
+        ("runs/typo", [], "--model runs/typo: no such folder in runs"),  # a relative path, not a hub id
+        ("~/checkpoint", [], "--model ~/checkpoint: no such folder (and not a hub id)"),  # transformers reads "~"
         (checkpoint, ["--epochs", "0"], "--epochs 0: must be >= 1"),
         (checkpoint, ["--lr", "nan"], "--lr nan: must be in (0, 1)"),
         (checkpoint, ["--single-fraction", "1.5"], "--single-fraction 1.5: must be in [0, 1]"),
@@ -207,12 +211,21 @@ def test_a_model_or_option_no_run_can_use_is_refused_in_one_line_before_anything
     assert not (tmp_path / "out").exists()
 
 
+def test_a_hub_id_is_left_to_the_download_when_the_hub_is_online(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nertron_export.model_source import check_model_source
+
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    check_model_source("FacebookAI/xlm-roberta-base")  # no network needed: only the id's form is checked
+    check_model_source("xlm-roberta-base")
+
+
 def test_several_teachers_keep_only_the_sentences_they_tag_alike(tmp_path: Path) -> None:
     from nertron_export.pseudo_label import PseudoLabelled, pseudo_label
 
     class Teacher:  # stands in for NER: each sentence's tags from a table
         def __init__(self, tags: dict[str, list[str]]) -> None:
             self.tags = tags
+            self.labels = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
 
         def tag(self, sentences: list[list[str]]) -> list[list[str]]:
             return [self.tags[" ".join(s)] for s in sentences]
@@ -232,6 +245,13 @@ def test_several_teachers_keep_only_the_sentences_they_tag_alike(tmp_path: Path)
     assert pseudo_label(both, unlabeled, out) == PseudoLabelled(1, 2, disagreed=2)
     (document,) = read_conll(out)  # the second document lost its only sentence, so it is left out
     assert [(s.words, s.tags) for s in document.sentences] == [(merkel.split(), one[merkel])]
+    iob1 = Teacher({**one, merkel: ["I-PER", "I-PER", "O", "I-PER", "O"]})  # the same entities in IOB1
+    assert pseudo_label([Teacher(one), iob1], unlabeled, out) == PseudoLabelled(3, 4)
+    assert "I-PER I-PER" not in out.read_text() and "Angela B-PER\nMerkel I-PER\n" in out.read_text()  # IOB2
+    other_types = Teacher(one)
+    other_types.labels = ["O", "B-PERSON", "I-PERSON"]
+    with pytest.raises(ValueError, match="teachers: every teacher must tag the same entity types"):
+        pseudo_label([Teacher(one), other_types], unlabeled, out)
 
 
 def test_raw_text_is_pseudo_labelled_as_a_user_gets_its_entities(tiny_bundle: Path, tmp_path: Path) -> None:

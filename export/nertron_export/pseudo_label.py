@@ -9,9 +9,9 @@ sets). Self-training then fine-tunes a student on these tags beside the English 
 words, the teacher's entities (decoded as a user gets them, a name the segmenter cut kept whole) become the
 tags of those words, and the words are what the student trains on.
 
-Several teachers (``--model``/``--package`` repeated): a sentence is kept only where every teacher gives its
-words the same tags (an agreement filter against the noise of one teacher's tags); a document left without
-sentences is dropped.
+Tags are written as IOB2. Several teachers (``--model``/``--package`` repeated, of one set of entity types): a
+sentence is kept only where every teacher gives its words the same tags (an agreement filter against the noise
+of one teacher's tags); a document left without sentences is dropped.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pathlib import Path
 from nertron import NER
 from nertron.model.default import default_bundle
 from nertron.pipeline import segment
+from nertron.tags import to_iob2
 
 
 def read_unlabeled(path: Path) -> Iterator[list[list[str]]]:
@@ -82,13 +83,17 @@ def pseudo_label(teachers: Sequence[NER], source: Path, out: Path, *, raw: bool 
     are raw text, cut into words by nertron (``tag_raw``)."""
     if not teachers:
         raise ValueError("teachers: give at least one")
+    if len({frozenset(label[2:] for label in t.labels if label != "O") for t in teachers}) > 1:
+        raise ValueError("teachers: every teacher must tag the same entity types")
 
     def tag(sentences: list[list[str]]) -> list[Tagged | None]:
         each = [
             tag_raw(teacher, [" ".join(s) for s in sentences]) if raw else tag_words(teacher, sentences)
             for teacher in teachers
         ]
-        return [first if all(t == first for t in rest) else None for first, *rest in zip(*each, strict=True)]
+        # as IOB2, so that teachers of other tag schemes (IOB1, BIOES) agree where their entities do
+        iob2 = [[(words, to_iob2(tags)) for words, tags in teacher] for teacher in each]
+        return [first if all(t == first for t in rest) else None for first, *rest in zip(*iob2, strict=True)]
 
     return write_conll(out, list(read_unlabeled(source)), tag)
 
@@ -134,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    models = [default_bundle("int8", package_dir=p) for p in args.package] + args.model or [None]
+    models = ([default_bundle("int8", package_dir=p) for p in args.package] + args.model) or [None]
     with contextlib.ExitStack() as stack:
         teachers = [stack.enter_context(NER(model)) for model in models]
         written = pseudo_label(teachers, args.text, args.out, raw=args.raw)

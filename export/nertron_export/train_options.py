@@ -47,6 +47,7 @@ class TrainConfig:
 # Each numeric option's valid values (None, where allowed, means "the default").
 _RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("epochs", lambda v: v >= 1, ">= 1"),
+    ("seed", lambda v: 0 <= v < 2**32, "in [0, 2**32)"),
     ("batch_size", lambda v: v >= 1, ">= 1"),
     ("max_length", lambda v: v >= 8, ">= 8"),
     ("patience", lambda v: v >= 1, ">= 1"),

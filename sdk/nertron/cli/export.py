@@ -95,7 +95,7 @@ def run_export(args: argparse.Namespace) -> int:
         args.out,
         {
             "--model": args.model,
-            **{f"--calibration-data (file {i + 1})": path for i, path in enumerate(args.calibration_data or [])},
+            **_named("--calibration-data", args.calibration_data or []),
             "--gate-data": args.gate_data,
             "--temperature-data": args.temperature_data,
         },
@@ -104,9 +104,11 @@ def run_export(args: argparse.Namespace) -> int:
     )
     replaced = (args.out / MANIFEST).is_file()
     try:
+        from nertron_export.model_source import check_model_source
         from nertron_export.onnx_export import ExportError, export_bundle
     except ImportError as error:
         raise missing("torch", "nertron export", error) from None
+    check_model_source(args.model, "--model")
     try:
         report = export_bundle(
             args.model,
@@ -130,6 +132,11 @@ def run_export(args: argparse.Namespace) -> int:
     if replaced:
         print(f"replaced the bundle that was in {args.out}")
     return 0
+
+
+def _named(option: str, paths: list[Path]) -> dict[str, Path]:
+    """Each of an option's files under a name of its own: the option's, or ``option (file N)`` for several."""
+    return {option if len(paths) == 1 else f"{option} (file {i + 1})": path for i, path in enumerate(paths)}
 
 
 def _check_export_options(args: argparse.Namespace) -> None:
