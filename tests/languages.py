@@ -6,7 +6,7 @@ from __future__ import annotations
 # text -> (entity text, label) pairs that must be among the entities found. 马克龙 is two dictionary words
 # (马克 龙) that the model tags as one entity; 特朗普, 拜登 and 默克尔 are cut into pieces, which the decoder keeps
 # together (word links: 默 PER + 克尔 LOC is 默克尔 PER, the first piece's type). Korean particles are cut off
-# (부산을 -> 부산). Known miss (MODEL_CARD.md): 习近平 (the English-only model found it whole).
+# (부산을 -> 부산). Known miss (MODEL_CARD.md): 习近平 (found as 近平 PER; the English-only model found it whole).
 WHOLE_WORD_ENTITIES: dict[str, list[tuple[str, str]]] = {
     "习近平在北京会见了法国总统马克龙。": [("北京", "LOC"), ("马克龙", "PER")],
     "昨天\uff0c微软在上海发布了新产品。": [("上海", "LOC")],
