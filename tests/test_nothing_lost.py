@@ -149,6 +149,11 @@ def test_overlapping_paths_are_refused(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match=f"--out {out} {why} --model {model}"):
             check_apart(("--out", out), {"--model": model})
     check_apart(("--out", tmp_path / "elsewhere"), {"--model": model, "--data": None})
+    data = [tmp_path / "a.txt", model / "inner" / "b.txt"]  # an option of several files: each is checked
+    for path in data:
+        path.write_text("x")
+    with pytest.raises(ValueError, match=f"--out {model} contains --data {data[1]}"):
+        check_apart(("--out", model), {"--data": data})
 
 
 # -- the commands ---------------------------------------------------------------------------------------------

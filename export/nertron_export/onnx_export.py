@@ -87,26 +87,23 @@ def export_bundle(
     calibration_files = _files(calibration_data, "calibration_data")
     _check_options(opset, quantize, fp16, calibration_files, gate_data)
     check_model_source(model, "model")
-    files = calibration_files or []
-    named_files = {"calibration_data" if len(files) == 1 else f"calibration_data[{i}]": p for i, p in enumerate(files)}
     check_bundle_target(
         Path(out),
         {
             "model": model,
-            **named_files,
+            "calibration_data": calibration_files,
             "gate_data": gate_data,
             "temperature_data": temperature_data,
         },
         force=force,
     )
     # The data files are read before the export, which takes minutes on a large model.
-    calibration = (
-        None
-        if calibration_files is None
-        else read_calibration_text(calibration_files[0])
-        if len(calibration_files) == 1
-        else read_calibration_texts(calibration_files)
-    )
+    if calibration_files is None:
+        calibration = None
+    elif len(calibration_files) == 1:  # described by its name alone, as before several files were taken
+        calibration = read_calibration_text(calibration_files[0])
+    else:  # each described with its folder (es/unlabeled.txt, nl/unlabeled.txt)
+        calibration = read_calibration_texts(calibration_files)
     gate_documents = read_conll(gate_data) if gate_data is not None else None
     started = time.perf_counter()
     with replacing_folder(out) as work:

@@ -76,8 +76,6 @@ def read_calibration_texts(
 ) -> CalibrationText:
     """Each of ``paths`` read as ``read_calibration_text`` reads it (each file its own sample), their texts one
     after another; the description names each file with its folder (``es/unlabeled.txt``)."""
-    if isinstance(paths, str | Path):
-        paths = [paths]
     if not paths:
         raise InvalidValue("calibration data: give at least one file")
     parts = [read_calibration_text(p, sentences=sentences, documents=documents, seed=seed) for p in paths]

@@ -95,7 +95,7 @@ def run_export(args: argparse.Namespace) -> int:
         args.out,
         {
             "--model": args.model,
-            **_named("--calibration-data", args.calibration_data or []),
+            "--calibration-data": args.calibration_data,
             "--gate-data": args.gate_data,
             "--temperature-data": args.temperature_data,
         },
@@ -132,11 +132,6 @@ def run_export(args: argparse.Namespace) -> int:
     if replaced:
         print(f"replaced the bundle that was in {args.out}")
     return 0
-
-
-def _named(option: str, paths: list[Path]) -> dict[str, Path]:
-    """Each of an option's files under a name of its own: the option's, or ``option (file N)`` for several."""
-    return {option if len(paths) == 1 else f"{option} (file {i + 1})": path for i, path in enumerate(paths)}
 
 
 def _check_export_options(args: argparse.Namespace) -> None:

@@ -218,21 +218,32 @@ except (AttributeError, OSError, TypeError):  # not glibc >= 2.28 (macOS, musl):
     _renameat2 = None
 
 
+# An input option's value: one path, several (an option that takes several files), or None (not given).
+InputPaths = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None
+
+
+def _paths(given: InputPaths) -> list[str | os.PathLike[str]]:
+    if given is None:
+        return []
+    return [given] if isinstance(given, str | os.PathLike) else list(given)
+
+
 def check_apart(
     output: tuple[str, str | os.PathLike[str]],
-    inputs: Mapping[str, str | os.PathLike[str] | None],
+    inputs: Mapping[str, InputPaths],
     *,
     replaced: Sequence[str] = ("",),
 ) -> None:
     """Refuses an output whose replaced parts (``replaced``: names inside it; by default the output itself) are,
     lie inside, or contain one of ``inputs`` (by real path): replacing them would destroy the input while it
-    is read. ``output`` is ``(option, path)``; ``inputs`` maps each input's option to its path."""
+    is read. ``output`` is ``(option, path)``; ``inputs`` maps each input's option to its path, or its paths
+    (an option that takes several files), or None."""
     option, out_path = output
     for part in replaced:
         out = Path(os.path.realpath(Path(out_path, part)))
         named = f"{option} {out_path}" + (f" (its {part})" if part else "")
-        for input_option, path in inputs.items():
-            if path is None or not os.path.exists(path):
+        for input_option, path in ((o, p) for o, given in inputs.items() for p in _paths(given)):
+            if not os.path.exists(path):
                 continue
             source = Path(os.path.realpath(path))
             if out == source:

@@ -17,7 +17,7 @@ from typing import Any
 
 from nertron._native import PostProcessor
 from nertron.errors import FolderIsFile, InvalidType, InvalidValue, MissingFile, reraise_files
-from nertron.io.atomic import check_apart, write_file
+from nertron.io.atomic import InputPaths, check_apart, write_file
 from nertron.model.fingerprint import fingerprint, sha256_of
 from nertron.tags import check_scheme
 
@@ -323,9 +323,7 @@ def _strings(value: Any, name: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def check_bundle_target(
-    out: Path, inputs: Mapping[str, str | Path | None], *, force: bool, option: str = "out"
-) -> None:
+def check_bundle_target(out: Path, inputs: Mapping[str, InputPaths], *, force: bool, option: str = "out") -> None:
     """Refuses an ``out`` that overlaps one of ``inputs`` (see ``check_apart``), or, unless ``force``, a folder
     that holds anything but a nertron bundle's own files (all of it would be replaced)."""
     check_apart((option, out), inputs)
