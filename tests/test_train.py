@@ -254,6 +254,16 @@ def test_several_teachers_keep_only_the_sentences_they_tag_alike(tmp_path: Path)
         pseudo_label([Teacher(one), other_types], unlabeled, out)
 
 
+def test_pseudo_label_reports_a_file_it_cannot_read_in_one_line(
+    tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--model", str(tiny_bundle), "--text", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "x.conll")]
+    assert pseudo_label_main(argv) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("python -m nertron_export.pseudo_label: error: ")
+    assert "missing.txt" in err[0] and not (tmp_path / "x.conll").exists()
+
+
 def test_raw_text_is_pseudo_labelled_as_a_user_gets_its_entities(tiny_bundle: Path, tmp_path: Path) -> None:
     from nertron.pipeline import segment
 

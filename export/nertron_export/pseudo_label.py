@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from nertron import NER
+from nertron.errors import file_error
 from nertron.model.default import default_bundle
 from nertron.pipeline import segment
 from nertron.tags import to_iob2
@@ -139,10 +141,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    models = ([default_bundle("int8", package_dir=p) for p in args.package] + args.model) or [None]
-    with contextlib.ExitStack() as stack:
-        teachers = [stack.enter_context(NER(model)) for model in models]
-        written = pseudo_label(teachers, args.text, args.out, raw=args.raw)
+    try:
+        models = ([default_bundle("int8", package_dir=p) for p in args.package] + args.model) or [None]
+        with contextlib.ExitStack() as stack:
+            teachers = [stack.enter_context(NER(model)) for model in models]
+            written = pseudo_label(teachers, args.text, args.out, raw=args.raw)
+    except (ValueError, OSError) as error:  # a teacher or file that cannot be used: one line, no traceback
+        print(f"{parser.prog}: error: {file_error(error) if isinstance(error, OSError) else error}", file=sys.stderr)
+        return 2
     dropped = f", {written.disagreed:,} sentences dropped: the teachers disagree" if len(teachers) > 1 else ""
     print(
         f"{args.out}: {written.sentences:,} sentences, {written.entities:,} entities{dropped} "
