@@ -273,6 +273,8 @@ PYBIND11_MODULE(_native, m) {
     m.attr("WORD_FREE") = static_cast<int>(nertron::WordLink::Free);
     m.attr("WORD_JOINED") = static_cast<int>(nertron::WordLink::Joined);
     m.attr("WORD_PARTICLE") = static_cast<int>(nertron::WordLink::Particle);
+    m.attr("WORD_PLACE_ENDING") = static_cast<int>(nertron::WordLink::PlaceEnding);
+    m.attr("WORD_ORG_ENDING") = static_cast<int>(nertron::WordLink::OrgEnding);
 
     py::class_<PySpans>(m, "Spans", "Entity spans as arrays, one entry per span.")
         .def_readonly("row", &PySpans::row)
@@ -300,7 +302,8 @@ PYBIND11_MODULE(_native, m) {
              py::arg("word_start_char") = py::none(), py::arg("word_end_char") = py::none(),
              py::arg("word_links") = py::none(),
              "Per-word labels (flat over rows) -> Spans (conlleval/seqeval semantics); word_links (uint8, "
-             "WORD_FREE / WORD_JOINED / WORD_PARTICLE per word) keep entities whole across the segmenter's cuts.");
+             "WORD_FREE / WORD_JOINED / WORD_PARTICLE / WORD_PLACE_ENDING / WORD_ORG_ENDING per word) keep entities "
+             "whole across the segmenter's cuts.");
 
     py::class_<WindowMerger>(m, "WindowMerger", "Merges overlapping windows' word predictions into documents.")
         .def(py::init<>())

@@ -298,11 +298,18 @@ Spans PostProcessor::decode(const int32_t* labels, const float* scores, const in
             (word_start_char[i] < 0 || word_end_char[i] < word_start_char[i])) {
             fail("word offsets at " + std::to_string(i) + " are not a valid [start, end) range");
         }
-        if (word_links != nullptr && word_links[i] > static_cast<uint8_t>(WordLink::Particle)) {
+        if (word_links != nullptr && word_links[i] > static_cast<uint8_t>(WordLink::OrgEnding)) {
             fail("word_links[" + std::to_string(i) + "] = " + std::to_string(word_links[i]) +
-                 " is not a WordLink (0 free, 1 joined, 2 particle)");
+                 " is not a WordLink (0 free, 1 joined, 2 particle, 3 place ending, 4 organisation ending)");
         }
     }
+
+    const std::vector<std::string>& types = labels_.types();
+    const auto type_id = [&types](const char* name) {
+        const auto it = std::find(types.begin(), types.end(), name);
+        return it == types.end() ? int32_t{-2} : static_cast<int32_t>(it - types.begin());  // -2: no such type
+    };
+    const int32_t loc = type_id("LOC"), org = type_id("ORG");
 
     Spans spans;
     const bool with_chars = word_start_char != nullptr;
@@ -321,6 +328,17 @@ Spans PostProcessor::decode(const int32_t* labels, const float* scores, const in
             if (i < n && labels[offset + i] >= 0 && link != WordLink::Particle) {
                 tag = labels_.prefix(labels[offset + i]);
                 type = labels_.type(labels[offset + i]);
+            }
+            const bool ends_name = prev != Prefix::O &&
+                                   ((link == WordLink::PlaceEnding && prev_type == loc) ||
+                                    (link == WordLink::OrgEnding && (prev_type == loc || prev_type == org)));
+            if (ends_name) {
+                // 温州|市, 北京|大学: the ending belongs to the name before it, whatever the model tagged it;
+                // an organisation ending makes the name an ORG.
+                score_sum += scores[offset + i];
+                prev = Prefix::I;
+                if (link == WordLink::OrgEnding) prev_type = org;
+                continue;
             }
             if (link == WordLink::Joined && tag != Prefix::O && prev != Prefix::O) {
                 // One word, cut by the segmenter: its entity goes on (B-X reads as I-X, S-X as E-X) with the

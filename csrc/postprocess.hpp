@@ -58,6 +58,11 @@ enum class WordLink : uint8_t {
     Joined = 1,    // cut from the previous word inside a run written without spaces (ICU's dictionary cut
                    // 华为 into 华|为): entities on both sides of the cut are one, of the first one's type
     Particle = 2,  // a grammatical ending split off the previous word (Korean 부산|을): never in an entity
+    // A word that ends names in a run without spaces, right after another word of the run; it goes into the
+    // entity of the word before, whatever its own tag, when that entity is of the types it ends (else it is
+    // a free word):
+    PlaceEnding = 3,  // 市 县 省 県 ...: a LOC goes on (温州|市 is 温州市 LOC)
+    OrgEnding = 4,    // 大学 公司 队 ...: a LOC or ORG goes on as an ORG (北京|大学 is 北京大学 ORG)
 };
 
 // One label and score per word, flat over rows.
@@ -101,7 +106,9 @@ class PostProcessor {
     // like labels) give each word's [start, end) character offsets, from which span offsets are taken.
     // word_links (optional, flat like labels; values of WordLink) keep an entity whole across the
     // segmenter's cuts: a Joined word in an entity continues the entity of the word before, whatever its
-    // prefix and type (the entity keeps its first piece's type); a Particle word reads as O.
+    // prefix and type (the entity keeps its first piece's type); a Particle word reads as O; a PlaceEnding
+    // or OrgEnding word continues a LOC (or LOC/ORG) entity, whatever its own tag, the OrgEnding making it
+    // ORG (a table without those types reads them as free words).
     Spans decode(const int32_t* labels, const float* scores, const int64_t* row_words, int64_t num_rows,
                  const int64_t* word_start_char, const int64_t* word_end_char,
                  const uint8_t* word_links = nullptr) const;

@@ -230,9 +230,39 @@ void test_word_links() {
     spans = bioes.decode(tags.data(), scores.data(), three.data(), 1, nullptr, nullptr, cut.data());
     check(spans.first_word == std::vector<int64_t>({0, 2}) && spans.end_word == std::vector<int64_t>({2, 3}),
           "links: a joined S-X ends its entity");
-    const std::vector<uint8_t> bad = {0, 3, 0};
+    const std::vector<uint8_t> bad = {0, 5, 0};
     check_throws([&] { bioes.decode(tags.data(), scores.data(), three.data(), 1, nullptr, nullptr, bad.data()); },
-                 "word_links[1] = 3 is not a WordLink", "an unknown word link");
+                 "word_links[1] = 5 is not a WordLink", "an unknown word link");
+}
+
+void test_name_endings() {
+    // 温州|市 (B-LOC O, place ending) is one LOC; 北京|大学 (B-LOC O, organisation ending) one ORG, the
+    // ending's own tag (here B-ORG) overruled; 马云|市 (PER) and a place ending after an ORG stay apart; an
+    // ending after O is a free word (its B-ORG starts an entity).
+    const PostProcessor pp({"O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"}, Aggregation::First);
+    const auto place = static_cast<uint8_t>(WordLink::PlaceEnding), org = static_cast<uint8_t>(WordLink::OrgEnding);
+    const std::vector<int32_t> labels = {3, 0, 0, 3, 5, 0, 1, 0, 5, 0, 0, 5};
+    const std::vector<uint8_t> links = {0, place, 0, 0, org, 0, 0, place, 0, place, 0, org};
+    const std::vector<float> scores = {1, .5f, 1, 1, .5f, 1, 1, 1, 1, 1, 1, 1};
+    const std::vector<int64_t> rows = {12};
+    auto spans = pp.decode(labels.data(), scores.data(), rows.data(), 1, nullptr, nullptr, links.data());
+    check(spans.first_word == std::vector<int64_t>({0, 3, 6, 8, 11}) &&
+              spans.end_word == std::vector<int64_t>({2, 5, 7, 9, 12}),
+          "endings: spans");
+    check(spans.type == std::vector<int32_t>({1, 2, 0, 2, 2}), "endings: an organisation ending makes an ORG");
+    check(std::fabs(spans.score[0] - 0.75f) < 1e-6, "endings: the ending's score counts in the mean");
+    // An ending goes on after a BIOES entity's S- or E- too, and a model without LOC/ORG reads it as free.
+    const PostProcessor bioes({"O", "S-LOC", "B-LOC", "I-LOC", "E-LOC"}, Aggregation::First);
+    const std::vector<int32_t> tags = {1, 0, 0};
+    const std::vector<uint8_t> cut = {0, place, 0};
+    const std::vector<int64_t> three = {3};
+    spans = bioes.decode(tags.data(), scores.data(), three.data(), 1, nullptr, nullptr, cut.data());
+    check(spans.first_word == std::vector<int64_t>({0}) && spans.end_word == std::vector<int64_t>({2}),
+          "endings: after S-LOC");
+    const PostProcessor people({"O", "B-PER", "I-PER"}, Aggregation::First);
+    const std::vector<int32_t> person = {1, 0, 0};
+    spans = people.decode(person.data(), scores.data(), three.data(), 1, nullptr, nullptr, cut.data());
+    check(spans.end_word == std::vector<int64_t>({1}), "endings: a table without LOC reads them as free words");
 }
 
 }  // namespace
@@ -244,6 +274,7 @@ int main() {
     test_windows();
     test_spans();
     test_word_links();
+    test_name_endings();
     test_extreme_sizes();
     if (failures == 0) std::printf("all C++ core checks passed\n");
     return failures == 0 ? EXIT_SUCCESS : EXIT_FAILURE;

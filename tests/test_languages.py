@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nertron import NER
-from nertron._native import WORD_FREE, WORD_JOINED, WORD_PARTICLE
+from nertron._native import WORD_FREE, WORD_JOINED, WORD_ORG_ENDING, WORD_PARTICLE, WORD_PLACE_ENDING
 from nertron.model.bundle import Bundle
 from nertron.subwords import HFTokenizer, load_tokenizer
 from nertron.text import SegmentedText, split_words
@@ -160,6 +160,27 @@ def test_words_cut_from_a_run_without_spaces_are_joined() -> None:
     assert SegmentedText.split("北京上海广州").links is None  # dictionary words side by side: three places
     thai = SegmentedText.split("ประชุมที่เจนีวา")  # Thai: ICU's fallback cuts syllables, every cut is linked
     assert thai.links is not None and thai.links.tolist() == [WORD_FREE] + [WORD_JOINED] * (len(thai) - 1)
+
+
+@pytest.mark.parametrize(
+    ("text", "endings"),
+    [
+        ("温州市", [("市", WORD_PLACE_ENDING)]),
+        ("西藏自治区", [("自治", WORD_PLACE_ENDING), ("区", WORD_PLACE_ENDING)]),  # one ending over ICU's two words
+        ("静岡県", [("県", WORD_PLACE_ENDING)]),
+        ("北京大学的学生", [("大学", WORD_ORG_ENDING)]),
+        ("澳门日报社", [("日", WORD_ORG_ENDING), ("报社", WORD_ORG_ENDING)]),  # the longest ending, 日报社
+        ("京都大学", [("大学", WORD_ORG_ENDING)]),
+        ("北京市民", []),  # 市民 (citizens) is a word of its own, not 市
+        ("中国会继续", []),  # 会 ("will") is not an ending
+        ("大学在北京", []),  # an ending opens the run: nothing before it to end
+    ],
+)
+def test_name_endings_are_linked_to_the_word_before(text: str, endings: list[tuple[str, int]]) -> None:
+    segmented = SegmentedText.split(text)
+    links = segmented.links.tolist() if segmented.links is not None else [WORD_FREE] * len(segmented)
+    linked = zip(segmented, links, strict=True)
+    assert [(w, link) for w, link in linked if link in (WORD_PLACE_ENDING, WORD_ORG_ENDING)] == endings
 
 
 class EveryTokenTagged:

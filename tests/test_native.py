@@ -6,13 +6,22 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from nertron._native import WORD_FREE, WORD_JOINED, WORD_PARTICLE, Aggregation, PostProcessor, WindowMerger
+from nertron._native import (
+    WORD_FREE,
+    WORD_JOINED,
+    WORD_ORG_ENDING,
+    WORD_PARTICLE,
+    WORD_PLACE_ENDING,
+    Aggregation,
+    PostProcessor,
+    WindowMerger,
+)
 from seqeval.metrics.sequence_labeling import get_entities as seqeval_entities
 
 from tests import reference
 from tests.properties import examples
 
-LABELS = ("O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC")
+LABELS = ("O", *(f"{p}-{t}" for t in ("PER", "LOC", "ORG") for p in "BIES"))
 DECODER = PostProcessor(LABELS)
 AGGREGATIONS = ("first", "average", "max")
 
@@ -154,7 +163,11 @@ def test_decode_spans_matches_reference_and_seqeval(rows: list[list[int]], data:
 def test_decode_with_word_links_matches_reference(rows: list[list[int]], data: st.DataObject) -> None:
     flat = [label for row in rows for label in row]
     links = data.draw(
-        st.lists(st.sampled_from([WORD_FREE, WORD_JOINED, WORD_PARTICLE]), min_size=len(flat), max_size=len(flat))
+        st.lists(
+            st.sampled_from([WORD_FREE, WORD_JOINED, WORD_PARTICLE, WORD_PLACE_ENDING, WORD_ORG_ENDING]),
+            min_size=len(flat),
+            max_size=len(flat),
+        )
     )
     scores = data.draw(st.lists(st.floats(0, 1, width=32), min_size=len(flat), max_size=len(flat)))
     lengths = np.array([len(r) for r in rows], np.int64)
@@ -286,8 +299,8 @@ def test_any_integer_width_and_byte_order_is_read() -> None:
 
 def test_decode_rejects_bad_input() -> None:
     one = np.array([0])
-    with pytest.raises(ValueError, match=r"labels\[1\] = 9 is out of range"):
-        DECODER.decode(np.array([0, 9]), np.zeros(2, np.float32), np.array([2]))
+    with pytest.raises(ValueError, match=r"labels\[1\] = 13 is out of range"):
+        DECODER.decode(np.array([0, 13]), np.zeros(2, np.float32), np.array([2]))
     with pytest.raises(ValueError, match=r"labels\[0\] = 4294967296 is out of range"):
         DECODER.decode(np.array([2**32]), np.zeros(1, np.float32), np.array([1]))
     with pytest.raises(ValueError, match="scores has shape"):
@@ -300,8 +313,8 @@ def test_decode_rejects_bad_input() -> None:
         DECODER.decode(np.array([0]), np.array([np.nan], np.float32), np.array([1]))
     with pytest.raises(ValueError, match="valid"):
         DECODER.decode(np.array([0]), np.zeros(1, np.float32), np.array([1]), one, one - 1)
-    with pytest.raises(ValueError, match=r"word_links\[1\] = 3 is not a WordLink"):
-        DECODER.decode(np.array([0, 1]), np.zeros(2, np.float32), np.array([2]), word_links=np.array([0, 3], np.uint8))
+    with pytest.raises(ValueError, match=r"word_links\[1\] = 5 is not a WordLink"):
+        DECODER.decode(np.array([0, 1]), np.zeros(2, np.float32), np.array([2]), word_links=np.array([0, 5], np.uint8))
     with pytest.raises(ValueError, match="word_links has shape"):
         DECODER.decode(np.array([0, 1]), np.zeros(2, np.float32), np.array([2]), word_links=np.zeros(3, np.uint8))
     with pytest.raises(TypeError, match="word_links must be a uint8 array"):

@@ -37,7 +37,7 @@ import numpy as np
 import regex
 from icu4py.breakers import WordBreaker
 
-from nertron._native import WORD_JOINED, WORD_PARTICLE
+from nertron._native import WORD_JOINED, WORD_ORG_ENDING, WORD_PARTICLE, WORD_PLACE_ENDING
 
 _ABBREVIATIONS = [
     "Mr",
@@ -209,6 +209,41 @@ def _korean_particle(word: str) -> int:
     return 0
 
 
+# Words that end place and organisation names in Chinese and Japanese, where ICU often cuts them off a name
+# (温州|市, 北京|大学, 静岡|県, 京都|大学): linked to the word before so that an entity goes on over them (see
+# WORD_PLACE_ENDING, WORD_ORG_ENDING). Only words that are nothing but an ending: 市场 and 大学生 are other words.
+# Not 都 or 道 (Japanese prefectures, but Chinese "all" and "way"), nor 会 or 所 (Chinese "will", a particle).
+_PLACE_ENDINGS = frozenset(
+    str.split("省 市 县 区 州 镇 乡 村 自治区 自治州 自治县 特别行政区 地区 半岛 群岛 岛 港 湾 県 府 町 郡")
+)
+_ORG_ENDINGS = frozenset(
+    str.split(  # Chinese, then Japanese
+        "大学 学院 中学 小学 大学校 高校 公司 集团 银行 委员会 协会 学会 研究所 研究院 科学院 医院 报社 日报 日报社 "
+        "通讯社 电视台 电台 法院 人民法院 检察院 公安局 市委 省委 县委 党委 共产党 代表团 俱乐部 队 男队 女队 部 局 厅 "
+        "院 社 委 会社 銀行 商事 自動車 電機 工業 製作所 新聞 新聞社 放送 証券 航空 鉄道"
+    )
+)
+_LONGEST_ENDING = max(map(len, _PLACE_ENDINGS | _ORG_ENDINGS))
+
+
+def _name_endings(text: str, offsets: Sequence[int], first: int, last: int) -> dict[int, int]:
+    """Links of the words ``first + 1 .. last - 1`` of a run (words ``first .. last - 1``, ``offsets`` flat
+    [start, end) pairs) that are, alone or with the words after them, a name ending: the longest ending wins."""
+    links: dict[int, int] = {}
+    word = first + 1
+    while word < last:
+        start, matched, link = offsets[2 * word], 0, 0
+        for end_word in range(word, last):
+            ending = text[start : offsets[2 * end_word + 1]]
+            if len(ending) > _LONGEST_ENDING:
+                break
+            if ending in _PLACE_ENDINGS or ending in _ORG_ENDINGS:
+                matched, link = end_word + 1 - word, WORD_PLACE_ENDING if ending in _PLACE_ENDINGS else WORD_ORG_ENDING
+        links.update(dict.fromkeys(range(word, word + matched), link))
+        word += max(matched, 1)
+    return links
+
+
 _SYLLABLE_SCRIPT = regex.compile(r"[\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}]")  # a run of these is all of them
 _LINE_BREAK = regex.compile(r"\n")
 _NO_SPACE_WORD = regex.compile(_NO_SPACE_RUN)
@@ -282,7 +317,7 @@ class SegmentedText(Sequence[str]):
         """``text`` cut into words by nertron's segmentation (see the module docstring), a sentence per line."""
         offsets = array("q")
         unmarked: list[int] = []  # word indices
-        links: dict[int, int] = {}  # word index -> WORD_JOINED or WORD_PARTICLE
+        links: dict[int, int] = {}  # word index -> WORD_JOINED, WORD_PARTICLE, WORD_PLACE_ENDING, WORD_ORG_ENDING
         for match in _TOKEN.finditer(text):
             if match.lastgroup == "no_space":
                 first = len(offsets) // 2
@@ -296,6 +331,7 @@ class SegmentedText(Sequence[str]):
                     sizes = (offsets[2 * word + 1] - offsets[2 * word], offsets[2 * word - 1] - offsets[2 * word - 2])
                     if syllables or 1 in sizes:
                         links[word] = WORD_JOINED
+                links.update(_name_endings(text, offsets, first, len(offsets) // 2))
                 continue
             start, end = match.span()
             word = match.group()
