@@ -309,7 +309,7 @@ Spans PostProcessor::decode(const int32_t* labels, const float* scores, const in
         const auto it = std::find(types.begin(), types.end(), name);
         return it == types.end() ? int32_t{-2} : static_cast<int32_t>(it - types.begin());  // -2: no such type
     };
-    const int32_t loc = type_id("LOC"), org = type_id("ORG");
+    const int32_t loc = type_id("LOC"), org = type_id("ORG"), misc = type_id("MISC");
 
     Spans spans;
     const bool with_chars = word_start_char != nullptr;
@@ -331,7 +331,7 @@ Spans PostProcessor::decode(const int32_t* labels, const float* scores, const in
             }
             const bool ends_name = prev != Prefix::O &&
                                    ((link == WordLink::PlaceEnding && prev_type == loc) ||
-                                    (link == WordLink::OrgEnding && (prev_type == loc || prev_type == org)));
+                                    (link == WordLink::OrgEnding && (prev_type == loc || prev_type == org || prev_type == misc)));
             if (ends_name) {
                 // 温州|市, 北京|大学: the ending belongs to the name before it, whatever the model tagged it;
                 // an organisation ending makes the name an ORG.

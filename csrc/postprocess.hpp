@@ -62,7 +62,8 @@ enum class WordLink : uint8_t {
     // entity of the word before, whatever its own tag, when that entity is of the types it ends (else it is
     // a free word):
     PlaceEnding = 3,  // 市 县 省 県 ...: a LOC goes on (温州|市 is 温州市 LOC)
-    OrgEnding = 4,    // 大学 公司 队 ...: a LOC or ORG goes on as an ORG (北京|大学 is 北京大学 ORG)
+    OrgEnding = 4,    // 大学 公司 队 ...: a LOC, ORG or MISC goes on as an ORG (北京|大学 is 北京大学 ORG; 中国|队,
+                      // 中国 MISC as "Chinese" is in English CoNLL, is 中国队 ORG)
 };
 
 // One label and score per word, flat over rows.
@@ -107,8 +108,8 @@ class PostProcessor {
     // word_links (optional, flat like labels; values of WordLink) keep an entity whole across the
     // segmenter's cuts: a Joined word in an entity continues the entity of the word before, whatever its
     // prefix and type (the entity keeps its first piece's type); a Particle word reads as O; a PlaceEnding
-    // or OrgEnding word continues a LOC (or LOC/ORG) entity, whatever its own tag, the OrgEnding making it
-    // ORG (a table without those types reads them as free words).
+    // word continues a LOC entity and an OrgEnding word a LOC, ORG or MISC entity, whatever their own tags,
+    // the OrgEnding making it ORG (a table without those types reads them as free words).
     Spans decode(const int32_t* labels, const float* scores, const int64_t* row_words, int64_t num_rows,
                  const int64_t* word_start_char, const int64_t* word_end_char,
                  const uint8_t* word_links = nullptr) const;

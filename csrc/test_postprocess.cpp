@@ -259,6 +259,15 @@ void test_name_endings() {
     spans = bioes.decode(tags.data(), scores.data(), three.data(), 1, nullptr, nullptr, cut.data());
     check(spans.first_word == std::vector<int64_t>({0}) && spans.end_word == std::vector<int64_t>({2}),
           "endings: after S-LOC");
+    // 中国|队: a MISC (中国 as "Chinese") goes on over an organisation ending as an ORG, not over a place ending.
+    const PostProcessor misc({"O", "B-MISC", "I-MISC", "B-ORG", "I-ORG"}, Aggregation::First);
+    const std::vector<int32_t> team = {1, 0, 1, 0};
+    const std::vector<uint8_t> team_links = {0, org, 0, place};
+    const std::vector<int64_t> four = {4};
+    spans = misc.decode(team.data(), scores.data(), four.data(), 1, nullptr, nullptr, team_links.data());
+    check(spans.first_word == std::vector<int64_t>({0, 2}) && spans.end_word == std::vector<int64_t>({2, 3}) &&
+              spans.type == std::vector<int32_t>({1, 0}),
+          "endings: a MISC before an organisation ending is an ORG");
     const PostProcessor people({"O", "B-PER", "I-PER"}, Aggregation::First);
     const std::vector<int32_t> person = {1, 0, 0};
     spans = people.decode(person.data(), scores.data(), three.data(), 1, nullptr, nullptr, cut.data());

@@ -6,7 +6,8 @@ from __future__ import annotations
 # text -> (entity text, label) pairs that must be among the entities found. 马克龙 is two dictionary words
 # (马克 龙) that the model tags as one entity; 特朗普, 拜登 and 默克尔 are cut into pieces, which the decoder keeps
 # together (word links: 默 PER + 克尔 LOC is 默克尔 PER, the first piece's type). Korean particles are cut off
-# (부산을 -> 부산). Name endings ICU cuts off go with the name (温州|市 LOC, 北京|大学 ORG, 愛知|県 LOC). Known miss
+# (부산을 -> 부산). Name endings ICU cuts off go with the name (温州|市 LOC, 北京|大学 ORG, 愛知|県 LOC;
+# 中国|队 ORG, though the model tags 中国 MISC there). Known miss
 # (MODEL_CARD.md): 习近平 (found as 近平 PER; the English-only model found it whole).
 WHOLE_WORD_ENTITIES: dict[str, list[tuple[str, str]]] = {
     "习近平在北京会见了法国总统马克龙。": [("北京", "LOC"), ("马克龙", "PER")],
@@ -18,6 +19,7 @@ WHOLE_WORD_ENTITIES: dict[str, list[tuple[str, str]]] = {
     "トヨタ自動車の豊田章男社長が名古屋で講演した。": [("トヨタ自動車", "ORG"), ("豊田章男", "PER"), ("名古屋", "LOC")],
     "京都大学の研究者が愛知県で講演した。": [("京都大学", "ORG"), ("愛知県", "LOC")],
     "温州市的企业家访问了北京大学。": [("温州市", "LOC"), ("北京大学", "ORG")],
+    "中国队在决赛中战胜了巴西队。": [("中国队", "ORG"), ("巴西队", "ORG")],
     "กรุงเทพมหานครเป็นเมืองหลวงของประเทศไทย": [("กรุงเทพมหานคร", "LOC")],
     "นายกรัฐมนตรีเดินทางไปเชียงใหม่": [("เชียงใหม่", "LOC")],
     "Angela Merkel 在柏林会见了 Emmanuel Macron。": [

@@ -102,12 +102,12 @@ def linked_tags(tags: Sequence[str], links: Sequence[int]) -> list[str]:
     """``tags`` rewritten as the decoder reads them with word links (0 free, 1 joined, 2 particle, 3 place
     ending, 4 organisation ending): a particle is O; a joined word in an entity continues the previous word's
     entity, with that entity's type (its B- read as I-, S- as E-, and the previous word's E- as I-, S- as B-);
-    an ending after a LOC entity (3), or a LOC or ORG entity (4), continues it whatever its own tag, 4 making the
+    an ending after a LOC entity (3), or a LOC, ORG or MISC entity (4), continues it whatever its own tag, 4 making the
     whole entity ORG; an ending after anything else is a free word."""
     out: list[str] = []
     for tag, link in zip(tags, links, strict=True):
         open_type = out[-1][2:] if out and out[-1] != "O" else None
-        if (link == 3 and open_type == "LOC") or (link == 4 and open_type in ("LOC", "ORG")):
+        if (link == 3 and open_type == "LOC") or (link == 4 and open_type in ("LOC", "ORG", "MISC")):
             entity_type = "ORG" if link == 4 else "LOC"
             first = len(out) - 1
             while first > 0 and out[first][0] in "IE" and out[first - 1][0] in "BI" and out[first - 1][2:] == open_type:

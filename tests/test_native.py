@@ -21,7 +21,7 @@ from seqeval.metrics.sequence_labeling import get_entities as seqeval_entities
 from tests import reference
 from tests.properties import examples
 
-LABELS = ("O", *(f"{p}-{t}" for t in ("PER", "LOC", "ORG") for p in "BIES"))
+LABELS = ("O", *(f"{p}-{t}" for t in ("PER", "LOC", "ORG", "MISC") for p in "BIES"))
 DECODER = PostProcessor(LABELS)
 AGGREGATIONS = ("first", "average", "max")
 
@@ -299,8 +299,8 @@ def test_any_integer_width_and_byte_order_is_read() -> None:
 
 def test_decode_rejects_bad_input() -> None:
     one = np.array([0])
-    with pytest.raises(ValueError, match=r"labels\[1\] = 13 is out of range"):
-        DECODER.decode(np.array([0, 13]), np.zeros(2, np.float32), np.array([2]))
+    with pytest.raises(ValueError, match=r"labels\[1\] = 17 is out of range"):
+        DECODER.decode(np.array([0, 17]), np.zeros(2, np.float32), np.array([2]))
     with pytest.raises(ValueError, match=r"labels\[0\] = 4294967296 is out of range"):
         DECODER.decode(np.array([2**32]), np.zeros(1, np.float32), np.array([1]))
     with pytest.raises(ValueError, match="scores has shape"):
