@@ -7,24 +7,25 @@ number at the start of a line (``5. Dionne Rose``) keeps its full stop; English 
 are split. Each of these is how CoNLL-2003 cuts the same text, which is what the model was trained on.
 Scripts written without spaces between words (Chinese and Japanese: Han, Hiragana, Katakana; Thai, Lao, Khmer,
 Myanmar) are cut into words by ICU's dictionary-based word break (``icu4py``, ICU 78), run by run, so
-``東京是日本的首都`` gives ``東京 是 日本 的 首都``; mixed-script text is cut at each change of script. A name
-the dictionary does not know may be cut in several words (``习近平`` gives ``习 近平``, ``华为`` ``华 为``):
-where a cut is next to a single character (ICU's fallback for what it does not know; in Thai, Lao, Khmer and
-Myanmar, every cut) the words are linked (``SegmentedText.links``, ``WORD_JOINED``), and the decoder keeps an
-entity whole across such a cut, with its first piece's type: ``华`` ORG + ``为`` ORG is ``华为`` ORG, ``默`` PER
-+ ``克尔`` LOC is ``默克尔`` PER. Korean is written with spaces, but a case particle is glued to its noun
-(``부산을``, ``서울에서``, ``대구와``): a Hangul word ending in one is cut before it (``부산 을``), the particle
-tokenised as the rest of its word and linked as ``WORD_PARTICLE``, which is never part of an entity. The
-particles are the common case and topic markers, and only where Korean puts them (``이``, ``은``, ``을``
-after a final consonant; ``가``, ``는``, ``를`` after a vowel) and after at least two syllables for a
-one-syllable particle, so names ending in such a syllable stay whole (``상하이``, ``인도``; and a few listed
-by name, ``김정은`` and ``카이로`` among them; others are cut, e.g. a foreign name ending in ``로``
-or ``와``). Whitespace, control and format characters separate words and are never part of one. Words of
-those scripts are tokenised without SentencePiece's word-start marker ``▁`` (``SegmentedText.unmarked``):
-XLM-R was pre-trained on such text without spaces, where pieces rarely start with ``▁``, and a lone ``▁``
-piece, not the word's own characters, would carry the word's label (first-subword aggregation). A line break
-ends a sentence: no entity spans two lines. Offsets are Python string (code point)
-indices, so ``text[start:end] == word``.
+``東京是日本的首都`` gives ``東京 是 日本 的 首都``; mixed-script text is cut at each change of script. A name the
+dictionary does not know may be cut in several words (``习近平`` gives ``习 近平``, ``华为`` ``华 为``): where a cut
+is next to a single character (ICU's fallback for what it does not know; in Thai, Lao, Khmer and Myanmar, every cut)
+the words are linked (``SegmentedText.links``, ``WORD_JOINED``), and the decoder keeps an entity whole across such a
+cut, with its first piece's type: ``华`` ORG + ``为`` ORG is ``华为`` ORG, ``默`` PER + ``克尔`` LOC is ``默克尔``
+PER. A word that ends place or organisation names (``市``, ``县``, ``県``; ``大学``, ``公司``, ``队``: a short
+list), cut off the word before, is linked as ``WORD_PLACE_ENDING`` or ``WORD_ORG_ENDING``, and the decoder puts it
+in the entity before it: ``温州|市`` is ``温州市`` LOC, ``北京|大学`` ``北京大学`` ORG. Korean is written with
+spaces, but a case particle is glued to its noun (``부산을``, ``서울에서``, ``대구와``): a Hangul word ending in one
+is cut before it (``부산 을``), the particle tokenised as the rest of its word and linked as ``WORD_PARTICLE``,
+which is never part of an entity. The particles are the common case and topic markers, and only where Korean puts
+them (``이``, ``은``, ``을`` after a final consonant; ``가``, ``는``, ``를`` after a vowel) and after at least two
+syllables for a one-syllable particle, so names ending in such a syllable stay whole (``상하이``, ``인도``; and a
+few listed by name, ``김정은`` and ``카이로`` among them; others are cut, e.g. a foreign name ending in ``로`` or
+``와``). Whitespace, control and format characters separate words and are never part of one. Words of those scripts
+are tokenised without SentencePiece's word-start marker ``▁`` (``SegmentedText.unmarked``): XLM-R was pre-trained on
+such text without spaces, where pieces rarely start with ``▁``, and a lone ``▁`` piece, not the word's own
+characters, would carry the word's label (first-subword aggregation). A line break ends a sentence: no entity spans
+two lines. Offsets are Python string (code point) indices, so ``text[start:end] == word``.
 """
 
 from __future__ import annotations
