@@ -63,6 +63,14 @@ def test_average_cli_and_its_errors(tiny_checkpoint: Path, tmp_path: Path, capsy
     (loaded / "tokenizer_config.json").write_text(json.dumps({**settings, "is_local": True, "local_files_only": True}))
     assert main(["average", "--out", str(tmp_path / "a-loaded"), str(a), str(loaded)]) == 0
     capsys.readouterr()
+    # a run's checkpoint lacks the slow tokenizer's sentencepiece.bpe.model that an unpacked package has: either
+    # order averages, and the average has it
+    (loaded / "sentencepiece.bpe.model").write_bytes(b"the SentencePiece model")
+    for order in ((a, loaded), (loaded, a)):
+        out = tmp_path / f"without-{order[0].parent.name}"
+        assert main(["average", "--out", str(out), *map(str, order)]) == 0
+        assert (out / "sentencepiece.bpe.model").read_bytes() == b"the SentencePiece model"
+    capsys.readouterr()
     retokenized = tmp_path / "retokenized"
     shutil.copytree(tiny_checkpoint, retokenized)
     (retokenized / "tokenizer_config.json").write_text(json.dumps({**settings, "model_max_length": 7}))

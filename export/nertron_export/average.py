@@ -49,9 +49,13 @@ def average_checkpoints(checkpoints: Sequence[str | Path], out: str | Path) -> P
     for path in paths[1:]:
         if _config(path) != config:
             raise InvalidValue(f"checkpoints: {path}/config.json differs from {first}/config.json")
-        for name in TOKENIZER_FILES:
-            if (first / name).is_file() and _tokenizer_file(first, name) != _tokenizer_file(path, name):
-                raise InvalidValue(f"checkpoints: {path}/{name} differs from {first}/{name}")
+    # A tokenizer file that two checkpoints both hold must say the same; one may lack a file another has (a run's
+    # checkpoint has no sentencepiece.bpe.model, an unpacked package has), and the average takes it from the other.
+    tokenizer_files = {name: [p for p in paths if (p / name).is_file()] for name in TOKENIZER_FILES}
+    for name, holders in tokenizer_files.items():
+        for path in holders[1:]:
+            if _tokenizer_file(path, name) != _tokenizer_file(holders[0], name):
+                raise InvalidValue(f"checkpoints: {path}/{name} differs from {holders[0]}/{name}")
     out = Path(out)
     for path in paths:
         check_apart(("out", out), {"checkpoint": path})
@@ -65,9 +69,9 @@ def average_checkpoints(checkpoints: Sequence[str | Path], out: str | Path) -> P
     with replacing_folder(out) as work:  # a failure leaves out as it was
         save_file(averaged, str(work / WEIGHTS), metadata={"format": "pt"})
         shutil.copyfile(first / "config.json", work / "config.json")
-        for name in TOKENIZER_FILES:
-            if (first / name).is_file():
-                shutil.copyfile(first / name, work / name)
+        for name, holders in tokenizer_files.items():
+            if holders:
+                shutil.copyfile(holders[0] / name, work / name)
         record = {"method": "uniform mean of the weights", "checkpoints": [_describe(p) for p in paths]}
         (work / RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return out
@@ -111,9 +115,7 @@ def _config(path: Path) -> dict[str, Any]:
 
 def _tokenizer_file(path: Path, name: str) -> Any:
     """What ``path``'s tokenizer file ``name`` says, for comparison: its bytes, or for tokenizer_config.json its
-    settings without the keys of IGNORED_TOKENIZER_KEYS; None if it is missing."""
-    if not (path / name).is_file():
-        return None
+    settings without the keys of IGNORED_TOKENIZER_KEYS."""
     if name != "tokenizer_config.json":
         return (path / name).read_bytes()
     settings = json.loads((path / name).read_text(encoding="utf-8"))
