@@ -304,10 +304,12 @@ Spans PostProcessor::decode(const int32_t* labels, const float* scores, const in
         }
     }
 
+    // The types name endings apply to; kNoType where the table has none (an open entity's type is never that).
+    constexpr int32_t kNoType = -2;
     const std::vector<std::string>& types = labels_.types();
     const auto type_id = [&types](const char* name) {
         const auto it = std::find(types.begin(), types.end(), name);
-        return it == types.end() ? int32_t{-2} : static_cast<int32_t>(it - types.begin());  // -2: no such type
+        return it == types.end() ? kNoType : static_cast<int32_t>(it - types.begin());
     };
     const int32_t loc = type_id("LOC"), org = type_id("ORG"), misc = type_id("MISC");
 
@@ -329,10 +331,10 @@ Spans PostProcessor::decode(const int32_t* labels, const float* scores, const in
                 tag = labels_.prefix(labels[offset + i]);
                 type = labels_.type(labels[offset + i]);
             }
-            const bool ends_name = prev != Prefix::O &&
-                                   ((link == WordLink::PlaceEnding && prev_type == loc) ||
-                                    (link == WordLink::OrgEnding && (prev_type == loc || prev_type == org || prev_type == misc)));
-            if (ends_name) {
+            const bool ends_place = link == WordLink::PlaceEnding && prev_type == loc;
+            const bool ends_org = link == WordLink::OrgEnding && org != kNoType &&
+                                  (prev_type == loc || prev_type == org || prev_type == misc);
+            if (prev != Prefix::O && (ends_place || ends_org)) {
                 // 温州|市, 北京|大学: the ending belongs to the name before it, whatever the model tagged it;
                 // an organisation ending makes the name an ORG.
                 score_sum += scores[offset + i];
@@ -340,7 +342,10 @@ Spans PostProcessor::decode(const int32_t* labels, const float* scores, const in
                 if (link == WordLink::OrgEnding) prev_type = org;
                 continue;
             }
-            if (link == WordLink::Joined && tag != Prefix::O && prev != Prefix::O) {
+            // An ending that does not end the name before it is still cut off that word: it reads as joined.
+            const bool joined =
+                link == WordLink::Joined || link == WordLink::PlaceEnding || link == WordLink::OrgEnding;
+            if (joined && tag != Prefix::O && prev != Prefix::O) {
                 // One word, cut by the segmenter: its entity goes on (B-X reads as I-X, S-X as E-X) with the
                 // first piece's type, as a word takes its first subword's label.
                 score_sum += scores[offset + i];

@@ -59,11 +59,11 @@ enum class WordLink : uint8_t {
                    // 华为 into 华|为): entities on both sides of the cut are one, of the first one's type
     Particle = 2,  // a grammatical ending split off the previous word (Korean 부산|을): never in an entity
     // A word that ends names in a run without spaces, right after another word of the run; it goes into the
-    // entity of the word before, whatever its own tag, when that entity is of the types it ends (else it is
-    // a free word):
+    // entity of the word before, whatever its own tag, when that entity is of the types it ends (else it
+    // reads as Joined):
     PlaceEnding = 3,  // 市 县 省 県 ...: a LOC goes on (温州|市 is 温州市 LOC)
-    OrgEnding = 4,    // 大学 公司 队 ...: a LOC, ORG or MISC goes on as an ORG (北京|大学 is 北京大学 ORG; 中国|队,
-                      // 中国 MISC as "Chinese" is in English CoNLL, is 中国队 ORG)
+    OrgEnding = 4,    // 大学 公司 队 ...: a LOC, ORG or MISC goes on as an ORG (北京|大学 is 北京大学 ORG, and
+                      // 中国|队 is 中国队 ORG where the model tags 中国 MISC, as English CoNLL tags "Chinese")
 };
 
 // One label and score per word, flat over rows.
@@ -109,7 +109,8 @@ class PostProcessor {
     // segmenter's cuts: a Joined word in an entity continues the entity of the word before, whatever its
     // prefix and type (the entity keeps its first piece's type); a Particle word reads as O; a PlaceEnding
     // word continues a LOC entity and an OrgEnding word a LOC, ORG or MISC entity, whatever their own tags,
-    // the OrgEnding making it ORG (a table without those types reads them as free words).
+    // the OrgEnding making it ORG; an ending that does not apply (another type, or a table without ORG)
+    // reads as Joined.
     Spans decode(const int32_t* labels, const float* scores, const int64_t* row_words, int64_t num_rows,
                  const int64_t* word_start_char, const int64_t* word_end_char,
                  const uint8_t* word_links = nullptr) const;

@@ -271,7 +271,21 @@ void test_name_endings() {
     const PostProcessor people({"O", "B-PER", "I-PER"}, Aggregation::First);
     const std::vector<int32_t> person = {1, 0, 0};
     spans = people.decode(person.data(), scores.data(), three.data(), 1, nullptr, nullptr, cut.data());
-    check(spans.end_word == std::vector<int64_t>({1}), "endings: a table without LOC reads them as free words");
+    check(spans.end_word == std::vector<int64_t>({1}), "endings: a table without LOC: the O ending ends the PER");
+    // An ending that does not apply reads as joined: after a PER, a tagged ending goes on with the PER; in a
+    // table without ORG an organisation ending goes on with the LOC before it (never a type the table lacks).
+    const std::vector<int32_t> person_tagged = {1, 1, 0};
+    spans = people.decode(person_tagged.data(), scores.data(), three.data(), 1, nullptr, nullptr, cut.data());
+    check(spans.first_word == std::vector<int64_t>({0}) && spans.end_word == std::vector<int64_t>({2}) &&
+              spans.type == std::vector<int32_t>({0}),
+          "endings: a tagged ending after a PER reads as joined");
+    const PostProcessor places({"O", "B-LOC", "I-LOC"}, Aggregation::First);
+    const std::vector<int32_t> place_tagged = {1, 1, 0};
+    const std::vector<uint8_t> org_cut = {0, org, 0};
+    spans = places.decode(place_tagged.data(), scores.data(), three.data(), 1, nullptr, nullptr, org_cut.data());
+    check(spans.first_word == std::vector<int64_t>({0}) && spans.end_word == std::vector<int64_t>({2}) &&
+              spans.type == std::vector<int32_t>({0}),
+          "endings: an organisation ending in a table without ORG reads as joined, the LOC stays a LOC");
 }
 
 }  // namespace

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 Prediction = tuple[int, float]  # label, score
 
@@ -98,16 +98,18 @@ def get_entities(tags: Sequence[str]) -> list[tuple[str, int, int]]:
     return chunks
 
 
-def linked_tags(tags: Sequence[str], links: Sequence[int]) -> list[str]:
+def linked_tags(tags: Sequence[str], links: Sequence[int], types: Collection[str]) -> list[str]:
     """``tags`` rewritten as the decoder reads them with word links (0 free, 1 joined, 2 particle, 3 place
     ending, 4 organisation ending): a particle is O; a joined word in an entity continues the previous word's
     entity, with that entity's type (its B- read as I-, S- as E-, and the previous word's E- as I-, S- as B-);
-    an ending after a LOC entity (3), or a LOC, ORG or MISC entity (4), continues it whatever its own tag, 4 making the
-    whole entity ORG; an ending after anything else is a free word."""
+    an ending after a LOC entity (3), or a LOC, ORG or MISC entity (4), continues it whatever its own tag, 4
+    making the whole entity ORG (only if ORG is among the label table's ``types``); an ending that does not apply
+    reads as joined."""
+    has_org = "ORG" in types
     out: list[str] = []
     for tag, link in zip(tags, links, strict=True):
         open_type = out[-1][2:] if out and out[-1] != "O" else None
-        if (link == 3 and open_type == "LOC") or (link == 4 and open_type in ("LOC", "ORG", "MISC")):
+        if (link == 3 and open_type == "LOC") or (link == 4 and has_org and open_type in ("LOC", "ORG", "MISC")):
             entity_type = "ORG" if link == 4 else "LOC"
             first = len(out) - 1
             while first > 0 and out[first][0] in "IE" and out[first - 1][0] in "BI" and out[first - 1][2:] == open_type:
@@ -120,7 +122,7 @@ def linked_tags(tags: Sequence[str], links: Sequence[int]) -> list[str]:
             tag = "I-" + entity_type
         elif link == 2:
             tag = "O"
-        elif link == 1 and tag != "O" and out and out[-1] != "O":
+        elif link in (1, 3, 4) and tag != "O" and out and out[-1] != "O":
             out[-1] = {"E": "I", "S": "B"}.get(out[-1][0], out[-1][0]) + out[-1][1:]
             tag = {"B": "I", "S": "E"}.get(tag[0], tag[0]) + out[-1][1:]
         out.append(tag)
@@ -133,7 +135,7 @@ def decode_row(
     """(type, first_word, end_word, mean score) spans of one row; label -1 reads as O."""
     tags = [names[label] if label >= 0 else "O" for label in labels]
     if links is not None:
-        tags = linked_tags(tags, links)
+        tags = linked_tags(tags, links, {name[2:] for name in names if name != "O"})
     return [
         (type_, first, last + 1, sum(scores[first : last + 1]) / (last + 1 - first))
         for type_, first, last in get_entities(tags)

@@ -71,6 +71,8 @@ def test_average_cli_and_its_errors(tiny_checkpoint: Path, tmp_path: Path, capsy
         assert main(["average", "--out", str(out), *map(str, order)]) == 0
         assert (out / "sentencepiece.bpe.model").read_bytes() == b"the SentencePiece model"
     capsys.readouterr()
+    untokenized = tuned_copy(tiny_checkpoint, tmp_path / "untokenized", 2.0)
+    (untokenized / "tokenizer.json").unlink()  # only the slow tokenizer's model may be missing from one of them
     retokenized = tmp_path / "retokenized"
     shutil.copytree(tiny_checkpoint, retokenized)
     (retokenized / "tokenizer_config.json").write_text(json.dumps({**settings, "model_max_length": 7}))
@@ -89,6 +91,7 @@ def test_average_cli_and_its_errors(tiny_checkpoint: Path, tmp_path: Path, capsy
         ([str(a), str(tmp_path / "missing")], "missing is not an HF checkpoint"),
         ([str(a), str(other)], "other/config.json differs"),
         ([str(a), str(retokenized)], "retokenized/tokenizer_config.json differs"),
+        ([str(a), str(untokenized)], "untokenized/best has no tokenizer.json, which"),
     ]
     for checkpoints, why in cases:
         assert main(["average", "--out", str(tmp_path / "bad"), *checkpoints]) == 2

@@ -27,6 +27,7 @@ TEXTS = [
     "El presidente de México visitó Madrid y Barcelona.",
     "東京で会議が開かれた。 Москва и Санкт-Петербург.",
     "부산을 떠난 손흥민은 런던에서 뛰었다. 华为在联合国",
+    "温州市的企业家访问了北京大学和中国队。",  # name endings
     "x",
 ]
 

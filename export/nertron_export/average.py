@@ -33,6 +33,10 @@ IGNORED_CONFIG_KEYS = ("_name_or_path", "transformers_version")
 # checkpoints have them, an unpacked package does not): how it was loaded, not what it tokenises.
 IGNORED_TOKENIZER_KEYS = ("is_local", "local_files_only")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "sentencepiece.bpe.model")
+# Files one checkpoint may hold and another not (a run's checkpoint has no sentencepiece.bpe.model, an unpacked
+# package has): the average takes them from a checkpoint that has them. The others, if any checkpoint has them,
+# every checkpoint must have.
+OPTIONAL_TOKENIZER_FILES = frozenset({"special_tokens_map.json", "sentencepiece.bpe.model"})
 AVERAGE_FILES = frozenset({WEIGHTS, "config.json", RECORD, *TOKENIZER_FILES})  # what an average writes
 
 
@@ -49,10 +53,12 @@ def average_checkpoints(checkpoints: Sequence[str | Path], out: str | Path) -> P
     for path in paths[1:]:
         if _config(path) != config:
             raise InvalidValue(f"checkpoints: {path}/config.json differs from {first}/config.json")
-    # A tokenizer file that two checkpoints both hold must say the same; one may lack a file another has (a run's
-    # checkpoint has no sentencepiece.bpe.model, an unpacked package has), and the average takes it from the other.
+    # A tokenizer file that two checkpoints both hold must say the same.
     tokenizer_files = {name: [p for p in paths if (p / name).is_file()] for name in TOKENIZER_FILES}
     for name, holders in tokenizer_files.items():
+        lacking = [p for p in paths if p not in holders]
+        if holders and lacking and name not in OPTIONAL_TOKENIZER_FILES:
+            raise InvalidValue(f"checkpoints: {lacking[0]} has no {name}, which {holders[0]} has")
         for path in holders[1:]:
             if _tokenizer_file(path, name) != _tokenizer_file(holders[0], name):
                 raise InvalidValue(f"checkpoints: {path}/{name} differs from {holders[0]}/{name}")

@@ -12,20 +12,22 @@ dictionary does not know may be cut in several words (``习近平`` gives ``习 
 is next to a single character (ICU's fallback for what it does not know; in Thai, Lao, Khmer and Myanmar, every cut)
 the words are linked (``SegmentedText.links``, ``WORD_JOINED``), and the decoder keeps an entity whole across such a
 cut, with its first piece's type: ``华`` ORG + ``为`` ORG is ``华为`` ORG, ``默`` PER + ``克尔`` LOC is ``默克尔``
-PER. A word that ends place or organisation names (``市``, ``县``, ``県``; ``大学``, ``公司``, ``队``: a short
-list), cut off the word before, is linked as ``WORD_PLACE_ENDING`` or ``WORD_ORG_ENDING``, and the decoder puts it
-in the entity before it: ``温州|市`` is ``温州市`` LOC, ``北京|大学`` ``北京大学`` ORG. Korean is written with
-spaces, but a case particle is glued to its noun (``부산을``, ``서울에서``, ``대구와``): a Hangul word ending in one
-is cut before it (``부산 을``), the particle tokenised as the rest of its word and linked as ``WORD_PARTICLE``,
-which is never part of an entity. The particles are the common case and topic markers, and only where Korean puts
-them (``이``, ``은``, ``을`` after a final consonant; ``가``, ``는``, ``를`` after a vowel) and after at least two
-syllables for a one-syllable particle, so names ending in such a syllable stay whole (``상하이``, ``인도``; and a
-few listed by name, ``김정은`` and ``카이로`` among them; others are cut, e.g. a foreign name ending in ``로`` or
-``와``). Whitespace, control and format characters separate words and are never part of one. Words of those scripts
-are tokenised without SentencePiece's word-start marker ``▁`` (``SegmentedText.unmarked``): XLM-R was pre-trained on
-such text without spaces, where pieces rarely start with ``▁``, and a lone ``▁`` piece, not the word's own
-characters, would carry the word's label (first-subword aggregation). A line break ends a sentence: no entity spans
-two lines. Offsets are Python string (code point) indices, so ``text[start:end] == word``.
+PER. A word that ends place or organisation names (``市``, ``县``, ``県``; ``大学``, ``公司``, ``队``: a short list,
+simplified Chinese and Japanese forms), cut off the word before it in the same run, is linked as
+``WORD_PLACE_ENDING`` or ``WORD_ORG_ENDING``, and the decoder puts it in the entity before it when that is a LOC
+(place) or a LOC, ORG or MISC (organisation, which makes it ORG): ``温州|市`` is ``温州市`` LOC, ``北京|大学``
+``北京大学`` ORG; otherwise it reads as joined. Korean is written with spaces, but a case particle is glued to its
+noun (``부산을``, ``서울에서``, ``대구와``): a Hangul word ending in one is cut before it (``부산 을``), the
+particle tokenised as the rest of its word and linked as ``WORD_PARTICLE``, which is never part of an entity. The
+particles are the common case and topic markers, and only where Korean puts them (``이``, ``은``, ``을`` after a
+final consonant; ``가``, ``는``, ``를`` after a vowel) and after at least two syllables for a one-syllable particle,
+so names ending in such a syllable stay whole (``상하이``, ``인도``; and a few listed by name, ``김정은`` and
+``카이로`` among them; others are cut, e.g. a foreign name ending in ``로`` or ``와``). Whitespace, control and
+format characters separate words and are never part of one. Words of those scripts are tokenised without
+SentencePiece's word-start marker ``▁`` (``SegmentedText.unmarked``): XLM-R was pre-trained on such text without
+spaces, where pieces rarely start with ``▁``, and a lone ``▁`` piece, not the word's own characters, would carry the
+word's label (first-subword aggregation). A line break ends a sentence: no entity spans two lines. Offsets are
+Python string (code point) indices, so ``text[start:end] == word``.
 """
 
 from __future__ import annotations
@@ -229,7 +231,8 @@ _LONGEST_ENDING = max(map(len, _PLACE_ENDINGS | _ORG_ENDINGS))
 
 def _name_endings(text: str, offsets: Sequence[int], first: int, last: int) -> dict[int, int]:
     """Links of the words ``first + 1 .. last - 1`` of a run (words ``first .. last - 1``, ``offsets`` flat
-    [start, end) pairs) that are, alone or with the words after them, a name ending: the longest ending wins."""
+    [start, end) pairs) that are, alone or with the words after them, a name ending. Left to right: at each word
+    the longest ending that starts there wins, and the scan goes on after it."""
     links: dict[int, int] = {}
     word = first + 1
     while word < last:
@@ -238,8 +241,10 @@ def _name_endings(text: str, offsets: Sequence[int], first: int, last: int) -> d
             ending = text[start : offsets[2 * end_word + 1]]
             if len(ending) > _LONGEST_ENDING:
                 break
-            if ending in _PLACE_ENDINGS or ending in _ORG_ENDINGS:
-                matched, link = end_word + 1 - word, WORD_PLACE_ENDING if ending in _PLACE_ENDINGS else WORD_ORG_ENDING
+            if ending in _PLACE_ENDINGS:
+                matched, link = end_word + 1 - word, WORD_PLACE_ENDING
+            elif ending in _ORG_ENDINGS:
+                matched, link = end_word + 1 - word, WORD_ORG_ENDING
         links.update(dict.fromkeys(range(word, word + matched), link))
         word += max(matched, 1)
     return links
@@ -284,8 +289,8 @@ def lone_surrogate(text: str) -> int | None:
 
 def split_words(text: str) -> Words:
     """Splits ``text`` into words (see the module docstring for the rules). The words alone do not carry their
-    links (``SegmentedText.split`` does): tagged as pre-split words (``NER.tag``), a name cut in pieces or a
-    Korean particle is decoded as the model tags it, not as ``ner(text)`` decodes it."""
+    links (``SegmentedText.split`` does): tagged as pre-split words (``NER.tag``), a name cut in pieces, a name
+    ending or a Korean particle is decoded as the model tags it, not as ``ner(text)`` decodes it."""
     segmented = SegmentedText.split(text)
     return Words(list(segmented), segmented.starts.tolist(), segmented.ends.tolist())
 
@@ -295,7 +300,8 @@ class SegmentedText(Sequence[str]):
     words are made on demand. ``sentence_lengths`` (words per sentence) keeps entities inside sentences;
     ``unmarked`` (bool per word, None: no word is) marks the words of scripts without spaces, tokenised without
     the word-start marker; ``links`` (uint8 per word, None: all free) say which words the segmenter cut from the
-    word before (``nertron._native.WORD_JOINED``, ``WORD_PARTICLE``), for the decoder."""
+    word before (``nertron._native.WORD_JOINED``, ``WORD_PARTICLE``, ``WORD_PLACE_ENDING``, ``WORD_ORG_ENDING``), for
+    the decoder."""
 
     def __init__(
         self,
