@@ -77,8 +77,18 @@ LabelTable::LabelTable(const std::vector<std::string>& labels) : labels_(labels)
     if (labels.empty()) fail("labels must not be empty");
 }
 
+int32_t LabelTable::find_type(const std::string& name) const {
+    const auto it = std::find(types_.begin(), types_.end(), name);
+    return it == types_.end() ? -1 : static_cast<int32_t>(it - types_.begin());
+}
+
 PostProcessor::PostProcessor(const std::vector<std::string>& labels, Aggregation aggregation, float temperature)
-    : labels_(labels), aggregation_(aggregation), temperature_(temperature) {
+    : labels_(labels),
+      aggregation_(aggregation),
+      temperature_(temperature),
+      loc_(labels_.find_type("LOC")),
+      org_(labels_.find_type("ORG")),
+      misc_(labels_.find_type("MISC")) {
     // Scores use logits * (1 / temperature): a subnormal temperature would make that inverse infinite.
     if (!std::isfinite(temperature) || temperature <= 0.0f || !std::isfinite(1.0f / temperature)) {
         fail("temperature must be a finite number > 0 with a finite inverse, got " + str(temperature));
@@ -304,15 +314,6 @@ Spans PostProcessor::decode(const int32_t* labels, const float* scores, const in
         }
     }
 
-    // The types name endings apply to; kNoType where the table has none (an open entity's type is never that).
-    constexpr int32_t kNoType = -2;
-    const std::vector<std::string>& types = labels_.types();
-    const auto type_id = [&types](const char* name) {
-        const auto it = std::find(types.begin(), types.end(), name);
-        return it == types.end() ? kNoType : static_cast<int32_t>(it - types.begin());
-    };
-    const int32_t loc = type_id("LOC"), org = type_id("ORG"), misc = type_id("MISC");
-
     Spans spans;
     const bool with_chars = word_start_char != nullptr;
     int64_t offset = 0;
@@ -331,15 +332,16 @@ Spans PostProcessor::decode(const int32_t* labels, const float* scores, const in
                 tag = labels_.prefix(labels[offset + i]);
                 type = labels_.type(labels[offset + i]);
             }
-            const bool ends_place = link == WordLink::PlaceEnding && prev_type == loc;
-            const bool ends_org = link == WordLink::OrgEnding && org != kNoType &&
-                                  (prev_type == loc || prev_type == org || prev_type == misc);
+            // prev_type is an entity's (>= 0) whenever prev is not O, so a missing type (-1) never matches
+            const bool ends_place = link == WordLink::PlaceEnding && prev_type == loc_;
+            const bool ends_org = link == WordLink::OrgEnding && org_ >= 0 &&
+                                  (prev_type == loc_ || prev_type == org_ || prev_type == misc_);
             if (prev != Prefix::O && (ends_place || ends_org)) {
                 // 温州|市, 北京|大学: the ending belongs to the name before it, whatever the model tagged it;
                 // an organisation ending makes the name an ORG.
                 score_sum += scores[offset + i];
                 prev = Prefix::I;
-                if (link == WordLink::OrgEnding) prev_type = org;
+                if (link == WordLink::OrgEnding) prev_type = org_;
                 continue;
             }
             // An ending that does not end the name before it is still cut off that word: it reads as joined.

@@ -44,6 +44,8 @@ class LabelTable {
     const std::vector<std::string>& types() const { return types_; }
     Prefix prefix(int32_t label) const { return prefix_[label]; }
     int32_t type(int32_t label) const { return type_[label]; }  // -1 for O
+    // The id of the entity type called name (an index into types()), or -1 if the table has none.
+    int32_t find_type(const std::string& name) const;
 
    private:
     std::vector<std::string> labels_;
@@ -119,6 +121,8 @@ class PostProcessor {
     LabelTable labels_;
     Aggregation aggregation_;
     float temperature_;
+    // The types name endings apply to (WordLink::PlaceEnding, OrgEnding); -1 where the table has none.
+    int32_t loc_, org_, misc_;
 };
 
 // Merges the word predictions of overlapping windows into their documents, as batches of windows come

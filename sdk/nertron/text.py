@@ -216,17 +216,22 @@ def _korean_particle(word: str) -> int:
 # (温州|市, 北京|大学, 静岡|県, 京都|大学): linked to the word before so that an entity goes on over them (see
 # WORD_PLACE_ENDING, WORD_ORG_ENDING). Only words that are nothing but an ending: 市场 and 大学生 are other words.
 # Not 都 or 道 (Japanese prefectures, but Chinese "all" and "way"), nor 会 or 所 (Chinese "will", a particle).
-_PLACE_ENDINGS = frozenset(
-    str.split("省 市 县 区 州 镇 乡 村 自治区 自治州 自治县 特别行政区 地区 半岛 群岛 岛 港 湾 県 府 町 郡")
-)
-_ORG_ENDINGS = frozenset(
-    str.split(  # Chinese, then Japanese
-        "大学 学院 中学 小学 大学校 高校 公司 集团 银行 委员会 协会 学会 研究所 研究院 科学院 医院 报社 日报 日报社 "
-        "通讯社 电视台 电台 法院 人民法院 检察院 公安局 市委 省委 县委 党委 共产党 代表团 俱乐部 队 男队 女队 部 局 厅 "
-        "院 社 委 会社 銀行 商事 自動車 電機 工業 製作所 新聞 新聞社 放送 証券 航空 鉄道"
-    )
-)
-_LONGEST_ENDING = max(map(len, _PLACE_ENDINGS | _ORG_ENDINGS))
+_NAME_ENDINGS = {
+    **dict.fromkeys(
+        str.split("省 市 县 区 州 镇 乡 村 自治区 自治州 自治县 特别行政区 地区 半岛 群岛 岛 港 湾 県 府 町 郡"),
+        WORD_PLACE_ENDING,
+    ),
+    **dict.fromkeys(
+        str.split(  # Chinese, then Japanese
+            "大学 学院 中学 小学 大学校 高校 公司 集团 银行 委员会 协会 学会 研究所 研究院 科学院 医院 "
+            "报社 日报 日报社 通讯社 电视台 电台 法院 人民法院 检察院 公安局 市委 省委 县委 党委 共产党 代表团 "
+            "俱乐部 队 男队 女队 部 局 厅 院 社 委 "
+            "会社 銀行 商事 自動車 電機 工業 製作所 新聞 新聞社 放送 証券 航空 鉄道"
+        ),
+        WORD_ORG_ENDING,
+    ),
+}
+_LONGEST_ENDING = max(map(len, _NAME_ENDINGS))
 
 
 def _name_endings(text: str, offsets: Sequence[int], first: int, last: int) -> dict[int, int]:
@@ -241,10 +246,8 @@ def _name_endings(text: str, offsets: Sequence[int], first: int, last: int) -> d
             ending = text[start : offsets[2 * end_word + 1]]
             if len(ending) > _LONGEST_ENDING:
                 break
-            if ending in _PLACE_ENDINGS:
-                matched, link = end_word + 1 - word, WORD_PLACE_ENDING
-            elif ending in _ORG_ENDINGS:
-                matched, link = end_word + 1 - word, WORD_ORG_ENDING
+            if ending in _NAME_ENDINGS:
+                matched, link = end_word + 1 - word, _NAME_ENDINGS[ending]
         links.update(dict.fromkeys(range(word, word + matched), link))
         word += max(matched, 1)
     return links
