@@ -275,6 +275,7 @@ PYBIND11_MODULE(_native, m) {
     m.attr("WORD_PARTICLE") = static_cast<int>(nertron::WordLink::Particle);
     m.attr("WORD_PLACE_ENDING") = static_cast<int>(nertron::WordLink::PlaceEnding);
     m.attr("WORD_ORG_ENDING") = static_cast<int>(nertron::WordLink::OrgEnding);
+    m.attr("WORD_NAME_DOT") = static_cast<int>(nertron::WordLink::NameDot);
 
     py::class_<PySpans>(m, "Spans", "Entity spans as arrays, one entry per span.")
         .def_readonly("row", &PySpans::row)
@@ -302,8 +303,8 @@ PYBIND11_MODULE(_native, m) {
              py::arg("word_start_char") = py::none(), py::arg("word_end_char") = py::none(),
              py::arg("word_links") = py::none(),
              "Per-word labels (flat over rows) -> Spans (conlleval/seqeval semantics); word_links (uint8, "
-             "WORD_FREE / WORD_JOINED / WORD_PARTICLE / WORD_PLACE_ENDING / WORD_ORG_ENDING per word) keep entities "
-             "whole across the segmenter's cuts.");
+             "WORD_FREE / WORD_JOINED / WORD_PARTICLE / WORD_PLACE_ENDING / WORD_ORG_ENDING / WORD_NAME_DOT per word) "
+             "keep entities whole across the segmenter's cuts.");
 
     py::class_<WindowMerger>(m, "WindowMerger", "Merges overlapping windows' word predictions into documents.")
         .def(py::init<>())

@@ -308,9 +308,10 @@ Spans PostProcessor::decode(const int32_t* labels, const float* scores, const in
             (word_start_char[i] < 0 || word_end_char[i] < word_start_char[i])) {
             fail("word offsets at " + std::to_string(i) + " are not a valid [start, end) range");
         }
-        if (word_links != nullptr && word_links[i] > static_cast<uint8_t>(WordLink::OrgEnding)) {
+        if (word_links != nullptr && word_links[i] > static_cast<uint8_t>(WordLink::NameDot)) {
             fail("word_links[" + std::to_string(i) + "] = " + std::to_string(word_links[i]) +
-                 " is not a WordLink (0 free, 1 joined, 2 particle, 3 place ending, 4 organisation ending)");
+                 " is not a WordLink (0 free, 1 joined, 2 particle, 3 place ending, 4 organisation ending, "
+                 "5 name dot)");
         }
     }
 
@@ -323,14 +324,35 @@ Spans PostProcessor::decode(const int32_t* labels, const float* scores, const in
         int32_t prev_type = -1;
         int64_t begin = 0;
         double score_sum = 0.0;
+        // A word's link, and whether its label counts (a particle's reads as O).
+        auto link_at = [&](int64_t i) {
+            return word_links != nullptr ? static_cast<WordLink>(word_links[offset + i]) : WordLink::Free;
+        };
+        auto tagged = [&](int64_t i) { return labels[offset + i] >= 0 && link_at(i) != WordLink::Particle; };
+        bool after_name_dot = false;  // the word before was a dot that joins this word to the entity before it
         for (int64_t i = 0; i <= n; ++i) {  // i == n is a closing O
             Prefix tag = Prefix::O;
             int32_t type = -1;
-            const WordLink link = (i < n && word_links != nullptr) ? static_cast<WordLink>(word_links[offset + i])
-                                                                    : WordLink::Free;
-            if (i < n && labels[offset + i] >= 0 && link != WordLink::Particle) {
+            const WordLink link = i < n ? link_at(i) : WordLink::Free;
+            if (i < n && tagged(i)) {
                 tag = labels_.prefix(labels[offset + i]);
                 type = labels_.type(labels[offset + i]);
+            }
+            if (after_name_dot) {
+                // The name's part after the dot (tagged as an entity, checked at the dot): read as Joined,
+                // whatever its own link.
+                after_name_dot = false;
+                score_sum += scores[offset + i];
+                prev = (tag == Prefix::B || tag == Prefix::I) ? Prefix::I : Prefix::E;
+                continue;
+            }
+            if (link == WordLink::NameDot && prev != Prefix::O && i + 1 < n && tagged(i + 1) &&
+                labels_.prefix(labels[offset + i + 1]) != Prefix::O) {
+                // 卡洛斯·阿马特: the dot and the name's next part go on with the entity, whatever the dot's tag.
+                score_sum += scores[offset + i];
+                prev = Prefix::I;
+                after_name_dot = true;
+                continue;
             }
             // prev_type is an entity's (>= 0) whenever prev is not O, so a missing type (-1) never matches
             const bool ends_place = link == WordLink::PlaceEnding && prev_type == loc_;

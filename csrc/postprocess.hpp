@@ -66,6 +66,10 @@ enum class WordLink : uint8_t {
     PlaceEnding = 3,  // 市 县 省 県 ...: a LOC goes on (温州|市 is 温州市 LOC)
     OrgEnding = 4,    // 大学 公司 队 ...: a LOC, ORG or MISC goes on as an ORG (北京|大学 is 北京大学 ORG, and
                       // 中国|队 is 中国队 ORG where the model tags 中国 MISC, as English CoNLL tags "Chinese")
+    NameDot = 5,  // a middle dot between two words of a run without spaces, as Chinese and Japanese write
+                  // foreign names (卡洛斯·阿马特, ジョン・スミス): when the word before is in an entity and the word
+                  // after is tagged as one, the dot and the word after continue it (the first part's type);
+                  // otherwise the dot is a free word
 };
 
 // One label and score per word, flat over rows.
@@ -112,7 +116,8 @@ class PostProcessor {
     // prefix and type (the entity keeps its first piece's type); a Particle word reads as O; a PlaceEnding
     // word continues a LOC entity and an OrgEnding word a LOC, ORG or MISC entity, whatever their own tags,
     // the OrgEnding making it ORG; an ending that does not apply (another type, or a table without ORG)
-    // reads as Joined.
+    // reads as Joined; a NameDot word after an entity, before a word tagged as one, joins the two (the word
+    // after reads as Joined, whatever its own link), else it is free.
     Spans decode(const int32_t* labels, const float* scores, const int64_t* row_words, int64_t num_rows,
                  const int64_t* word_start_char, const int64_t* word_end_char,
                  const uint8_t* word_links = nullptr) const;

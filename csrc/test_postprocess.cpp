@@ -230,9 +230,9 @@ void test_word_links() {
     spans = bioes.decode(tags.data(), scores.data(), three.data(), 1, nullptr, nullptr, cut.data());
     check(spans.first_word == std::vector<int64_t>({0, 2}) && spans.end_word == std::vector<int64_t>({2, 3}),
           "links: a joined S-X ends its entity");
-    const std::vector<uint8_t> bad = {0, 5, 0};
+    const std::vector<uint8_t> bad = {0, 6, 0};
     check_throws([&] { bioes.decode(tags.data(), scores.data(), three.data(), 1, nullptr, nullptr, bad.data()); },
-                 "word_links[1] = 5 is not a WordLink", "an unknown word link");
+                 "word_links[1] = 6 is not a WordLink", "an unknown word link");
 }
 
 void test_name_endings() {
@@ -288,6 +288,32 @@ void test_name_endings() {
           "endings: an organisation ending in a table without ORG reads as joined, the LOC stays a LOC");
 }
 
+
+void test_name_dot() {
+    // 卡洛斯·阿马特 (B-PER O B-PER, the dot a name dot) is one PER; 玛格丽特·里德 (B-LOC O B-PER) one LOC, the
+    // first part's type; a dot before an O word, or after one, is a free word (its own tag).
+    const PostProcessor pp({"O", "B-PER", "I-PER", "B-LOC", "I-LOC"}, Aggregation::First);
+    const auto dot = static_cast<uint8_t>(WordLink::NameDot), joined = static_cast<uint8_t>(WordLink::Joined);
+    const std::vector<int32_t> labels = {1, 0, 1, 2, 0, 3, 0, 1, 0, 1, 0, 0, 1, 2, 1};
+    const std::vector<uint8_t> links = {0, dot, 0, joined, 0, 0, dot, 0, 0, 0, dot, dot, 0, dot, 0};
+    const std::vector<float> scores = {1, .5f, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, .5f, 1};
+    const std::vector<int64_t> rows = {15};
+    auto spans = pp.decode(labels.data(), scores.data(), rows.data(), 1, nullptr, nullptr, links.data());
+    check(spans.first_word == std::vector<int64_t>({0, 5, 9, 12}) &&
+              spans.end_word == std::vector<int64_t>({4, 8, 10, 15}),
+          "name dot: spans");
+    check(spans.type == std::vector<int32_t>({0, 1, 0, 0}), "name dot: the first part's type");
+    check(std::fabs(spans.score[0] - 0.875f) < 1e-6, "name dot: the dot's score counts in the mean");
+    // BIOES: S-PER · S-PER is one entity (B . E); a dot at the end of a row is free.
+    const PostProcessor bioes({"O", "S-PER", "B-PER", "I-PER", "E-PER"}, Aggregation::First);
+    const std::vector<int32_t> tags = {1, 0, 1, 1, 0};
+    const std::vector<uint8_t> cut = {0, dot, 0, 0, dot};
+    const std::vector<int64_t> five = {5};
+    spans = bioes.decode(tags.data(), scores.data(), five.data(), 1, nullptr, nullptr, cut.data());
+    check(spans.first_word == std::vector<int64_t>({0, 3}) && spans.end_word == std::vector<int64_t>({3, 4}),
+          "name dot: BIOES, and a dot ending the row");
+}
+
 }  // namespace
 
 int main() {
@@ -298,6 +324,7 @@ int main() {
     test_spans();
     test_word_links();
     test_name_endings();
+    test_name_dot();
     test_extreme_sizes();
     if (failures == 0) std::printf("all C++ core checks passed\n");
     return failures == 0 ? EXIT_SUCCESS : EXIT_FAILURE;

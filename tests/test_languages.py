@@ -11,7 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nertron import NER
-from nertron._native import WORD_FREE, WORD_JOINED, WORD_ORG_ENDING, WORD_PARTICLE, WORD_PLACE_ENDING
+from nertron._native import (
+    WORD_FREE,
+    WORD_JOINED,
+    WORD_NAME_DOT,
+    WORD_ORG_ENDING,
+    WORD_PARTICLE,
+    WORD_PLACE_ENDING,
+)
 from nertron.model.bundle import Bundle
 from nertron.subwords import HFTokenizer, load_tokenizer
 from nertron.text import SegmentedText, split_words
@@ -181,6 +188,25 @@ def test_name_endings_are_linked_to_the_word_before(text: str, endings: list[tup
     links = segmented.links.tolist() if segmented.links is not None else [WORD_FREE] * len(segmented)
     linked = zip(segmented, links, strict=True)
     assert [(w, link) for w, link in linked if link in (WORD_PLACE_ENDING, WORD_ORG_ENDING)] == endings
+
+
+@pytest.mark.parametrize(
+    ("text", "dots"),
+    [
+        ("卡洛斯·阿马特在表决前指出", ["·"]),  # U+00B7, the Chinese name dot
+        ("ジョン・スミス氏", ["・"]),  # U+30FB, the Japanese one
+        ("レオナルド・ダ・ヴィンチ", ["・", "・"]),
+        ("彼得•皮奥", ["•"]),  # a bullet used for it
+        ("ｼﾞｮﾝ･ｽﾐｽ", ["･"]),  # halfwidth katakana
+        ("Angela·Merkel", []),  # only between Han or Kana letters
+        ("·安南", []),  # nothing before it
+        ("北京 · 上海", []),  # spaces around it: a separator, not part of a name
+    ],
+)
+def test_a_middle_dot_between_han_or_kana_letters_is_a_name_dot(text: str, dots: list[str]) -> None:
+    segmented = SegmentedText.split(text)
+    links = segmented.links.tolist() if segmented.links is not None else [WORD_FREE] * len(segmented)
+    assert [word for word, link in zip(segmented, links, strict=True) if link == WORD_NAME_DOT] == dots
 
 
 class EveryTokenTagged:

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from nertron._native import (
     WORD_FREE,
     WORD_JOINED,
+    WORD_NAME_DOT,
     WORD_ORG_ENDING,
     WORD_PARTICLE,
     WORD_PLACE_ENDING,
@@ -173,7 +174,7 @@ def test_decode_with_word_links_matches_reference(
     flat = [label for row in rows for label in row]
     links = data.draw(
         st.lists(
-            st.sampled_from([WORD_FREE, WORD_JOINED, WORD_PARTICLE, WORD_PLACE_ENDING, WORD_ORG_ENDING]),
+            st.sampled_from([WORD_FREE, WORD_JOINED, WORD_PARTICLE, WORD_PLACE_ENDING, WORD_ORG_ENDING, WORD_NAME_DOT]),
             min_size=len(flat),
             max_size=len(flat),
         )
@@ -322,8 +323,8 @@ def test_decode_rejects_bad_input() -> None:
         DECODER.decode(np.array([0]), np.array([np.nan], np.float32), np.array([1]))
     with pytest.raises(ValueError, match="valid"):
         DECODER.decode(np.array([0]), np.zeros(1, np.float32), np.array([1]), one, one - 1)
-    with pytest.raises(ValueError, match=r"word_links\[1\] = 5 is not a WordLink"):
-        DECODER.decode(np.array([0, 1]), np.zeros(2, np.float32), np.array([2]), word_links=np.array([0, 5], np.uint8))
+    with pytest.raises(ValueError, match=r"word_links\[1\] = 6 is not a WordLink"):
+        DECODER.decode(np.array([0, 1]), np.zeros(2, np.float32), np.array([2]), word_links=np.array([0, 6], np.uint8))
     with pytest.raises(ValueError, match="word_links has shape"):
         DECODER.decode(np.array([0, 1]), np.zeros(2, np.float32), np.array([2]), word_links=np.zeros(3, np.uint8))
     with pytest.raises(TypeError, match="word_links must be a uint8 array"):

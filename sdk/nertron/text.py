@@ -16,9 +16,11 @@ PER. A word that ends place or organisation names (``市``, ``县``, ``県``; ``
 simplified Chinese and Japanese forms), cut off the word before it in the same run, is linked as
 ``WORD_PLACE_ENDING`` or ``WORD_ORG_ENDING``, and the decoder puts it in the entity before it when that is a LOC
 (place) or a LOC, ORG or MISC (organisation, which makes it ORG): ``温州|市`` is ``温州市`` LOC, ``北京|大学``
-``北京大学`` ORG; otherwise it reads as joined. Korean is written with spaces, but a case particle is glued to its
-noun (``부산을``, ``서울에서``, ``대구와``): a Hangul word ending in one is cut before it (``부산 을``), the
-particle tokenised as the rest of its word and linked as ``WORD_PARTICLE``, which is never part of an entity. The
+``北京大学`` ORG; otherwise it reads as joined. A middle dot between two Han or Kana letters, which Chinese and
+Japanese write between a foreign name's parts (``卡洛斯·阿马特``, ``ジョン・スミス``), is linked as ``WORD_NAME_DOT``,
+and the decoder joins the entities on both sides into one. Korean is written with spaces, but a case particle is
+glued to its noun (``부산을``, ``서울에서``, ``대구와``): a Hangul word ending in one is cut before it (``부산 을``),
+the particle tokenised as the rest of its word and linked as ``WORD_PARTICLE``, which is never part of an entity. The
 particles are the common case and topic markers, and only where Korean puts them (``이``, ``은``, ``을`` after a
 final consonant; ``가``, ``는``, ``를`` after a vowel) and after at least two syllables for a one-syllable particle,
 so names ending in such a syllable stay whole (``상하이``, ``인도``; and a few listed by name, ``김정은`` and
@@ -40,7 +42,7 @@ import numpy as np
 import regex
 from icu4py.breakers import WordBreaker
 
-from nertron._native import WORD_JOINED, WORD_ORG_ENDING, WORD_PARTICLE, WORD_PLACE_ENDING
+from nertron._native import WORD_JOINED, WORD_NAME_DOT, WORD_ORG_ENDING, WORD_PARTICLE, WORD_PLACE_ENDING
 
 _ABBREVIATIONS = [
     "Mr",
@@ -253,6 +255,23 @@ def _name_endings(text: str, offsets: Sequence[int], first: int, last: int) -> d
     return links
 
 
+# Chinese and Japanese write a foreign name's parts with a middle dot between them (卡洛斯·阿马特, ジョン・スミス):
+# such a dot between two Han or Kana letters is linked (WORD_NAME_DOT) and the decoder joins the parts.
+_NAME_DOTS = frozenset("\u00b7\u30fb\uff65\u2027\u2022")  # · ・ ･ ‧ •
+_HAN_OR_KANA = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\u30FC\uFF70]")
+
+
+def _is_name_dot(text: str, start: int, end: int) -> bool:
+    """Whether ``text[start:end]`` is a middle dot between two Han or Kana letters."""
+    return (
+        text[start:end] in _NAME_DOTS
+        and start > 0
+        and end < len(text)
+        and _HAN_OR_KANA.match(text, start - 1) is not None
+        and _HAN_OR_KANA.match(text, end) is not None
+    )
+
+
 _SYLLABLE_SCRIPT = regex.compile(r"[\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}]")  # a run of these is all of them
 _LINE_BREAK = regex.compile(r"\n")
 _NO_SPACE_WORD = regex.compile(_NO_SPACE_RUN)
@@ -303,8 +322,8 @@ class SegmentedText(Sequence[str]):
     words are made on demand. ``sentence_lengths`` (words per sentence) keeps entities inside sentences;
     ``unmarked`` (bool per word, None: no word is) marks the words of scripts without spaces, tokenised without
     the word-start marker; ``links`` (uint8 per word, None: all free) say which words the segmenter cut from the
-    word before (``nertron._native.WORD_JOINED``, ``WORD_PARTICLE``, ``WORD_PLACE_ENDING``, ``WORD_ORG_ENDING``), for
-    the decoder."""
+    word before (``nertron._native.WORD_JOINED``, ``WORD_PARTICLE``, ``WORD_PLACE_ENDING``, ``WORD_ORG_ENDING``,
+    ``WORD_NAME_DOT``), for the decoder."""
 
     def __init__(
         self,
@@ -327,7 +346,7 @@ class SegmentedText(Sequence[str]):
         """``text`` cut into words by nertron's segmentation (see the module docstring), a sentence per line."""
         offsets = array("q")
         unmarked: list[int] = []  # word indices
-        links: dict[int, int] = {}  # word index -> WORD_JOINED, WORD_PARTICLE, WORD_PLACE_ENDING, WORD_ORG_ENDING
+        links: dict[int, int] = {}  # word index -> a WORD_* link (nertron._native)
         for match in _TOKEN.finditer(text):
             if match.lastgroup == "no_space":
                 first = len(offsets) // 2
@@ -352,6 +371,8 @@ class SegmentedText(Sequence[str]):
                 start = end - particle
                 unmarked.append(len(offsets) // 2)
                 links[len(offsets) // 2] = WORD_PARTICLE
+            if _is_name_dot(text, start, end):
+                links[len(offsets) // 2] = WORD_NAME_DOT
             offsets.extend((start, end))
         spans = np.frombuffer(offsets, dtype=np.int64).reshape(-1, 2) if offsets else np.zeros((0, 2), np.int64)
         starts, ends = spans[:, 0], spans[:, 1]
