@@ -178,6 +178,8 @@ def test_words_cut_from_a_run_without_spaces_are_joined() -> None:
         ("北京大学的学生", [("大学", WORD_ORG_ENDING)]),
         ("澳门日报社", [("日", WORD_ORG_ENDING), ("报社", WORD_ORG_ENDING)]),  # the longest ending, 日报社
         ("京都大学", [("大学", WORD_ORG_ENDING)]),
+        ("香港特別行政區", [("特別", WORD_PLACE_ENDING), ("行政區", WORD_PLACE_ENDING)]),  # traditional Chinese
+        ("沙田區的中國隊", [("區", WORD_PLACE_ENDING), ("隊", WORD_ORG_ENDING)]),
         ("北京市民", []),  # 市民 (citizens) is a word of its own, not 市
         ("中国会继续", []),  # 会 ("will") is not an ending
         ("大学在北京", []),  # an ending opens the run: nothing before it to end

@@ -13,7 +13,7 @@ is next to a single character (ICU's fallback for what it does not know; in Thai
 the words are linked (``SegmentedText.links``, ``WORD_JOINED``), and the decoder keeps an entity whole across such a
 cut, with its first piece's type: ``华`` ORG + ``为`` ORG is ``华为`` ORG, ``默`` PER + ``克尔`` LOC is ``默克尔``
 PER. A word that ends place or organisation names (``市``, ``县``, ``県``; ``大学``, ``公司``, ``队``: a short list,
-simplified Chinese and Japanese forms), cut off the word before it in the same run, is linked as
+simplified and traditional Chinese and Japanese forms), cut off the word before it in the same run, is linked as
 ``WORD_PLACE_ENDING`` or ``WORD_ORG_ENDING``, and the decoder puts it in the entity before it when that is a LOC
 (place) or a LOC, ORG or MISC (organisation, which makes it ORG): ``温州|市`` is ``温州市`` LOC, ``北京|大学``
 ``北京大学`` ORG; otherwise it reads as joined. A middle dot between two Han or Kana letters, which Chinese and
@@ -217,18 +217,24 @@ def _korean_particle(word: str) -> int:
 # Words that end place and organisation names in Chinese and Japanese, where ICU often cuts them off a name
 # (温州|市, 北京|大学, 静岡|県, 京都|大学): linked to the word before so that an entity goes on over them (see
 # WORD_PLACE_ENDING, WORD_ORG_ENDING). Only words that are nothing but an ending: 市场 and 大学生 are other words.
-# Not 都 or 道 (Japanese prefectures, but Chinese "all" and "way"), nor 会 or 所 (Chinese "will", a particle).
+# Not 都 or 道 (Japanese prefectures, but Chinese "all" and "way"), nor 会 (會) or 所 (Chinese "will", a particle).
 _NAME_ENDINGS = {
     **dict.fromkeys(
-        str.split("省 市 县 区 州 镇 乡 村 自治区 自治州 自治县 特别行政区 地区 半岛 群岛 岛 港 湾 県 府 町 郡"),
+        str.split(  # simplified Chinese, traditional (where it differs: OpenCC's s2t, s2tw, s2hk), Japanese
+            "省 市 县 区 州 镇 乡 村 自治区 自治州 自治县 特别行政区 地区 半岛 群岛 岛 港 湾 "
+            "縣 區 鎮 鄉 自治區 自治縣 特別行政區 地區 半島 群島 羣島 島 灣 "
+            "県 府 町 郡"
+        ),
         WORD_PLACE_ENDING,
     ),
     **dict.fromkeys(
-        str.split(  # Chinese, then Japanese
+        str.split(  # the same three
             "大学 学院 中学 小学 大学校 高校 公司 集团 银行 委员会 协会 学会 研究所 研究院 科学院 医院 "
             "报社 日报 日报社 通讯社 电视台 电台 法院 人民法院 检察院 公安局 市委 省委 县委 党委 共产党 代表团 "
             "俱乐部 队 男队 女队 部 局 厅 院 社 委 "
-            "会社 銀行 商事 自動車 電機 工業 製作所 新聞 新聞社 放送 証券 航空 鉄道"
+            "大學 學院 中學 小學 大學校 集團 銀行 委員會 協會 學會 科學院 醫院 報社 日報 日報社 通訊社 電視臺 電視台 "
+            "電臺 電台 檢察院 縣委 黨委 共產黨 代表團 俱樂部 隊 男隊 女隊 廳 "
+            "会社 商事 自動車 電機 工業 製作所 新聞 新聞社 放送 証券 航空 鉄道"
         ),
         WORD_ORG_ENDING,
     ),
