@@ -86,6 +86,7 @@ PostProcessor::PostProcessor(const std::vector<std::string>& labels, Aggregation
     : labels_(labels),
       aggregation_(aggregation),
       temperature_(temperature),
+      per_(labels_.find_type("PER")),
       loc_(labels_.find_type("LOC")),
       org_(labels_.find_type("ORG")),
       misc_(labels_.find_type("MISC")) {
@@ -324,31 +325,34 @@ Spans PostProcessor::decode(const int32_t* labels, const float* scores, const in
         int32_t prev_type = -1;
         int64_t begin = 0;
         double score_sum = 0.0;
-        // A word's link, and whether its label counts (a particle's reads as O).
         auto link_at = [&](int64_t i) {
-            return word_links != nullptr ? static_cast<WordLink>(word_links[offset + i]) : WordLink::Free;
+            return (i < n && word_links != nullptr) ? static_cast<WordLink>(word_links[offset + i]) : WordLink::Free;
         };
-        auto tagged = [&](int64_t i) { return labels[offset + i] >= 0 && link_at(i) != WordLink::Particle; };
-        bool after_name_dot = false;  // the word before was a dot that joins this word to the entity before it
+        // The word's label as the decoder reads it: -1 (O) past the row's end and for a particle.
+        auto label_at = [&](int64_t i) {
+            return (i < n && link_at(i) != WordLink::Particle) ? labels[offset + i] : int32_t{-1};
+        };
+        auto tagged_per = [&](int64_t i) {
+            const int32_t label = label_at(i);
+            return label >= 0 && labels_.prefix(label) != Prefix::O && labels_.type(label) == per_;
+        };
+        bool after_name_dot = false;  // the word before was a dot that joins this word to the PER before it
         for (int64_t i = 0; i <= n; ++i) {  // i == n is a closing O
-            Prefix tag = Prefix::O;
-            int32_t type = -1;
-            const WordLink link = i < n ? link_at(i) : WordLink::Free;
-            if (i < n && tagged(i)) {
-                tag = labels_.prefix(labels[offset + i]);
-                type = labels_.type(labels[offset + i]);
-            }
+            const WordLink link = link_at(i);
+            const int32_t label = label_at(i);
+            const Prefix tag = label >= 0 ? labels_.prefix(label) : Prefix::O;
+            const int32_t type = label >= 0 ? labels_.type(label) : -1;
+            // A joined word in an entity goes on with it: B-X reads as I-X, S-X as E-X.
+            const Prefix joined_prefix = (tag == Prefix::B || tag == Prefix::I) ? Prefix::I : Prefix::E;
             if (after_name_dot) {
-                // The name's part after the dot (tagged as an entity, checked at the dot): read as Joined,
-                // whatever its own link.
+                // The name's part after the dot (tagged PER, checked at the dot) reads as Joined, whatever its link.
                 after_name_dot = false;
                 score_sum += scores[offset + i];
-                prev = (tag == Prefix::B || tag == Prefix::I) ? Prefix::I : Prefix::E;
+                prev = joined_prefix;
                 continue;
             }
-            if (link == WordLink::NameDot && prev != Prefix::O && i + 1 < n && tagged(i + 1) &&
-                labels_.prefix(labels[offset + i + 1]) != Prefix::O) {
-                // 卡洛斯·阿马特: the dot and the name's next part go on with the entity, whatever the dot's tag.
+            if (link == WordLink::NameDot && prev != Prefix::O && prev_type == per_ && tagged_per(i + 1)) {
+                // 卡洛斯·阿马特: the dot and the name's next part go on with the PER, whatever the dot's tag.
                 score_sum += scores[offset + i];
                 prev = Prefix::I;
                 after_name_dot = true;
@@ -370,10 +374,10 @@ Spans PostProcessor::decode(const int32_t* labels, const float* scores, const in
             const bool joined =
                 link == WordLink::Joined || link == WordLink::PlaceEnding || link == WordLink::OrgEnding;
             if (joined && tag != Prefix::O && prev != Prefix::O) {
-                // One word, cut by the segmenter: its entity goes on (B-X reads as I-X, S-X as E-X) with the
-                // first piece's type, as a word takes its first subword's label.
+                // One word, cut by the segmenter: its entity goes on with the first piece's type, as a word takes
+                // its first subword's label.
                 score_sum += scores[offset + i];
-                prev = (tag == Prefix::B || tag == Prefix::I) ? Prefix::I : Prefix::E;
+                prev = joined_prefix;
                 continue;
             }
             if (ends_chunk(prev, tag, prev_type, type)) {

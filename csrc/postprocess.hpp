@@ -66,10 +66,10 @@ enum class WordLink : uint8_t {
     PlaceEnding = 3,  // 市 县 省 県 ...: a LOC goes on (温州|市 is 温州市 LOC)
     OrgEnding = 4,    // 大学 公司 队 ...: a LOC, ORG or MISC goes on as an ORG (北京|大学 is 北京大学 ORG, and
                       // 中国|队 is 中国队 ORG where the model tags 中国 MISC, as English CoNLL tags "Chinese")
-    NameDot = 5,  // a middle dot between two words of a run without spaces, as Chinese and Japanese write
-                  // foreign names (卡洛斯·阿马特, ジョン・スミス): when the word before is in an entity and the word
-                  // after is tagged as one, the dot and the word after continue it (the first part's type);
-                  // otherwise the dot is a free word
+    NameDot = 5,  // a middle dot between two Han or Kana letters, as Chinese and Japanese write a foreign
+                  // person's name (卡洛斯·阿马特, ジョン・スミス): when the word before is in a PER entity and the word
+                  // after is tagged PER, the dot and the word after continue it; otherwise the dot is a free word
+                  // (Japanese also lists with it: 東京・大阪 stays two places)
 };
 
 // One label and score per word, flat over rows.
@@ -116,7 +116,7 @@ class PostProcessor {
     // prefix and type (the entity keeps its first piece's type); a Particle word reads as O; a PlaceEnding
     // word continues a LOC entity and an OrgEnding word a LOC, ORG or MISC entity, whatever their own tags,
     // the OrgEnding making it ORG; an ending that does not apply (another type, or a table without ORG)
-    // reads as Joined; a NameDot word after an entity, before a word tagged as one, joins the two (the word
+    // reads as Joined; a NameDot word after a PER entity, before a word tagged PER, joins the two (the word
     // after reads as Joined, whatever its own link), else it is free.
     Spans decode(const int32_t* labels, const float* scores, const int64_t* row_words, int64_t num_rows,
                  const int64_t* word_start_char, const int64_t* word_end_char,
@@ -126,8 +126,9 @@ class PostProcessor {
     LabelTable labels_;
     Aggregation aggregation_;
     float temperature_;
-    // The types name endings apply to (WordLink::PlaceEnding, OrgEnding); -1 where the table has none.
-    int32_t loc_, org_, misc_;
+    // The types word links apply to (NameDot: PER; PlaceEnding, OrgEnding: LOC, ORG, MISC); -1 where the table
+    // has none.
+    int32_t per_, loc_, org_, misc_;
 };
 
 // Merges the word predictions of overlapping windows into their documents, as batches of windows come

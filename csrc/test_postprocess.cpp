@@ -288,23 +288,29 @@ void test_name_endings() {
           "endings: an organisation ending in a table without ORG reads as joined, the LOC stays a LOC");
 }
 
-
 void test_name_dot() {
-    // 卡洛斯·阿马特 (B-PER O B-PER, the dot a name dot) is one PER; 玛格丽特·里德 (B-LOC O B-PER) one LOC, the
-    // first part's type; a dot before an O word, or after one, is a free word (its own tag).
+    // 卡洛斯·阿马特 (B-PER O B-PER, the dot a name dot) is one PER, whatever the dot's tag; 東京・大阪 (B-LOC O
+    // B-LOC) stays two places: the dot joins a person's name only. A dot before or after an O word is free.
     const PostProcessor pp({"O", "B-PER", "I-PER", "B-LOC", "I-LOC"}, Aggregation::First);
     const auto dot = static_cast<uint8_t>(WordLink::NameDot), joined = static_cast<uint8_t>(WordLink::Joined);
-    const std::vector<int32_t> labels = {1, 0, 1, 2, 0, 3, 0, 1, 0, 1, 0, 0, 1, 2, 1};
+    const std::vector<int32_t> labels = {1, 0, 1, 2, 0, 3, 0, 3, 0, 1, 0, 0, 1, 2, 1};
     const std::vector<uint8_t> links = {0, dot, 0, joined, 0, 0, dot, 0, 0, 0, dot, dot, 0, dot, 0};
     const std::vector<float> scores = {1, .5f, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, .5f, 1};
     const std::vector<int64_t> rows = {15};
     auto spans = pp.decode(labels.data(), scores.data(), rows.data(), 1, nullptr, nullptr, links.data());
-    check(spans.first_word == std::vector<int64_t>({0, 5, 9, 12}) &&
-              spans.end_word == std::vector<int64_t>({4, 8, 10, 15}),
+    check(spans.first_word == std::vector<int64_t>({0, 5, 7, 9, 12}) &&
+              spans.end_word == std::vector<int64_t>({4, 6, 8, 10, 15}),
           "name dot: spans");
-    check(spans.type == std::vector<int32_t>({0, 1, 0, 0}), "name dot: the first part's type");
+    check(spans.type == std::vector<int32_t>({0, 1, 1, 0, 0}), "name dot: types");
     check(std::fabs(spans.score[0] - 0.875f) < 1e-6, "name dot: the dot's score counts in the mean");
-    // BIOES: S-PER · S-PER is one entity (B . E); a dot at the end of a row is free.
+    // A PER before a LOC stays two entities.
+    const std::vector<int32_t> person_place = {1, 0, 3};
+    const std::vector<uint8_t> dot_between = {0, dot, 0};
+    const std::vector<int64_t> three = {3};
+    spans = pp.decode(person_place.data(), scores.data(), three.data(), 1, nullptr, nullptr, dot_between.data());
+    check(spans.first_word == std::vector<int64_t>({0, 2}) && spans.type == std::vector<int32_t>({0, 1}),
+          "name dot: PER then LOC");
+    // BIOES: S-PER · S-PER is one entity; a dot at the end of a row is free.
     const PostProcessor bioes({"O", "S-PER", "B-PER", "I-PER", "E-PER"}, Aggregation::First);
     const std::vector<int32_t> tags = {1, 0, 1, 1, 0};
     const std::vector<uint8_t> cut = {0, dot, 0, 0, dot};

@@ -8,7 +8,7 @@ from __future__ import annotations
 # together (word links: 默 PER + 克尔 LOC is 默克尔 PER, the first piece's type). Korean particles are cut off
 # (부산을 -> 부산). Name endings ICU cuts off go with the name (温州|市 LOC, 北京|大学 ORG, 愛知|県 LOC;
 # 中国|队 ORG, though the model tags 中国 MISC there). A foreign name's parts go together across the middle dot
-# (鲍里斯·约翰逊, ジョン・スミス: word links, WORD_NAME_DOT). Known miss
+# (鲍里斯·约翰逊, ジョン・スミス: word links, WORD_NAME_DOT), listed places do not (東京・大阪). Known miss
 # (MODEL_CARD.md): 习近平 (found as 近平 PER; the English-only model found it whole).
 WHOLE_WORD_ENTITIES: dict[str, list[tuple[str, str]]] = {
     "习近平在北京会见了法国总统马克龙。": [("北京", "LOC"), ("马克龙", "PER")],
@@ -24,6 +24,7 @@ WHOLE_WORD_ENTITIES: dict[str, list[tuple[str, str]]] = {
     "中國隊在決賽中戰勝了巴西隊。": [("中國隊", "ORG"), ("巴西隊", "ORG")],  # the same in traditional characters
     "英国首相鲍里斯·约翰逊访问了日本。": [("鲍里斯·约翰逊", "PER"), ("日本", "LOC")],
     "ジョン・スミス氏が東京で講演した。": [("ジョン・スミス", "PER"), ("東京", "LOC")],
+    "東京・大阪で会議が開かれた。": [("東京", "LOC"), ("大阪", "LOC")],  # a list: the dot joins persons only
     "กรุงเทพมหานครเป็นเมืองหลวงของประเทศไทย": [("กรุงเทพมหานคร", "LOC")],
     "นายกรัฐมนตรีเดินทางไปเชียงใหม่": [("เชียงใหม่", "LOC")],
     "Angela Merkel 在柏林会见了 Emmanuel Macron。": [

@@ -104,18 +104,23 @@ def linked_tags(tags: Sequence[str], links: Sequence[int], types: Collection[str
     word's entity, with that entity's type (its B- read as I-, S- as E-, and the previous word's E- as I-, S- as
     B-); an ending after a LOC entity (3), or a LOC, ORG or MISC entity (4), continues it whatever its own tag, 4
     making the whole entity ORG (only if ORG is among the label table's ``types``); an ending that does not apply
-    reads as joined; a name dot (5) after an entity, before a word tagged as one, continues the entity, and that
-    word reads as joined whatever its own link (otherwise the dot is free)."""
+    reads as joined; a name dot (5) after a PER entity, before a word tagged PER (not a particle), continues the
+    entity, and that word reads as joined whatever its own link (otherwise the dot is free)."""
     has_org = "ORG" in types
     out: list[str] = []
-    read = ["O" if link == 2 else tag for tag, link in zip(tags, links, strict=True)]  # a particle is O
     after_dot = False
     for index, (tag, link) in enumerate(zip(tags, links, strict=True)):
         open_type = out[-1][2:] if out and out[-1] != "O" else None
         if after_dot:  # the word after a joining name dot reads as joined, whatever its link
             tag = {"B": "I", "S": "E"}.get(tag[0], tag[0]) + out[-1][1:]
             after_dot = False
-        elif link == 5 and open_type and index + 1 < len(tags) and read[index + 1] != "O":
+        elif (
+            link == 5
+            and open_type == "PER"
+            and index + 1 < len(tags)
+            and links[index + 1] != 2
+            and tags[index + 1][2:] == "PER"
+        ):
             out[-1] = {"E": "I", "S": "B"}.get(out[-1][0], out[-1][0]) + out[-1][1:]
             tag = "I-" + open_type
             after_dot = True

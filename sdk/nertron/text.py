@@ -17,19 +17,19 @@ simplified and traditional Chinese and Japanese forms), cut off the word before 
 ``WORD_PLACE_ENDING`` or ``WORD_ORG_ENDING``, and the decoder puts it in the entity before it when that is a LOC
 (place) or a LOC, ORG or MISC (organisation, which makes it ORG): ``温州|市`` is ``温州市`` LOC, ``北京|大学``
 ``北京大学`` ORG; otherwise it reads as joined. A middle dot between two Han or Kana letters, which Chinese and
-Japanese write between a foreign name's parts (``卡洛斯·阿马特``, ``ジョン・スミス``), is linked as ``WORD_NAME_DOT``,
-and the decoder joins the entities on both sides into one. Korean is written with spaces, but a case particle is
-glued to its noun (``부산을``, ``서울에서``, ``대구와``): a Hangul word ending in one is cut before it (``부산 을``),
-the particle tokenised as the rest of its word and linked as ``WORD_PARTICLE``, which is never part of an entity. The
-particles are the common case and topic markers, and only where Korean puts them (``이``, ``은``, ``을`` after a
-final consonant; ``가``, ``는``, ``를`` after a vowel) and after at least two syllables for a one-syllable particle,
-so names ending in such a syllable stay whole (``상하이``, ``인도``; and a few listed by name, ``김정은`` and
-``카이로`` among them; others are cut, e.g. a foreign name ending in ``로`` or ``와``). Whitespace, control and
-format characters separate words and are never part of one. Words of those scripts are tokenised without
-SentencePiece's word-start marker ``▁`` (``SegmentedText.unmarked``): XLM-R was pre-trained on such text without
-spaces, where pieces rarely start with ``▁``, and a lone ``▁`` piece, not the word's own characters, would carry the
-word's label (first-subword aggregation). A line break ends a sentence: no entity spans two lines. Offsets are
-Python string (code point) indices, so ``text[start:end] == word``.
+Japanese write between a foreign person's names (``卡洛斯·阿马特``, ``ジョン・スミス``), is linked as
+``WORD_NAME_DOT``, and the decoder joins a PER on each side into one (not other types: ``東京・大阪`` is a Japanese
+list). Korean is written with spaces, but a case particle is glued to its noun (``부산을``, ``서울에서``, ``대구와``):
+a Hangul word ending in one is cut before it (``부산 을``), the particle tokenised as the rest of its word and linked
+as ``WORD_PARTICLE``, which is never part of an entity. The particles are the common case and topic markers, and only
+where Korean puts them (``이``, ``은``, ``을`` after a final consonant; ``가``, ``는``, ``를`` after a vowel) and
+after at least two syllables for a one-syllable particle, so names ending in such a syllable stay whole (``상하이``,
+``인도``; and a few listed by name, ``김정은`` and ``카이로`` among them; others are cut, e.g. a foreign name ending
+in ``로`` or ``와``). Whitespace, control and format characters separate words and are never part of one. Words of
+those scripts are tokenised without SentencePiece's word-start marker ``▁`` (``SegmentedText.unmarked``): XLM-R was
+pre-trained on such text without spaces, where pieces rarely start with ``▁``, and a lone ``▁`` piece, not the word's
+own characters, would carry the word's label (first-subword aggregation). A line break ends a sentence: no entity
+spans two lines. Offsets are Python string (code point) indices, so ``text[start:end] == word``.
 """
 
 from __future__ import annotations
@@ -261,20 +261,21 @@ def _name_endings(text: str, offsets: Sequence[int], first: int, last: int) -> d
     return links
 
 
-# Chinese and Japanese write a foreign name's parts with a middle dot between them (卡洛斯·阿马特, ジョン・スミス):
-# such a dot between two Han or Kana letters is linked (WORD_NAME_DOT) and the decoder joins the parts.
+# Chinese and Japanese write a foreign person's name with a middle dot between its parts (卡洛斯·阿马特,
+# ジョン・スミス): such a dot between two Han or Kana letters is linked (WORD_NAME_DOT), and the decoder joins a PER
+# on both sides into one.
 _NAME_DOTS = frozenset("\u00b7\u30fb\uff65\u2027\u2022")  # · ・ ･ ‧ •
-_HAN_OR_KANA = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\u30FC\uFF70]")
+_HAN_OR_KANA = r"[\p{Han}\p{Hiragana}\p{Katakana}\u30FC\u309B\u309C\uFF70\uFF9E\uFF9F]"  # with kana's marks
+_ENDS_IN_HAN_OR_KANA = regex.compile(rf"{_HAN_OR_KANA}\p{{M}}*\Z")  # combining marks too (ジ as シ + U+3099)
+_STARTS_IN_HAN_OR_KANA = regex.compile(_HAN_OR_KANA)
+_LONGEST_MARKS = 8  # combining marks looked at before a dot
 
 
 def _is_name_dot(text: str, start: int, end: int) -> bool:
-    """Whether ``text[start:end]`` is a middle dot between two Han or Kana letters."""
+    """Whether ``text[start:end]``, one of ``_NAME_DOTS``, stands between two Han or Kana letters."""
     return (
-        text[start:end] in _NAME_DOTS
-        and start > 0
-        and end < len(text)
-        and _HAN_OR_KANA.match(text, start - 1) is not None
-        and _HAN_OR_KANA.match(text, end) is not None
+        _ENDS_IN_HAN_OR_KANA.search(text, max(0, start - 1 - _LONGEST_MARKS), start) is not None
+        and _STARTS_IN_HAN_OR_KANA.match(text, end) is not None
     )
 
 
@@ -377,7 +378,7 @@ class SegmentedText(Sequence[str]):
                 start = end - particle
                 unmarked.append(len(offsets) // 2)
                 links[len(offsets) // 2] = WORD_PARTICLE
-            if _is_name_dot(text, start, end):
+            if word in _NAME_DOTS and _is_name_dot(text, start, end):
                 links[len(offsets) // 2] = WORD_NAME_DOT
             offsets.extend((start, end))
         spans = np.frombuffer(offsets, dtype=np.int64).reshape(-1, 2) if offsets else np.zeros((0, 2), np.int64)
