@@ -1,0 +1,152 @@
+"""How the segmenter links a word to the word before it where a script's own cuts are not the name's
+(``SegmentedText.links``, read by the decoder: ``WordLink`` in ``csrc/postprocess.hpp``): Korean case particles cut
+off their noun, name endings ICU cut off a Chinese or Japanese name, and the middle dot between a foreign person's
+names. ICU's own cuts inside a name (``WORD_JOINED``) are made in ``nertron.text``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import regex
+
+from nertron._native import WORD_ORG_ENDING, WORD_PLACE_ENDING
+
+# Korean particles cut off a Hangul word: (particle, what the syllable before it must end in). Longest first.
+_AFTER_CONSONANT, _AFTER_VOWEL, _AFTER_VOWEL_OR_L, _AFTER_ANY = "consonant", "vowel", "vowel or ㄹ", "any"
+_KOREAN_PARTICLES = (
+    ("에서부터", _AFTER_ANY),
+    ("에서는", _AFTER_ANY),
+    ("에서도", _AFTER_ANY),
+    ("에게서", _AFTER_ANY),
+    ("에게는", _AFTER_ANY),
+    ("으로는", _AFTER_CONSONANT),
+    ("으로서", _AFTER_CONSONANT),
+    ("이라는", _AFTER_CONSONANT),
+    ("에서", _AFTER_ANY),
+    ("에게", _AFTER_ANY),
+    ("께서", _AFTER_ANY),
+    ("한테", _AFTER_ANY),
+    ("까지", _AFTER_ANY),
+    ("부터", _AFTER_ANY),
+    ("으로", _AFTER_CONSONANT),
+    ("라는", _AFTER_VOWEL),
+    ("은", _AFTER_CONSONANT),
+    ("을", _AFTER_CONSONANT),
+    ("이", _AFTER_CONSONANT),
+    ("는", _AFTER_VOWEL),
+    ("를", _AFTER_VOWEL),
+    ("가", _AFTER_VOWEL),
+    ("의", _AFTER_ANY),
+    ("에", _AFTER_ANY),
+    ("과", _AFTER_CONSONANT),
+    ("와", _AFTER_VOWEL),
+    ("로", _AFTER_VOWEL_OR_L),
+)
+# Well-known names that end as a particle would, after a stem the rules allow: kept whole. Others are cut
+# (a Korean given name ending in 은 or 이, a foreign one in 로 or 와): the model cannot see the difference either.
+_KOREAN_NAMES_LIKE_PARTICLES = frozenset(
+    {
+        "김정은",
+        "카이로",
+        "몬테네그로",
+        "페드로",
+        "마두로",
+        "카스트로",
+        "오타와",
+        "아이오와",
+        "오키나와",
+        "이시카와",
+        "가나가와",
+        "말라가",
+        "몽펠리에",
+    }
+)
+_RIEUL = 8  # the final consonant ㄹ, after which 로 (not 으로) follows
+_HANGUL_WORD = regex.compile(r"[\uAC00-\uD7A3]{2,}")  # precomposed syllables only: the particles are
+
+
+def korean_particle(word: str) -> int:
+    """The length of the case particle that ends ``word``, or 0 (always for a word not of two Hangul syllables or
+    more)."""
+    if _HANGUL_WORD.fullmatch(word) is None:
+        return 0
+    if word in _KOREAN_NAMES_LIKE_PARTICLES:
+        return 0
+    for particle, after in _KOREAN_PARTICLES:
+        stem = len(word) - len(particle)
+        if not word.endswith(particle) or stem < (2 if len(particle) == 1 else 1):
+            continue
+        final = (ord(word[stem - 1]) - 0xAC00) % 28  # the syllable's final consonant, 0: none
+        if (
+            after == _AFTER_ANY
+            or (after == _AFTER_CONSONANT and final != 0)
+            or (after == _AFTER_VOWEL and final == 0)
+            or (after == _AFTER_VOWEL_OR_L and final in (0, _RIEUL))
+        ):
+            return len(particle)
+    return 0
+
+
+# Words that end place and organisation names in Chinese and Japanese, where ICU often cuts them off a name
+# (温州|市, 北京|大学, 静岡|県, 京都|大学): linked to the word before so that an entity goes on over them (see
+# WORD_PLACE_ENDING, WORD_ORG_ENDING). Only words that are nothing but an ending: 市场 and 大学生 are other words.
+# Not 都 or 道 (Japanese prefectures, but Chinese "all" and "way"), nor 会 (會) or 所 (Chinese "will", a particle).
+_NAME_ENDINGS = {
+    **dict.fromkeys(
+        str.split(  # simplified Chinese, traditional (where it differs: OpenCC's s2t, s2tw, s2hk), Japanese
+            "省 市 县 区 州 镇 乡 村 自治区 自治州 自治县 特别行政区 地区 半岛 群岛 岛 港 湾 "
+            "縣 區 鎮 鄉 自治區 自治縣 特別行政區 地區 半島 群島 羣島 島 灣 "
+            "県 府 町 郡"
+        ),
+        WORD_PLACE_ENDING,
+    ),
+    **dict.fromkeys(
+        str.split(  # the same three
+            "大学 学院 中学 小学 大学校 高校 公司 集团 银行 委员会 协会 学会 研究所 研究院 科学院 医院 "
+            "报社 日报 日报社 通讯社 电视台 电台 法院 人民法院 检察院 公安局 市委 省委 县委 党委 共产党 代表团 "
+            "俱乐部 队 男队 女队 部 局 厅 院 社 委 "
+            "大學 學院 中學 小學 大學校 集團 銀行 委員會 協會 學會 科學院 醫院 報社 日報 日報社 通訊社 電視臺 電視台 "
+            "電臺 電台 檢察院 縣委 黨委 共產黨 代表團 俱樂部 隊 男隊 女隊 廳 "
+            "会社 商事 自動車 電機 工業 製作所 新聞 新聞社 放送 証券 航空 鉄道"
+        ),
+        WORD_ORG_ENDING,
+    ),
+}
+_LONGEST_ENDING = max(map(len, _NAME_ENDINGS))
+
+
+def name_endings(text: str, offsets: Sequence[int], first: int, last: int) -> dict[int, int]:
+    """Links of the words ``first + 1 .. last - 1`` of a run (words ``first .. last - 1``, ``offsets`` flat
+    [start, end) pairs) that are, alone or with the words after them, a name ending. Left to right: at each word
+    the longest ending that starts there wins, and the scan goes on after it."""
+    links: dict[int, int] = {}
+    word = first + 1
+    while word < last:
+        start, matched, link = offsets[2 * word], 0, 0
+        for end_word in range(word, last):
+            ending = text[start : offsets[2 * end_word + 1]]
+            if len(ending) > _LONGEST_ENDING:
+                break
+            if ending in _NAME_ENDINGS:
+                matched, link = end_word + 1 - word, _NAME_ENDINGS[ending]
+        links.update(dict.fromkeys(range(word, word + matched), link))
+        word += max(matched, 1)
+    return links
+
+
+# Chinese and Japanese write a foreign person's name with a middle dot between its parts (卡洛斯·阿马特,
+# ジョン・スミス): such a dot between two Han or Kana letters is linked (WORD_NAME_DOT), and the decoder joins a PER
+# on both sides into one.
+NAME_DOTS = frozenset("\u00b7\u30fb\uff65\u2027\u2022")  # · ・ ･ ‧ •
+_HAN_OR_KANA = r"[\p{Han}\p{Hiragana}\p{Katakana}\u30FC\u309B\u309C\uFF70\uFF9E\uFF9F]"  # with kana's marks
+_ENDS_IN_HAN_OR_KANA = regex.compile(rf"{_HAN_OR_KANA}\p{{M}}*\Z")  # combining marks too (ジ as シ + U+3099)
+_STARTS_IN_HAN_OR_KANA = regex.compile(_HAN_OR_KANA)
+_LONGEST_MARKS = 8  # combining marks looked at before a dot
+
+
+def is_name_dot(text: str, start: int, end: int) -> bool:
+    """Whether ``text[start:end]``, one of ``NAME_DOTS``, stands between two Han or Kana letters."""
+    return (
+        _ENDS_IN_HAN_OR_KANA.search(text, max(0, start - 1 - _LONGEST_MARKS), start) is not None
+        and _STARTS_IN_HAN_OR_KANA.match(text, end) is not None
+    )
