@@ -19,7 +19,7 @@ WORD_JOINED: int  # cut from the previous word in a run without spaces: an entit
 WORD_PARTICLE: int  # a grammatical ending split off the previous word (Korean 부산|을): never in an entity
 WORD_PLACE_ENDING: int  # a place name's ending (温州|市): a LOC entity goes on over it, whatever its tag
 WORD_ORG_ENDING: int  # an organisation's ending (北京|大学): a LOC, ORG or MISC entity goes on over it as an ORG
-WORD_NAME_DOT: int  # a dot between a person's names (卡洛斯·阿马特): joins a PER on each side into one
+WORD_NAME_DOT: int  # a dot in a person's name (卡洛斯·阿马特): joins the PER before it and a PER-tagged word after
 
 class Spans:
     """Entity spans as arrays, one entry per span; ``start_char``/``end_char`` are empty arrays unless

@@ -62,7 +62,7 @@ _KOREAN_NAMES_LIKE_PARTICLES = frozenset(
     }
 )
 _RIEUL = 8  # the final consonant ㄹ, after which 로 (not 으로) follows
-_HANGUL_WORD = regex.compile(r"[\uAC00-\uD7A3]{2,}")  # precomposed syllables only: the particles are
+_HANGUL_WORD = regex.compile(r"[\uAC00-\uD7A3]{2,}")  # precomposed syllables: the particles are precomposed
 
 
 def korean_particle(word: str) -> int:
