@@ -183,7 +183,7 @@ def lone_surrogate(text: str) -> int | None:
 def split_words(text: str) -> Words:
     """Splits ``text`` into words (see the module docstring for the rules). The words alone do not carry their
     links (``SegmentedText.split`` does): tagged as pre-split words (``NER.tag``), a name cut in pieces, a name
-    ending or a Korean particle is decoded as the model tags it, not as ``ner(text)`` decodes it."""
+    ending, a name dot or a Korean particle is decoded as the model tags it, not as ``ner(text)`` decodes it."""
     segmented = SegmentedText.split(text)
     return Words(list(segmented), segmented.starts.tolist(), segmented.ends.tolist())
 
