@@ -8,7 +8,8 @@ from __future__ import annotations
 # together (word links: 默 PER + 克尔 LOC is 默克尔 PER, the first piece's type). Korean particles are cut off
 # (부산을 -> 부산). Name endings ICU cuts off go with the name (温州|市 LOC, 北京|大学 ORG, 愛知|県 LOC;
 # 中国|队 ORG, though the model tags 中国 MISC there). A foreign name's parts go together across the middle dot
-# (鲍里斯·约翰逊, ジョン・スミス: word links, WORD_NAME_DOT), listed places do not (東京・大阪). Known miss
+# (鲍里斯·约翰逊, ジョン・スミス: word links, WORD_NAME_DOT), listed places and persons do not (東京・大阪;
+# 岸田文雄・バイデン, Han then kana). Stacked Korean particles are cut off too (부산이라고, 삼성전자로부터). Known miss
 # (MODEL_CARD.md): 习近平 (found as 近平 PER; the English-only model found it whole).
 WHOLE_WORD_ENTITIES: dict[str, list[tuple[str, str]]] = {
     "习近平在北京会见了法国总统马克龙。": [("北京", "LOC"), ("马克龙", "PER")],
@@ -16,6 +17,9 @@ WHOLE_WORD_ENTITIES: dict[str, list[tuple[str, str]]] = {
     "普京在莫斯科会见了默克尔。": [("普京", "PER"), ("莫斯科", "LOC"), ("默克尔", "PER")],
     "特朗普和拜登在华盛顿辩论。": [("特朗普", "PER"), ("拜登", "PER"), ("华盛顿", "LOC")],
     "부산을 떠난 손흥민은 런던에서 뛰었다.": [("부산", "LOC"), ("손흥민", "PER"), ("런던", "LOC")],
+    "그는 부산이라고 말했다.": [("부산", "LOC")],
+    "삼성전자로부터 연락이 왔다.": [("삼성전자", "ORG")],
+    "현대자동차와의 협력을 발표했다.": [("현대자동차", "ORG")],
     "東京は日本の首都です。": [("東京", "LOC"), ("日本", "LOC")],
     "トヨタ自動車の豊田章男社長が名古屋で講演した。": [("トヨタ自動車", "ORG"), ("豊田章男", "PER"), ("名古屋", "LOC")],
     "京都大学の研究者が愛知県で講演した。": [("京都大学", "ORG"), ("愛知県", "LOC")],
@@ -25,6 +29,8 @@ WHOLE_WORD_ENTITIES: dict[str, list[tuple[str, str]]] = {
     "英国首相鲍里斯·约翰逊访问了日本。": [("鲍里斯·约翰逊", "PER"), ("日本", "LOC")],
     "ジョン・スミス氏が東京で講演した。": [("ジョン・スミス", "PER"), ("東京", "LOC")],
     "東京・大阪で会議が開かれた。": [("東京", "LOC"), ("大阪", "LOC")],  # a list: the dot joins persons only
+    # two persons listed, not one
+    "岸田文雄・バイデン両氏が東京で会談した。": [("岸田文雄", "PER"), ("バイデン", "PER"), ("東京", "LOC")],
     "กรุงเทพมหานครเป็นเมืองหลวงของประเทศไทย": [("กรุงเทพมหานคร", "LOC")],
     "นายกรัฐมนตรีเดินทางไปเชียงใหม่": [("เชียงใหม่", "LOC")],
     "Angela Merkel 在柏林会见了 Emmanuel Macron。": [

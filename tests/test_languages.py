@@ -145,6 +145,24 @@ def test_mixed_script_offsets_are_exact(text: str) -> None:
             ["상하이", "하와이", "인도", "한지은", "김정은", "카이로", "인도", "가", "서울", "로"],
             ["가", "로"],
         ),
+        # particles stack, and are cut off together: case + auxiliary (에+는, 로+부터, 와+의, 로서+는), the
+        # quotative (이라고), comparisons (처럼, 보다)
+        (
+            "서울에는 삼성전자로부터 현대자동차와의 캐나다로서는",
+            ["서울", "에는", "삼성전자", "로부터", "현대자동차", "와의", "캐나다", "로서는"],
+            ["에는", "로부터", "와의", "로서는"],
+        ),
+        (
+            "부산이라고 손흥민처럼 런던보다",
+            ["부산", "이라고", "손흥민", "처럼", "런던", "보다"],
+            ["이라고", "처럼", "보다"],
+        ),
+        # a listed name ends the cutting (김정은+과+의); 도 alone is not cut (place names end in it), 에도 is
+        (
+            "김정은과의 경기도 제주도 한국은행에도",
+            ["김정은", "과의", "경기도", "제주도", "한국은행", "에도"],
+            ["과의", "에도"],
+        ),
     ],
 )
 def test_korean_particles_are_cut_off_their_word(text: str, words: list[str], particles: list[str]) -> None:
@@ -203,9 +221,13 @@ def test_name_endings_are_linked_to_the_word_before(text: str, endings: list[tup
         ("Angela·Merkel", []),  # only between Han or Kana letters
         ("·安南", []),  # nothing before it
         ("北京 · 上海", []),  # spaces around it: a separator, not part of a name
+        ("鲍里斯・约翰逊访问了日本", ["・"]),  # Han on both sides, no kana in the line: Chinese
+        ("岸田文雄・バイデン両氏", []),  # Han, then kana: a Japanese list of persons
+        ("安倍・菅両氏が会談した", []),  # Han on both sides in a Japanese line (kana in it): a list
+        ("安倍・菅両氏が会談した\n鲍里斯·约翰逊访问了日本", ["·"]),  # the next line is Chinese
     ],
 )
-def test_a_middle_dot_between_han_or_kana_letters_is_a_name_dot(text: str, dots: list[str]) -> None:
+def test_a_middle_dot_between_two_kana_or_two_chinese_han_letters_is_a_name_dot(text: str, dots: list[str]) -> None:
     segmented = SegmentedText.split(text)
     links = segmented.links.tolist() if segmented.links is not None else [WORD_FREE] * len(segmented)
     assert [word for word, link in zip(segmented, links, strict=True) if link == WORD_NAME_DOT] == dots

@@ -11,7 +11,8 @@ import regex
 
 from nertron._native import WORD_ORG_ENDING, WORD_PLACE_ENDING
 
-# Korean particles cut off a Hangul word: (particle, what the syllable before it must end in). Longest first.
+# Korean particles cut off a Hangul word: (particle, what the syllable before it must end in). Longest first. Not 도
+# ("also") or 만 ("only") alone, which end place names (경기도, 제주도, 홋카이도); only in compounds (에도, 으로도).
 _AFTER_CONSONANT, _AFTER_VOWEL, _AFTER_VOWEL_OR_L, _AFTER_ANY = "consonant", "vowel", "vowel or ㄹ", "any"
 _KOREAN_PARTICLES = (
     ("에서부터", _AFTER_ANY),
@@ -19,17 +20,30 @@ _KOREAN_PARTICLES = (
     ("에서도", _AFTER_ANY),
     ("에게서", _AFTER_ANY),
     ("에게는", _AFTER_ANY),
+    ("에게도", _AFTER_ANY),
     ("으로는", _AFTER_CONSONANT),
+    ("으로도", _AFTER_CONSONANT),
     ("으로서", _AFTER_CONSONANT),
+    ("으로써", _AFTER_CONSONANT),
     ("이라는", _AFTER_CONSONANT),
+    ("이라고", _AFTER_CONSONANT),
     ("에서", _AFTER_ANY),
     ("에게", _AFTER_ANY),
+    ("에도", _AFTER_ANY),
     ("께서", _AFTER_ANY),
     ("한테", _AFTER_ANY),
     ("까지", _AFTER_ANY),
     ("부터", _AFTER_ANY),
+    ("처럼", _AFTER_ANY),
+    ("보다", _AFTER_ANY),
+    ("마저", _AFTER_ANY),
+    ("조차", _AFTER_ANY),
     ("으로", _AFTER_CONSONANT),
+    ("로서", _AFTER_VOWEL_OR_L),
+    ("로써", _AFTER_VOWEL_OR_L),
+    ("로도", _AFTER_VOWEL_OR_L),
     ("라는", _AFTER_VOWEL),
+    ("라고", _AFTER_VOWEL),
     ("은", _AFTER_CONSONANT),
     ("을", _AFTER_CONSONANT),
     ("이", _AFTER_CONSONANT),
@@ -66,10 +80,19 @@ _HANGUL_WORD = regex.compile(r"[\uAC00-\uD7A3]{2,}")  # precomposed syllables: t
 
 
 def korean_particle(word: str) -> int:
-    """The length of the case particle that ends ``word``, or 0 (always for a word not of two Hangul syllables or
-    more)."""
+    """The length of the case particles that end ``word``, or 0 (always for a word not of two Hangul syllables or
+    more). Particles stack (서울+에+는, 삼성전자+로+부터, 현대자동차+와+의): cut off one by one, each after
+    the kind of syllable it follows, until the rest ends in none or is a listed name."""
     if _HANGUL_WORD.fullmatch(word) is None:
         return 0
+    stem = len(word)
+    while (particle := _last_particle(word[:stem])) != 0:
+        stem -= particle
+    return len(word) - stem
+
+
+def _last_particle(word: str) -> int:
+    """The length of the one particle that ends ``word`` (the longest the rules allow), or 0."""
     if word in _KOREAN_NAMES_LIKE_PARTICLES:
         return 0
     for particle, after in _KOREAN_PARTICLES:
@@ -135,18 +158,26 @@ def name_endings(text: str, offsets: Sequence[int], first: int, last: int) -> di
 
 
 # Chinese and Japanese write a foreign person's name with a middle dot between its parts (卡洛斯·阿马特,
-# ジョン・スミス): such a dot between two Han or Kana letters is linked (WORD_NAME_DOT), and the decoder joins a PER
-# on both sides into one.
+# ジョン・スミス): such a dot is linked (WORD_NAME_DOT), and the decoder joins a PER on both sides into one. Japanese
+# writes foreign names in kana and also lists items with the dot (安倍・トランプ会談, 安倍・菅両氏), so a dot is a
+# name dot only between two kana letters, or between two Han letters in a line without kana (Chinese).
 NAME_DOTS = frozenset("\u00b7\u30fb\uff65\u2027\u2022")  # · ・ ･ ‧ •
-_HAN_OR_KANA = r"[\p{Han}\p{Hiragana}\p{Katakana}\u30FC\u309B\u309C\uFF70\uFF9E\uFF9F]"  # with kana's marks
-_ENDS_IN_HAN_OR_KANA = regex.compile(rf"{_HAN_OR_KANA}\p{{M}}*\Z")  # combining marks too (ジ as シ + U+3099)
-_STARTS_IN_HAN_OR_KANA = regex.compile(_HAN_OR_KANA)
+_KANA = r"\p{Hiragana}\p{Katakana}\u30FC\u309B\u309C\uFF70\uFF9E\uFF9F"  # with kana's marks (script Common)
+_LETTER = rf"(?:(?P<han>\p{{Han}})|(?P<kana>[{_KANA}]))"
+_LETTER_BEFORE = regex.compile(rf"{_LETTER}\p{{M}}*\Z")  # combining marks too (ジ as シ + U+3099)
+_LETTER_AFTER = regex.compile(_LETTER)
+_ANY_KANA = regex.compile(f"[{_KANA}]")
 _LONGEST_MARKS = 8  # combining marks looked at before a dot
 
 
 def is_name_dot(text: str, start: int, end: int) -> bool:
-    """Whether ``text[start:end]``, one of ``NAME_DOTS``, stands between two Han or Kana letters."""
-    return (
-        _ENDS_IN_HAN_OR_KANA.search(text, max(0, start - 1 - _LONGEST_MARKS), start) is not None
-        and _STARTS_IN_HAN_OR_KANA.match(text, end) is not None
-    )
+    """Whether ``text[start:end]``, one of ``NAME_DOTS``, stands between two kana letters, or between two Han
+    letters in a line of ``text`` without kana."""
+    before = _LETTER_BEFORE.search(text, max(0, start - 1 - _LONGEST_MARKS), start)
+    after = _LETTER_AFTER.match(text, end)
+    if before is None or after is None or before.lastgroup != after.lastgroup:
+        return False
+    if before.lastgroup == "kana":
+        return True
+    line_end = text.find("\n", end)
+    return _ANY_KANA.search(text, text.rfind("\n", 0, start) + 1, len(text) if line_end < 0 else line_end) is None
