@@ -157,6 +157,7 @@ def test_mixed_script_offsets_are_exact(text: str) -> None:
             ["부산", "이라고", "손흥민", "처럼", "런던", "보다"],
             ["이라고", "처럼", "보다"],
         ),
+        ("벨기에 벨기에에서는", ["벨기에", "벨기에", "에서는"], ["에서는"]),  # a country ending in 에, listed
         # a listed name ends the cutting (김정은+과+의); 도 alone is not cut (place names end in it), 에도 is
         (
             "김정은과의 경기도 제주도 한국은행에도",

@@ -73,6 +73,8 @@ _KOREAN_NAMES_LIKE_PARTICLES = frozenset(
         "가나가와",
         "말라가",
         "몽펠리에",
+        "벨기에",
+        "이치로",
     }
 )
 _RIEUL = 8  # the final consonant ㄹ, after which 로 (not 으로) follows
