@@ -22,6 +22,7 @@ from nertron._native import (
 from nertron.model.bundle import Bundle
 from nertron.subwords import HFTokenizer, load_tokenizer
 from nertron.text import SegmentedText, split_words
+from nertron.word_links import korean_particle
 
 from tests.languages import WHOLE_WORD_ENTITIES
 from tests.properties import examples
@@ -174,6 +175,31 @@ def test_korean_particles_are_cut_off_their_word(text: str, words: list[str], pa
     assert [w for w, link in zip(segmented, segmented.links, strict=True) if link == WORD_PARTICLE] == particles
     # a particle is tokenised as the rest of its word (no word-start marker), the noun before it as a word
     assert [w for w, m in zip(segmented, segmented.unmarked, strict=True) if m] == particles
+
+
+# Names (places, organisations, persons, written for this test), alone and with each particle in the form Korean
+# gives it after the name's last syllable: (after a final consonant, after a vowel; ㄹ takes 로 forms), then
+# particles with one form.
+KOREAN_NAMES = str.split(
+    "서울 부산 경기도 제주도 도쿄 홋카이도 오키나와 캐나다 벨기에 이라크 이란 이스라엘 요르단 인도 가나 하와이 상하이 "
+    "카이로 시카고 니카라과 파라과이 삼성전자 현대자동차 한국은행 김정은 손흥민 이치로 아베 반기문 박지성 아이유 "
+    "대한민국 코로나 스즈키 가와사키 베트남 몽골 말라가 페드로 마두로"
+)
+KOREAN_PARTICLE_FORMS = [
+    ("은", "는"), ("이", "가"), ("을", "를"), ("과", "와"), ("으로", "로"), ("으로부터", "로부터"), ("과의", "와의"),
+    ("이라고", "라고"), ("으로서는", "로서는"), ("으로도", "로도"),
+    *((p, p) for p in str.split("의 에 에서 에게 에서는 에는 에도 처럼 보다 까지 부터 에서의 에게도")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", KOREAN_NAMES)
+def test_a_korean_name_is_cut_from_its_particles_exactly(name: str) -> None:
+    assert korean_particle(name) == 0
+    final = (ord(name[-1]) - 0xAC00) % 28  # the last syllable's final consonant, 0: none; 8: ㄹ
+    for after_consonant, after_vowel in KOREAN_PARTICLE_FORMS:
+        use_consonant_form = final != 0 and not (final == 8 and after_consonant.startswith("으로"))
+        particle = after_consonant if use_consonant_form else after_vowel
+        assert korean_particle(name + particle) == len(particle), name + particle
 
 
 def test_words_cut_from_a_run_without_spaces_are_joined() -> None:
