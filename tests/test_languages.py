@@ -146,7 +146,7 @@ def test_mixed_script_offsets_are_exact(text: str) -> None:
             ["상하이", "하와이", "인도", "한지은", "김정은", "카이로", "인도", "가", "서울", "로"],
             ["가", "로"],
         ),
-        # particles stack, and are cut off together: case + auxiliary (에+는, 로+부터, 와+의, 로서+는), the
+        # particles stack, and are cut off together: case + auxiliary (에+는, 로서+는; 로부터, 와의 listed), the
         # quotative (이라고), comparisons (처럼, 보다)
         (
             "서울에는 삼성전자로부터 현대자동차와의 캐나다로서는",
@@ -159,6 +159,18 @@ def test_mixed_script_offsets_are_exact(text: str) -> None:
             ["이라고", "처럼", "보다"],
         ),
         ("벨기에 벨기에에서는", ["벨기에", "벨기에", "에서는"], ["에서는"]),  # a country ending in 에, listed
+        # only particles that stack are cut as a stack (not 와+에서 in 시나가와에서, 로+는 in 파블로는, 에+가), and a
+        # listed name is never cut into (카이로+도); 도 alone after a noun is not cut (프로도, 서울도)
+        (
+            "카이로도 벨기에도 시나가와에서 파블로는",
+            ["카이로", "도", "벨기에", "도", "시나가와", "에서", "파블로", "는"],
+            ["도", "도", "에서", "는"],
+        ),
+        (
+            "사나에가 손정은이 고양이가 프로도 서울도",
+            ["사나에", "가", "손정은", "이", "고양이", "가", "프로도", "서울도"],
+            ["가", "이", "가"],
+        ),
         # a listed name ends the cutting (김정은+과+의); 도 alone is not cut (place names end in it), 에도 is
         (
             "김정은과의 경기도 제주도 한국은행에도",
@@ -187,8 +199,8 @@ KOREAN_NAMES = str.split(
 )
 KOREAN_PARTICLE_FORMS = [
     ("은", "는"), ("이", "가"), ("을", "를"), ("과", "와"), ("으로", "로"), ("으로부터", "로부터"), ("과의", "와의"),
-    ("이라고", "라고"), ("으로서는", "로서는"), ("으로도", "로도"),
-    *((p, p) for p in str.split("의 에 에서 에게 에서는 에는 에도 처럼 보다 까지 부터 에서의 에게도")),
+    ("이라고", "라고"), ("으로서는", "로서는"),
+    *((p, p) for p in str.split("의 에 에서 에게 에서는 에는 에도 에만 처럼 보다 보다도 까지 까지도 부터 에서의")),
 ]  # fmt: skip
 
 
@@ -252,6 +264,9 @@ def test_name_endings_are_linked_to_the_word_before(text: str, endings: list[tup
         ("岸田文雄・バイデン両氏", []),  # Han, then kana: a Japanese list of persons
         ("安倍・菅両氏が会談した", []),  # Han on both sides in a Japanese line (kana in it): a list
         ("安倍・菅両氏が会談した\n鲍里斯·约翰逊访问了日本", ["·"]),  # the next line is Chinese
+        ("安倍・菅両氏が会談した\r\n鲍里斯·约翰逊访问了日本", ["·"]),
+        ("安倍・ジョン", []),  # Han, then kana
+        ("ジョン・", []),  # nothing after it
     ],
 )
 def test_a_middle_dot_between_two_kana_or_two_chinese_han_letters_is_a_name_dot(text: str, dots: list[str]) -> None:

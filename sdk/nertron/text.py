@@ -44,7 +44,7 @@ import regex
 from icu4py.breakers import WordBreaker
 
 from nertron._native import WORD_JOINED, WORD_NAME_DOT, WORD_PARTICLE
-from nertron.word_links import NAME_DOTS, is_name_dot, korean_particle, name_endings
+from nertron.word_links import NAME_DOTS, NameDots, korean_particle, name_endings
 
 _ABBREVIATIONS = [
     "Mr",
@@ -218,6 +218,7 @@ class SegmentedText(Sequence[str]):
         offsets = array("q")
         unmarked: list[int] = []  # word indices
         links: dict[int, int] = {}  # word index -> a WORD_* link (nertron._native)
+        name_dots: NameDots | None = None  # made at the first dot
         for match in _TOKEN.finditer(text):
             if match.lastgroup == "no_space":
                 first = len(offsets) // 2
@@ -242,7 +243,7 @@ class SegmentedText(Sequence[str]):
                 start = end - particle
                 unmarked.append(len(offsets) // 2)
                 links[len(offsets) // 2] = WORD_PARTICLE
-            if word in NAME_DOTS and is_name_dot(text, start, end):
+            if word in NAME_DOTS and (name_dots := name_dots or NameDots(text))(start, end):
                 links[len(offsets) // 2] = WORD_NAME_DOT
             offsets.extend((start, end))
         spans = np.frombuffer(offsets, dtype=np.int64).reshape(-1, 2) if offsets else np.zeros((0, 2), np.int64)

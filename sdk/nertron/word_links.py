@@ -5,14 +5,14 @@ names. ICU's own cuts inside a name (``WORD_JOINED``) are made in ``nertron.text
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Sequence
 
 import regex
 
 from nertron._native import WORD_ORG_ENDING, WORD_PLACE_ENDING
 
-# Korean particles cut off a Hangul word: (particle, what the syllable before it must end in). Longest first. Not 도
-# ("also") or 만 ("only") alone, which end place names (경기도, 제주도, 홋카이도); only in compounds (에도, 으로도).
+# Korean particles cut off a Hangul word: (particle, what the syllable before it must end in). Longest first.
 _AFTER_CONSONANT, _AFTER_VOWEL, _AFTER_VOWEL_OR_L, _AFTER_ANY = "consonant", "vowel", "vowel or ㄹ", "any"
 _KOREAN_PARTICLES = (
     ("에서부터", _AFTER_ANY),
@@ -20,16 +20,14 @@ _KOREAN_PARTICLES = (
     ("에서도", _AFTER_ANY),
     ("에게서", _AFTER_ANY),
     ("에게는", _AFTER_ANY),
-    ("에게도", _AFTER_ANY),
     ("으로는", _AFTER_CONSONANT),
-    ("으로도", _AFTER_CONSONANT),
     ("으로서", _AFTER_CONSONANT),
     ("으로써", _AFTER_CONSONANT),
     ("이라는", _AFTER_CONSONANT),
     ("이라고", _AFTER_CONSONANT),
+    ("로부터", _AFTER_VOWEL_OR_L),
     ("에서", _AFTER_ANY),
     ("에게", _AFTER_ANY),
-    ("에도", _AFTER_ANY),
     ("께서", _AFTER_ANY),
     ("한테", _AFTER_ANY),
     ("까지", _AFTER_ANY),
@@ -41,9 +39,9 @@ _KOREAN_PARTICLES = (
     ("으로", _AFTER_CONSONANT),
     ("로서", _AFTER_VOWEL_OR_L),
     ("로써", _AFTER_VOWEL_OR_L),
-    ("로도", _AFTER_VOWEL_OR_L),
     ("라는", _AFTER_VOWEL),
     ("라고", _AFTER_VOWEL),
+    ("와의", _AFTER_VOWEL),
     ("은", _AFTER_CONSONANT),
     ("을", _AFTER_CONSONANT),
     ("이", _AFTER_CONSONANT),
@@ -56,8 +54,39 @@ _KOREAN_PARTICLES = (
     ("와", _AFTER_VOWEL),
     ("로", _AFTER_VOWEL_OR_L),
 )
-# Well-known names that end as a particle would, after a stem the rules allow: kept whole. Others are cut
-# (a Korean given name ending in 은 or 이, a foreign one in 로 or 와): the model cannot see the difference either.
+# Two particles stacked: one of where, with, from, like or than, then one of the last ones (서울+에+는,
+# 캐나다+로서+는, 한국은행+에+도, 일본+과+의, 서울+까지+도). Not 로 or 와 first: names end in them (파블로+는,
+# 시나가와+의); 로부터 and 와의 are listed whole above. 도 ("also") and 만 ("only") are cut only at the end of a
+# stack or after a listed name, never alone after a noun: place names end in them (경기도, 제주도, 홋카이도).
+_FIRST_IN_STACK = (
+    ("으로서", _AFTER_CONSONANT),
+    ("으로써", _AFTER_CONSONANT),
+    ("에서", _AFTER_ANY),
+    ("에게", _AFTER_ANY),
+    ("한테", _AFTER_ANY),
+    ("까지", _AFTER_ANY),
+    ("부터", _AFTER_ANY),
+    ("처럼", _AFTER_ANY),
+    ("보다", _AFTER_ANY),
+    ("으로", _AFTER_CONSONANT),
+    ("로서", _AFTER_VOWEL_OR_L),
+    ("로써", _AFTER_VOWEL_OR_L),
+    ("에", _AFTER_ANY),
+    ("과", _AFTER_CONSONANT),
+)
+_LAST_IN_STACK = (
+    ("부터", _AFTER_ANY),
+    ("까지", _AFTER_ANY),
+    ("은", _AFTER_CONSONANT),
+    ("는", _AFTER_VOWEL),
+    ("도", _AFTER_ANY),
+    ("만", _AFTER_ANY),
+    ("의", _AFTER_ANY),
+)
+_AFTER_A_LISTED_NAME = (*_KOREAN_PARTICLES, ("도", _AFTER_ANY), ("만", _AFTER_ANY))
+# Well-known names that end as a particle would, after a stem the rules allow: kept whole, and never cut into
+# (카이로+도, 김정은+과+의). Others are cut (a Korean given name ending in 은 or 이, a foreign one in 로 or 와): the
+# model cannot see the difference either.
 _KOREAN_NAMES_LIKE_PARTICLES = frozenset(
     {
         "김정은",
@@ -82,34 +111,54 @@ _HANGUL_WORD = regex.compile(r"[\uAC00-\uD7A3]{2,}")  # precomposed syllables: t
 
 
 def korean_particle(word: str) -> int:
-    """The length of the case particles that end ``word``, or 0 (always for a word not of two Hangul syllables or
-    more). Particles stack (서울+에+는, 삼성전자+로+부터, 현대자동차+와+의): cut off one by one, each after
-    the kind of syllable it follows, until the rest ends in none or is a listed name."""
+    """The length of the case particle that ends ``word`` (one, or two stacked: 서울+에+는), or 0 (always for a
+    word not of two Hangul syllables or more)."""
     if _HANGUL_WORD.fullmatch(word) is None:
         return 0
-    stem = len(word)
-    while (particle := _last_particle(word[:stem])) != 0:
-        stem -= particle
-    return len(word) - stem
+    name = max((n for n in _KOREAN_NAMES_LIKE_PARTICLES if word.startswith(n)), key=len, default="")
+    if name:
+        rest = len(word) - len(name)
+        return rest if rest and _are_particles(word, len(name)) else 0
+    for last, after in _LAST_IN_STACK:
+        stem = len(word) - len(last)
+        if word.endswith(last) and stem >= 2 and _follows(word[stem - 1], after):
+            first = _particle(word[:stem], _FIRST_IN_STACK)
+            if first:
+                return first + len(last)
+    return _particle(word, _KOREAN_PARTICLES)
 
 
-def _last_particle(word: str) -> int:
-    """The length of the one particle that ends ``word`` (the longest the rules allow), or 0."""
-    if word in _KOREAN_NAMES_LIKE_PARTICLES:
-        return 0
-    for particle, after in _KOREAN_PARTICLES:
+def _particle(word: str, particles: Sequence[tuple[str, str]]) -> int:
+    """The length of the longest of ``particles`` that ends ``word`` after the kind of syllable it follows, and
+    after at least one syllable (two for a one-syllable particle: 인도, 상하이 stay whole), or 0."""
+    for particle, after in particles:
         stem = len(word) - len(particle)
-        if not word.endswith(particle) or stem < (2 if len(particle) == 1 else 1):
-            continue
-        final = (ord(word[stem - 1]) - 0xAC00) % 28  # the syllable's final consonant, 0: none
-        if (
-            after == _AFTER_ANY
-            or (after == _AFTER_CONSONANT and final != 0)
-            or (after == _AFTER_VOWEL and final == 0)
-            or (after == _AFTER_VOWEL_OR_L and final in (0, _RIEUL))
-        ):
+        if word.endswith(particle) and stem >= (2 if len(particle) == 1 else 1) and _follows(word[stem - 1], after):
             return len(particle)
     return 0
+
+
+def _are_particles(word: str, stem: int) -> bool:
+    """Whether ``word[stem:]`` is a particle, or two stacked, that may follow ``word[:stem]``."""
+    rest = word[stem:]
+    if any(rest == p and _follows(word[stem - 1], after) for p, after in _AFTER_A_LISTED_NAME):
+        return True
+    return any(
+        rest == first + last and _follows(word[stem - 1], first_after) and _follows(first[-1], last_after)
+        for first, first_after in _FIRST_IN_STACK
+        for last, last_after in _LAST_IN_STACK
+    )
+
+
+def _follows(syllable: str, after: str) -> bool:
+    """Whether a particle that goes ``after`` (consonant, vowel, ...) may follow ``syllable``."""
+    final = (ord(syllable) - 0xAC00) % 28  # the syllable's final consonant, 0: none
+    return (
+        after == _AFTER_ANY
+        or (after == _AFTER_CONSONANT and final != 0)
+        or (after == _AFTER_VOWEL and final == 0)
+        or (after == _AFTER_VOWEL_OR_L and final in (0, _RIEUL))
+    )
 
 
 # Words that end place and organisation names in Chinese and Japanese, where ICU often cuts them off a name
@@ -172,14 +221,25 @@ _ANY_KANA = regex.compile(f"[{_KANA}]")
 _LONGEST_MARKS = 8  # combining marks looked at before a dot
 
 
-def is_name_dot(text: str, start: int, end: int) -> bool:
-    """Whether ``text[start:end]``, one of ``NAME_DOTS``, stands between two kana letters, or between two Han
-    letters in a line of ``text`` without kana."""
-    before = _LETTER_BEFORE.search(text, max(0, start - 1 - _LONGEST_MARKS), start)
-    after = _LETTER_AFTER.match(text, end)
-    if before is None or after is None or before.lastgroup != after.lastgroup:
-        return False
-    if before.lastgroup == "kana":
-        return True
-    line_end = text.find("\n", end)
-    return _ANY_KANA.search(text, text.rfind("\n", 0, start) + 1, len(text) if line_end < 0 else line_end) is None
+class NameDots:
+    """The name dots of one text: ``NameDots(text)(start, end)`` says whether ``text[start:end]``, one of
+    ``NAME_DOTS``, stands between two kana letters, or between two Han letters in a line (up to a newline, as
+    the segmenter's sentences) without kana. The lines with kana are found once, at the first Han-Han dot."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._line_breaks: list[int] | None = None
+        self._lines_with_kana: set[int] = set()
+
+    def __call__(self, start: int, end: int) -> bool:
+        text = self._text
+        before = _LETTER_BEFORE.search(text, max(0, start - 1 - _LONGEST_MARKS), start)
+        after = _LETTER_AFTER.match(text, end)
+        if before is None or after is None or before.lastgroup != after.lastgroup:
+            return False
+        if before.lastgroup == "kana":
+            return True
+        if self._line_breaks is None:
+            self._line_breaks = [m.start() for m in regex.finditer("\n", text)]
+            self._lines_with_kana = {bisect_left(self._line_breaks, m.start()) for m in _ANY_KANA.finditer(text)}
+        return bisect_left(self._line_breaks, start) not in self._lines_with_kana
