@@ -9,7 +9,8 @@ from __future__ import annotations
 # (부산을 -> 부산). Name endings ICU cuts off go with the name (温州|市 LOC, 北京|大学 ORG, 愛知|県 LOC;
 # 中国|队 ORG, though the model tags 中国 MISC there). A foreign name's parts go together across the middle dot
 # (鲍里斯·约翰逊, ジョン・スミス: word links, WORD_NAME_DOT), listed places and persons do not (東京・大阪;
-# 岸田文雄・バイデン, Han then kana). Stacked Korean particles are cut off too (부산이라고, 삼성전자로부터). Known miss
+# 岸田文雄・バイデン, Han then kana). Stacked Korean particles are cut off too (부산이라고, 삼성전자로부터), also
+# after Latin letters (LG전자는). Known miss
 # (MODEL_CARD.md): 习近平 (found as 近平 PER; the English-only model found it whole).
 WHOLE_WORD_ENTITIES: dict[str, list[tuple[str, str]]] = {
     "习近平在北京会见了法国总统马克龙。": [("北京", "LOC"), ("马克龙", "PER")],
@@ -20,6 +21,9 @@ WHOLE_WORD_ENTITIES: dict[str, list[tuple[str, str]]] = {
     "그는 부산이라고 말했다.": [("부산", "LOC")],
     "삼성전자로부터 연락이 왔다.": [("삼성전자", "ORG")],
     "현대자동차와의 협력을 발표했다.": [("현대자동차", "ORG")],
+    "LG전자는 서울에서 신제품을 발표했다.": [("LG전자", "ORG"), ("서울", "LOC")],  # Latin letters, then Hangul
+    "SK하이닉스에서 일한다.": [("SK하이닉스", "ORG")],
+    "오키나와현에서 지진이 발생했다.": [("오키나와현", "LOC")],  # a listed name, then more of the noun
     "東京は日本の首都です。": [("東京", "LOC"), ("日本", "LOC")],
     "トヨタ自動車の豊田章男社長が名古屋で講演した。": [("トヨタ自動車", "ORG"), ("豊田章男", "PER"), ("名古屋", "LOC")],
     "京都大学の研究者が愛知県で講演した。": [("京都大学", "ORG"), ("愛知県", "LOC")],

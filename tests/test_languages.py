@@ -171,6 +171,18 @@ def test_mixed_script_offsets_are_exact(text: str) -> None:
             ["사나에", "가", "손정은", "이", "고양이", "가", "프로도", "서울도"],
             ["가", "이", "가"],
         ),
+        # letters or digits before the Hangul are part of the noun; a listed name followed by more of the noun
+        # (오키나와현) is cut by the rules, never inside the name; 나라+는, not 나+라는; 와 and 께서 stack
+        (
+            "LG전자는 2024년에는 오키나와현에서",
+            ["LG전자", "는", "2024년", "에는", "오키나와현", "에서"],
+            ["는", "에는", "에서"],
+        ),
+        (
+            "우리나라는 러시아와는 대통령께서는",
+            ["우리나라", "는", "러시아", "와는", "대통령", "께서는"],
+            ["는", "와는", "께서는"],
+        ),
         # a listed name ends the cutting (김정은+과+의); 도 alone is not cut (place names end in it), 에도 is
         (
             "김정은과의 경기도 제주도 한국은행에도",

@@ -236,8 +236,8 @@ class SegmentedText(Sequence[str]):
                 continue
             start, end = match.span()
             word = match.group()
-            # the first character first: no regex call for a word that does not start in Hangul
-            particle = korean_particle(word) if "\uac00" <= word[0] <= "\ud7a3" else 0
+            # the last character first: no regex call for a word that does not end in Hangul
+            particle = korean_particle(word) if "\uac00" <= word[-1] <= "\ud7a3" else 0
             if particle:
                 offsets.extend((start, end - particle))
                 start = end - particle

@@ -39,9 +39,7 @@ _KOREAN_PARTICLES = (
     ("으로", _AFTER_CONSONANT),
     ("로서", _AFTER_VOWEL_OR_L),
     ("로써", _AFTER_VOWEL_OR_L),
-    ("라는", _AFTER_VOWEL),
     ("라고", _AFTER_VOWEL),
-    ("와의", _AFTER_VOWEL),
     ("은", _AFTER_CONSONANT),
     ("을", _AFTER_CONSONANT),
     ("이", _AFTER_CONSONANT),
@@ -54,15 +52,17 @@ _KOREAN_PARTICLES = (
     ("와", _AFTER_VOWEL),
     ("로", _AFTER_VOWEL_OR_L),
 )
+# Not 라는 after a vowel: 나라+는, 앙카라+는, 사하라+는 are more often what a word ending in it is.
 # Two particles stacked: one of where, with, from, like or than, then one of the last ones (서울+에+는,
-# 캐나다+로서+는, 한국은행+에+도, 일본+과+의, 서울+까지+도). Not 로 or 와 first: names end in them (파블로+는,
-# 시나가와+의); 로부터 and 와의 are listed whole above. 도 ("also") and 만 ("only") are cut only at the end of a
-# stack or after a listed name, never alone after a noun: place names end in them (경기도, 제주도, 홋카이도).
+# 캐나다+로서+는, 한국은행+에+도, 일본+과+의, 러시아+와+의, 서울+까지+도). Not 로 first: names end in it
+# (파블로+는); 로부터 is listed whole above. 도 ("also") and 만 ("only") are cut only at the end of a stack or after
+# a listed name, never alone after a noun: place names end in them (경기도, 제주도, 홋카이도).
 _FIRST_IN_STACK = (
     ("으로서", _AFTER_CONSONANT),
     ("으로써", _AFTER_CONSONANT),
     ("에서", _AFTER_ANY),
     ("에게", _AFTER_ANY),
+    ("께서", _AFTER_ANY),
     ("한테", _AFTER_ANY),
     ("까지", _AFTER_ANY),
     ("부터", _AFTER_ANY),
@@ -73,6 +73,7 @@ _FIRST_IN_STACK = (
     ("로써", _AFTER_VOWEL_OR_L),
     ("에", _AFTER_ANY),
     ("과", _AFTER_CONSONANT),
+    ("와", _AFTER_VOWEL),
 )
 _LAST_IN_STACK = (
     ("부터", _AFTER_ANY),
@@ -85,8 +86,8 @@ _LAST_IN_STACK = (
 )
 _AFTER_A_LISTED_NAME = (*_KOREAN_PARTICLES, ("도", _AFTER_ANY), ("만", _AFTER_ANY))
 # Well-known names that end as a particle would, after a stem the rules allow: kept whole, and never cut into
-# (카이로+도, 김정은+과+의). Others are cut (a Korean given name ending in 은 or 이, a foreign one in 로 or 와): the
-# model cannot see the difference either.
+# (카이로+도, 김정은+과+의). Others are cut (a Korean given name ending in 은 or 이, a foreign one in 로, 와 or 에:
+# 올리비에): the model cannot see the difference either.
 _KOREAN_NAMES_LIKE_PARTICLES = frozenset(
     {
         "김정은",
@@ -107,18 +108,25 @@ _KOREAN_NAMES_LIKE_PARTICLES = frozenset(
     }
 )
 _RIEUL = 8  # the final consonant ㄹ, after which 로 (not 으로) follows
-_HANGUL_WORD = regex.compile(r"[\uAC00-\uD7A3]{2,}")  # precomposed syllables: the particles are precomposed
+# Letters and digits, ending in a precomposed Hangul syllable (the particles are precomposed): 서울에서, and
+# LG전자는, 2024년에는, where what comes before the Hangul is part of the noun.
+_KOREAN_WORD = regex.compile(r"[\p{L}\p{N}]+[\uAC00-\uD7A3]")
 
 
 def korean_particle(word: str) -> int:
     """The length of the case particle that ends ``word`` (one, or two stacked: 서울+에+는), or 0 (always for a
-    word not of two Hangul syllables or more)."""
-    if _HANGUL_WORD.fullmatch(word) is None:
+    word not of letters and digits that ends in a Hangul syllable)."""
+    if _KOREAN_WORD.fullmatch(word) is None:
         return 0
     name = max((n for n in _KOREAN_NAMES_LIKE_PARTICLES if word.startswith(n)), key=len, default="")
-    if name:
-        rest = len(word) - len(name)
-        return rest if rest and _are_particles(word, len(name)) else 0
+    if name and _are_particles(word, len(name)):
+        return len(word) - len(name)
+    cut = _particles(word)
+    return cut if cut <= len(word) - len(name) else 0  # a listed name is never cut into
+
+
+def _particles(word: str) -> int:
+    """The length of the particle, or two stacked, that end ``word`` by the rules, or 0."""
     for last, after in _LAST_IN_STACK:
         stem = len(word) - len(last)
         if word.endswith(last) and stem >= 2 and _follows(word[stem - 1], after):
@@ -141,6 +149,8 @@ def _particle(word: str, particles: Sequence[tuple[str, str]]) -> int:
 def _are_particles(word: str, stem: int) -> bool:
     """Whether ``word[stem:]`` is a particle, or two stacked, that may follow ``word[:stem]``."""
     rest = word[stem:]
+    if not rest:
+        return False
     if any(rest == p and _follows(word[stem - 1], after) for p, after in _AFTER_A_LISTED_NAME):
         return True
     return any(
@@ -151,7 +161,10 @@ def _are_particles(word: str, stem: int) -> bool:
 
 
 def _follows(syllable: str, after: str) -> bool:
-    """Whether a particle that goes ``after`` (consonant, vowel, ...) may follow ``syllable``."""
+    """Whether a particle that goes ``after`` (consonant, vowel, ...) may follow ``syllable``: any may follow a
+    letter or digit not Hangul (LG+는, 3M+은: the writer chose the form by its sound)."""
+    if not "\uac00" <= syllable <= "\ud7a3":
+        return True
     final = (ord(syllable) - 0xAC00) % 28  # the syllable's final consonant, 0: none
     return (
         after == _AFTER_ANY
