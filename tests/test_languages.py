@@ -172,7 +172,7 @@ def test_mixed_script_offsets_are_exact(text: str) -> None:
             ["가", "이", "가"],
         ),
         # letters or digits before the Hangul are part of the noun; a listed name followed by more of the noun
-        # (오키나와현) is cut by the rules, never inside the name; 나라+는, not 나+라는; 와 and 께서 stack
+        # (오키나와현) is cut by the rules, never inside the name; 와 and 께서 stack
         (
             "LG전자는 2024년에는 오키나와현에서",
             ["LG전자", "는", "2024년", "에는", "오키나와현", "에서"],
@@ -182,6 +182,12 @@ def test_mixed_script_offsets_are_exact(text: str) -> None:
             "우리나라는 러시아와는 대통령께서는",
             ["우리나라", "는", "러시아", "와는", "대통령", "께서는"],
             ["는", "와는", "께서는"],
+        ),
+        # the quotative 라는 after a vowel (but 나라+는, listed), and no counter after a digit (종로3가, 수사1과)
+        (
+            "소니라는 BTS라는 우리나라는 종로3가에서 수사1과는",
+            ["소니", "라는", "BTS", "라는", "우리나라", "는", "종로3가", "에서", "수사1과", "는"],
+            ["라는", "라는", "는", "에서", "는"],
         ),
         # a listed name ends the cutting (김정은+과+의); 도 alone is not cut (place names end in it), 에도 is
         (

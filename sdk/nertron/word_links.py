@@ -39,6 +39,7 @@ _KOREAN_PARTICLES = (
     ("으로", _AFTER_CONSONANT),
     ("로서", _AFTER_VOWEL_OR_L),
     ("로써", _AFTER_VOWEL_OR_L),
+    ("라는", _AFTER_VOWEL),
     ("라고", _AFTER_VOWEL),
     ("은", _AFTER_CONSONANT),
     ("을", _AFTER_CONSONANT),
@@ -52,11 +53,11 @@ _KOREAN_PARTICLES = (
     ("와", _AFTER_VOWEL),
     ("로", _AFTER_VOWEL_OR_L),
 )
-# Not 라는 after a vowel: 나라+는, 앙카라+는, 사하라+는 are more often what a word ending in it is.
 # Two particles stacked: one of where, with, from, like or than, then one of the last ones (서울+에+는,
 # 캐나다+로서+는, 한국은행+에+도, 일본+과+의, 러시아+와+의, 서울+까지+도). Not 로 first: names end in it
-# (파블로+는); 로부터 is listed whole above. 도 ("also") and 만 ("only") are cut only at the end of a stack or after
-# a listed name, never alone after a noun: place names end in them (경기도, 제주도, 홋카이도).
+# (파블로+는); 로부터 is listed whole above. Names ending in 와 (하세가와) are cut before a stack as
+# alone. 도 ("also") and 만 ("only") are cut only at the end of a stack or after a listed name, never
+# alone after a noun: place names end in them (경기도, 제주도, 홋카이도).
 _FIRST_IN_STACK = (
     ("으로서", _AFTER_CONSONANT),
     ("으로써", _AFTER_CONSONANT),
@@ -85,9 +86,10 @@ _LAST_IN_STACK = (
     ("의", _AFTER_ANY),
 )
 _AFTER_A_LISTED_NAME = (*_KOREAN_PARTICLES, ("도", _AFTER_ANY), ("만", _AFTER_ANY))
-# Well-known names that end as a particle would, after a stem the rules allow: kept whole, and never cut into
-# (카이로+도, 김정은+과+의). Others are cut (a Korean given name ending in 은 or 이, a foreign one in 로, 와 or 에:
-# 올리비에): the model cannot see the difference either.
+# Well-known names (and 나라, "country") that end as a particle would, after a stem the rules allow: kept
+# whole, and never cut into (카이로+도, 김정은+과+의, 우리나라+는, not 우리나+라는). Others are cut (a
+# Korean given name ending in 은 or 이, a foreign one in 로, 와 or 에: 올리비에): the model cannot see the
+# difference either.
 _KOREAN_NAMES_LIKE_PARTICLES = frozenset(
     {
         "김정은",
@@ -105,6 +107,10 @@ _KOREAN_NAMES_LIKE_PARTICLES = frozenset(
         "몽펠리에",
         "벨기에",
         "이치로",
+        "앙카라",
+        "사하라",
+        "나라",
+        "우리나라",
     }
 )
 _RIEUL = 8  # the final consonant ㄹ, after which 로 (not 으로) follows
@@ -138,12 +144,21 @@ def _particles(word: str) -> int:
 
 def _particle(word: str, particles: Sequence[tuple[str, str]]) -> int:
     """The length of the longest of ``particles`` that ends ``word`` after the kind of syllable it follows, and
-    after at least one syllable (two for a one-syllable particle: 인도, 상하이 stay whole), or 0."""
+    after at least one character (two for a one-syllable particle: 인도, 상하이 stay whole), or 0. Not 가 or 과
+    after a digit: counters (종로3가, a street's section; 수사1과, a department)."""
     for particle, after in particles:
         stem = len(word) - len(particle)
-        if word.endswith(particle) and stem >= (2 if len(particle) == 1 else 1) and _follows(word[stem - 1], after):
+        if (
+            word.endswith(particle)
+            and stem >= (2 if len(particle) == 1 else 1)
+            and _follows(word[stem - 1], after)
+            and not (particle in _COUNTERS and word[stem - 1].isdigit())
+        ):
             return len(particle)
     return 0
+
+
+_COUNTERS = frozenset({"가", "과"})
 
 
 def _are_particles(word: str, stem: int) -> bool:
