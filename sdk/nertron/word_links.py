@@ -114,6 +114,7 @@ _KOREAN_NAMES_LIKE_PARTICLES = frozenset(
     }
 )
 _RIEUL = 8  # the final consonant ㄹ, after which 로 (not 으로) follows
+_COUNTERS = frozenset({"가", "과"})  # after a digit, counters: 종로3가 (a street's section), 수사1과 (a department)
 # Letters and digits, ending in a precomposed Hangul syllable (the particles are precomposed): 서울에서, and
 # LG전자는, 2024년에는, where what comes before the Hangul is part of the noun.
 _KOREAN_WORD = regex.compile(r"[\p{L}\p{N}]+[\uAC00-\uD7A3]")
@@ -156,9 +157,6 @@ def _particle(word: str, particles: Sequence[tuple[str, str]]) -> int:
         ):
             return len(particle)
     return 0
-
-
-_COUNTERS = frozenset({"가", "과"})
 
 
 def _are_particles(word: str, stem: int) -> bool:
