@@ -58,23 +58,10 @@ _KOREAN_PARTICLES = (
 # (파블로+는); 로부터 is listed whole above. Names ending in 와 (하세가와) are cut before a stack as
 # alone. 도 ("also") and 만 ("only") are cut only at the end of a stack or after a listed name, never
 # alone after a noun: place names end in them (경기도, 제주도, 홋카이도).
-_FIRST_IN_STACK = (
-    ("으로서", _AFTER_CONSONANT),
-    ("으로써", _AFTER_CONSONANT),
-    ("에서", _AFTER_ANY),
-    ("에게", _AFTER_ANY),
-    ("께서", _AFTER_ANY),
-    ("한테", _AFTER_ANY),
-    ("까지", _AFTER_ANY),
-    ("부터", _AFTER_ANY),
-    ("처럼", _AFTER_ANY),
-    ("보다", _AFTER_ANY),
-    ("으로", _AFTER_CONSONANT),
-    ("로서", _AFTER_VOWEL_OR_L),
-    ("로써", _AFTER_VOWEL_OR_L),
-    ("에", _AFTER_ANY),
-    ("과", _AFTER_CONSONANT),
-    ("와", _AFTER_VOWEL),
+_FIRST_IN_STACK = tuple(
+    (particle, after)
+    for particle, after in _KOREAN_PARTICLES  # longest first, as there
+    if particle in str.split("으로서 으로써 에서 에게 께서 한테 까지 부터 처럼 보다 으로 로서 로써 에 과 와")
 )
 _LAST_IN_STACK = (
     ("부터", _AFTER_ANY),
