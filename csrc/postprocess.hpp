@@ -66,8 +66,8 @@ enum class WordLink : uint8_t {
     PlaceEnding = 3,  // 市 县 省 県 ...: a LOC goes on (温州|市 is 温州市 LOC)
     OrgEnding = 4,    // 大学 公司 队 ...: a LOC, ORG or MISC goes on as an ORG (北京|大学 is 北京大学 ORG, and
                       // 中国|队 is 中国队 ORG where the model tags 中国 MISC, as English CoNLL tags "Chinese")
-    NameDot = 5,  // a middle dot between two Han or Kana letters, as Chinese and Japanese write a foreign
-                  // person's name (卡洛斯·阿马特, ジョン・スミス): when the word before is in a PER entity and the word
+    NameDot = 5,  // a middle dot in a foreign person's name (卡洛斯·阿马特, ジョン・スミス; which dots are, is
+                  // nertron.word_links' to say): when the word before is in a PER entity and the word
                   // after is tagged PER, the dot and the word after continue it; otherwise the dot is a free word
                   // (Japanese also lists with it: 東京・大阪 stays two places)
 };

@@ -16,16 +16,14 @@ PER. A word that ends place or organisation names (``市``, ``县``, ``県``; ``
 simplified and traditional Chinese and Japanese forms), cut off the word before it in the same run, is linked as
 ``WORD_PLACE_ENDING`` or ``WORD_ORG_ENDING``, and the decoder puts it in the entity before it when that is a LOC
 (place) or a LOC, ORG or MISC (organisation, which makes it ORG): ``温州|市`` is ``温州市`` LOC, ``北京|大学``
-``北京大学`` ORG; otherwise it reads as joined. A middle dot between two Han or Kana letters, which Chinese and
-Japanese write between a foreign person's names (``卡洛斯·阿马特``, ``ジョン・スミス``), is linked as
-``WORD_NAME_DOT``, and the decoder joins the PER before it and a word tagged PER after it (not other types:
-``東京・大阪`` is a Japanese list). Korean is written with spaces, but a case particle is glued to its noun
-(``부산을``, ``서울에서``, ``대구와``): a Hangul word ending in one is cut before it (``부산 을``), the particle
-tokenised as the rest of its word and linked as ``WORD_PARTICLE``, which is never part of an entity. The particles are
-the common case and topic markers, and only where Korean puts them (``이``, ``은``, ``을`` after a final consonant;
-``가``, ``는``, ``를`` after a vowel) and after at least two syllables for a one-syllable particle, so names ending in
-such a syllable stay whole (``상하이``, ``인도``; and a few listed by name, ``김정은`` and ``카이로`` among them;
-others are cut, e.g. a foreign name ending in ``로`` or ``와``). Whitespace, control and format characters separate
+``北京大学`` ORG; otherwise it reads as joined. A middle dot between two kana letters, or two Han letters in a line
+without kana, which Japanese and Chinese write between a foreign person's names (``ジョン・スミス``,
+``卡洛斯·阿马特``), is linked as ``WORD_NAME_DOT``, and the decoder joins the PER before it and a word tagged PER
+after it (not other types: ``東京・大阪`` is a Japanese list). Korean is written with spaces, but case particles are
+glued to their noun (``부산을``, ``서울에서는``, ``LG전자는``): a word ending in one, or in two Korean stacks, is cut
+before them (``부산 을``), the particles tokenised as the rest of their word and linked as ``WORD_PARTICLE``, which is
+never part of an entity; only after the kind of syllable Korean puts each after, and a few names that end like a
+particle are listed and kept whole (``김정은``, ``카이로``). Whitespace, control and format characters separate
 words and are never part of one. Words of those scripts are tokenised without SentencePiece's word-start marker ``▁``
 (``SegmentedText.unmarked``): XLM-R was pre-trained on such text without spaces, where pieces rarely start with ``▁``,
 and a lone ``▁`` piece, not the word's own characters, would carry the word's label (first-subword aggregation). A
