@@ -288,15 +288,19 @@ PYBIND11_MODULE(_native, m) {
         .def("__len__", [](const PySpans& s) { return s.size; });
 
     py::class_<PostProcessor>(m, "PostProcessor", "Alignment and span decoding for one model's labels.")
-        .def(py::init([](const std::vector<std::string>& labels, Aggregation aggregation, double temperature) {
-                 return PostProcessor(labels, aggregation, to_float(temperature));
+        .def(py::init([](const std::vector<std::string>& labels, Aggregation aggregation, double temperature,
+                         bool constrained) {
+                 return PostProcessor(labels, aggregation, to_float(temperature), constrained);
              }),
-             py::arg("labels"), py::arg("aggregation") = Aggregation::First, py::arg("temperature") = 1.0)
+             py::arg("labels"), py::arg("aggregation") = Aggregation::First, py::arg("temperature") = 1.0,
+             py::kw_only(), py::arg("constrained") = false)
         .def_property_readonly("labels", [](const PostProcessor& p) { return p.labels().labels(); })
         .def_property_readonly("types", [](const PostProcessor& p) { return p.labels().types(); })
         .def_property_readonly("aggregation", &PostProcessor::aggregation)
         .def_property_readonly("temperature", &PostProcessor::temperature,
                                "scores are softmax(logits / temperature); labels do not depend on it")
+        .def_property_readonly("constrained", &PostProcessor::constrained,
+                               "align gives each window the most likely label sequence the tag scheme allows")
         .def("align", &align, py::arg("logits"), py::arg("word_ids"), py::arg("num_words"),
              "Subword logits [batch, seq, labels] -> flat per-word (labels int32, scores float32).")
         .def("decode", &decode, py::arg("labels"), py::arg("scores"), py::arg("row_words"),

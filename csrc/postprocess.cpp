@@ -38,6 +38,44 @@ int32_t softmax(const float* logits, int64_t n, float* out, float temperature = 
     return best;
 }
 
+// log(softmax(logits)) in double: strictly increasing in each logit, so its best label is the logits' argmax.
+void log_softmax(const float* logits, int64_t n, double* out) {
+    const double top = *std::max_element(logits, logits + n);
+    double sum = 0.0;
+    for (int64_t k = 0; k < n; ++k) sum += std::exp(static_cast<double>(logits[k]) - top);
+    const double log_sum = std::log(sum);
+    for (int64_t k = 0; k < n; ++k) out[k] = static_cast<double>(logits[k]) - top - log_sum;
+}
+
+// The transitions of an IOB2 or BIOES table: I-X and E-X only after B-X or I-X (where the table has B-X); where
+// the table has E-X, B-X and I-X only before I-X or E-X, and not last.
+Transitions scheme_transitions(const LabelTable& table) {
+    const int64_t n = table.size();
+    std::vector<uint8_t> has_begin(table.types().size(), 0), has_end(table.types().size(), 0);
+    for (int32_t k = 0; k < n; ++k) {
+        if (table.prefix(k) == Prefix::B) has_begin[table.type(k)] = 1;
+        if (table.prefix(k) == Prefix::E) has_end[table.type(k)] = 1;
+    }
+    auto inside = [&](int32_t k) { return table.prefix(k) == Prefix::B || table.prefix(k) == Prefix::I; };
+    auto continues = [&](int32_t k) { return table.prefix(k) == Prefix::I || table.prefix(k) == Prefix::E; };
+    Transitions t;
+    t.num_labels = n;
+    t.follows.assign(n * n, 1);
+    t.starts.assign(n, 1);
+    t.ends.assign(n, 1);
+    for (int32_t k = 0; k < n; ++k) {
+        const bool must_follow = continues(k) && has_begin[table.type(k)];  // I-X / E-X: after B-X or I-X
+        const bool must_go_on = inside(k) && has_end[table.type(k)];        // B-X / I-X: before I-X or E-X
+        if (must_follow) t.starts[k] = 0;
+        if (must_go_on) t.ends[k] = 0;
+        for (int32_t j = 0; j < n; ++j) {
+            const bool same_entity = inside(j) && continues(k) && table.type(j) == table.type(k);
+            if ((must_follow || (inside(j) && has_end[table.type(j)])) && !same_entity) t.follows[j * n + k] = 0;
+        }
+    }
+    return t;
+}
+
 int32_t argmax(const float* values, int64_t n) {
     return static_cast<int32_t>(std::max_element(values, values + n) - values);
 }
@@ -82,10 +120,13 @@ int32_t LabelTable::find_type(const std::string& name) const {
     return it == types_.end() ? -1 : static_cast<int32_t>(it - types_.begin());
 }
 
-PostProcessor::PostProcessor(const std::vector<std::string>& labels, Aggregation aggregation, float temperature)
+PostProcessor::PostProcessor(const std::vector<std::string>& labels, Aggregation aggregation, float temperature,
+                             bool constrained)
     : labels_(labels),
       aggregation_(aggregation),
       temperature_(temperature),
+      constrained_(constrained),
+      transitions_(scheme_transitions(labels_)),
       per_(labels_.find_type("PER")),
       loc_(labels_.find_type("LOC")),
       org_(labels_.find_type("ORG")),
@@ -127,6 +168,9 @@ WordPredictions PostProcessor::align(const float* logits, const int64_t* word_id
     out.scores.assign(total, 0.0f);
 
     const bool calibrated = temperature_ != 1.0f;
+    // Constrained: each word's log-probabilities and calibrated distribution, for the best path of its row.
+    std::vector<double> log_probs;
+    std::vector<float> word_calibrated;
     std::vector<float> probs(num_labels);
     std::vector<float> calibrated_probs(num_labels);  // softmax(logits / T), when T != 1
     std::vector<float> sums;      // Average: per-word sum of distributions
@@ -142,6 +186,10 @@ WordPredictions PostProcessor::align(const float* logits, const int64_t* word_id
             if (calibrated) calibrated_sums.assign(words * num_labels, 0.0f);
         }
         if (aggregation_ == Aggregation::Max) raw_best.assign(words, 0.0f);
+        if (constrained_) {
+            log_probs.assign(words * num_labels, 0.0);
+            word_calibrated.assign(words * num_labels, 0.0f);
+        }
         for (int64_t t = 0; t < seq; ++t) {
             const int64_t w = word_ids[b * seq + t];
             if (w == -1) continue;
@@ -171,6 +219,10 @@ WordPredictions PostProcessor::align(const float* logits, const int64_t* word_id
                 out.labels[o] = best;
                 out.scores[o] = scored[best];
                 if (aggregation_ == Aggregation::Max) raw_best[w] = probs[best];
+                if (constrained_) {
+                    log_softmax(row, num_labels, log_probs.data() + w * num_labels);
+                    std::copy(scored, scored + num_labels, word_calibrated.data() + w * num_labels);
+                }
             }
             ++count[w];
         }
@@ -182,11 +234,43 @@ WordPredictions PostProcessor::align(const float* logits, const int64_t* word_id
                 const int64_t o = row_offset + w;
                 out.labels[o] = argmax(acc, num_labels);
                 out.scores[o] = cal[out.labels[o]] / static_cast<float>(count[w]);
+                if (constrained_) {
+                    for (int64_t k = 0; k < num_labels; ++k) {
+                        // log 0 (an underflowed probability) as the least positive float's log: still the lowest
+                        const float p = std::max(acc[k], std::numeric_limits<float>::denorm_min());
+                        log_probs[w * num_labels + k] = std::log(static_cast<double>(p));
+                        word_calibrated[w * num_labels + k] = cal[k] / static_cast<float>(count[w]);
+                    }
+                }
             }
         }
+        if (constrained_) constrain_row(out, row_offset, count, log_probs, word_calibrated);
         row_offset += words;
     }
     return out;
+}
+
+void PostProcessor::constrain_row(WordPredictions& out, int64_t row_offset, const std::vector<int32_t>& count,
+                                  const std::vector<double>& log_probs,
+                                  const std::vector<float>& word_calibrated) const {
+    const int64_t num_labels = labels_.size();
+    // Words without a subword keep label -1 and are left out of the path.
+    std::vector<int64_t> seen;
+    for (int64_t w = 0; w < static_cast<int64_t>(count.size()); ++w) {
+        if (count[w] > 0) seen.push_back(w);
+    }
+    const auto n = static_cast<int64_t>(seen.size());
+    std::vector<double> path_log_probs(n * num_labels);
+    for (int64_t i = 0; i < n; ++i) {
+        std::copy_n(log_probs.data() + seen[i] * num_labels, num_labels, path_log_probs.data() + i * num_labels);
+    }
+    std::vector<int32_t> path(n);
+    best_path(transitions_, path_log_probs.data(), n, path.data());
+    for (int64_t i = 0; i < n; ++i) {
+        const int64_t w = seen[i];
+        out.labels[row_offset + w] = path[i];
+        out.scores[row_offset + w] = word_calibrated[w * num_labels + path[i]];
+    }
 }
 
 int64_t WindowMerger::add_document(int64_t num_words) {

@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "best_path.hpp"
+
 namespace nertron {
 
 // The most words of a row, a document, or all rows of one call: far more than any text, and a bound that
@@ -88,21 +90,29 @@ struct Spans {
     std::vector<int64_t> end_char;
 };
 
-// Alignment and decoding for one model: its validated label table, the aggregation and the temperature,
-// set once. The temperature T calibrates scores: a word's score is softmax(logits / T) of its label. Labels
-// are always chosen from softmax(logits), so T changes scores and never which entities are found.
+// Alignment and decoding for one model: its validated label table, the aggregation, the temperature and
+// whether labels are constrained, set once. The temperature T calibrates scores: a word's score is
+// softmax(logits / T) of its label. Labels are always chosen from softmax(logits), so T changes scores and never
+// which entities are found.
 class PostProcessor {
    public:
-    // Throws std::invalid_argument unless temperature and 1 / temperature are finite numbers > 0.
-    PostProcessor(const std::vector<std::string>& labels, Aggregation aggregation, float temperature = 1.0f);
+    // Throws std::invalid_argument unless temperature and 1 / temperature are finite numbers > 0. constrained:
+    // align gives each row the most likely label sequence the tag scheme allows (best_path; IOB2 or BIOES, read
+    // from the labels: I-X and E-X only after B-X or I-X, and where the table has E-X, B-X and I-X only before
+    // I-X or E-X), not each word's most likely label; where each word's most likely label already makes such a
+    // sequence, the two are the same. Not for IOB1, whose I-X starts entities.
+    PostProcessor(const std::vector<std::string>& labels, Aggregation aggregation, float temperature = 1.0f,
+                  bool constrained = false);
 
     const LabelTable& labels() const { return labels_; }
     Aggregation aggregation() const { return aggregation_; }
     float temperature() const { return temperature_; }
+    bool constrained() const { return constrained_; }
 
     // logits: [batch, seq, num_labels] (num_labels must be the table's size); word_ids: [batch, seq],
     // -1 for special and padding tokens, else a word index in [0, num_words[b]). Returns the words of
-    // every row, row after row.
+    // every row, row after row. Constrained, each row (a window) is one sequence; a word without subwords is
+    // left out of it.
     WordPredictions align(const float* logits, const int64_t* word_ids, int64_t batch, int64_t seq,
                           int64_t num_labels, const int64_t* num_words) const;
 
@@ -123,9 +133,15 @@ class PostProcessor {
                  const uint8_t* word_links = nullptr) const;
 
    private:
+    // Replaces a row's labels by its best path (constrained) and its scores by their calibrated probabilities.
+    void constrain_row(WordPredictions& out, int64_t row_offset, const std::vector<int32_t>& count,
+                       const std::vector<double>& log_probs, const std::vector<float>& word_calibrated) const;
+
     LabelTable labels_;
     Aggregation aggregation_;
     float temperature_;
+    bool constrained_;
+    Transitions transitions_;
     // The types word links apply to (NameDot: PER; PlaceEnding, OrgEnding: LOC, ORG, MISC); -1 where the table
     // has none.
     int32_t per_, loc_, org_, misc_;

@@ -320,6 +320,39 @@ void test_name_dot() {
           "name dot: BIOES, and a dot ending the row");
 }
 
+void test_best_path() {
+    // Two labels, both allowed anywhere except 1 after 0: the best path avoids that pair even at some cost.
+    Transitions t;
+    t.num_labels = 2;
+    t.follows = {1, 0, 1, 1};
+    t.starts = {1, 1};
+    t.ends = {1, 1};
+    const std::vector<double> log_probs = {std::log(0.6), std::log(0.4), std::log(0.1), std::log(0.9)};
+    std::vector<int32_t> path(2, -1);
+    best_path(t, log_probs.data(), 2, path.data());
+    check(path == std::vector<int32_t>({1, 1}), "best path: 0.4 * 0.9 beats 0.6 * 0.1 once 0 -> 1 is forbidden");
+    t.starts = {1, 0};
+    best_path(t, log_probs.data(), 2, path.data());
+    check(path == std::vector<int32_t>({0, 0}), "best path: a label that may not start is not chosen first");
+    t.starts = {0, 0};
+    best_path(t, log_probs.data(), 2, path.data());
+    check(path == std::vector<int32_t>({1, 1}), "best path: with no allowed path, the fewest forbidden steps");
+    best_path(t, log_probs.data(), 0, nullptr);  // nothing to write
+
+    // IOB2 through align: argmax gives O I-PER; constrained gives B-PER I-PER, scored by B-PER's probability.
+    const std::vector<std::string> iob2 = {"O", "B-PER", "I-PER"};
+    const std::vector<float> logits = {0, 0, 0, 3, 2, 0, 0, 1, 4};  // <s> pad, then words 0 and 1
+    const std::vector<int64_t> word_ids = {-1, 0, 1};
+    const int64_t words = 2;
+    const auto plain = PostProcessor(iob2, Aggregation::First).align(logits.data(), word_ids.data(), 1, 3, 3, &words);
+    const PostProcessor constrained(iob2, Aggregation::First, 1.0f, true);
+    const auto fixed = constrained.align(logits.data(), word_ids.data(), 1, 3, 3, &words);
+    check(plain.labels == std::vector<int32_t>({0, 2}), "constrained: argmax reads O I-PER");
+    check(fixed.labels == std::vector<int32_t>({1, 2}), "constrained: B-PER I-PER");
+    const float b_per = std::exp(2.0f) / (std::exp(3.0f) + std::exp(2.0f) + 1.0f);
+    check(std::fabs(fixed.scores[0] - b_per) < 1e-6f, "constrained: the chosen label's probability");
+}
+
 }  // namespace
 
 int main() {
@@ -332,6 +365,7 @@ int main() {
     test_name_endings();
     test_name_dot();
     test_extreme_sizes();
+    test_best_path();
     if (failures == 0) std::printf("all C++ core checks passed\n");
     return failures == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

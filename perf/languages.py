@@ -1,6 +1,6 @@
 """The language table: entity F1 per language and context, for the README and the model card.
 
-    python perf/languages.py [--model BUNDLE | --package DIR] [--precision int8|fp32] [--test]
+    python perf/languages.py [--model BUNDLE | --package DIR] [--precision int8|fp32] [--test] [--argmax]
 
 Scores a model (default: the embedded model, int8) on every labelled dev set in ``../shared/data``: English
 CoNLL-2003 dev, Spanish and Dutch CoNLL-2002 dev (``testa``), German CoNLL-2003 dev (``testa``); ``--test``
@@ -8,19 +8,23 @@ adds English test (measure it once, after choosing on dev). Each sentence alone,
 the same as ``nertron eval --data FILE --context both`` per file. Chinese dev (People's Daily, per character,
 PER/ORG/LOC) is scored as a user meets it: raw text, character spans, MISC left out (``nertron eval --input
 raw --join nothing --types PER,ORG,LOC``; each sentence alone, the file marks no documents). Prints a
-Markdown table.
+Markdown table. ``--argmax`` adds the scores with each word's most likely label, as nertron decoded before it
+constrained labels to the tag scheme (``PostProcessor(constrained=False)``), in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
-from nertron import NER
+from nertron import NER, Entity
+from nertron._native import PostProcessor
 from nertron.evaluation import evaluate
 from nertron.io.conll import read_conll
 from nertron.model.default import PACKAGE_DIR, default_bundle
+from nertron.pipeline import Pipeline
 from nertron.raw_evaluation import evaluate_raw
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -35,6 +39,19 @@ CHINESE_DEV = DATA / "multilingual" / "zh" / "dev.txt"
 CHINESE_TYPES = frozenset({"PER", "ORG", "LOC"})
 
 
+class Unconstrained:
+    """``ner``'s pipeline with each word's most likely label (no tag-scheme constraint), for ``evaluate_raw``."""
+
+    def __init__(self, ner: NER) -> None:
+        decoder = ner.pipeline.decoder
+        self.pipeline = ner.pipeline.replace(
+            decoder=PostProcessor(decoder.labels, decoder.aggregation, decoder.temperature, constrained=False)
+        )
+
+    def batch(self, texts: Sequence[str], *, batch_size: int = 16) -> list[list[Entity]]:
+        return list(self.pipeline.entities(texts, batch_size))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     models = parser.add_mutually_exclusive_group()
@@ -42,27 +59,36 @@ def main() -> None:
     models.add_argument("--package", type=Path, help="an embedded-model package (nertron_export.ship --out)")
     parser.add_argument("--precision", choices=["int8", "fp32"], default="int8", help="embedded model's variant")
     parser.add_argument("--test", action="store_true", help="also English test (never select on it)")
+    parser.add_argument("--argmax", action="store_true", help="also each word's most likely label, unconstrained")
     args = parser.parse_args()
     model = args.model or default_bundle(args.precision, package_dir=args.package or PACKAGE_DIR)
     files = {**DEV_SETS, **(TEST_SETS if args.test else {})}
-    print("| data | F1, sentences alone | F1, whole documents | command |")
-    print("|---|---|---|---|")
+    argmax = " | argmax, sentences | argmax, documents" if args.argmax else ""
+    print(f"| data | F1, sentences alone | F1, whole documents{argmax} | command |")
+    print("|---|---|---|---|" + ("---|---|" if args.argmax else ""))
     with NER(model) as ner:
         precision = ner.precision
+        unconstrained = Unconstrained(ner)
         for name, path in files.items():
             documents = read_conll(path)
-            f1 = {c: 100 * evaluate(ner, documents, context=c).entity.f1 for c in ("sentence", "document")}
+            taggers: list[NER | Pipeline] = [ner, unconstrained.pipeline] if args.argmax else [ner]
+            columns = [
+                100 * evaluate(tagger, documents, context=context).entity.f1
+                for tagger in taggers
+                for context in ("sentence", "document")
+            ]
             shown = path.relative_to(DATA.parent.parent) if path.is_relative_to(DATA.parent.parent) else path
-            print(
-                f"| {name} | {f1['sentence']:.2f} | {f1['document']:.2f} | "
-                f"`nertron eval --data ../{shown} --context both` |",
-                flush=True,
-            )
+            figures = " | ".join(f"{f1:.2f}" for f1 in columns)
+            print(f"| {name} | {figures} | `nertron eval --data ../{shown} --context both` |", flush=True)
         documents = read_conll(CHINESE_DEV)
-        chinese = 100 * evaluate_raw(ner, documents, joiner="", types=CHINESE_TYPES).entity.f1
+        chinese = [
+            100 * evaluate_raw(tagger, documents, joiner="", types=CHINESE_TYPES).entity.f1
+            for tagger in ([ner, unconstrained] if args.argmax else [ner])
+        ]
         shown = CHINESE_DEV.relative_to(DATA.parent.parent)
+        figures = " | ".join(f"{f1:.2f} | -" for f1 in chinese)
         print(
-            f"| Chinese (People's Daily dev, raw text, PER/ORG/LOC) | {chinese:.2f} | - | "
+            f"| Chinese (People's Daily dev, raw text, PER/ORG/LOC) | {figures} | "
             f"`nertron eval --data ../{shown} --input raw --join nothing --types PER,ORG,LOC --context sentence` |",
             flush=True,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Collection, Sequence
 
@@ -51,6 +52,97 @@ def align_row(
             chosen = positions[0] if aggregation == "first" else max(positions, key=lambda p: max(softmax(logits[p])))
             label = argmax(logits[chosen])
             out.append((label, softmax(logits[chosen], temperature)[label]))
+    return out
+
+
+def word_distributions(
+    logits: Sequence[Sequence[float]], word_ids: Sequence[int], num_words: int, aggregation: str, temperature: float
+) -> list[tuple[list[float], list[float]] | None]:
+    """Per word, the distribution its label is chosen from and the calibrated one its score is read from (None for
+    a word without subwords): the first subword's, the mean of its subwords', or the most confident subword's."""
+    out: list[tuple[list[float], list[float]] | None] = []
+    for word in range(num_words):
+        positions = [p for p, w in enumerate(word_ids) if w == word]
+        if not positions:
+            out.append(None)
+        elif aggregation == "average":
+            plain = [softmax(logits[p]) for p in positions]
+            warm = [softmax(logits[p], temperature) for p in positions]
+            mean = [sum(c) / len(plain) for c in zip(*plain, strict=True)]
+            out.append((mean, [sum(c) / len(warm) for c in zip(*warm, strict=True)]))
+        else:
+            chosen = positions[0] if aggregation == "first" else max(positions, key=lambda p: max(softmax(logits[p])))
+            out.append((softmax(logits[chosen]), softmax(logits[chosen], temperature)))
+    return out
+
+
+def scheme_allows(labels: Sequence[str]) -> tuple[set[tuple[int, int]], set[int], set[int]]:
+    """(forbidden (previous, next) pairs, labels that may not start a row, labels that may not end one) of an IOB2
+    or BIOES table: I-X and E-X continue a B-X or I-X (when the table has B-X); B-X and I-X go on into I-X or E-X
+    (when the table has E-X)."""
+    begins = {label[2:] for label in labels if label.startswith("B-")}
+    ends = {label[2:] for label in labels if label.startswith("E-")}
+    continuing = {k for k, label in enumerate(labels) if label[:2] in ("I-", "E-") and label[2:] in begins}
+    going_on = {k for k, label in enumerate(labels) if label[:2] in ("B-", "I-") and label[2:] in ends}
+    forbidden = set()
+    for j, previous in enumerate(labels):
+        for k, label in enumerate(labels):
+            same = previous[:2] in ("B-", "I-") and label[:2] in ("I-", "E-") and previous[2:] == label[2:]
+            if (k in continuing or j in going_on) and not same:
+                forbidden.add((j, k))
+    return forbidden, continuing, going_on
+
+
+def best_sequences(log_probs: Sequence[Sequence[float]], labels: Sequence[str]) -> list[tuple[int, float, list[int]]]:
+    """Every label sequence, by brute force, best first: (forbidden transitions, -sum of log-probabilities,
+    labels)."""
+    forbidden, no_start, no_end = scheme_allows(labels)
+    ranked = []
+    for sequence in itertools.product(range(len(labels)), repeat=len(log_probs)):
+        breaks = sum((a, b) in forbidden for a, b in itertools.pairwise(sequence))
+        breaks += bool(sequence) and (sequence[0] in no_start) + (sequence[-1] in no_end)
+        ranked.append((breaks, -sum(row[k] for row, k in zip(log_probs, sequence, strict=True)), list(sequence)))
+    return sorted(ranked)
+
+
+def best_path(log_probs: Sequence[Sequence[float]], labels: Sequence[str]) -> list[int]:
+    """Viterbi with csrc/best_path.cpp's order: fewest forbidden transitions, then the highest sum of
+    log-probabilities; ties to the lower label at the last word, then to the lower previous label."""
+    if not log_probs:
+        return []
+    forbidden, no_start, no_end = scheme_allows(labels)
+    options = range(len(labels))
+    cost = [(int(k in no_start), log_probs[0][k]) for k in options]
+    back: list[list[int]] = []
+    for row in log_probs[1:]:
+        via = [[(cost[j][0] + ((j, k) in forbidden), cost[j][1]) for j in options] for k in options]
+        chosen = [min(options, key=lambda j: (via_k[j][0], -via_k[j][1], j)) for via_k in via]
+        cost = [(via[k][chosen[k]][0], via[k][chosen[k]][1] + row[k]) for k in options]
+        back.append(chosen)
+    label = min(options, key=lambda k: (cost[k][0] + (k in no_end), -cost[k][1], k))
+    path = [label]
+    for chosen in reversed(back):
+        path.append(chosen[path[-1]])
+    return path[::-1]
+
+
+def constrained_row(
+    logits: Sequence[Sequence[float]],
+    word_ids: Sequence[int],
+    labels: Sequence[str],
+    num_words: int,
+    aggregation: str,
+    temperature: float = 1.0,
+) -> list[Prediction]:
+    """``align_row`` constrained to the tag scheme: the row's best path over its words' distributions, each word
+    scored by its label's calibrated probability; words without subwords get (-1, 0.0) and are not in the path."""
+    words = word_distributions(logits, word_ids, num_words, aggregation, temperature)
+    seen = [word for word in words if word is not None]
+    path = iter(best_path([[math.log(max(p, 1e-300)) for p in plain] for plain, _ in seen], labels))
+    out: list[Prediction] = []
+    for word in words:
+        label = next(path) if word is not None else -1
+        out.append((label, word[1][label]) if word is not None else (-1, 0.0))
     return out
 
 

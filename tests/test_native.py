@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
@@ -85,6 +88,136 @@ def test_align_words_matches_reference(data: tuple, aggregation: str, temperatur
     ]
     assert labels.tolist() == [p[0] for p in expected]
     np.testing.assert_allclose(scores, [p[1] for p in expected], atol=1e-6)
+
+
+SCHEMES = {
+    "IOB2": ("O", "B-PER", "I-PER", "B-LOC", "I-LOC"),
+    "BIOES": ("O", "B-PER", "I-PER", "E-PER", "S-PER"),
+}
+# Logits on a fine grid: the best label sequence is almost always unique.
+fine_logit = st.integers(-800, 800).map(lambda x: x / 100)
+
+
+@st.composite
+def scheme_batches(draw: st.DrawFn) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray]:
+    labels = SCHEMES[draw(st.sampled_from(sorted(SCHEMES)))]
+    batch, seq = draw(st.integers(1, 2)), draw(st.integers(1, 7))
+    size = batch * seq * len(labels)
+    logits = np.array(draw(st.lists(fine_logit, min_size=size, max_size=size)), np.float32)
+    num_words = np.array(draw(st.lists(st.integers(0, 5), min_size=batch, max_size=batch)), np.int64)
+    word_ids = np.array(
+        [[draw(st.integers(-1, int(num_words[b]) - 1)) for _ in range(seq)] for b in range(batch)], np.int64
+    )
+    return labels, logits.reshape(batch, seq, len(labels)), word_ids, num_words
+
+
+@settings(max_examples=examples(200))
+@given(scheme_batches(), st.sampled_from(AGGREGATIONS), st.sampled_from([1.0, 1.6]))
+def test_constrained_align_is_the_best_sequence_the_scheme_allows(
+    data: tuple, aggregation: str, temperature: float
+) -> None:
+    labels, logits, word_ids, num_words = data
+    assume(not near_tie(logits, word_ids, aggregation))
+    decoder = PostProcessor(labels, Aggregation[aggregation.upper()], temperature, constrained=True)
+    found, scores = decoder.align(logits, word_ids, num_words)
+    expected_labels, expected_scores = [], []
+    for b in range(logits.shape[0]):
+        words = reference.word_distributions(
+            logits[b].tolist(), word_ids[b].tolist(), int(num_words[b]), aggregation, temperature
+        )
+        seen = [w for w in words if w is not None]
+        ranked = reference.best_sequences([[math.log(max(p, 1e-45)) for p in plain] for plain, _ in seen], labels)
+        assume(len(ranked) == 1 or ranked[0][0] < ranked[1][0] or ranked[1][1] - ranked[0][1] > 1e-6)
+        best = iter(ranked[0][2])
+        for word in words:
+            label = next(best) if word is not None else -1
+            expected_labels.append(label)
+            expected_scores.append(word[1][label] if word is not None else 0.0)
+    assert found.tolist() == expected_labels
+    np.testing.assert_allclose(scores, expected_scores, atol=1e-6)
+
+
+@settings(max_examples=examples(200))
+@given(scheme_batches(), st.sampled_from(AGGREGATIONS))
+def test_constrained_align_matches_the_reference_viterbi(data: tuple, aggregation: str) -> None:
+    """The reference's Viterbi, which test_sdk's PyTorch reference uses on whole texts, is the compiled one."""
+    labels, logits, word_ids, num_words = data
+    assume(not near_tie(logits, word_ids, aggregation))
+    found, scores = PostProcessor(labels, Aggregation[aggregation.upper()], constrained=True).align(
+        logits, word_ids, num_words
+    )
+    expected = [
+        p
+        for b in range(logits.shape[0])
+        for p in reference.constrained_row(
+            logits[b].tolist(), word_ids[b].tolist(), labels, int(num_words[b]), aggregation
+        )
+    ]
+    assert found.tolist() == [p[0] for p in expected]
+    np.testing.assert_allclose(scores, [p[1] for p in expected], atol=1e-6)
+
+
+@settings(max_examples=examples(200))
+@given(scheme_batches(), st.sampled_from(AGGREGATIONS))
+def test_constrained_align_keeps_labels_the_scheme_already_allows(data: tuple, aggregation: str) -> None:
+    labels, logits, word_ids, num_words = data
+    plain = PostProcessor(labels, Aggregation[aggregation.upper()], 1.3).align(logits, word_ids, num_words)
+    forbidden, no_start, no_end = reference.scheme_allows(labels)
+    start = 0
+    for words in num_words.tolist():
+        row = [label for label in plain[0][start : start + words].tolist() if label >= 0]
+        start += words
+        assume(not row or (row[0] not in no_start and row[-1] not in no_end))
+        assume(all(pair not in forbidden for pair in itertools.pairwise(row)))
+    constrained = PostProcessor(labels, Aggregation[aggregation.upper()], 1.3, constrained=True)
+    found = constrained.align(logits, word_ids, num_words)
+    assert found[0].tolist() == plain[0].tolist()
+    np.testing.assert_allclose(found[1], plain[1], atol=1e-6)
+
+
+def one_hot_logits(labels: tuple[str, ...], rows: list[list[dict[str, float]]]) -> np.ndarray:
+    """Logits [rows, words, labels]: 0 except the given label: value entries."""
+    out = np.zeros((len(rows), max(map(len, rows)), len(labels)), np.float32)
+    for r, row in enumerate(rows):
+        for w, values in enumerate(row):
+            for name, value in values.items():
+                out[r, w, labels.index(name)] = value
+    return out
+
+
+def test_constrained_align_mends_what_argmax_breaks() -> None:
+    labels = SCHEMES["IOB2"]
+    # "O I-PER I-PER": an entity that starts inside; "B-PER I-LOC": one that changes type.
+    logits = one_hot_logits(
+        labels,
+        [
+            [{"O": 5}, {"I-PER": 4, "B-PER": 3}, {"I-PER": 5}],
+            [{"B-PER": 5}, {"I-LOC": 3, "I-PER": 2.5}, {"O": 5}],
+        ],
+    )
+    word_ids = np.array([[0, 1, 2], [0, 1, 2]], np.int64)
+    num_words = np.array([3, 3], np.int64)
+    plain, _ = PostProcessor(labels).align(logits, word_ids, num_words)
+    found, scores = PostProcessor(labels, constrained=True).align(logits, word_ids, num_words)
+    names = [labels[k] for k in found.tolist()]
+    assert [labels[k] for k in plain.tolist()] == ["O", "I-PER", "I-PER", "B-PER", "I-LOC", "O"]
+    assert names == ["O", "B-PER", "I-PER", "B-PER", "I-PER", "O"]
+    # The score is the chosen label's probability, not the top one's.
+    assert scores[1] == pytest.approx(reference.softmax(logits[0, 1].tolist())[labels.index("B-PER")], abs=1e-6)
+    spans = PostProcessor(labels).decode(found, scores, num_words)
+    assert list(zip(spans.row.tolist(), spans.first_word.tolist(), spans.end_word.tolist(), strict=True)) == [
+        (0, 1, 3),
+        (1, 0, 2),
+    ]
+
+
+def test_constrained_bioes_entities_end_with_an_end_tag() -> None:
+    labels = SCHEMES["BIOES"]
+    # Argmax: "B-PER O" (an entity never ended) -> the best allowed reading of the two words.
+    logits = one_hot_logits(labels, [[{"B-PER": 4, "S-PER": 3}, {"O": 4, "E-PER": 1}]])
+    found, _ = PostProcessor(labels, constrained=True).align(logits, np.array([[0, 1]]), np.array([2]))
+    assert [labels[k] for k in found.tolist()] == ["S-PER", "O"]
+    assert PostProcessor(labels, constrained=True).constrained and not PostProcessor(labels).constrained
 
 
 @st.composite

@@ -32,6 +32,7 @@ def test_core_under_sanitizers(tmp_path: Path) -> None:
             f"-I{CSRC}",
             str(CSRC / "test_postprocess.cpp"),
             str(CSRC / "postprocess.cpp"),
+            str(CSRC / "best_path.cpp"),
             "-o",
             str(binary),
         ],

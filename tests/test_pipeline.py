@@ -3,6 +3,7 @@ model's run never changes an entity."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -131,6 +132,16 @@ def test_evaluation_runs_a_pipeline_with_another_temperature(ner: NER) -> None:
     assert plain.scored is not None and warmed.scored is not None
     assert len(plain.scored.scores) > 0
     assert not np.allclose(plain.scored.scores, warmed.scored.scores)
+
+
+def test_labels_are_constrained_to_the_bundles_tag_scheme(ner: NER) -> None:
+    """IOB2 and BIOES bundles get the best label sequence their scheme allows; IOB1's I-X starts an entity, so
+    an IOB1 bundle keeps each word's most likely label."""
+    assert ner.bundle.scheme == "IOB2"
+    assert ner.pipeline.decoder.constrained
+    assert ner.pipeline.with_temperature(2.0).decoder.constrained
+    iob1 = dataclasses.replace(ner.bundle, manifest=dataclasses.replace(ner.bundle.manifest, scheme="IOB1"))
+    assert not Pipeline.from_bundle(iob1, ner.backend).decoder.constrained
 
 
 def test_batches_are_the_models_inputs(ner: NER) -> None:

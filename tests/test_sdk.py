@@ -70,7 +70,7 @@ class TorchReference:
             input_ids = torch.tensor([ids])
         with torch.inference_mode():
             logits = self.model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).logits[0].tolist()
-        return reference.align_row(logits, word_ids, len(words), aggregation)
+        return reference.constrained_row(logits, word_ids, self.labels, len(words), aggregation)
 
     def entities(self, text: str, aggregation: str) -> list[tuple[str, str, int, int, float]]:
         segmented = SegmentedText.split(text)

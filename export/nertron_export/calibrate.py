@@ -3,7 +3,7 @@ variant's score temperature.
 
     python -m nertron_export.calibrate --train ../shared/data/conll2003/train.txt \\
         [../shared/data/multilingual/es/unlabeled.txt ...] --dev ../shared/data/conll2003/dev.txt \\
-        [--temperatures-only]
+        [--keep-ranges]
 
 The fp32 model runs over windows of CoNLL-2003 *train* text (sentences alone and whole documents, as the
 SDK cuts them; ``nertron_export.static_int8``, the path ``nertron export --quantize int8`` takes too) and of
@@ -14,7 +14,8 @@ users get them and scored on dev in both contexts; int8 is the default only if i
 ``--max-f1-loss`` F1 points to fp32 in each, on this CPU (the 7-bit weights make int8 compute the same
 integers on AVX2-only and AVX-512 VNNI CPUs, so the gate holds on both). Last, each variant's entity
 scores are calibrated on dev (a temperature, ``nertron.evaluation.fit_calibration``), stored beside its
-scores and written into its bundle's manifest at assembly.
+scores and written into its bundle's manifest at assembly. ``--keep-ranges`` keeps the stored ranges and does
+the rest (scores, gate, temperatures): after a change to the decoding, which the ranges do not depend on.
 """
 
 from __future__ import annotations
@@ -58,10 +59,19 @@ def calibrate_default(
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
         _write(package_dir, spec)
-        scores = {"fp32": score_bundle(fp32, dev)}
-        int8 = Path(tmp) / "int8"
-        assemble(package_dir, int8, "int8", log=lambda m: print(m, flush=True))
-        scores["int8"] = score_bundle(int8, dev)
+    return score_and_gate(dev, package_dir=package_dir, max_f1_loss=max_f1_loss)
+
+
+def score_and_gate(dev: Path, *, package_dir: Path = PACKAGE_DIR, max_f1_loss: float = 0.3) -> dict[str, Any]:
+    """Scores both variants, with the stored activation ranges, on ``dev``, sets the default precision by the
+    gate and fits the score temperatures; returns the updated spec."""
+    spec = embedded_spec(package_dir)
+    scores = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for precision in ("fp32", "int8"):
+            bundle = Path(tmp) / precision
+            assemble(package_dir, bundle, precision, log=lambda m: print(m, flush=True))
+            scores[precision] = score_bundle(bundle, dev)
     spec["precisions"] = scores
     reasons = [
         check_f1_loss(scores["fp32"][key], scores["int8"][key], max_f1_loss, raise_error=False)
@@ -114,7 +124,7 @@ def _write(package_dir: Path, spec: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--train", required=True, type=Path, nargs="+", help="CoNLL or text files the ranges are measured on"
+        "--train", type=Path, nargs="+", help="CoNLL or text files the ranges are measured on (unless --keep-ranges)"
     )
     parser.add_argument("--dev", required=True, type=Path, help="CoNLL file both variants are scored on")
     parser.add_argument(
@@ -127,12 +137,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-f1-loss", type=float, default=0.3, help="F1 points int8 may lose vs fp32")
     parser.add_argument(
-        "--temperatures-only", action="store_true", help="keep the activation ranges; only fit the score temperatures"
+        "--keep-ranges",
+        action="store_true",
+        help="keep the stored activation ranges; score, gate and fit the temperatures again",
     )
     args = parser.parse_args()
-    if args.temperatures_only:
-        print(json.dumps(fit_temperatures(args.dev)["precisions"], indent=2))
+    if args.keep_ranges:
+        spec = score_and_gate(args.dev, max_f1_loss=args.max_f1_loss)
+        print(json.dumps(spec["precisions"], indent=2))
         return
+    if not args.train:
+        parser.error("--train is required unless --keep-ranges is given")
     spec = calibrate_default(
         args.train,
         args.dev,

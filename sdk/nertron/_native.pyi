@@ -42,11 +42,18 @@ class Spans:
     def __len__(self) -> int: ...
 
 class PostProcessor:
-    """Alignment and span decoding for one model: its labels (validated once), the aggregation and the
-    temperature that calibrates scores (``softmax(logits / temperature)``; labels never depend on it)."""
+    """Alignment and span decoding for one model: its labels (validated once), the aggregation, the
+    temperature that calibrates scores (``softmax(logits / temperature)``; labels never depend on it), and
+    whether ``align`` constrains labels: each window's most likely label sequence that the tag scheme (IOB2 or
+    BIOES) allows, not each word's most likely label (not for IOB1 models)."""
 
     def __init__(
-        self, labels: Sequence[str], aggregation: Aggregation = Aggregation.FIRST, temperature: float = 1.0
+        self,
+        labels: Sequence[str],
+        aggregation: Aggregation = Aggregation.FIRST,
+        temperature: float = 1.0,
+        *,
+        constrained: bool = False,
     ) -> None: ...
     @property
     def labels(self) -> list[str]: ...
@@ -57,6 +64,8 @@ class PostProcessor:
     def aggregation(self) -> Aggregation: ...
     @property
     def temperature(self) -> float: ...
+    @property
+    def constrained(self) -> bool: ...
     def align(
         self,
         logits: npt.NDArray[np.float32],

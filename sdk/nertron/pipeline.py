@@ -89,7 +89,13 @@ class Pipeline:
             max_length=length,
             stride=default_stride(length) if stride is None else stride,
         )
-        decoder = PostProcessor(bundle.labels, NativeAggregation[aggregation.upper()], bundle.temperature)
+        # IOB1's I-X starts an entity, so only IOB2 and BIOES labels are read as sequences the scheme constrains.
+        decoder = PostProcessor(
+            bundle.labels,
+            NativeAggregation[aggregation.upper()],
+            bundle.temperature,
+            constrained=bundle.scheme != "IOB1",
+        )
         return cls(segmenter, encoder, backend, decoder, max_batch_tokens(bundle.manifest.hidden_size))
 
     def replace(self, **pieces: object) -> Pipeline:
@@ -98,7 +104,9 @@ class Pipeline:
 
     def with_temperature(self, temperature: float) -> Pipeline:
         """This pipeline with its scores at ``temperature`` (labels do not depend on it)."""
-        decoder = PostProcessor(self.decoder.labels, self.decoder.aggregation, temperature)
+        decoder = PostProcessor(
+            self.decoder.labels, self.decoder.aggregation, temperature, constrained=self.decoder.constrained
+        )
         return self.replace(decoder=decoder)
 
     @property
