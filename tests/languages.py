@@ -10,10 +10,11 @@ from __future__ import annotations
 # 中国|队 ORG, though the model tags 中国 MISC there). A foreign name's parts go together across the middle dot
 # (鲍里斯·约翰逊, ジョン・スミス: word links, WORD_NAME_DOT), listed places and persons do not (東京・大阪;
 # 岸田文雄・バイデン, Han then kana). Stacked Korean particles are cut off too (부산이라고, 삼성전자로부터), also
-# after Latin letters (LG전자는). Known miss
-# (MODEL_CARD.md): 习近平 (found as 近平 PER; the English-only model found it whole).
+# after Latin letters (LG전자는). 习近平 comes back whole since labels are constrained to IOB2 (before: 近平,
+# its first character tagged I-PER after O).
 WHOLE_WORD_ENTITIES: dict[str, list[tuple[str, str]]] = {
-    "习近平在北京会见了法国总统马克龙。": [("北京", "LOC"), ("马克龙", "PER")],
+    "习近平在北京会见了法国总统马克龙。": [("习近平", "PER"), ("北京", "LOC"), ("马克龙", "PER")],
+    "马云在杭州创办了公司。": [("马云", "PER"), ("杭州", "LOC")],
     "昨天\uff0c微软在上海发布了新产品。": [("上海", "LOC")],
     "普京在莫斯科会见了默克尔。": [("普京", "PER"), ("莫斯科", "LOC"), ("默克尔", "PER")],
     "特朗普和拜登在华盛顿辩论。": [("特朗普", "PER"), ("拜登", "PER"), ("华盛顿", "LOC")],
@@ -37,6 +38,7 @@ WHOLE_WORD_ENTITIES: dict[str, list[tuple[str, str]]] = {
     "岸田文雄・バイデン両氏が東京で会談した。": [("岸田文雄", "PER"), ("バイデン", "PER"), ("東京", "LOC")],
     "กรุงเทพมหานครเป็นเมืองหลวงของประเทศไทย": [("กรุงเทพมหานคร", "LOC")],
     "นายกรัฐมนตรีเดินทางไปเชียงใหม่": [("เชียงใหม่", "LOC")],
+    "โตโยต้าประกาศผลประกอบการที่กรุงเทพ": [("โตโยต้า", "ORG"), ("กรุงเทพ", "LOC")],
     "Angela Merkel 在柏林会见了 Emmanuel Macron。": [
         ("Angela Merkel", "PER"),
         ("柏林", "LOC"),
