@@ -103,7 +103,8 @@ $(ENGLISH_PACKAGE)/embedded.json: | $(STAMP)
 # the pseudo-labelled files follow, as further --train files; then --model, the precision, --out, --epochs
 STUDENT := $(VENV)/bin/nertron train --dev $(DEV_SETS) --batch-size 8 --lr 5e-5 --head-lr 1e-4 --max-length 256 \
 	--single-fraction 0.3 --seed 42 --ema 0.999 --select mean --train $(CONLL)/train.txt
-PSEUDO_LABEL := $(PY) -m nertron_export.pseudo_label
+# --argmax: the teachers' tags as the shipped model's recipe had them, each word's most likely label
+PSEUDO_LABEL := $(PY) -m nertron_export.pseudo_label --argmax
 SHIP := $(PY) -m nertron_export.ship --train $(CONLL)/train.txt --dev $(CONLL)/dev.txt --max-length 256 \
 	--name xlmr-e5small-ner-multilingual
 

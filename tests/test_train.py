@@ -254,6 +254,30 @@ def test_several_teachers_keep_only_the_sentences_they_tag_alike(tmp_path: Path)
         pseudo_label([Teacher(one), other_types], unlabeled, out)
 
 
+def test_pseudo_label_argmax_tags_each_word_with_its_most_likely_label(tiny_bundle: Path, tmp_path: Path) -> None:
+    """--argmax (what make default-model tags with) writes each word's most likely label, as the SDK decoded before
+    it constrained labels to the tag scheme; without it, the tags a user gets."""
+    from nertron._native import PostProcessor
+
+    unlabeled = tmp_path / "unlabeled.txt"
+    lines = ["Peter Blackburn reported from Brussels .", "EU rejects German call .", "Angela Merkel met Macron ."]
+    unlabeled.write_text("\n".join(lines * 4) + "\n")
+    written = {}
+    for name, options in (("argmax", ["--argmax"]), ("constrained", [])):
+        out = tmp_path / f"{name}.conll"
+        assert (
+            pseudo_label_main(["--model", str(tiny_bundle), "--text", str(unlabeled), "--out", str(out), *options]) == 0
+        )
+        written[name] = [s.tags for d in read_conll(out) for s in d.sentences]
+    sentences = [line.split() for line in lines * 4]
+    with NER(tiny_bundle) as teacher:
+        decoder = teacher.pipeline.decoder
+        argmax = teacher.pipeline.replace(decoder=PostProcessor(decoder.labels, decoder.aggregation, constrained=False))
+        assert written["argmax"] == [to_iob2(tags) for tags in argmax.tags(sentences)]
+        assert written["constrained"] == [to_iob2(tags) for tags in teacher.tag(sentences)]
+    assert written["argmax"] != written["constrained"]  # the random tiny model breaks IOB2 somewhere
+
+
 def test_pseudo_label_reports_a_file_it_cannot_read_in_one_line(
     tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

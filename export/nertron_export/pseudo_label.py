@@ -12,6 +12,9 @@ tags of those words, and the words are what the student trains on.
 Tags are written as IOB2. Several teachers (``--model``/``--package`` repeated, of one set of entity types): a
 sentence is kept only where every teacher gives its words the same tags (an agreement filter against the noise
 of one teacher's tags); a document left without sentences is dropped.
+
+``--argmax``: each word's most likely label, as the SDK decoded before it constrained labels to the tag scheme
+(2026-12-07); ``make default-model`` tags with it, as the shipped model's recipe was tagged.
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-from nertron import NER
+from nertron import NER, Entity
+from nertron._native import PostProcessor
 from nertron.errors import file_error
 from nertron.model.default import default_bundle
-from nertron.pipeline import segment
+from nertron.pipeline import Pipeline, segment
 from nertron.tags import to_iob2
 
 
@@ -58,6 +63,38 @@ class PseudoLabelled:
     disagreed: int = 0
 
 
+class Teacher(Protocol):
+    """What a teacher gives: its labels, each pre-split sentence's tags, each raw text's entities (``NER`` does)."""
+
+    @property
+    def labels(self) -> list[str]: ...
+    def tag(self, documents: Sequence[Sequence[str]]) -> list[list[str]]: ...
+    def batch(self, texts: Sequence[str]) -> list[list[Entity]]: ...
+
+
+@dataclass(frozen=True)
+class WordArgmax:
+    """A teacher that gives each word its most likely label, not the most likely sequence the tag scheme allows."""
+
+    pipeline: Pipeline
+
+    @classmethod
+    def of(cls, ner: NER) -> WordArgmax:
+        decoder = ner.pipeline.decoder
+        unconstrained = PostProcessor(decoder.labels, decoder.aggregation, decoder.temperature, constrained=False)
+        return cls(ner.pipeline.replace(decoder=unconstrained))
+
+    @property
+    def labels(self) -> list[str]:
+        return self.pipeline.labels
+
+    def tag(self, documents: Sequence[Sequence[str]]) -> list[list[str]]:
+        return list(self.pipeline.tags(documents))
+
+    def batch(self, texts: Sequence[str]) -> list[list[Entity]]:
+        return list(self.pipeline.entities(texts))
+
+
 def write_conll(
     out: Path, documents: list[list[list[str]]], tag: Callable[[list[list[str]]], list[Tagged | None]]
 ) -> PseudoLabelled:
@@ -80,7 +117,7 @@ def write_conll(
     return PseudoLabelled(sentences, entities, disagreed)
 
 
-def pseudo_label(teachers: Sequence[NER], source: Path, out: Path, *, raw: bool = False) -> PseudoLabelled:
+def pseudo_label(teachers: Sequence[Teacher], source: Path, out: Path, *, raw: bool = False) -> PseudoLabelled:
     """Writes ``out``: each sentence of ``source`` with the teachers' tags, where they all agree. ``raw``: lines
     are raw text, cut into words by nertron (``tag_raw``)."""
     if not teachers:
@@ -100,12 +137,12 @@ def pseudo_label(teachers: Sequence[NER], source: Path, out: Path, *, raw: bool 
     return write_conll(out, list(read_unlabeled(source)), tag)
 
 
-def tag_words(ner: NER, sentences: list[list[str]]) -> list[Tagged]:
+def tag_words(ner: Teacher, sentences: list[list[str]]) -> list[Tagged]:
     """The teacher's tags of each sentence's words (each sentence alone)."""
     return list(zip(sentences, ner.tag(sentences), strict=True))
 
 
-def tag_raw(ner: NER, texts: list[str]) -> list[Tagged]:
+def tag_raw(ner: Teacher, texts: list[str]) -> list[Tagged]:
     """nertron's words of each text, tagged with the teacher's entities as a user gets them."""
     out: list[Tagged] = []
     for text, found in zip(texts, ner.batch(texts), strict=True):
@@ -138,13 +175,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--text", required=True, type=Path, help="unlabeled text, a sentence per line")
     parser.add_argument("--out", required=True, type=Path, help="CoNLL file to write")
     parser.add_argument("--raw", action="store_true", help="lines are raw text (e.g. Chinese), cut by nertron")
+    parser.add_argument(
+        "--argmax", action="store_true", help="each word's most likely label, not constrained to the tag scheme"
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     try:
         models = ([default_bundle("int8", package_dir=p) for p in args.package] + args.model) or [None]
         with contextlib.ExitStack() as stack:
-            teachers = [stack.enter_context(NER(model)) for model in models]
+            ners = [stack.enter_context(NER(model)) for model in models]
+            teachers: list[Teacher] = [WordArgmax.of(ner) for ner in ners] if args.argmax else list(ners)
             written = pseudo_label(teachers, args.text, args.out, raw=args.raw)
     except (ValueError, OSError) as error:  # a teacher or file that cannot be used: one line, no traceback
         print(f"{parser.prog}: error: {file_error(error) if isinstance(error, OSError) else error}", file=sys.stderr)
