@@ -1,15 +1,20 @@
 #include "best_path.hpp"
 
 #include <cstddef>
+#include <limits>
 
 namespace nertron {
 namespace {
 
-// A path's cost: forbidden transitions first (fewer is better), then log-probability (higher is better).
+// A path's cost: impossible (a label of probability 0) or not, then forbidden transitions (fewer is better),
+// then log-probability (higher is better).
 struct Cost {
     int64_t forbidden = 0;
     double log_prob = 0.0;
     bool better_than(const Cost& other) const {
+        const bool possible = log_prob > -std::numeric_limits<double>::infinity();
+        const bool other_possible = other.log_prob > -std::numeric_limits<double>::infinity();
+        if (possible != other_possible) return possible;
         return forbidden != other.forbidden ? forbidden < other.forbidden : log_prob > other.log_prob;
     }
 };

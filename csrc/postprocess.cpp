@@ -47,6 +47,12 @@ void log_softmax(const float* logits, int64_t n, double* out) {
     for (int64_t k = 0; k < n; ++k) out[k] = static_cast<double>(logits[k]) - top - log_sum;
 }
 
+// log(exp(a) + exp(b)), without overflow or underflow.
+double log_add(double a, double b) {
+    const double top = std::max(a, b);
+    return top + std::log1p(std::exp(std::min(a, b) - top));
+}
+
 // The transitions of an IOB2 or BIOES table: I-X and E-X only after B-X or I-X (where the table has B-X); where
 // the table has E-X, B-X and I-X only before I-X or E-X, and not last.
 Transitions scheme_transitions(const LabelTable& table) {
@@ -74,6 +80,14 @@ Transitions scheme_transitions(const LabelTable& table) {
         }
     }
     return t;
+}
+
+// The first label "O" of the table, or -1.
+int32_t outside_label(const LabelTable& table) {
+    for (int32_t k = 0; k < table.size(); ++k) {
+        if (table.prefix(k) == Prefix::O) return k;
+    }
+    return -1;
 }
 
 int32_t argmax(const float* values, int64_t n) {
@@ -126,7 +140,8 @@ PostProcessor::PostProcessor(const std::vector<std::string>& labels, Aggregation
       aggregation_(aggregation),
       temperature_(temperature),
       constrained_(constrained),
-      transitions_(scheme_transitions(labels_)),
+      transitions_(constrained ? scheme_transitions(labels_) : Transitions{}),
+      outside_(outside_label(labels_)),
       per_(labels_.find_type("PER")),
       loc_(labels_.find_type("LOC")),
       org_(labels_.find_type("ORG")),
@@ -168,15 +183,19 @@ WordPredictions PostProcessor::align(const float* logits, const int64_t* word_id
     out.scores.assign(total, 0.0f);
 
     const bool calibrated = temperature_ != 1.0f;
-    // Constrained: each word's log-probabilities and calibrated distribution, for the best path of its row.
-    std::vector<double> log_probs;
-    std::vector<float> word_calibrated;
     std::vector<float> probs(num_labels);
     std::vector<float> calibrated_probs(num_labels);  // softmax(logits / T), when T != 1
     std::vector<float> sums;      // Average: per-word sum of distributions
     std::vector<float> calibrated_sums;
     std::vector<float> raw_best;  // Max: the kept subword's uncalibrated top probability
     std::vector<int32_t> count;   // subwords seen per word
+    // Constrained: each word seen in the row gets a slot (in the order first seen), holding its log-probabilities
+    // (the path is chosen from them; Average: the log of the mean distribution, in double so that no probability
+    // underflows) and its calibrated distribution (the chosen label's score is read from it).
+    std::vector<int64_t> slot;
+    std::vector<double> log_probs;
+    std::vector<float> word_calibrated;
+    std::vector<double> subword_log_probs(num_labels);
     int64_t row_offset = 0;
     for (int64_t b = 0; b < batch; ++b) {
         const int64_t words = num_words[b];
@@ -187,8 +206,9 @@ WordPredictions PostProcessor::align(const float* logits, const int64_t* word_id
         }
         if (aggregation_ == Aggregation::Max) raw_best.assign(words, 0.0f);
         if (constrained_) {
-            log_probs.assign(words * num_labels, 0.0);
-            word_calibrated.assign(words * num_labels, 0.0f);
+            slot.assign(words, -1);
+            log_probs.clear();
+            word_calibrated.clear();
         }
         for (int64_t t = 0; t < seq; ++t) {
             const int64_t w = word_ids[b * seq + t];
@@ -207,6 +227,11 @@ WordPredictions PostProcessor::align(const float* logits, const int64_t* word_id
                 softmax(row, num_labels, calibrated_probs.data(), temperature_);
                 scored = calibrated_probs.data();
             }
+            if (constrained_ && count[w] == 0) {
+                slot[w] = static_cast<int64_t>(log_probs.size()) / num_labels;
+                log_probs.resize(log_probs.size() + num_labels);
+                word_calibrated.resize(word_calibrated.size() + num_labels);
+            }
             if (aggregation_ == Aggregation::Average) {
                 float* acc = sums.data() + w * num_labels;
                 for (int64_t k = 0; k < num_labels; ++k) acc[k] += probs[k];
@@ -214,14 +239,21 @@ WordPredictions PostProcessor::align(const float* logits, const int64_t* word_id
                     float* cal = calibrated_sums.data() + w * num_labels;
                     for (int64_t k = 0; k < num_labels; ++k) cal[k] += scored[k];
                 }
+                if (constrained_) {  // log of the sum of the subwords' distributions, by log-sum-exp
+                    log_softmax(row, num_labels, subword_log_probs.data());
+                    double* log_sum = log_probs.data() + slot[w] * num_labels;
+                    for (int64_t k = 0; k < num_labels; ++k) {
+                        log_sum[k] = count[w] == 0 ? subword_log_probs[k] : log_add(log_sum[k], subword_log_probs[k]);
+                    }
+                }
             } else if (aggregation_ == Aggregation::First || count[w] == 0 || probs[best] > raw_best[w]) {
                 // First: only the first subword gets here. Max: keep the most confident (uncalibrated).
                 out.labels[o] = best;
                 out.scores[o] = scored[best];
                 if (aggregation_ == Aggregation::Max) raw_best[w] = probs[best];
                 if (constrained_) {
-                    log_softmax(row, num_labels, log_probs.data() + w * num_labels);
-                    std::copy(scored, scored + num_labels, word_calibrated.data() + w * num_labels);
+                    log_softmax(row, num_labels, log_probs.data() + slot[w] * num_labels);
+                    std::copy(scored, scored + num_labels, word_calibrated.data() + slot[w] * num_labels);
                 }
             }
             ++count[w];
@@ -235,41 +267,54 @@ WordPredictions PostProcessor::align(const float* logits, const int64_t* word_id
                 out.labels[o] = argmax(acc, num_labels);
                 out.scores[o] = cal[out.labels[o]] / static_cast<float>(count[w]);
                 if (constrained_) {
+                    const double log_count = std::log(static_cast<double>(count[w]));
                     for (int64_t k = 0; k < num_labels; ++k) {
-                        // log 0 (an underflowed probability) as the least positive float's log: still the lowest
-                        const float p = std::max(acc[k], std::numeric_limits<float>::denorm_min());
-                        log_probs[w * num_labels + k] = std::log(static_cast<double>(p));
-                        word_calibrated[w * num_labels + k] = cal[k] / static_cast<float>(count[w]);
+                        log_probs[slot[w] * num_labels + k] -= log_count;
+                        word_calibrated[slot[w] * num_labels + k] = cal[k] / static_cast<float>(count[w]);
                     }
                 }
             }
         }
-        if (constrained_) constrain_row(out, row_offset, count, log_probs, word_calibrated);
+        if (constrained_) constrain_row(out, row_offset, slot, log_probs, word_calibrated);
         row_offset += words;
     }
     return out;
 }
 
-void PostProcessor::constrain_row(WordPredictions& out, int64_t row_offset, const std::vector<int32_t>& count,
+void PostProcessor::constrain_row(WordPredictions& out, int64_t row_offset, const std::vector<int64_t>& slot,
                                   const std::vector<double>& log_probs,
                                   const std::vector<float>& word_calibrated) const {
     const int64_t num_labels = labels_.size();
-    // Words without a subword keep label -1 and are left out of the path.
-    std::vector<int64_t> seen;
-    for (int64_t w = 0; w < static_cast<int64_t>(count.size()); ++w) {
-        if (count[w] > 0) seen.push_back(w);
+    // The path: the words with subwords in word order, and one O for each run of words without any, which decode
+    // reads as O (they keep label -1); without an O label such words are left out.
+    std::vector<int64_t> steps;  // a slot, or -1 for a run of words without subwords
+    for (const int64_t s : slot) {
+        if (s >= 0) {
+            steps.push_back(s);
+        } else if (outside_ >= 0 && (steps.empty() || steps.back() != -1)) {
+            steps.push_back(-1);
+        }
     }
-    const auto n = static_cast<int64_t>(seen.size());
-    std::vector<double> path_log_probs(n * num_labels);
+    const auto n = static_cast<int64_t>(steps.size());
+    std::vector<double> path_log_probs(n * num_labels, -std::numeric_limits<double>::infinity());
     for (int64_t i = 0; i < n; ++i) {
-        std::copy_n(log_probs.data() + seen[i] * num_labels, num_labels, path_log_probs.data() + i * num_labels);
+        if (steps[i] >= 0) {
+            std::copy_n(log_probs.data() + steps[i] * num_labels, num_labels, path_log_probs.data() + i * num_labels);
+        } else {
+            path_log_probs[i * num_labels + outside_] = 0.0;
+        }
     }
     std::vector<int32_t> path(n);
     best_path(transitions_, path_log_probs.data(), n, path.data());
-    for (int64_t i = 0; i < n; ++i) {
-        const int64_t w = seen[i];
-        out.labels[row_offset + w] = path[i];
-        out.scores[row_offset + w] = word_calibrated[w * num_labels + path[i]];
+    int64_t i = 0;
+    for (int64_t w = 0; w < static_cast<int64_t>(slot.size()); ++w) {
+        if (slot[w] >= 0) {
+            out.labels[row_offset + w] = path[i];
+            out.scores[row_offset + w] = word_calibrated[slot[w] * num_labels + path[i]];
+            ++i;
+        } else if (outside_ >= 0 && (w == 0 || slot[w - 1] >= 0)) {
+            ++i;  // the run's O
+        }
     }
 }
 

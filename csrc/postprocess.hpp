@@ -111,8 +111,8 @@ class PostProcessor {
 
     // logits: [batch, seq, num_labels] (num_labels must be the table's size); word_ids: [batch, seq],
     // -1 for special and padding tokens, else a word index in [0, num_words[b]). Returns the words of
-    // every row, row after row. Constrained, each row (a window) is one sequence; a word without subwords is
-    // left out of it.
+    // every row, row after row. Constrained, each row (a window) is one sequence, in which a word without subwords
+    // reads as O (it keeps label -1; left out where the table has no O).
     WordPredictions align(const float* logits, const int64_t* word_ids, int64_t batch, int64_t seq,
                           int64_t num_labels, const int64_t* num_words) const;
 
@@ -133,15 +133,17 @@ class PostProcessor {
                  const uint8_t* word_links = nullptr) const;
 
    private:
-    // Replaces a row's labels by its best path (constrained) and its scores by their calibrated probabilities.
-    void constrain_row(WordPredictions& out, int64_t row_offset, const std::vector<int32_t>& count,
+    // Replaces a row's labels by its best path (constrained) and its scores by their calibrated probabilities;
+    // slot[w] is word w's row in log_probs / word_calibrated (num_labels each), -1 for a word without subwords.
+    void constrain_row(WordPredictions& out, int64_t row_offset, const std::vector<int64_t>& slot,
                        const std::vector<double>& log_probs, const std::vector<float>& word_calibrated) const;
 
     LabelTable labels_;
     Aggregation aggregation_;
     float temperature_;
     bool constrained_;
-    Transitions transitions_;
+    Transitions transitions_;  // constrained only
+    int32_t outside_;          // the label "O", or -1
     // The types word links apply to (NameDot: PER; PlaceEnding, OrgEnding: LOC, ORG, MISC); -1 where the table
     // has none.
     int32_t per_, loc_, org_, misc_;

@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "perf")]
 
 from nertron import NER  # noqa: E402
+from nertron._native import PostProcessor  # noqa: E402
 from nertron.backends.base import Backend  # noqa: E402
 from nertron.backends.openvino import has_native_bf16  # noqa: E402
 from nertron.io.conll import read_conll  # noqa: E402
@@ -164,16 +165,19 @@ def bench_postprocess(ner: NER, sentences: list, repeats: int) -> dict[str, Any]
     batches = [ner.pipeline.encoder.pad(windows[b : b + 32]) for b in range(0, len(windows), 32)]
     logits = [ner.backend(b.input_ids, b.attention_mask) for b in batches]
     names = ner.labels
-    postprocessor = ner.pipeline.decoder
+    # Like for like: each word's most likely label, as numpy, the reference and HF's pipeline decode; the SDK's own
+    # decoder (labels constrained to the tag scheme) is timed beside it.
+    sdk_decoder = ner.pipeline.decoder
+    postprocessor = PostProcessor(sdk_decoder.labels, sdk_decoder.aggregation, sdk_decoder.temperature)
     offsets = [as_text(words)[1] for words in docs]
     starts = np.array([s for w in offsets for s in w.starts], np.int64)
     ends = np.array([e for w in offsets for e in w.ends], np.int64)
 
-    def native() -> list:
+    def native(decoder: PostProcessor = postprocessor) -> list:
         out = []
         for batch, lg in zip(batches, logits, strict=True):
-            labels, scores = postprocessor.align(lg, batch.word_ids, batch.num_words)
-            out.append(postprocessor.decode(labels, scores, batch.num_words))
+            labels, scores = decoder.align(lg, batch.word_ids, batch.num_words)
+            out.append(decoder.decode(labels, scores, batch.num_words))
         return out
 
     def native_with_offsets() -> Any:
@@ -238,6 +242,7 @@ def bench_postprocess(ner: NER, sentences: list, repeats: int) -> dict[str, Any]
     seconds = interleaved(
         {
             "nertron C++ (align + decode)": native,
+            "nertron C++, labels constrained (the SDK's)": functools.partial(native, sdk_decoder),
             "nertron C++ + char offsets, one call": native_with_offsets,
             "numpy + Python": numpy_python,
             "pure-Python reference": pure_python,

@@ -55,25 +55,50 @@ def align_row(
     return out
 
 
+def log_softmax(row: Sequence[float]) -> list[float]:
+    top = max(row)
+    log_sum = top + math.log(sum(math.exp(x - top) for x in row))
+    return [x - log_sum for x in row]
+
+
 def word_distributions(
     logits: Sequence[Sequence[float]], word_ids: Sequence[int], num_words: int, aggregation: str, temperature: float
 ) -> list[tuple[list[float], list[float]] | None]:
-    """Per word, the distribution its label is chosen from and the calibrated one its score is read from (None for
-    a word without subwords): the first subword's, the mean of its subwords', or the most confident subword's."""
+    """Per word, the log-probabilities its label is chosen from and the calibrated distribution its score is read
+    from (None for a word without subwords): the first subword's, the most confident subword's, or the mean of its
+    subwords' distributions (its log by log-sum-exp, so that nothing underflows)."""
     out: list[tuple[list[float], list[float]] | None] = []
     for word in range(num_words):
         positions = [p for p, w in enumerate(word_ids) if w == word]
         if not positions:
             out.append(None)
         elif aggregation == "average":
-            plain = [softmax(logits[p]) for p in positions]
+            logs = [log_softmax(logits[p]) for p in positions]
+            log_mean = []
+            for column in zip(*logs, strict=True):
+                top = max(column)
+                log_mean.append(top + math.log(sum(math.exp(x - top) for x in column)) - math.log(len(positions)))
             warm = [softmax(logits[p], temperature) for p in positions]
-            mean = [sum(c) / len(plain) for c in zip(*plain, strict=True)]
-            out.append((mean, [sum(c) / len(warm) for c in zip(*warm, strict=True)]))
+            out.append((log_mean, [sum(c) / len(warm) for c in zip(*warm, strict=True)]))
         else:
             chosen = positions[0] if aggregation == "first" else max(positions, key=lambda p: max(softmax(logits[p])))
-            out.append((softmax(logits[chosen]), softmax(logits[chosen], temperature)))
+            out.append((log_softmax(logits[chosen]), softmax(logits[chosen], temperature)))
     return out
+
+
+def path_steps(words: Sequence[tuple[list[float], list[float]] | None], labels: Sequence[str]) -> list[list[float]]:
+    """The log-probability rows of a row's path: each word with subwords, and for each run of words without any a
+    step that can only be O (decode reads them as O); without an O label those words are left out."""
+    steps: list[list[float]] = []
+    gap = False
+    for word in words:
+        if word is not None:
+            steps.append(word[0])
+            gap = False
+        elif "O" in labels and not gap:
+            steps.append([0.0 if label == "O" else -math.inf for label in labels])
+            gap = True
+    return steps
 
 
 def scheme_allows(labels: Sequence[str]) -> tuple[set[tuple[int, int]], set[int], set[int]]:
@@ -93,33 +118,41 @@ def scheme_allows(labels: Sequence[str]) -> tuple[set[tuple[int, int]], set[int]
     return forbidden, continuing, going_on
 
 
-def best_sequences(log_probs: Sequence[Sequence[float]], labels: Sequence[str]) -> list[tuple[int, float, list[int]]]:
-    """Every label sequence, by brute force, best first: (forbidden transitions, -sum of log-probabilities,
-    labels)."""
+def best_sequences(
+    log_probs: Sequence[Sequence[float]], labels: Sequence[str]
+) -> list[tuple[bool, int, float, list[int]]]:
+    """Every label sequence, by brute force, best first: (impossible: a label of probability 0, forbidden
+    transitions, -sum of log-probabilities, labels)."""
     forbidden, no_start, no_end = scheme_allows(labels)
     ranked = []
     for sequence in itertools.product(range(len(labels)), repeat=len(log_probs)):
         breaks = sum((a, b) in forbidden for a, b in itertools.pairwise(sequence))
         breaks += bool(sequence) and (sequence[0] in no_start) + (sequence[-1] in no_end)
-        ranked.append((breaks, -sum(row[k] for row, k in zip(log_probs, sequence, strict=True)), list(sequence)))
+        log_prob = sum(row[k] for row, k in zip(log_probs, sequence, strict=True))
+        ranked.append((log_prob == -math.inf, breaks, -log_prob, list(sequence)))
     return sorted(ranked)
 
 
 def best_path(log_probs: Sequence[Sequence[float]], labels: Sequence[str]) -> list[int]:
-    """Viterbi with csrc/best_path.cpp's order: fewest forbidden transitions, then the highest sum of
-    log-probabilities; ties to the lower label at the last word, then to the lower previous label."""
+    """Viterbi with csrc/best_path.cpp's order: possible (no label of probability 0) first, then the fewest forbidden
+    transitions, then the highest sum of log-probabilities; ties to the lower label at the last word, then to the
+    lower previous label."""
     if not log_probs:
         return []
     forbidden, no_start, no_end = scheme_allows(labels)
     options = range(len(labels))
+
+    def order(breaks: int, log_prob: float, label: int) -> tuple[bool, int, float, int]:
+        return (log_prob == -math.inf, breaks, -log_prob, label)
+
     cost = [(int(k in no_start), log_probs[0][k]) for k in options]
     back: list[list[int]] = []
     for row in log_probs[1:]:
         via = [[(cost[j][0] + ((j, k) in forbidden), cost[j][1]) for j in options] for k in options]
-        chosen = [min(options, key=lambda j: (via_k[j][0], -via_k[j][1], j)) for via_k in via]
+        chosen = [min(options, key=lambda j: order(*via_k[j], j)) for via_k in via]
         cost = [(via[k][chosen[k]][0], via[k][chosen[k]][1] + row[k]) for k in options]
         back.append(chosen)
-    label = min(options, key=lambda k: (cost[k][0] + (k in no_end), -cost[k][1], k))
+    label = min(options, key=lambda k: order(cost[k][0] + (k in no_end), cost[k][1], k))
     path = [label]
     for chosen in reversed(back):
         path.append(chosen[path[-1]])
@@ -134,15 +167,31 @@ def constrained_row(
     aggregation: str,
     temperature: float = 1.0,
 ) -> list[Prediction]:
-    """``align_row`` constrained to the tag scheme: the row's best path over its words' distributions, each word
-    scored by its label's calibrated probability; words without subwords get (-1, 0.0) and are not in the path."""
+    """``align_row`` constrained to the tag scheme: the best path of the row (``path_steps``), each word scored by
+    its label's calibrated probability; words without subwords get (-1, 0.0)."""
     words = word_distributions(logits, word_ids, num_words, aggregation, temperature)
-    seen = [word for word in words if word is not None]
-    path = iter(best_path([[math.log(max(p, 1e-300)) for p in plain] for plain, _ in seen], labels))
+    path = best_path(path_steps(words, labels), labels)
+    return labels_on_words(words, path, labels)
+
+
+def labels_on_words(
+    words: Sequence[tuple[list[float], list[float]] | None], path: Sequence[int], labels: Sequence[str]
+) -> list[Prediction]:
+    """A path over ``path_steps(words)`` as each word's (label, calibrated probability); (-1, 0.0) without
+    subwords."""
+    steps = iter(path)
     out: list[Prediction] = []
+    gap = False
     for word in words:
-        label = next(path) if word is not None else -1
-        out.append((label, word[1][label]) if word is not None else (-1, 0.0))
+        if word is not None:
+            label = next(steps)
+            out.append((label, word[1][label]))
+            gap = False
+        else:
+            if "O" in labels and not gap:
+                next(steps)
+                gap = True
+            out.append((-1, 0.0))
     return out
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import math
 
 import numpy as np
 import pytest
@@ -93,6 +92,10 @@ def test_align_words_matches_reference(data: tuple, aggregation: str, temperatur
 SCHEMES = {
     "IOB2": ("O", "B-PER", "I-PER", "B-LOC", "I-LOC"),
     "BIOES": ("O", "B-PER", "I-PER", "E-PER", "S-PER"),
+    "BIOES, two types": ("O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"),
+    "IOB2 without O": ("B-PER", "I-PER"),
+    "I- without B-": ("O", "I-PER", "B-LOC"),
+    "O alone": ("O",),
 }
 # Logits on a fine grid: the best label sequence is almost always unique.
 fine_logit = st.integers(-800, 800).map(lambda x: x / 100)
@@ -104,7 +107,8 @@ def scheme_batches(draw: st.DrawFn) -> tuple[tuple[str, ...], np.ndarray, np.nda
     batch, seq = draw(st.integers(1, 2)), draw(st.integers(1, 7))
     size = batch * seq * len(labels)
     logits = np.array(draw(st.lists(fine_logit, min_size=size, max_size=size)), np.float32)
-    num_words = np.array(draw(st.lists(st.integers(0, 5), min_size=batch, max_size=batch)), np.int64)
+    most = 4 if len(labels) > 5 else 5  # the brute force tries len(labels) ** words sequences
+    num_words = np.array(draw(st.lists(st.integers(0, most), min_size=batch, max_size=batch)), np.int64)
     word_ids = np.array(
         [[draw(st.integers(-1, int(num_words[b]) - 1)) for _ in range(seq)] for b in range(batch)], np.int64
     )
@@ -120,37 +124,32 @@ def test_constrained_align_is_the_best_sequence_the_scheme_allows(
     assume(not near_tie(logits, word_ids, aggregation))
     decoder = PostProcessor(labels, Aggregation[aggregation.upper()], temperature, constrained=True)
     found, scores = decoder.align(logits, word_ids, num_words)
-    expected_labels, expected_scores = [], []
+    expected: list[tuple[int, float]] = []
     for b in range(logits.shape[0]):
         words = reference.word_distributions(
             logits[b].tolist(), word_ids[b].tolist(), int(num_words[b]), aggregation, temperature
         )
-        seen = [w for w in words if w is not None]
-        ranked = reference.best_sequences([[math.log(max(p, 1e-45)) for p in plain] for plain, _ in seen], labels)
-        assume(len(ranked) == 1 or ranked[0][0] < ranked[1][0] or ranked[1][1] - ranked[0][1] > 1e-6)
-        best = iter(ranked[0][2])
-        for word in words:
-            label = next(best) if word is not None else -1
-            expected_labels.append(label)
-            expected_scores.append(word[1][label] if word is not None else 0.0)
-    assert found.tolist() == expected_labels
-    np.testing.assert_allclose(scores, expected_scores, atol=1e-6)
+        ranked = reference.best_sequences(reference.path_steps(words, labels), labels)
+        best, second = ranked[0], ranked[1] if len(ranked) > 1 else None
+        assume(second is None or best[:2] != second[:2] or second[2] - best[2] > 1e-6)  # one best sequence
+        expected += reference.labels_on_words(words, best[3], labels)
+    assert found.tolist() == [label for label, _ in expected]
+    np.testing.assert_allclose(scores, [score for _, score in expected], atol=1e-6)
 
 
 @settings(max_examples=examples(200))
-@given(scheme_batches(), st.sampled_from(AGGREGATIONS))
-def test_constrained_align_matches_the_reference_viterbi(data: tuple, aggregation: str) -> None:
+@given(scheme_batches(), st.sampled_from(AGGREGATIONS), st.sampled_from([1.0, 0.7]))
+def test_constrained_align_matches_the_reference_viterbi(data: tuple, aggregation: str, temperature: float) -> None:
     """The reference's Viterbi, which test_sdk's PyTorch reference uses on whole texts, is the compiled one."""
     labels, logits, word_ids, num_words = data
     assume(not near_tie(logits, word_ids, aggregation))
-    found, scores = PostProcessor(labels, Aggregation[aggregation.upper()], constrained=True).align(
-        logits, word_ids, num_words
-    )
+    decoder = PostProcessor(labels, Aggregation[aggregation.upper()], temperature, constrained=True)
+    found, scores = decoder.align(logits, word_ids, num_words)
     expected = [
         p
         for b in range(logits.shape[0])
         for p in reference.constrained_row(
-            logits[b].tolist(), word_ids[b].tolist(), labels, int(num_words[b]), aggregation
+            logits[b].tolist(), word_ids[b].tolist(), labels, int(num_words[b]), aggregation, temperature
         )
     ]
     assert found.tolist() == [p[0] for p in expected]
@@ -173,6 +172,62 @@ def test_constrained_align_keeps_labels_the_scheme_already_allows(data: tuple, a
     found = constrained.align(logits, word_ids, num_words)
     assert found[0].tolist() == plain[0].tolist()
     np.testing.assert_allclose(found[1], plain[1], atol=1e-6)
+
+
+def reencoded(tags: list[str], scheme: str) -> list[str]:
+    """The tags of ``tags``' entities (as seqeval reads them) written again in ``scheme``."""
+    out = ["O"] * len(tags)
+    for type_, first, last in reference.get_entities(tags):
+        if scheme == "BIOES" and first == last:
+            out[first] = f"S-{type_}"
+            continue
+        out[first : last + 1] = [f"B-{type_}"] + [f"I-{type_}"] * (last - first)
+        if scheme == "BIOES":
+            out[last] = f"E-{type_}"
+    return out
+
+
+@settings(max_examples=examples(200))
+@given(scheme_batches(), st.sampled_from(AGGREGATIONS))
+def test_constrained_labels_read_back_as_the_same_entities(data: tuple, aggregation: str) -> None:
+    """Independent of the transition rules: with a full IOB2 or BIOES table, each row's labels (words without
+    subwords read as O) are their own entities written again in the scheme, so no tag is read otherwise."""
+    labels, logits, word_ids, num_words = data
+    scheme = {SCHEMES["IOB2"]: "IOB2", SCHEMES["BIOES"]: "BIOES", SCHEMES["BIOES, two types"]: "BIOES"}.get(labels)
+    assume(scheme is not None)
+    found, _ = PostProcessor(labels, Aggregation[aggregation.upper()], constrained=True).align(
+        logits, word_ids, num_words
+    )
+    start = 0
+    for words in num_words.tolist():
+        tags = [labels[k] if k >= 0 else "O" for k in found[start : start + words].tolist()]
+        start += words
+        assert tags == reencoded(tags, scheme)
+
+
+@pytest.mark.parametrize("aggregation", AGGREGATIONS)
+def test_constrained_align_keeps_tiny_probabilities(aggregation: str) -> None:
+    """One subword per word: every aggregation reads the same distribution, even where a logit gap of 100 or more
+    leaves probabilities far below float's range (Average once took logs of float sums and lost them)."""
+    labels = SCHEMES["IOB2"]
+    far = {"B-LOC": -300, "I-LOC": -300}
+    logits = one_hot_logits(
+        labels, [[{"O": 0, "B-PER": -120, "I-PER": -300, **far}, {"O": -200, "B-PER": -200, "I-PER": 0, **far}]]
+    )
+    # word 0: O, then B-PER (e^-120); word 1: I-PER; the best allowed path is B-PER I-PER
+    found, _ = PostProcessor(labels, Aggregation[aggregation.upper()], constrained=True).align(
+        logits, np.array([[0, 1]]), np.array([2])
+    )
+    assert [labels[k] for k in found.tolist()] == ["B-PER", "I-PER"]
+
+
+def test_a_word_without_subwords_reads_as_o_in_the_path() -> None:
+    """decode reads a word without subwords (label -1) as O, so the path must not have I-PER right after it."""
+    labels = SCHEMES["IOB2"]
+    logits = one_hot_logits(labels, [[{"B-PER": 5}, {"I-PER": 6, "B-PER": 5}]])
+    found, scores = PostProcessor(labels, constrained=True).align(logits, np.array([[0, 2]]), np.array([3]))
+    assert [labels[k] if k >= 0 else None for k in found.tolist()] == ["B-PER", None, "B-PER"]
+    assert scores[1] == 0.0
 
 
 def one_hot_logits(labels: tuple[str, ...], rows: list[list[dict[str, float]]]) -> np.ndarray:

@@ -110,12 +110,12 @@ def as_ints(a: Any) -> list[int] | None:
 @example(["O"], Aggregation.FIRST, 1e-39)  # a float whose inverse overflows
 def test_postprocessor_construction(labels: Any, aggregation: Any, temperature: Any) -> None:
     try:
-        made = PostProcessor(labels, aggregation, temperature)
+        made = PostProcessor(labels, aggregation, temperature, constrained=True)
     except REJECTED:
         return
     float_max = float(np.finfo(np.float32).max)
     assert 0 < made.temperature <= float_max and 1 / made.temperature <= float_max
-    assert isinstance(made.aggregation, Aggregation) and made.labels
+    assert isinstance(made.aggregation, Aggregation) and made.labels and made.constrained
 
 
 @st.composite
@@ -127,13 +127,13 @@ def align_args(draw: st.DrawFn) -> tuple[Any, ...]:
     return break_one(draw, logits, word_ids, num_words)
 
 
-@given(st.sampled_from(list(Aggregation)), align_args())
+@given(st.sampled_from(list(Aggregation)), align_args(), st.booleans())
 @settings(max_examples=examples(300))
 # A uint64 array once became a null array: a segfault.
-@example(Aggregation.FIRST, (np.zeros((1, 1, 5), np.float32), np.zeros((1, 1), np.uint64), np.array([1])))
-def test_align(aggregation: Aggregation, args: tuple[Any, ...]) -> None:
+@example(Aggregation.FIRST, (np.zeros((1, 1, 5), np.float32), np.zeros((1, 1), np.uint64), np.array([1])), False)
+def test_align(aggregation: Aggregation, args: tuple[Any, ...], constrained: bool) -> None:
     try:
-        labels, scores = PostProcessor(LABELS, aggregation, 0.5).align(*args)
+        labels, scores = PostProcessor(LABELS, aggregation, 0.5, constrained=constrained).align(*args)
     except REJECTED:
         return
     words = as_ints(args[2])

@@ -65,7 +65,8 @@ class PostProcessor:
     @property
     def temperature(self) -> float: ...
     @property
-    def constrained(self) -> bool: ...
+    def constrained(self) -> bool:
+        """``align`` gives each window the most likely label sequence the tag scheme allows."""
     def align(
         self,
         logits: npt.NDArray[np.float32],

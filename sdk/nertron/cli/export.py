@@ -65,7 +65,10 @@ def add_export(parser: argparse.ArgumentParser) -> None:
         "does not depend on its batch-mates); int8-dynamic: activations scaled per batch (batch-dependent)",
     )
     parser.add_argument("--fp16", action="store_true", help="fp16 weights (for GPUs)")
-    parser.add_argument("--scheme", help="tag scheme: IOB1, IOB2 or BIOES (default: from the labels)")
+    parser.add_argument(
+        "--scheme",
+        help="tag scheme: IOB1, IOB2 or BIOES (default: from the labels, IOB2 or BIOES; an IOB1 model needs IOB1)",
+    )
     parser.add_argument("--max-length", type=int, help="subwords per window (default: the model's)")
     parser.add_argument("--atol", type=float, default=1e-4, help="max |ONNX - PyTorch| logits (fp32)")
     parser.add_argument(
