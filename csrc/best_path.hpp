@@ -17,7 +17,8 @@ struct Transitions {
 // The label sequence of n words with the fewest transitions `allowed` forbids (none whenever the scheme allows
 // one) and, among those, the highest sum of log_probs ([n, num_labels], row-major; -infinity: a label the word
 // cannot have, avoided before any forbidden transition); ties go to the lower label at the last word, then to the
-// lower previous label. Writes n labels to out.
+// lower previous label. Writes n labels to out. Exact when some path has only finite log-probabilities (always so
+// from PostProcessor); relies on IEEE infinities (no -ffast-math).
 void best_path(const Transitions& allowed, const double* log_probs, int64_t n, int32_t* out);
 
 }  // namespace nertron

@@ -338,6 +338,13 @@ void test_best_path() {
     best_path(t, log_probs.data(), 2, path.data());
     check(path == std::vector<int32_t>({1, 1}), "best path: with no allowed path, the fewest forbidden steps");
     best_path(t, log_probs.data(), 0, nullptr);  // nothing to write
+    // A label of probability 0 (-infinity) is avoided even at the cost of a forbidden transition.
+    t.starts = {1, 1};
+    const double never = -std::numeric_limits<double>::infinity();
+    const std::vector<double> only_one = {0.0, never, never, 0.0};  // word 0 can only be 0, word 1 only 1
+    best_path(t, only_one.data(), 2, path.data());
+    check(path == std::vector<int32_t>({0, 1}),
+          "best path: a possible path with a forbidden step beats an impossible one");
 
     // IOB2 through align: argmax gives O I-PER; constrained gives B-PER I-PER, scored by B-PER's probability.
     const std::vector<std::string> iob2 = {"O", "B-PER", "I-PER"};

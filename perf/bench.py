@@ -180,6 +180,9 @@ def bench_postprocess(ner: NER, sentences: list, repeats: int) -> dict[str, Any]
             out.append(decoder.decode(labels, scores, batch.num_words))
         return out
 
+    def align_only(decoder: PostProcessor) -> list:
+        return [decoder.align(lg, b.word_ids, b.num_words) for b, lg in zip(batches, logits, strict=True)]
+
     def native_with_offsets() -> Any:
         parts = [postprocessor.align(lg, b.word_ids, b.num_words) for b, lg in zip(batches, logits, strict=True)]
         return postprocessor.decode(
@@ -243,6 +246,8 @@ def bench_postprocess(ner: NER, sentences: list, repeats: int) -> dict[str, Any]
         {
             "nertron C++ (align + decode)": native,
             "nertron C++, labels constrained (the SDK's)": functools.partial(native, sdk_decoder),
+            "nertron C++ align alone": functools.partial(align_only, postprocessor),
+            "nertron C++ align alone, labels constrained": functools.partial(align_only, sdk_decoder),
             "nertron C++ + char offsets, one call": native_with_offsets,
             "numpy + Python": numpy_python,
             "pure-Python reference": pure_python,
