@@ -168,7 +168,7 @@ def bench_postprocess(ner: NER, sentences: list, repeats: int) -> dict[str, Any]
     # Like for like: each word's most likely label, as numpy, the reference and HF's pipeline decode; the SDK's own
     # decoder (labels constrained to the tag scheme) is timed beside it.
     sdk_decoder = ner.pipeline.decoder
-    postprocessor = PostProcessor(sdk_decoder.labels, sdk_decoder.aggregation, sdk_decoder.temperature)
+    postprocessor = ner.pipeline.with_constrained_labels(False).decoder
     offsets = [as_text(words)[1] for words in docs]
     starts = np.array([s for w in offsets for s in w.starts], np.int64)
     ends = np.array([e for w in offsets for e in w.ends], np.int64)

@@ -9,22 +9,19 @@ the same as ``nertron eval --data FILE --context both`` per file. Chinese dev (P
 PER/ORG/LOC) is scored as a user meets it: raw text, character spans, MISC left out (``nertron eval --input
 raw --join nothing --types PER,ORG,LOC``; each sentence alone, the file marks no documents). Prints a
 Markdown table. ``--argmax`` adds the scores with each word's most likely label, as nertron decoded before it
-constrained labels to the tag scheme (``PostProcessor(constrained=False)``), in the same run.
+constrained labels to the tag scheme (``Pipeline.with_constrained_labels(False)``), in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import subprocess
-from collections.abc import Sequence
 from pathlib import Path
 
-from nertron import NER, Entity
-from nertron._native import PostProcessor
+from nertron import NER
 from nertron.evaluation import evaluate
 from nertron.io.conll import read_conll
 from nertron.model.default import PACKAGE_DIR, default_bundle
-from nertron.pipeline import Pipeline
 from nertron.raw_evaluation import evaluate_raw
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -37,19 +34,6 @@ DEV_SETS = {
 TEST_SETS = {"English (CoNLL-2003 test)": DATA / "conll2003" / "test.txt"}
 CHINESE_DEV = DATA / "multilingual" / "zh" / "dev.txt"
 CHINESE_TYPES = frozenset({"PER", "ORG", "LOC"})
-
-
-class Unconstrained:
-    """``ner``'s pipeline with each word's most likely label (no tag-scheme constraint), for ``evaluate_raw``."""
-
-    def __init__(self, ner: NER) -> None:
-        decoder = ner.pipeline.decoder
-        self.pipeline = ner.pipeline.replace(
-            decoder=PostProcessor(decoder.labels, decoder.aggregation, decoder.temperature, constrained=False)
-        )
-
-    def batch(self, texts: Sequence[str], *, batch_size: int = 16) -> list[list[Entity]]:
-        return list(self.pipeline.entities(texts, batch_size))
 
 
 def main() -> None:
@@ -68,10 +52,9 @@ def main() -> None:
     print("|---|---|---|---|" + ("---|---|" if args.argmax else ""))
     with NER(model) as ner:
         precision = ner.precision
-        unconstrained = Unconstrained(ner)
+        taggers = [ner.pipeline, ner.pipeline.with_constrained_labels(False)] if args.argmax else [ner.pipeline]
         for name, path in files.items():
             documents = read_conll(path)
-            taggers: list[NER | Pipeline] = [ner, unconstrained.pipeline] if args.argmax else [ner]
             columns = [
                 100 * evaluate(tagger, documents, context=context).entity.f1
                 for tagger in taggers
@@ -82,8 +65,7 @@ def main() -> None:
             print(f"| {name} | {figures} | `nertron eval --data ../{shown} --context both` |", flush=True)
         documents = read_conll(CHINESE_DEV)
         chinese = [
-            100 * evaluate_raw(tagger, documents, joiner="", types=CHINESE_TYPES).entity.f1
-            for tagger in ([ner, unconstrained] if args.argmax else [ner])
+            100 * evaluate_raw(tagger, documents, joiner="", types=CHINESE_TYPES).entity.f1 for tagger in taggers
         ]
         shown = CHINESE_DEV.relative_to(DATA.parent.parent)
         figures = " | ".join(f"{f1:.2f} | -" for f1 in chinese)

@@ -16,6 +16,7 @@ from nertron.backends.base import Backend
 from nertron.evaluation import evaluate
 from nertron.io.conll import Document, Sentence
 from nertron.pipeline import Pipeline, segment
+from nertron.raw_evaluation import evaluate_raw
 from nertron.text import SegmentedText
 
 TEXTS = [
@@ -140,8 +141,15 @@ def test_labels_are_constrained_to_the_bundles_tag_scheme(ner: NER) -> None:
     assert ner.bundle.scheme == "IOB2"
     assert ner.pipeline.decoder.constrained
     assert ner.pipeline.with_temperature(2.0).decoder.constrained
+    unconstrained = ner.pipeline.with_constrained_labels(False)
+    assert not unconstrained.decoder.constrained and unconstrained.decoder.temperature == ner.temperature
     iob1 = dataclasses.replace(ner.bundle, manifest=dataclasses.replace(ner.bundle.manifest, scheme="IOB1"))
     assert not Pipeline.from_bundle(iob1, ner.backend).decoder.constrained
+
+
+def test_raw_text_evaluation_runs_a_pipeline_as_its_ner(ner: NER) -> None:
+    documents = [Document([Sentence(["Angela", "Merkel", "visited", "Paris"], ["B-PER", "I-PER", "O", "B-LOC"])])]
+    assert evaluate_raw(ner.pipeline, documents) == evaluate_raw(ner, documents)
 
 
 def test_batches_are_the_models_inputs(ner: NER) -> None:

@@ -222,13 +222,13 @@ def test_a_hub_id_is_left_to_the_download_when_the_hub_is_online(monkeypatch: py
 def test_several_teachers_keep_only_the_sentences_they_tag_alike(tmp_path: Path) -> None:
     from nertron_export.pseudo_label import PseudoLabelled, pseudo_label
 
-    class Teacher:  # stands in for NER: each sentence's tags from a table
-        def __init__(self, tags: dict[str, list[str]]) -> None:
-            self.tags = tags
+    class Teacher:  # stands in for a Pipeline: each sentence's tags from a table
+        def __init__(self, table: dict[str, list[str]]) -> None:
+            self.table = table
             self.labels = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
 
-        def tag(self, sentences: list[list[str]]) -> list[list[str]]:
-            return [self.tags[" ".join(s)] for s in sentences]
+        def tags(self, sentences: list[list[str]]) -> list[list[str]]:
+            return [self.table[" ".join(s)] for s in sentences]
 
     merkel, eu, paris = "Angela Merkel met Macron .", "EU rejects German call .", "Paris is far ."
     unlabeled = tmp_path / "unlabeled.txt"
@@ -257,8 +257,6 @@ def test_several_teachers_keep_only_the_sentences_they_tag_alike(tmp_path: Path)
 def test_pseudo_label_argmax_tags_each_word_with_its_most_likely_label(tiny_bundle: Path, tmp_path: Path) -> None:
     """--argmax (what make default-model tags with) writes each word's most likely label, as the SDK decoded before
     it constrained labels to the tag scheme; without it, the tags a user gets."""
-    from nertron._native import PostProcessor
-
     unlabeled = tmp_path / "unlabeled.txt"
     lines = ["Peter Blackburn reported from Brussels .", "EU rejects German call .", "Angela Merkel met Macron ."]
     unlabeled.write_text("\n".join(lines * 4) + "\n")
@@ -271,8 +269,7 @@ def test_pseudo_label_argmax_tags_each_word_with_its_most_likely_label(tiny_bund
         written[name] = [s.tags for d in read_conll(out) for s in d.sentences]
     sentences = [line.split() for line in lines * 4]
     with NER(tiny_bundle) as teacher:
-        decoder = teacher.pipeline.decoder
-        argmax = teacher.pipeline.replace(decoder=PostProcessor(decoder.labels, decoder.aggregation, constrained=False))
+        argmax = teacher.pipeline.with_constrained_labels(False)
         assert written["argmax"] == [to_iob2(tags) for tags in argmax.tags(sentences)]
         assert written["constrained"] == [to_iob2(tags) for tags in teacher.tag(sentences)]
     assert written["argmax"] != written["constrained"]  # the random tiny model breaks IOB2 somewhere

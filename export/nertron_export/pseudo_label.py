@@ -26,10 +26,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-from nertron import NER, Entity
-from nertron._native import PostProcessor
+from nertron import NER
 from nertron.errors import file_error
 from nertron.model.default import default_bundle
 from nertron.pipeline import Pipeline, segment
@@ -63,38 +61,6 @@ class PseudoLabelled:
     disagreed: int = 0
 
 
-class Teacher(Protocol):
-    """What a teacher gives: its labels, each pre-split sentence's tags, each raw text's entities (``NER`` does)."""
-
-    @property
-    def labels(self) -> list[str]: ...
-    def tag(self, documents: Sequence[Sequence[str]]) -> list[list[str]]: ...
-    def batch(self, texts: Sequence[str]) -> list[list[Entity]]: ...
-
-
-@dataclass(frozen=True)
-class WordArgmax:
-    """A teacher that gives each word its most likely label, not the most likely sequence the tag scheme allows."""
-
-    pipeline: Pipeline
-
-    @classmethod
-    def of(cls, ner: NER) -> WordArgmax:
-        decoder = ner.pipeline.decoder
-        unconstrained = PostProcessor(decoder.labels, decoder.aggregation, decoder.temperature, constrained=False)
-        return cls(ner.pipeline.replace(decoder=unconstrained))
-
-    @property
-    def labels(self) -> list[str]:
-        return self.pipeline.labels
-
-    def tag(self, documents: Sequence[Sequence[str]]) -> list[list[str]]:
-        return list(self.pipeline.tags(documents))
-
-    def batch(self, texts: Sequence[str]) -> list[list[Entity]]:
-        return list(self.pipeline.entities(texts))
-
-
 def write_conll(
     out: Path, documents: list[list[list[str]]], tag: Callable[[list[list[str]]], list[Tagged | None]]
 ) -> PseudoLabelled:
@@ -117,7 +83,7 @@ def write_conll(
     return PseudoLabelled(sentences, entities, disagreed)
 
 
-def pseudo_label(teachers: Sequence[Teacher], source: Path, out: Path, *, raw: bool = False) -> PseudoLabelled:
+def pseudo_label(teachers: Sequence[Pipeline], source: Path, out: Path, *, raw: bool = False) -> PseudoLabelled:
     """Writes ``out``: each sentence of ``source`` with the teachers' tags, where they all agree. ``raw``: lines
     are raw text, cut into words by nertron (``tag_raw``)."""
     if not teachers:
@@ -137,15 +103,15 @@ def pseudo_label(teachers: Sequence[Teacher], source: Path, out: Path, *, raw: b
     return write_conll(out, list(read_unlabeled(source)), tag)
 
 
-def tag_words(ner: Teacher, sentences: list[list[str]]) -> list[Tagged]:
+def tag_words(teacher: Pipeline, sentences: list[list[str]]) -> list[Tagged]:
     """The teacher's tags of each sentence's words (each sentence alone)."""
-    return list(zip(sentences, ner.tag(sentences), strict=True))
+    return list(zip(sentences, teacher.tags(sentences), strict=True))
 
 
-def tag_raw(ner: Teacher, texts: list[str]) -> list[Tagged]:
+def tag_raw(teacher: Pipeline, texts: list[str]) -> list[Tagged]:
     """nertron's words of each text, tagged with the teacher's entities as a user gets them."""
     out: list[Tagged] = []
-    for text, found in zip(texts, ner.batch(texts), strict=True):
+    for text, found in zip(texts, teacher.entities(texts), strict=True):
         words = segment(text)
         tags = ["O"] * len(words)
         for entity in found:
@@ -185,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         models = ([default_bundle("int8", package_dir=p) for p in args.package] + args.model) or [None]
         with contextlib.ExitStack() as stack:
             ners = [stack.enter_context(NER(model)) for model in models]
-            teachers: list[Teacher] = [WordArgmax.of(ner) for ner in ners] if args.argmax else list(ners)
+            teachers = [ner.pipeline.with_constrained_labels(False) if args.argmax else ner.pipeline for ner in ners]
             written = pseudo_label(teachers, args.text, args.out, raw=args.raw)
     except (ValueError, OSError) as error:  # a teacher or file that cannot be used: one line, no traceback
         print(f"{parser.prog}: error: {file_error(error) if isinstance(error, OSError) else error}", file=sys.stderr)

@@ -104,9 +104,15 @@ class Pipeline:
 
     def with_temperature(self, temperature: float) -> Pipeline:
         """This pipeline with its scores at ``temperature`` (labels do not depend on it)."""
-        decoder = PostProcessor(
-            self.decoder.labels, self.decoder.aggregation, temperature, constrained=self.decoder.constrained
-        )
+        return self._with_decoder(temperature, self.decoder.constrained)
+
+    def with_constrained_labels(self, constrained: bool) -> Pipeline:
+        """This pipeline with labels constrained to the tag scheme or not (``False``: each word's most likely label,
+        as nertron decoded before 2026-12-07)."""
+        return self._with_decoder(self.decoder.temperature, constrained)
+
+    def _with_decoder(self, temperature: float, constrained: bool) -> Pipeline:
+        decoder = PostProcessor(self.decoder.labels, self.decoder.aggregation, temperature, constrained=constrained)
         return self.replace(decoder=decoder)
 
     @property

@@ -14,6 +14,7 @@ from typing import Any
 from nertron.errors import InvalidValue
 from nertron.evaluation import CONTEXTS, Scores, entity_set, scores_by_type, type_lines
 from nertron.io.conll import Document
+from nertron.pipeline import Pipeline
 from nertron.tags import to_iob2
 
 
@@ -77,7 +78,8 @@ def evaluate_raw(
     types: Collection[str] | None = None,
 ) -> RawTextReport:
     """Tags raw text made from the gold words (each sentence alone, or each document with a sentence per
-    line) with ``ner(text)``'s segmentation, and scores entities by (text, start, end, type).
+    line) with ``ner`` (an ``NER``, or anything with its ``batch``, or a ``Pipeline``) and its segmentation, and
+    scores entities by (text, start, end, type).
 
     ``joiner`` goes between the gold words: ``""`` for a file of characters of a script written without
     spaces (Chinese). ``types``: the entity types scored; other types, gold or found, are left out
@@ -95,9 +97,10 @@ def evaluate_raw(
             last = sentences[row].words[end - 1]
             if types is None or label in types:
                 gold.add((index, starts[row][first], starts[row][end - 1] + len(last), label))
+    tagged = ner.entities(texts, batch_size) if isinstance(ner, Pipeline) else ner.batch(texts, batch_size=batch_size)
     predicted = {
         (index, e.start, e.end, e.label)
-        for index, found in enumerate(ner.batch(texts, batch_size=batch_size))
+        for index, found in enumerate(tagged)
         for e in found
         if types is None or e.label in types
     }
